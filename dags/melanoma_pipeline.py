@@ -1,0 +1,94 @@
+"""
+# Melanoma pipeline (HAM10000)
+
+**Research use only — not a diagnostic device.**
+
+Turns the public HAM10000 dermoscopy archive into a versioned dataset and a
+leakage-free, lesion-grouped split, every artifact in the object store
+(`MELANOMA_STORE_URL`):
+
+1. `store_pretrained_weights` — backbone ImageNet weights to `pretrained/`, verified by hash;
+2. `download_dataset` — fetch (Dataverse, mirror or local directory), validate, version
+   under `datasets/ham10000/<dataset_version>/` (a no-op when that version exists);
+3. `split_dataset` — `runs/<run_id>/splits.csv`, grouped by lesion and stratified by diagnosis.
+
+Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, task
+
+from melanoma.config import PipelineConfig
+from melanoma.ham10000 import LABEL_TASKS
+from melanoma.pretrained import BACKBONE_WEIGHTS
+
+
+def _config(params: dict[str, Any]) -> PipelineConfig:
+    return PipelineConfig.from_env(
+        source=params.get("source"),
+        label_task=params.get("label_task"),
+        seed=params.get("split_seed"),
+        backbone=params.get("backbone"),
+        pretrained_weights=params.get("pretrained_weights"),
+    )
+
+
+@dag(
+    dag_id="melanoma_pipeline",
+    schedule=os.environ.get("MELANOMA_SCHEDULE", "@weekly"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["melanoma", "ham10000"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    params={
+        "source": Param(
+            os.environ.get("HAM10000_SOURCE", "dataverse"),
+            type="string",
+            title="HAM10000 source",
+            description="`dataverse`, `dataverse:<url>`, an http(s) mirror URL, or a local directory",
+        ),
+        "label_task": Param("mel_vs_rest", enum=sorted(LABEL_TASKS), title="Label task"),
+        "split_seed": Param(42, type="integer", minimum=0, title="Split seed"),
+        "backbone": Param(
+            os.environ.get("MELANOMA_BACKBONE", "resnet50"), enum=sorted(BACKBONE_WEIGHTS), title="Backbone"
+        ),
+        "pretrained_weights": Param(
+            os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
+            type="string",
+            title="Pretrained weights",
+            description="`keras` (download), `none`, a file path or an https URL",
+        ),
+    },
+)
+def melanoma_pipeline() -> None:
+    @task
+    def store_pretrained_weights(params: dict[str, Any] | None = None) -> str | None:
+        from melanoma.pipeline import store_pretrained_weights
+
+        return store_pretrained_weights(_config(params or {}))
+
+    @task(retry_exponential_backoff=True)
+    def download_dataset(params: dict[str, Any] | None = None) -> dict[str, Any]:
+        from melanoma.pipeline import download_dataset
+
+        return download_dataset(_config(params or {}))
+
+    @task
+    def split_dataset(dataset: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        from melanoma.pipeline import write_split
+
+        return write_split(_config(params or {}), str(run_id), dataset["manifest_key"])
+
+    dataset = download_dataset()
+    store_pretrained_weights() >> dataset
+    split_dataset(dataset)
+
+
+melanoma_pipeline()

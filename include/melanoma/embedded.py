@@ -1,0 +1,256 @@
+"""The embedded stack: the same DAG without Docker.
+
+* a Spark standalone master and one worker, started from the installed pyspark
+  distribution with ``spark-class`` (exactly as the Spark image starts them), bound
+  to 127.0.0.1, health-checked through the master's JSON status page, stopped by pid;
+* Airflow with its home in ``.airflow/`` (SQLite metadata DB), connections from
+  environment variables;
+* a ``file://`` object store in ``.store/``.
+
+Command line (``melanoma-stack``): ``run`` (start, run the DAG once, stop),
+``start`` / ``stop`` / ``status``, ``env`` (print the environment as shell exports,
+for ``airflow standalone``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAG_ID = "melanoma_pipeline"
+
+
+def spark_home() -> Path:
+    """The Spark distribution inside the installed pyspark package."""
+    spec = find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pyspark is not installed in this environment")
+    return Path(spec.origin).parent
+
+
+@dataclass(frozen=True)
+class SparkStandalone:
+    """A one-master, one-worker Spark standalone cluster on 127.0.0.1."""
+
+    state_dir: Path
+    master_port: int = 7077
+    master_webui_port: int = 8080
+    worker_webui_port: int = 8081
+    worker_cores: int = max(1, os.cpu_count() or 1)
+    worker_memory: str = "4g"
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.master_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def _pid_file(self, role: str) -> Path:
+        return self.state_dir / f"spark-{role}.pid"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(self.log_dir),
+            "SPARK_WORKER_DIR": str(self.state_dir / "work"),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+        })
+        return env
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        if self.running():
+            log.info("Spark standalone already running at %s", self.master_url)
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        spark_class = str(spark_home() / "bin" / "spark-class")
+        self._launch("master", [spark_class, "org.apache.spark.deploy.master.Master",
+                                "--host", "127.0.0.1", "--port", str(self.master_port),
+                                "--webui-port", str(self.master_webui_port)])
+        self._launch("worker", [spark_class, "org.apache.spark.deploy.worker.Worker", self.master_url,
+                                "--host", "127.0.0.1", "--cores", str(self.worker_cores),
+                                "--memory", self.worker_memory, "--webui-port", str(self.worker_webui_port),
+                                "--work-dir", str(self.state_dir / "work")])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.master_status()
+            if status and status.get("status") == "ALIVE" and status.get("aliveworkers", 0) >= 1:
+                log.info("Spark standalone up: %s, %d worker(s), %s cores; UI http://127.0.0.1:%d",
+                         self.master_url, status["aliveworkers"], status.get("cores"), self.master_webui_port)
+                return
+            for role in ("master", "worker"):
+                if not _alive(self._read_pid(role)):
+                    self.stop()
+                    raise RuntimeError(f"Spark {role} exited during start-up; see {self.log_dir}/spark-{role}.out")
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"Spark standalone not healthy after {timeout_s:.0f}s; see {self.log_dir}")
+
+    def _launch(self, role: str, command: list[str]) -> None:
+        out = open(self.log_dir / f"spark-{role}.out", "ab")
+        # spark-class execs java, so this pid is the JVM's; a new session lets stop() reach any children.
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
+                                   start_new_session=True, cwd=self.state_dir)
+        out.close()
+        self._pid_file(role).write_text(str(process.pid))
+
+    def master_status(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.master_webui_port}/json/", timeout=2) as r:
+                return json.load(r)
+        except (OSError, ValueError):
+            return None
+
+    def _read_pid(self, role: str) -> int | None:
+        try:
+            return int(self._pid_file(role).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        return all(_alive(self._read_pid(r)) for r in ("master", "worker"))
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        for role in ("worker", "master"):
+            pid = self._read_pid(role)
+            if _alive(pid):
+                _terminate(pid, timeout_s)  # type: ignore[arg-type]
+                log.info("Spark %s (pid %d) stopped", role, pid)
+            self._pid_file(role).unlink(missing_ok=True)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child (exited, not yet reaped) still answers kill(0).
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def airflow_environment(root: Path, spark: SparkStandalone, store_url: str) -> dict[str, str]:
+    """Environment for Airflow commands on the embedded stack (home, DB, connections, store)."""
+    home = root / ".airflow"
+    venv_bin = str(Path(sys.executable).parent)
+    env = dict(os.environ)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW_CONN_SPARK_DEFAULT": f"spark://127.0.0.1:{spark.master_port}?deploy-mode=client",
+        "MELANOMA_STORE_URL": store_url,
+        "MELANOMA_CACHE_DIR": env.get("MELANOMA_CACHE_DIR", str(root / ".cache")),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        # spark-submit and airflow from this environment, whatever the caller's PATH.
+        "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+    })
+    return env
+
+
+def migrate_airflow_db(env: dict[str, str]) -> None:
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def run_dag(env: dict[str, str], conf: dict | None = None) -> int:
+    command = ["airflow", "dags", "test", DAG_ID]
+    if conf:
+        command += ["--conf", json.dumps(conf)]
+    log.info("running: %s", shlex.join(command))
+    return subprocess.run(command, env=env).returncode
+
+
+def default_stack(root: Path = PROJECT_ROOT) -> tuple[SparkStandalone, str]:
+    spark = SparkStandalone(
+        root / ".stack",
+        master_port=int(os.environ.get("SPARK_MASTER_PORT", 7077)),
+        master_webui_port=int(os.environ.get("SPARK_MASTER_WEBUI_PORT", 8080)),
+        worker_webui_port=int(os.environ.get("SPARK_WORKER_WEBUI_PORT", 8081)),
+    )
+    store_url = os.environ.get("MELANOMA_STORE_URL") or (root / ".store").as_uri()
+    return spark, store_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="melanoma-stack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["run", "start", "stop", "status", "env"])
+    parser.add_argument("--conf", default=None, help="DAG params as JSON, for run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    spark, store_url = default_stack()
+    env = airflow_environment(PROJECT_ROOT, spark, store_url)
+    if args.command == "env":
+        keys = ["AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
+                "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                "AIRFLOW_CONN_SPARK_DEFAULT", "MELANOMA_STORE_URL", "MELANOMA_CACHE_DIR",
+                "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_HOME", "SPARK_LOCAL_IP", "PATH"]
+        print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys))
+        return 0
+    if args.command == "status":
+        status = spark.master_status()
+        print(json.dumps({"spark": status and {k: status.get(k) for k in ("url", "status", "aliveworkers", "cores")},
+                          "store": store_url}, indent=2))
+        return 0 if spark.running() else 1
+    if args.command == "stop":
+        spark.stop()
+        return 0
+    spark.start()
+    if args.command == "start":
+        return 0
+    try:
+        migrate_airflow_db(env)
+        started = time.monotonic()
+        code = run_dag(env, json.loads(args.conf) if args.conf else None)
+        elapsed = time.monotonic() - started
+    finally:
+        spark.stop()
+    print(f"\nDAG {DAG_ID} {'succeeded' if code == 0 else 'FAILED'} in {elapsed:.0f}s.")
+    print(f"Artifacts: {store_url}  (datasets/ham10000/<version>/, runs/<run_id>/)")
+    print(f"Task logs: {PROJECT_ROOT / '.airflow' / 'logs'}   Spark logs: {spark.log_dir}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""HAM10000 schema, diagnosis codes, label tasks and metadata validation (pure logic).
+
+Tschandl, Rosendahl & Kittler, "The HAM10000 dataset, a large collection of
+multi-source dermatoscopic images of common pigmented skin lesions",
+Sci. Data 5, 180161 (2018).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+# The seven diagnostic categories of HAM10000.
+DX_CODES: dict[str, str] = {
+    "akiec": "actinic keratosis / intraepithelial carcinoma",
+    "bcc": "basal cell carcinoma",
+    "bkl": "benign keratosis",
+    "df": "dermatofibroma",
+    "mel": "melanoma",
+    "nv": "melanocytic nevus",
+    "vasc": "vascular lesion",
+}
+REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
+# Present in the official file; checked for type when present, not required.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
+IMAGE_ID_PATTERN = re.compile(r"^ISIC_\d{7}$")
+
+
+class MetadataSchemaError(ValueError):
+    """The metadata file as a whole is unusable (a missing column, say)."""
+
+
+@dataclass(frozen=True)
+class LabelTask:
+    """A binary task over HAM10000 diagnoses."""
+
+    name: str
+    positive: frozenset[str]
+    # Diagnoses kept for this task; None keeps all seven.
+    keep: frozenset[str] | None
+    description: str
+
+
+LABEL_TASKS: dict[str, LabelTask] = {
+    t.name: t
+    for t in (
+        LabelTask("mel_vs_rest", frozenset({"mel"}), None, "melanoma vs all other diagnoses"),
+        LabelTask(
+            "malignant_vs_benign",
+            frozenset({"mel", "bcc", "akiec"}),
+            None,
+            "mel, bcc and akiec vs the benign rest",
+        ),
+        LabelTask("mel_vs_nv", frozenset({"mel"}), frozenset({"mel", "nv"}), "melanoma vs nevus only"),
+    )
+}
+
+
+def label_task(name: str) -> LabelTask:
+    try:
+        return LABEL_TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown label task {name!r}; choose one of {sorted(LABEL_TASKS)}") from None
+
+
+def apply_label_task(metadata: pd.DataFrame, task: str | LabelTask) -> pd.DataFrame:
+    """Rows the task keeps, with an integer ``label`` column (1 = positive class)."""
+    t = task if isinstance(task, LabelTask) else label_task(task)
+    rows = metadata if t.keep is None else metadata[metadata["dx"].isin(t.keep)]
+    return rows.assign(label=rows["dx"].isin(t.positive).astype(int))
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    row: int  # 1-based line number in the CSV, header being line 1
+    image_id: str
+    reason: str
+
+
+def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """Check the metadata table; return the valid rows and one problem per rejected row.
+
+    A missing required column rejects the whole file (:class:`MetadataSchemaError`).
+    Row-level problems (unknown ``dx``, malformed or duplicate ``image_id``, empty
+    ``lesion_id``, non-numeric ``age``) reject that row only. ``raw`` must be read
+    with every column as string (``dtype=str``) so that nothing is coerced silently.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise MetadataSchemaError(
+            f"{source}: missing required column(s) {missing}; found columns {list(raw.columns)}"
+        )
+    df = raw.copy()
+    for col in df.columns:
+        df[col] = df[col].astype("string").str.strip()
+    checks: list[tuple[str, Callable[[pd.DataFrame], pd.Series]]] = [
+        ("empty lesion_id", lambda d: d["lesion_id"].fillna("") == ""),
+        (
+            "malformed image_id (expected ISIC_ and 7 digits)",
+            lambda d: ~d["image_id"].fillna("").str.fullmatch(IMAGE_ID_PATTERN.pattern),
+        ),
+        ("unknown dx (not one of " + ",".join(DX_CODES) + ")", lambda d: ~d["dx"].isin(list(DX_CODES))),
+    ]
+    if "age" in df.columns:
+        checks.append(
+            (
+                "age is not a number",
+                lambda d: d["age"].notna() & (d["age"] != "") & pd.to_numeric(d["age"], errors="coerce").isna(),
+            )
+        )
+    problems: list[RowProblem] = []
+    bad = pd.Series(False, index=df.index)
+    for reason, check in checks:
+        hit = check(df).fillna(True).astype(bool) & ~bad
+        for idx in df.index[hit]:
+            value = df.at[idx, "dx"] if reason.startswith("unknown dx") else None
+            problems.append(
+                RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), reason + (f": {value!r}" if value else ""))
+            )
+        bad |= hit
+    dup = df["image_id"].duplicated(keep="first") & ~bad
+    for idx in df.index[dup]:
+        first = int(df.index[(df["image_id"] == df.at[idx, "image_id"])][0]) + 2
+        problems.append(RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), f"duplicate image_id (first at row {first})"))
+    bad |= dup
+    valid = df[~bad].copy()
+    if "age" in valid.columns:
+        valid["age"] = pd.to_numeric(valid["age"], errors="coerce")
+    problems.sort(key=lambda p: p.row)
+    return valid.reset_index(drop=True), problems

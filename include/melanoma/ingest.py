@@ -1,0 +1,316 @@
+"""Validate a local HAM10000 layout and version it in the object store.
+
+Two passes over the source, never modifying it: the first hashes and checks
+every file (metadata schema and rows, image decodability and truncation, mask
+matching) and builds the MANIFEST; the second uploads what the manifest lists.
+``dataset_version`` is a hash of the manifest's file list, so the same data
+gives the same version and ingesting it again is a no-op. The MANIFEST is
+written last: it is the commit marker (see :mod:`melanoma.store`).
+
+Layout under the store:
+``datasets/ham10000/<version>/{metadata.csv, images/, masks/, quarantine/, MANIFEST.json}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.ham10000 import DX_CODES, MetadataSchemaError, validate_metadata
+from melanoma.sources import LocalLayout
+from melanoma.store import ObjectStore, read_manifest
+
+log = logging.getLogger(__name__)
+
+DATASET_PREFIX = "datasets/ham10000"
+IMAGE_NAME = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png)$", re.IGNORECASE)
+MASK_NAME = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
+
+
+def dataset_prefix(version: str) -> str:
+    return f"{DATASET_PREFIX}/{version}"
+
+
+def manifest_key(version: str) -> str:
+    return f"{dataset_prefix(version)}/MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file inside the source: a zip member or a file in a folder."""
+
+    container: Path  # the zip or folder it lives in
+    member: str  # its path inside the container
+
+    @property
+    def name(self) -> str:
+        return Path(self.member).name
+
+    def origin(self) -> str:
+        return f"{self.container}::{self.member}" if self.container.suffix == ".zip" else str(self.container / self.member)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    source: SourceFile
+    sha256: str
+    size: int
+    problem: str | None  # None when the file is a valid image/mask
+    width: int = 0
+    height: int = 0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    dataset_version: str
+    manifest_key: str
+    created: bool  # False when this version already existed in the store
+    manifest: dict[str, Any]
+
+
+def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str]]:
+    """Yield each file of a zip or folder with its bytes, or with an error string if unreadable."""
+    if container.is_dir():
+        for path in sorted(p for p in container.rglob("*") if p.is_file()):
+            yield SourceFile(container, path.relative_to(container).as_posix()), path.read_bytes()
+        return
+    try:
+        archive = zipfile.ZipFile(container)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{container}: not a readable zip archive ({e}); is the download truncated?") from e
+    with archive:
+        for info in sorted(archive.infolist(), key=lambda i: i.filename):
+            if info.is_dir() or "__MACOSX" in info.filename:
+                continue
+            try:
+                yield SourceFile(container, info.filename), archive.read(info)
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+                yield SourceFile(container, info.filename), f"unreadable zip member: {e}"
+
+
+def check_image_bytes(data: bytes, grayscale: bool = False) -> tuple[str | None, int, int]:
+    """(problem or None, width, height) for an encoded JPEG/PNG."""
+    if data[:3] == b"\xff\xd8\xff":
+        # A JPEG missing its end-of-image marker was cut short; OpenCV would still decode
+        # the top part and fill the rest with grey, so check the marker explicitly.
+        if b"\xff\xd9" not in data[-64:]:
+            return "truncated JPEG (no end-of-image marker)", 0, 0
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if b"IEND" not in data[-16:]:
+            return "truncated PNG (no IEND chunk)", 0, 0
+    else:
+        return "not a JPEG or PNG file", 0, 0
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        return "undecodable image", 0, 0
+    return None, int(image.shape[1]), int(image.shape[0])
+
+
+def _check(item: tuple[SourceFile, bytes | str], grayscale: bool) -> FileCheck:
+    source, data = item
+    if isinstance(data, str):
+        return FileCheck(source, "", 0, data)
+    problem, width, height = check_image_bytes(data, grayscale)
+    return FileCheck(source, hashlib.sha256(data).hexdigest(), len(data), problem, width, height)
+
+
+def _scan(containers: tuple[Path, ...], pattern: re.Pattern[str], grayscale: bool, workers: int) -> tuple[list[FileCheck], list[tuple[SourceFile, str]]]:
+    """Check every file matching ``pattern``; other files are returned as ignored, with why."""
+    def matching() -> Iterator[tuple[SourceFile, bytes | str]]:
+        for container in containers:
+            for source, data in iter_source_files(container):
+                if pattern.match(source.name):
+                    yield source, data
+                else:
+                    ignored.append((source, "file name does not match " + pattern.pattern))
+
+    ignored: list[tuple[SourceFile, str]] = []
+    # OpenCV releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor(workers) as pool:
+        checks = list(pool.map(lambda item: _check(item, grayscale), matching()))
+    return checks, ignored
+
+
+def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate the source; return (manifest, plan) where plan maps each store key to its origin."""
+    started = time.monotonic()
+    raw_metadata = layout.metadata.read_bytes()
+    try:
+        raw = pd.read_csv(io.BytesIO(raw_metadata), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise MetadataSchemaError(f"{layout.metadata}: cannot be parsed as CSV ({e})") from e
+    metadata, row_problems = validate_metadata(raw, str(layout.metadata))
+
+    image_checks, ignored = _scan(layout.image_parts, IMAGE_NAME, False, workers)
+    mask_checks, ignored_masks = _scan((layout.masks,) if layout.masks else (), MASK_NAME, True, workers)
+    ignored += ignored_masks
+
+    plan: dict[str, SourceFile | bytes] = {}
+    files: dict[str, dict[str, Any]] = {}
+    quarantined: list[dict[str, str]] = []
+    known_ids = set(metadata["image_id"])
+
+    def quarantine(check: FileCheck, reason: str) -> None:
+        key = f"quarantine/{check.source.container.name}/{check.source.name}"
+        quarantined.append({"file": check.source.origin(), "reason": reason, "key": key if check.size else ""})
+        if check.size:  # unreadable zip members have no bytes to keep
+            plan[key] = check.source
+            files[key] = {"sha256": check.sha256, "bytes": check.size}
+
+    images: dict[str, FileCheck] = {}
+    for check in image_checks:
+        image_id = IMAGE_NAME.match(check.source.name).group(1)  # type: ignore[union-attr]
+        if check.problem:
+            quarantine(check, check.problem)
+        elif image_id in images:
+            quarantine(check, f"duplicate image of {image_id} (first in {images[image_id].source.origin()})")
+        elif image_id not in known_ids:
+            quarantine(check, "image has no metadata row (or its row was rejected)")
+        else:
+            images[image_id] = check
+    masks: dict[str, FileCheck] = {}
+    for check in mask_checks:
+        image_id = MASK_NAME.match(check.source.name).group(1)  # type: ignore[union-attr]
+        if check.problem:
+            quarantine(check, check.problem)
+        elif image_id in masks:
+            quarantine(check, f"duplicate mask of {image_id}")
+        elif image_id not in images:
+            quarantine(check, "mask has no matching image")
+        else:
+            masks[image_id] = check
+
+    missing_images = sorted(known_ids - set(images))
+    kept = metadata[metadata["image_id"].isin(images)].reset_index(drop=True)
+    kept.insert(len(kept.columns), "has_mask", kept["image_id"].isin(masks).astype(int))
+    metadata_csv = kept.to_csv(index=False, lineterminator="\n").encode()
+    plan["metadata.csv"] = metadata_csv
+    files["metadata.csv"] = {"sha256": hashlib.sha256(metadata_csv).hexdigest(), "bytes": len(metadata_csv)}
+    if row_problems:
+        rejected = pd.DataFrame([vars(p) for p in row_problems]).to_csv(index=False, lineterminator="\n").encode()
+        plan["quarantine/metadata_rejected_rows.csv"] = rejected
+        files["quarantine/metadata_rejected_rows.csv"] = {"sha256": hashlib.sha256(rejected).hexdigest(), "bytes": len(rejected)}
+    for image_id, check in sorted(images.items()):
+        ext = Path(check.source.name).suffix.lower()
+        key = f"images/{image_id}{'.jpg' if ext == '.jpeg' else ext}"
+        plan[key] = check.source
+        files[key] = {"sha256": check.sha256, "bytes": check.size, "width": check.width, "height": check.height}
+    for image_id, check in sorted(masks.items()):
+        key = f"masks/{image_id}_segmentation.png"
+        plan[key] = check.source
+        files[key] = {"sha256": check.sha256, "bytes": check.size, "width": check.width, "height": check.height}
+
+    files = dict(sorted(files.items()))
+    version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    by_dx = kept["dx"].value_counts()
+    manifest: dict[str, Any] = {
+        "dataset": "ham10000",
+        "dataset_version": version,
+        "source": source,
+        "notice": RESEARCH_NOTICE,
+        "counts": {
+            "metadata_rows": len(raw),
+            "images": len(images),
+            "lesions": int(kept["lesion_id"].nunique()),
+            "masks": len(masks),
+            "by_dx": {dx: int(by_dx.get(dx, 0)) for dx in DX_CODES},
+            "quarantined": len(quarantined),
+            "rejected_rows": len(row_problems),
+        },
+        "validation": {
+            "rejected_rows": [vars(p) for p in row_problems],
+            "metadata_rows_without_image": missing_images,
+            "images_without_mask": sorted(set(images) - set(masks)) if layout.masks else "no mask source",
+            "quarantined": sorted(quarantined, key=lambda q: q["file"]),
+            "ignored_files": sorted(f"{s.origin()}: {why}" for s, why in ignored),
+        },
+        "validation_seconds": round(time.monotonic() - started, 2),
+        "files": files,
+    }
+    return manifest, plan
+
+
+def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 8) -> IngestResult:
+    """Validate ``layout`` and upload it as a dataset version, unless that version already exists."""
+    manifest, plan = build_manifest(layout, source)
+    version = manifest["dataset_version"]
+    key = manifest_key(version)
+    log_validation(manifest)
+    if store.exists(key):
+        log.info("dataset version %s already exists at %s/%s: nothing to upload", version, store.url, key)
+        return IngestResult(version, key, False, read_manifest(store, key))
+
+    prefix = dataset_prefix(version)
+    started = time.monotonic()
+    # Group uploads by container so each zip is opened once per worker batch.
+    by_container: dict[Path | None, list[tuple[str, SourceFile | bytes]]] = {}
+    for rel, origin in plan.items():
+        by_container.setdefault(origin.container if isinstance(origin, SourceFile) else None, []).append((rel, origin))
+
+    def upload_batch(batch: list[tuple[str, SourceFile | bytes]]) -> None:
+        reader = _ContainerReader()
+        for rel, origin in batch:
+            data = origin if isinstance(origin, bytes) else reader.read(origin)
+            store.put_bytes(f"{prefix}/{rel}", data)
+        reader.close()
+
+    batches = [items[i : i + 256] for items in by_container.values() for i in range(0, len(items), 256)]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(upload_batch, batches))
+    manifest["upload_seconds"] = round(time.monotonic() - started, 2)
+    store.put_json(key, manifest)  # last: the commit marker
+    log.info("dataset version %s: %d objects uploaded to %s/%s in %.1fs",
+             version, len(plan), store.url, prefix, manifest["upload_seconds"])
+    return IngestResult(version, key, True, manifest)
+
+
+class _ContainerReader:
+    """Reads files back from zips or folders, keeping each zip open once."""
+
+    def __init__(self) -> None:
+        self._zips: dict[Path, zipfile.ZipFile] = {}
+
+    def read(self, source: SourceFile) -> bytes:
+        if source.container.is_dir():
+            return (source.container / source.member).read_bytes()
+        archive = self._zips.get(source.container)
+        if archive is None:
+            archive = self._zips[source.container] = zipfile.ZipFile(source.container)
+        return archive.read(source.member)
+
+    def close(self) -> None:
+        for archive in self._zips.values():
+            archive.close()
+
+
+def log_validation(manifest: dict[str, Any]) -> None:
+    counts, report = manifest["counts"], manifest["validation"]
+    log.info("HAM10000 %s: %d metadata rows, %d images, %d lesions, %d masks; by dx %s",
+             manifest["dataset_version"], counts["metadata_rows"], counts["images"], counts["lesions"],
+             counts["masks"], counts["by_dx"])
+    for problem in report["rejected_rows"]:
+        log.warning("metadata row %(row)d (%(image_id)s) rejected: %(reason)s", problem)
+    if report["metadata_rows_without_image"]:
+        log.warning("%d metadata rows have no image: %s", len(report["metadata_rows_without_image"]),
+                    ", ".join(report["metadata_rows_without_image"][:20]))
+    if isinstance(report["images_without_mask"], list) and report["images_without_mask"]:
+        log.warning("%d images have no lesion mask: %s", len(report["images_without_mask"]),
+                    ", ".join(report["images_without_mask"][:20]))
+    for entry in report["quarantined"]:
+        log.warning("quarantined %s: %s", entry["file"], entry["reason"])

@@ -1,0 +1,84 @@
+"""The pipeline's steps as plain functions: object-store keys in, object-store keys out.
+
+The DAG wraps each in an Airflow task; tests and the command line call them
+directly. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from melanoma import RESEARCH_NOTICE, sources
+from melanoma.config import PipelineConfig, safe_run_id
+from melanoma.ham10000 import apply_label_task
+from melanoma.ingest import dataset_prefix, ingest
+from melanoma.pretrained import place_pretrained_weights
+from melanoma.splits import split_by_lesion, split_summary
+from melanoma.store import open_store, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def run_prefix(run_id: str) -> str:
+    return f"runs/{safe_run_id(run_id)}"
+
+
+def download_dataset(config: PipelineConfig) -> dict[str, Any]:
+    """Fetch, validate and version HAM10000; return the version and its manifest key."""
+    store = open_store(config.store_url)
+    layout = sources.fetch(config.source, Path(config.cache_dir))
+    result = ingest(layout, store, sources.describe(config.source))
+    if not result.created:
+        log.info("dataset version %s already exists: ingest was a no-op", result.dataset_version)
+    counts = result.manifest["counts"]
+    return {
+        "dataset_version": result.dataset_version,
+        "manifest_key": result.manifest_key,
+        "created": result.created,
+        "images": counts["images"],
+        "quarantined": counts["quarantined"],
+        "metadata_rows_without_image": result.manifest["validation"]["metadata_rows_without_image"],
+    }
+
+
+def store_pretrained_weights(config: PipelineConfig) -> str | None:
+    """Place the backbone's ImageNet weights in the store; return their key (None for ``none``)."""
+    record = place_pretrained_weights(
+        open_store(config.store_url),
+        config.backbone,
+        config.pretrained_weights,
+        Path(config.cache_dir),
+        config.pretrained_sha256 or None,
+    )
+    return record["key"] if record else None
+
+
+def write_split(config: PipelineConfig, run_id: str, manifest_key: str) -> str:
+    """Write the run's config and its lesion-grouped split; return the ``splits.csv`` key."""
+    store = open_store(config.store_url)
+    manifest = read_manifest(store, manifest_key)
+    version = manifest["dataset_version"]
+    metadata = pd.read_csv(io.BytesIO(store.get_bytes(f"{dataset_prefix(version)}/metadata.csv")), dtype={"image_id": str, "lesion_id": str, "dx": str})
+    rows = apply_label_task(metadata, config.label_task)
+    split = split_by_lesion(rows, config.split_ratios, config.seed)
+    prefix = run_prefix(run_id)
+    store.put_json(f"{prefix}/config.json", {
+        "run_id": run_id, "dataset_version": version, "manifest_key": manifest_key,
+        "config": config.to_dict(), "notice": RESEARCH_NOTICE,
+    })
+    columns = ["image_id", "lesion_id", "dx", "label", "split"]
+    key = f"{prefix}/splits.csv"
+    summary = split_summary(split)
+    store.put_json(f"{prefix}/splits_summary.json", {
+        "dataset_version": version, "label_task": config.label_task, "seed": config.seed,
+        "ratios": list(config.split_ratios), "splits": summary,
+    })
+    store.put_bytes(key, split[columns].to_csv(index=False, lineterminator="\n").encode())
+    for name, entry in summary.items():
+        log.info("split %s: %d images, %d lesions, %d melanomas", name, entry["images"], entry["lesions"], entry["melanomas"])
+    return key

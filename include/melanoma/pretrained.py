@@ -1,0 +1,103 @@
+"""Place ImageNet backbone weights in the store under ``pretrained/``, verified by hash.
+
+Sources: ``keras`` (Keras's own published file, fetched over HTTPS and checked
+against Keras's MD5 where Keras publishes one), a local file, or an HTTP(S) URL.
+A supplied file must match a hash we know for that backbone, or the
+``expected_sha256`` the user gives; anything else is refused rather than
+trained on unverified. ``none`` skips the step (random initialisation, for tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from melanoma.download import DownloadError, RemoteFile, download, file_digest
+from melanoma.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    keras_file: str  # Keras's own no-top ImageNet file
+    keras_md5: str | None  # the hash Keras checks on download, where it has one
+    known_sha256: frozenset[str]  # other verified files for this backbone (Keras 3 .weights.h5 exports)
+
+
+BACKBONE_WEIGHTS: dict[str, BackboneWeights] = {
+    "resnet50": BackboneWeights(
+        "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+        frozenset(),
+    ),
+    "mobilenet_v2": BackboneWeights(
+        "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        None,
+        # ImageNet MobileNetV2 1.0/224 without top, Keras 3 weights format (shared/data/weights).
+        frozenset({"6714965a05ee6d8568343664bb9cda7456c6eb1fa190a6f5eb39bf087068b100"}),
+    ),
+}
+
+
+def weights_key(backbone: str, filename: str) -> str:
+    suffix = ".weights.h5" if filename.endswith(".weights.h5") else Path(filename).suffix
+    return f"pretrained/{backbone}_imagenet_notop{suffix}"
+
+
+def place_pretrained_weights(
+    store: ObjectStore,
+    backbone: str,
+    source: str,
+    cache_dir: Path,
+    expected_sha256: str | None = None,
+) -> dict[str, Any] | None:
+    """Verify the weights named by ``source`` and store them; return their record (or None for ``none``).
+
+    The record (also stored as ``<key>.json``) holds the key, sha256, size and
+    source. Storing the same file again is a no-op.
+    """
+    if source == "none":
+        log.info("pretrained weights: none (random initialisation)")
+        return None
+    if backbone not in BACKBONE_WEIGHTS:
+        raise ValueError(f"no pretrained weights known for backbone {backbone!r}; known: {sorted(BACKBONE_WEIGHTS)}")
+    spec = BACKBONE_WEIGHTS[backbone]
+    if source == "keras":
+        url = f"{KERAS_WEIGHTS_URL}/{spec.keras_file}"
+        path = download(RemoteFile(Path(spec.keras_file).name, url, md5=spec.keras_md5), cache_dir / "weights" / Path(spec.keras_file).name)
+        verified_by = f"md5 {spec.keras_md5} published by Keras" if spec.keras_md5 else "Keras download (no published hash)"
+    elif source.startswith(("http://", "https://")):
+        name = Path(urlparse(source).path).name
+        path = download(RemoteFile(name, source, sha256=expected_sha256), cache_dir / "weights" / name)
+        verified_by = ""
+    else:
+        path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights file {path} does not exist")
+        verified_by = ""
+    sha256 = file_digest(path)
+    if not verified_by:
+        if expected_sha256 and sha256 != expected_sha256.lower():
+            raise DownloadError(f"{path}: sha256 {sha256}, expected {expected_sha256}")
+        if not expected_sha256 and sha256 not in spec.known_sha256:
+            raise DownloadError(
+                f"{path}: sha256 {sha256} is not a known {backbone} ImageNet weights file; "
+                "pass its expected sha256 to use it"
+            )
+        verified_by = f"sha256 {sha256}" + (" (user-supplied)" if expected_sha256 else " (known file)")
+    key = weights_key(backbone, path.name)
+    record = {"key": key, "backbone": backbone, "sha256": sha256, "bytes": path.stat().st_size,
+              "source": source, "verified_by": verified_by}
+    if store.exists(key + ".json") and store.get_json(key + ".json").get("sha256") == sha256:
+        log.info("pretrained weights %s already in the store (sha256 %s)", key, sha256)
+        return store.get_json(key + ".json")
+    store.put_file(key, path)
+    store.put_json(key + ".json", record)  # after the weights: the record marks them complete
+    log.info("pretrained weights %s stored, verified by %s", key, verified_by)
+    return record

@@ -1,0 +1,73 @@
+"""Lesion-grouped, diagnosis-stratified train/val/test split (pure logic).
+
+HAM10000 holds several images of many lesions (``lesion_id``). An image-level
+split puts pictures of the same lesion in train and test and inflates every
+test metric, so whole lesions are assigned to one split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def split_by_lesion(
+    rows: pd.DataFrame, ratios: tuple[float, float, float] = (0.70, 0.15, 0.15), seed: int = 42
+) -> pd.DataFrame:
+    """Assign every row a ``split`` so that no lesion spans two splits.
+
+    Stratified by ``dx``: lesions of each diagnosis are shuffled (seeded) and each
+    goes, in turn, to the split furthest below its target share of that
+    diagnosis's images. With many lesions per diagnosis the image proportions
+    then sit close to ``ratios``; rare diagnoses with few lesions land within one
+    lesion's images of the target.
+    """
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
+        raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
+    for col in ("image_id", "lesion_id", "dx"):
+        if col not in rows.columns:
+            raise ValueError(f"split_by_lesion needs column {col!r}")
+    # A lesion with images of two diagnoses would make stratification ambiguous; HAM10000 has none.
+    mixed = rows.groupby("lesion_id")["dx"].nunique()
+    if (mixed > 1).any():
+        raise ValueError(f"lesions with more than one dx: {sorted(mixed[mixed > 1].index)[:5]}")
+
+    rng = np.random.default_rng(seed)
+    target = np.asarray(ratios, dtype=float)
+    assignment: dict[str, str] = {}
+    lesion_sizes = rows.groupby("lesion_id", sort=True).size()
+    lesion_dx = rows.groupby("lesion_id", sort=True)["dx"].first()
+    for dx in sorted(lesion_dx.unique()):
+        lesions = lesion_dx.index[lesion_dx == dx].to_numpy()
+        lesions = lesions[rng.permutation(len(lesions))]
+        counts = np.zeros(3)
+        for lesion in lesions:
+            n = lesion_sizes[lesion]
+            # Largest deficit after adding this lesion, relative to the stratum's running total.
+            deficit = target * (counts.sum() + n) - counts
+            deficit[target == 0] = -np.inf
+            k = int(np.argmax(deficit))
+            counts[k] += n
+            assignment[lesion] = SPLITS[k]
+    return rows.assign(split=rows["lesion_id"].map(assignment))
+
+
+def split_summary(split_rows: pd.DataFrame) -> dict[str, Any]:
+    """Images, lesions and positives per split, and images per diagnosis per split."""
+    summary: dict[str, Any] = {}
+    for name in SPLITS:
+        part = split_rows[split_rows["split"] == name]
+        entry: dict[str, Any] = {
+            "images": len(part),
+            "lesions": int(part["lesion_id"].nunique()),
+            "melanomas": int((part["dx"] == "mel").sum()),
+            "by_dx": {str(k): int(v) for k, v in part["dx"].value_counts().sort_index().items()},
+        }
+        if "label" in part.columns:
+            entry["positives"] = int(part["label"].sum())
+        summary[name] = entry
+    return summary

@@ -1,0 +1,286 @@
+"""Object store: one small interface, two backends chosen by URL.
+
+* ``file:///abs/path`` — a directory on local disk (the embedded stack's default).
+* ``s3://bucket[/prefix]`` — any S3 endpoint (MinIO under docker compose) through the
+  ``minio`` client; endpoint and credentials come from the environment
+  (``S3_ENDPOINT_URL``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``).
+
+Commit protocol. Every single object is written atomically: the file backend
+writes a temporary file and renames it, an S3 PUT is atomic. An artifact made of
+several objects (a dataset version, a set of shards) is complete only when its
+manifest object exists, and the manifest is always written last, after every
+object it lists. Readers open the manifest first (:func:`read_manifest`) and read
+only what it lists, so a crash mid-write leaves objects that nothing reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlparse
+
+
+class ArtifactIncompleteError(RuntimeError):
+    """A multi-object artifact has no manifest yet: it was never committed."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+def _check_key(key: str) -> str:
+    if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
+        raise ValueError(f"invalid object key {key!r}: keys are relative, '/'-separated, no '..'")
+    return key
+
+
+class ObjectStore(ABC):
+    """Keys are '/'-separated paths relative to the store root."""
+
+    url: str
+
+    @abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO, size: int = -1) -> None:
+        """Write an object from a readable binary stream, atomically."""
+
+    @abstractmethod
+    def get_stream(self, key: str) -> BinaryIO:
+        """Open an object for streaming reads; the caller closes it."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Size of an object; raises FileNotFoundError if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, recursively, sorted by key."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; absent objects are not an error."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put_stream(key, io.BytesIO(data), len(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.get_stream(key) as stream:
+            return stream.read()
+
+    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        with open(path, "rb") as f:
+            self.put_stream(key, f, os.fstat(f.fileno()).st_size)
+
+    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Stream an object to a local file, atomically (temporary file, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, self.get_stream(key) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_json(self, key: str, payload: Any) -> None:
+        self.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+    def get_json(self, key: str) -> Any:
+        return json.loads(self.get_bytes(key))
+
+
+class FileStore(ObjectStore):
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def put_stream(self, key: str, stream: BinaryIO, size: int = -1) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(stream, out, 1 << 20)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_stream(self, key: str) -> BinaryIO:
+        return open(self._path(key), "rb")
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.url}/{key}: no such object")
+        return ObjectInfo(key, path.stat().st_size)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        # Walk only the deepest directory the prefix names, not the whole store.
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base.is_dir():
+            return
+        found = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):
+                    continue  # an in-flight atomic write
+                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    found.append(key)
+        for key in sorted(found):
+            yield ObjectInfo(key, (self.root / key).stat().st_size)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store(ObjectStore):
+    """S3 backend on the ``minio`` client. ``s3://bucket/optional/prefix``."""
+
+    def __init__(
+        self,
+        url: str,
+        endpoint_url: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        region: str | None = None,
+    ):
+        from minio import Minio  # imported here so the file backend needs no S3 client
+
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"not an s3://bucket URL: {url!r}")
+        self.url = url.rstrip("/")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        endpoint = urlparse(endpoint_url or os.environ.get("S3_ENDPOINT_URL", "http://127.0.0.1:9000"))
+        if not endpoint.netloc:
+            raise ValueError(f"S3 endpoint must be a URL such as http://minio:9000, got {endpoint_url!r}")
+        self.client = Minio(
+            endpoint.netloc,
+            access_key=access_key or os.environ.get("S3_ACCESS_KEY"),
+            secret_key=secret_key or os.environ.get("S3_SECRET_KEY"),
+            secure=endpoint.scheme == "https",
+            region=region or os.environ.get("S3_REGION", "us-east-1"),
+        )
+
+    def _name(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _key(self, name: str) -> str:
+        return name[len(self.prefix) + 1 :] if self.prefix else name
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+    def put_stream(self, key: str, stream: BinaryIO, size: int = -1) -> None:
+        # Unknown sizes go up as a multipart upload in 16 MiB parts; S3 makes the
+        # object visible only when the upload completes, which is the atomicity we need.
+        self.client.put_object(
+            self.bucket, self._name(key), stream, length=size, part_size=16 << 20 if size < 0 else 0
+        )
+
+    def get_stream(self, key: str) -> BinaryIO:
+        from minio.error import S3Error
+
+        try:
+            response = self.client.get_object(self.bucket, self._name(key))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(f"{self.url}/{key}: no such object") from e
+            raise
+        return _ClosingResponse(response)
+
+    def stat(self, key: str) -> ObjectInfo:
+        from minio.error import S3Error
+
+        try:
+            st = self.client.stat_object(self.bucket, self._name(key))
+        except S3Error as e:
+            if e.code in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
+                raise FileNotFoundError(f"{self.url}/{key}: no such object") from e
+            raise
+        return ObjectInfo(key, int(st.size or 0))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True):
+            yield ObjectInfo(self._key(obj.object_name), int(obj.size or 0))
+
+    def delete(self, key: str) -> None:
+        self.client.remove_object(self.bucket, self._name(key))
+
+
+class _ClosingResponse(io.RawIOBase):
+    """A urllib3 response as a context-managed binary stream that releases its connection."""
+
+    def __init__(self, response: Any):
+        self._response = response
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._response.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._response.read() if size is None or size < 0 else self._response.read(size)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._response.close()
+            self._response.release_conn()
+        super().close()
+
+
+def open_store(url: str | None = None) -> ObjectStore:
+    """The store named by ``url``, or by ``MELANOMA_STORE_URL``."""
+    url = url or os.environ.get("MELANOMA_STORE_URL")
+    if not url:
+        raise ValueError("no object store configured: set MELANOMA_STORE_URL (file:///path or s3://bucket)")
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"file store URL must be file:///absolute/path, got {url!r}")
+        return FileStore(parsed.path)
+    if parsed.scheme == "s3":
+        return S3Store(url)
+    raise ValueError(f"unsupported object store URL {url!r}: use file:///path or s3://bucket")
+
+
+def read_manifest(store: ObjectStore, key: str) -> Any:
+    """Read a multi-object artifact's manifest; its absence means the artifact is incomplete."""
+    try:
+        return store.get_json(key)
+    except FileNotFoundError as e:
+        raise ArtifactIncompleteError(
+            f"{store.url}/{key} does not exist: the artifact was never committed "
+            "(its producing task has not finished successfully)"
+        ) from e
