@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ def _fetch_into(http: requests.Session, remote: RemoteFile, part: Path, timeout_
             total = remote.size or _content_length(response, offset)
             received, last_log, start = offset, time.monotonic(), time.monotonic()
             with open(part, mode) as out:
-                for chunk in response.iter_content(chunk_size=1 << 20):
+                # read1 hands over whatever has arrived, so bytes received before a
+                # connection drops reach the disk and the next attempt resumes after them.
+                while chunk := response.raw.read1(1 << 20, decode_content=True):
                     out.write(chunk)
                     received += len(chunk)
                     now = time.monotonic()
@@ -149,7 +152,7 @@ def _fetch_into(http: requests.Session, remote: RemoteFile, part: Path, timeout_
                         last_log = now
             if total and received < total:
                 raise _Retryable(f"connection closed at byte {received} of {total}")
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
+    except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as e:
         raise _Retryable(f"{type(e).__name__}: {e}") from e
 
 

@@ -165,9 +165,9 @@ def _terminate(pid: int, timeout_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def airflow_environment(root: Path, spark: SparkStandalone, store_url: str) -> dict[str, str]:
+def airflow_environment(root: Path, spark: SparkStandalone, store_url: str, home: Path | None = None) -> dict[str, str]:
     """Environment for Airflow commands on the embedded stack (home, DB, connections, store)."""
-    home = root / ".airflow"
+    home = home or root / ".airflow"
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env.update({

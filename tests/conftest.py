@@ -1,0 +1,80 @@
+"""Shared fixtures. Integration fixtures start real services on 127.0.0.1 and stop them by pid."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from melanoma.store import FileStore, S3Store
+from melanoma.synthetic import SyntheticArchive, write_archive
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MOTO_KEYS = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mini_archive(tmp_path: Path) -> SyntheticArchive:
+    return write_archive(tmp_path / "ham10000")
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "store")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server as a separate process, standing in for MinIO."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(endpoint, timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"moto_server did not start; see {log.name}") from None
+            time.sleep(0.2)
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+@pytest.fixture
+def s3_store(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """A fresh bucket on the moto server; the environment points S3 clients at it."""
+    monkeypatch.setenv("S3_ENDPOINT_URL", moto_endpoint)
+    for key, value in MOTO_KEYS.items():
+        monkeypatch.setenv(key, value)
+    store = S3Store(f"s3://test-{uuid.uuid4().hex[:12]}")
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("MELANOMA_", "HAM10000_", "AIRFLOW")):
+            monkeypatch.delenv(name)

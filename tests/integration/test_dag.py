@@ -1,0 +1,65 @@
+"""The DAG end to end with `airflow dags test` (SQLite metadata DB) and an S3 store on moto's server."""
+
+import hashlib
+import io
+import json
+import subprocess
+
+import pandas as pd
+import pytest
+
+from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
+from tests.conftest import MOTO_KEYS, REPO_ROOT
+
+
+@pytest.fixture
+def airflow_env(tmp_path, s3_store, moto_endpoint):
+    spark = SparkStandalone(tmp_path / "stack")  # not started: this DAG slice runs no Spark job
+    env = airflow_environment(REPO_ROOT, spark, s3_store.url, home=tmp_path / "airflow")
+    env.update(MOTO_KEYS, S3_ENDPOINT_URL=moto_endpoint, MELANOMA_CACHE_DIR=str(tmp_path / "cache"),
+               MELANOMA_SCHEDULE="@weekly")
+    migrate_airflow_db(env)
+    return env
+
+
+def dags_test(env, conf):
+    done = subprocess.run(["airflow", "dags", "test", "melanoma_pipeline", "--conf", json.dumps(conf)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
+    return done.stdout + done.stderr
+
+
+def test_dag_ingests_splits_and_second_run_reuses_the_version(airflow_env, mini_archive, s3_store, tmp_path):
+    weights = tmp_path / "backbone.weights.h5"
+    weights.write_bytes(b"weights for the test")
+    airflow_env["MELANOMA_PRETRAINED_SHA256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    conf = {"source": str(mini_archive.root), "backbone": "mobilenet_v2", "pretrained_weights": str(weights),
+            "label_task": "mel_vs_rest", "split_seed": 3}
+
+    first_log = dags_test(airflow_env, conf)
+    manifests = [o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")]
+    assert len(manifests) == 1
+    manifest = s3_store.get_json(manifests[0])
+    assert manifest["counts"]["images"] == len(mini_archive.metadata)
+    assert s3_store.exists("pretrained/mobilenet_v2_imagenet_notop.weights.h5")
+
+    runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
+    assert len(runs) == 1
+    split = pd.read_csv(io.BytesIO(s3_store.get_bytes(f"runs/{runs[0]}/splits.csv")))
+    assert list(split.columns) == ["image_id", "lesion_id", "dx", "label", "split"]
+    assert len(split) == len(mini_archive.metadata)
+    assert split.groupby("lesion_id")["split"].nunique().max() == 1
+    assert split["label"].eq(split["dx"].eq("mel").astype(int)).all()
+    config = s3_store.get_json(f"runs/{runs[0]}/config.json")
+    assert config["dataset_version"] == manifest["dataset_version"]
+    assert config["config"]["seed"] == 3
+    assert "Research use only" in config["notice"]
+    assert "dataset version" in first_log and "objects uploaded" in first_log
+
+    second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
+    assert f"dataset version {manifest['dataset_version']} already exists" in second_log
+    assert [o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")] == manifests
+    runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
+    assert len(runs) == 2
+    nv_split = pd.read_csv(io.BytesIO(s3_store.get_bytes(f"runs/{runs[-1]}/splits.csv")))
+    assert set(nv_split["dx"]) == {"mel", "nv"}

@@ -1,0 +1,27 @@
+import pytest
+
+from melanoma.config import PipelineConfig, safe_run_id
+
+
+def test_environment_then_params_override_defaults():
+    env = {"MELANOMA_STORE_URL": "s3://bucket", "HAM10000_SOURCE": "/data", "MELANOMA_BACKBONE": "mobilenet_v2"}
+    config = PipelineConfig.from_env(env, backbone="resnet50", seed=None, label_task="")
+    assert config.store_url == "s3://bucket"
+    assert config.source == "/data"
+    assert config.backbone == "resnet50"  # the param wins over the environment
+    assert config.seed == 42 and config.label_task == "mel_vs_rest"  # empty overrides keep defaults
+
+
+def test_invalid_values_are_refused():
+    with pytest.raises(ValueError, match="label_task"):
+        PipelineConfig(label_task="mel_vs_all")
+    with pytest.raises(ValueError, match="split_ratios"):
+        PipelineConfig(split_ratios=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="unknown configuration"):
+        PipelineConfig.from_env({}, epochs=3)
+
+
+def test_safe_run_id():
+    assert safe_run_id("manual__2026-01-01T00:00:00+00:00") == "manual__2026-01-01T00_00_00_00_00"
+    with pytest.raises(ValueError):
+        safe_run_id("::")

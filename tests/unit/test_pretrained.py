@@ -1,0 +1,35 @@
+import hashlib
+
+import pytest
+
+from melanoma.download import DownloadError
+from melanoma.pretrained import BACKBONE_WEIGHTS, place_pretrained_weights
+
+
+def test_user_file_verified_by_given_sha256_and_stored_once(file_store, tmp_path):
+    weights = tmp_path / "my.weights.h5"
+    weights.write_bytes(b"not really hdf5, but bytes are bytes")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = place_pretrained_weights(file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest)
+    assert record["key"] == "pretrained/mobilenet_v2_imagenet_notop.weights.h5"
+    assert file_store.get_bytes(record["key"]) == weights.read_bytes()
+    assert file_store.get_json(record["key"] + ".json")["sha256"] == digest
+    again = place_pretrained_weights(file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest)
+    assert again == record
+
+
+def test_unverifiable_or_mismatching_weights_are_refused(file_store, tmp_path):
+    weights = tmp_path / "w.h5"
+    weights.write_bytes(b"x")
+    with pytest.raises(DownloadError, match="not a known resnet50 ImageNet weights file"):
+        place_pretrained_weights(file_store, "resnet50", str(weights), tmp_path)
+    with pytest.raises(DownloadError, match="expected " + "a" * 64):
+        place_pretrained_weights(file_store, "resnet50", str(weights), tmp_path, expected_sha256="a" * 64)
+    with pytest.raises(ValueError, match="no pretrained weights known"):
+        place_pretrained_weights(file_store, "vgg99", str(weights), tmp_path)
+    assert list(file_store.list("")) == []
+
+
+def test_none_skips_and_known_backbones_declare_keras_files(file_store, tmp_path):
+    assert place_pretrained_weights(file_store, "resnet50", "none", tmp_path) is None
+    assert BACKBONE_WEIGHTS["resnet50"].keras_md5 == "4d473c1dd8becc155b73f8504c6f6626"
