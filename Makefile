@@ -30,7 +30,7 @@ test: install
 # The Airflow UI on http://127.0.0.1:8080 (user admin; password in .airflow/simple_auth_manager_passwords.json.generated).
 ui: install
 	$(BIN)/melanoma-stack start
-	SPARK_MASTER_WEBUI_PORT=8090 bash -c 'eval "$$($(BIN)/melanoma-stack env)" && airflow standalone'
+	bash -c 'eval "$$($(BIN)/melanoma-stack env)" && airflow standalone'
 
 stop:
 	-$(BIN)/melanoma-stack stop

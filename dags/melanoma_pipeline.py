@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Param, dag, task
-
 from melanoma.config import PipelineConfig
 from melanoma.ham10000 import LABEL_TASKS
 from melanoma.pretrained import BACKBONE_WEIGHTS
@@ -57,7 +56,9 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
         "label_task": Param("mel_vs_rest", enum=sorted(LABEL_TASKS), title="Label task"),
         "split_seed": Param(42, type="integer", minimum=0, title="Split seed"),
         "backbone": Param(
-            os.environ.get("MELANOMA_BACKBONE", "resnet50"), enum=sorted(BACKBONE_WEIGHTS), title="Backbone"
+            os.environ.get("MELANOMA_BACKBONE", "resnet50"),
+            enum=sorted(BACKBONE_WEIGHTS),
+            title="Backbone",
         ),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
@@ -81,7 +82,9 @@ def melanoma_pipeline() -> None:
         return download_dataset(_config(params or {}))
 
     @task
-    def split_dataset(dataset: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+    def split_dataset(
+        dataset: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
         from melanoma.pipeline import write_split
 
         return write_split(_config(params or {}), str(run_id), dataset["manifest_key"])

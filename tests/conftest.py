@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from melanoma.store import FileStore, S3Store
 from melanoma.synthetic import SyntheticArchive, write_archive
 
@@ -41,11 +40,13 @@ def file_store(tmp_path: Path) -> FileStore:
 def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server as a separate process, standing in for MinIO."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -54,12 +55,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
         except requests.ConnectionError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start; see {log.name}") from None
+                raise RuntimeError(f"moto_server did not start; see {log}") from None
             time.sleep(0.2)
     yield endpoint
     process.terminate()
     process.wait(10)
-    log.close()
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ from urllib.parse import parse_qs, urlparse
 class ServerState:
     root: Path
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
-    cut_after: dict[str, int] = field(default_factory=dict)  # path -> bytes sent before dropping, once
+    cut_after: dict[str, int] = field(
+        default_factory=dict
+    )  # path -> bytes sent before dropping, once
     fail_status: dict[str, int] = field(default_factory=dict)  # path -> status returned once
     routes: dict[str, str] = field(default_factory=dict)  # URL path -> file name under root
     json_routes: dict[str, object] = field(default_factory=dict)
@@ -26,7 +28,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         parsed = urlparse(self.path)
         path = parsed.path
         self.state.requests.append((path, self.headers.get("Range")))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import pytest
-
 from melanoma.store import ArtifactIncompleteError, ObjectStore, read_manifest
 
 

@@ -44,7 +44,9 @@ class PipelineConfig:
             raise ValueError(f"label_task {self.label_task!r} is not one of {sorted(LABEL_TASKS)}")
         ratios = tuple(float(r) for r in self.split_ratios)
         if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
-            raise ValueError(f"split_ratios must be three non-negative numbers summing to 1, got {self.split_ratios}")
+            raise ValueError(
+                f"split_ratios must be three non-negative numbers summing to 1, got {self.split_ratios}"
+            )
         object.__setattr__(self, "split_ratios", ratios)
 
     @classmethod

@@ -91,7 +91,9 @@ def download(
             log.info("%s: already downloaded and verified (%s)", remote.name, dest)
             return dest
         except ChecksumMismatchError as e:
-            log.warning("%s: cached copy fails verification (%s); downloading again", remote.name, e)
+            log.warning(
+                "%s: cached copy fails verification (%s); downloading again", remote.name, e
+            )
             dest.unlink()
     part = dest.with_name(dest.name + ".part")
     http = session or requests.Session()
@@ -103,10 +105,19 @@ def download(
         except _Retryable as e:
             attempt += 1
             if attempt > retries:
-                raise DownloadError(f"{remote.name} ({remote.url}): giving up after {retries} retries: {e}") from e
+                raise DownloadError(
+                    f"{remote.name} ({remote.url}): giving up after {retries} retries: {e}"
+                ) from e
             wait = backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: %s; retry %d/%d in %.1fs, resuming at byte %d",
-                        remote.name, e, attempt, retries, wait, part.stat().st_size if part.exists() else 0)
+            log.warning(
+                "%s: %s; retry %d/%d in %.1fs, resuming at byte %d",
+                remote.name,
+                e,
+                attempt,
+                retries,
+                wait,
+                part.stat().st_size if part.exists() else 0,
+            )
             time.sleep(wait)
     try:
         verify_file(part, remote)
@@ -121,7 +132,13 @@ class _Retryable(Exception):
     pass
 
 
-def _fetch_into(http: requests.Session, remote: RemoteFile, part: Path, timeout_s: float, progress_every_s: float) -> None:
+def _fetch_into(
+    http: requests.Session,
+    remote: RemoteFile,
+    part: Path,
+    timeout_s: float,
+    progress_every_s: float,
+) -> None:
     offset = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={offset}-"} if offset else {}
     try:
@@ -148,7 +165,9 @@ def _fetch_into(http: requests.Session, remote: RemoteFile, part: Path, timeout_
                     if now - last_log >= progress_every_s:
                         rate = (received - offset) / max(now - start, 1e-9) / 1e6
                         pct = f"{100 * received / total:.1f}%" if total else "?%"
-                        log.info("%s: %s (%d MB) at %.1f MB/s", remote.name, pct, received >> 20, rate)
+                        log.info(
+                            "%s: %s (%d MB) at %.1f MB/s", remote.name, pct, received >> 20, rate
+                        )
                         last_log = now
             if total and received < total:
                 raise _Retryable(f"connection closed at byte {received} of {total}")

@@ -66,14 +66,16 @@ class SparkStandalone:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update({
-            "SPARK_HOME": str(spark_home()),
-            "SPARK_LOCAL_IP": "127.0.0.1",
-            "SPARK_LOG_DIR": str(self.log_dir),
-            "SPARK_WORKER_DIR": str(self.state_dir / "work"),
-            "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable,
-        })
+        env.update(
+            {
+                "SPARK_HOME": str(spark_home()),
+                "SPARK_LOCAL_IP": "127.0.0.1",
+                "SPARK_LOG_DIR": str(self.log_dir),
+                "SPARK_WORKER_DIR": str(self.state_dir / "work"),
+                "PYSPARK_PYTHON": sys.executable,
+                "PYSPARK_DRIVER_PYTHON": sys.executable,
+            }
+        )
         return env
 
     def start(self, timeout_s: float = 90.0) -> None:
@@ -82,39 +84,79 @@ class SparkStandalone:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         spark_class = str(spark_home() / "bin" / "spark-class")
-        self._launch("master", [spark_class, "org.apache.spark.deploy.master.Master",
-                                "--host", "127.0.0.1", "--port", str(self.master_port),
-                                "--webui-port", str(self.master_webui_port)])
-        self._launch("worker", [spark_class, "org.apache.spark.deploy.worker.Worker", self.master_url,
-                                "--host", "127.0.0.1", "--cores", str(self.worker_cores),
-                                "--memory", self.worker_memory, "--webui-port", str(self.worker_webui_port),
-                                "--work-dir", str(self.state_dir / "work")])
+        self._launch(
+            "master",
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.master_port),
+                "--webui-port",
+                str(self.master_webui_port),
+            ],
+        )
+        self._launch(
+            "worker",
+            [
+                spark_class,
+                "org.apache.spark.deploy.worker.Worker",
+                self.master_url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                str(self.worker_cores),
+                "--memory",
+                self.worker_memory,
+                "--webui-port",
+                str(self.worker_webui_port),
+                "--work-dir",
+                str(self.state_dir / "work"),
+            ],
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.master_status()
             if status and status.get("status") == "ALIVE" and status.get("aliveworkers", 0) >= 1:
-                log.info("Spark standalone up: %s, %d worker(s), %s cores; UI http://127.0.0.1:%d",
-                         self.master_url, status["aliveworkers"], status.get("cores"), self.master_webui_port)
+                log.info(
+                    "Spark standalone up: %s, %d worker(s), %s cores; UI http://127.0.0.1:%d",
+                    self.master_url,
+                    status["aliveworkers"],
+                    status.get("cores"),
+                    self.master_webui_port,
+                )
                 return
             for role in ("master", "worker"):
                 if not _alive(self._read_pid(role)):
                     self.stop()
-                    raise RuntimeError(f"Spark {role} exited during start-up; see {self.log_dir}/spark-{role}.out")
+                    raise RuntimeError(
+                        f"Spark {role} exited during start-up; see {self.log_dir}/spark-{role}.out"
+                    )
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"Spark standalone not healthy after {timeout_s:.0f}s; see {self.log_dir}")
+        raise RuntimeError(
+            f"Spark standalone not healthy after {timeout_s:.0f}s; see {self.log_dir}"
+        )
 
     def _launch(self, role: str, command: list[str]) -> None:
-        out = open(self.log_dir / f"spark-{role}.out", "ab")
         # spark-class execs java, so this pid is the JVM's; a new session lets stop() reach any children.
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.environment(),
-                                   start_new_session=True, cwd=self.state_dir)
-        out.close()
+        with open(self.log_dir / f"spark-{role}.out", "ab") as out:
+            process = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,
+                cwd=self.state_dir,
+            )
         self._pid_file(role).write_text(str(process.pid))
 
     def master_status(self) -> dict | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.master_webui_port}/json/", timeout=2) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.master_webui_port}/json/", timeout=2
+            ) as r:
                 return json.load(r)
         except (OSError, ValueError):
             return None
@@ -165,27 +207,35 @@ def _terminate(pid: int, timeout_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def airflow_environment(root: Path, spark: SparkStandalone, store_url: str, home: Path | None = None) -> dict[str, str]:
+def airflow_environment(
+    root: Path, spark: SparkStandalone, store_url: str, home: Path | None = None
+) -> dict[str, str]:
     """Environment for Airflow commands on the embedded stack (home, DB, connections, store)."""
     home = home or root / ".airflow"
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW_CONN_SPARK_DEFAULT": f"spark://127.0.0.1:{spark.master_port}?deploy-mode=client",
-        "MELANOMA_STORE_URL": store_url,
-        "MELANOMA_CACHE_DIR": env.get("MELANOMA_CACHE_DIR", str(root / ".cache")),
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        # spark-submit and airflow from this environment, whatever the caller's PATH.
-        "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW_CONN_SPARK_DEFAULT": f"spark://127.0.0.1:{spark.master_port}?deploy-mode=client",
+            "MELANOMA_STORE_URL": store_url,
+            "MELANOMA_CACHE_DIR": env.get("MELANOMA_CACHE_DIR", str(root / ".cache")),
+            "PYSPARK_PYTHON": sys.executable,
+            "PYSPARK_DRIVER_PYTHON": sys.executable,
+            "SPARK_HOME": str(spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            # spark-submit and airflow from this environment, whatever the caller's PATH.
+            "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    # Relative local paths given by the user mean relative to where they ran the command.
+    for name in ("HAM10000_SOURCE", "MELANOMA_PRETRAINED_WEIGHTS"):
+        if env.get(name) and Path(env[name]).expanduser().exists():
+            env[name] = str(Path(env[name]).expanduser().resolve())
     return env
 
 
@@ -206,8 +256,8 @@ def default_stack(root: Path = PROJECT_ROOT) -> tuple[SparkStandalone, str]:
     spark = SparkStandalone(
         root / ".stack",
         master_port=int(os.environ.get("SPARK_MASTER_PORT", 7077)),
-        master_webui_port=int(os.environ.get("SPARK_MASTER_WEBUI_PORT", 8080)),
-        worker_webui_port=int(os.environ.get("SPARK_WORKER_WEBUI_PORT", 8081)),
+        master_webui_port=int(os.environ.get("SPARK_MASTER_WEBUI_PORT", 8090)),
+        worker_webui_port=int(os.environ.get("SPARK_WORKER_WEBUI_PORT", 8091)),
     )
     store_url = os.environ.get("MELANOMA_STORE_URL") or (root / ".store").as_uri()
     return spark, store_url
@@ -222,16 +272,35 @@ def main(argv: list[str] | None = None) -> int:
     spark, store_url = default_stack()
     env = airflow_environment(PROJECT_ROOT, spark, store_url)
     if args.command == "env":
-        keys = ["AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
-                "AIRFLOW__CORE__LOAD_EXAMPLES", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                "AIRFLOW_CONN_SPARK_DEFAULT", "MELANOMA_STORE_URL", "MELANOMA_CACHE_DIR",
-                "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "SPARK_HOME", "SPARK_LOCAL_IP", "PATH"]
+        keys = [
+            "AIRFLOW_HOME",
+            "AIRFLOW__CORE__DAGS_FOLDER",
+            "AIRFLOW__CORE__PLUGINS_FOLDER",
+            "AIRFLOW__CORE__LOAD_EXAMPLES",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+            "AIRFLOW_CONN_SPARK_DEFAULT",
+            "MELANOMA_STORE_URL",
+            "MELANOMA_CACHE_DIR",
+            "PYSPARK_PYTHON",
+            "PYSPARK_DRIVER_PYTHON",
+            "SPARK_HOME",
+            "SPARK_LOCAL_IP",
+            "PATH",
+        ]
         print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys))
         return 0
     if args.command == "status":
         status = spark.master_status()
-        print(json.dumps({"spark": status and {k: status.get(k) for k in ("url", "status", "aliveworkers", "cores")},
-                          "store": store_url}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "spark": status
+                    and {k: status.get(k) for k in ("url", "status", "aliveworkers", "cores")},
+                    "store": store_url,
+                },
+                indent=2,
+            )
+        )
         return 0 if spark.running() else 1
     if args.command == "stop":
         spark.stop()

@@ -54,7 +54,9 @@ LABEL_TASKS: dict[str, LabelTask] = {
             None,
             "mel, bcc and akiec vs the benign rest",
         ),
-        LabelTask("mel_vs_nv", frozenset({"mel"}), frozenset({"mel", "nv"}), "melanoma vs nevus only"),
+        LabelTask(
+            "mel_vs_nv", frozenset({"mel"}), frozenset({"mel", "nv"}), "melanoma vs nevus only"
+        ),
     )
 }
 
@@ -63,7 +65,9 @@ def label_task(name: str) -> LabelTask:
     try:
         return LABEL_TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown label task {name!r}; choose one of {sorted(LABEL_TASKS)}") from None
+        raise ValueError(
+            f"unknown label task {name!r}; choose one of {sorted(LABEL_TASKS)}"
+        ) from None
 
 
 def apply_label_task(metadata: pd.DataFrame, task: str | LabelTask) -> pd.DataFrame:
@@ -102,13 +106,20 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             "malformed image_id (expected ISIC_ and 7 digits)",
             lambda d: ~d["image_id"].fillna("").str.fullmatch(IMAGE_ID_PATTERN.pattern),
         ),
-        ("unknown dx (not one of " + ",".join(DX_CODES) + ")", lambda d: ~d["dx"].isin(list(DX_CODES))),
+        (
+            "unknown dx (not one of " + ",".join(DX_CODES) + ")",
+            lambda d: ~d["dx"].isin(list(DX_CODES)),
+        ),
     ]
     if "age" in df.columns:
         checks.append(
             (
                 "age is not a number",
-                lambda d: d["age"].notna() & (d["age"] != "") & pd.to_numeric(d["age"], errors="coerce").isna(),
+                lambda d: (
+                    d["age"].notna()
+                    & (d["age"] != "")
+                    & pd.to_numeric(d["age"], errors="coerce").isna()
+                ),
             )
         )
     problems: list[RowProblem] = []
@@ -118,13 +129,23 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
         for idx in df.index[hit]:
             value = df.at[idx, "dx"] if reason.startswith("unknown dx") else None
             problems.append(
-                RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), reason + (f": {value!r}" if value else ""))
+                RowProblem(
+                    int(idx) + 2,
+                    str(df.at[idx, "image_id"]),
+                    reason + (f": {value!r}" if value else ""),
+                )
             )
         bad |= hit
     dup = df["image_id"].duplicated(keep="first") & ~bad
     for idx in df.index[dup]:
         first = int(df.index[(df["image_id"] == df.at[idx, "image_id"])][0]) + 2
-        problems.append(RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), f"duplicate image_id (first at row {first})"))
+        problems.append(
+            RowProblem(
+                int(idx) + 2,
+                str(df.at[idx, "image_id"]),
+                f"duplicate image_id (first at row {first})",
+            )
+        )
     bad |= dup
     valid = df[~bad].copy()
     if "age" in valid.columns:

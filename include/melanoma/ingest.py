@@ -63,7 +63,11 @@ class SourceFile:
         return Path(self.member).name
 
     def origin(self) -> str:
-        return f"{self.container}::{self.member}" if self.container.suffix == ".zip" else str(self.container / self.member)
+        return (
+            f"{self.container}::{self.member}"
+            if self.container.suffix == ".zip"
+            else str(self.container / self.member)
+        )
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,9 @@ def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str
     try:
         archive = zipfile.ZipFile(container)
     except zipfile.BadZipFile as e:
-        raise ValueError(f"{container}: not a readable zip archive ({e}); is the download truncated?") from e
+        raise ValueError(
+            f"{container}: not a readable zip archive ({e}); is the download truncated?"
+        ) from e
     with archive:
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
             if info.is_dir() or "__MACOSX" in info.filename:
@@ -116,7 +122,9 @@ def check_image_bytes(data: bytes, grayscale: bool = False) -> tuple[str | None,
             return "truncated PNG (no IEND chunk)", 0, 0
     else:
         return "not a JPEG or PNG file", 0, 0
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
+    image = cv2.imdecode(
+        np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
+    )
     if image is None or image.size == 0:
         return "undecodable image", 0, 0
     return None, int(image.shape[1]), int(image.shape[0])
@@ -130,8 +138,11 @@ def _check(item: tuple[SourceFile, bytes | str], grayscale: bool) -> FileCheck:
     return FileCheck(source, hashlib.sha256(data).hexdigest(), len(data), problem, width, height)
 
 
-def _scan(containers: tuple[Path, ...], pattern: re.Pattern[str], grayscale: bool, workers: int) -> tuple[list[FileCheck], list[tuple[SourceFile, str]]]:
+def _scan(
+    containers: tuple[Path, ...], pattern: re.Pattern[str], grayscale: bool, workers: int
+) -> tuple[list[FileCheck], list[tuple[SourceFile, str]]]:
     """Check every file matching ``pattern``; other files are returned as ignored, with why."""
+
     def matching() -> Iterator[tuple[SourceFile, bytes | str]]:
         for container in containers:
             for source, data in iter_source_files(container):
@@ -147,7 +158,9 @@ def _scan(containers: tuple[Path, ...], pattern: re.Pattern[str], grayscale: boo
     return checks, ignored
 
 
-def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_manifest(
+    layout: LocalLayout, source: str, workers: int = 4
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Validate the source; return (manifest, plan) where plan maps each store key to its origin."""
     started = time.monotonic()
     raw_metadata = layout.metadata.read_bytes()
@@ -158,7 +171,9 @@ def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[
     metadata, row_problems = validate_metadata(raw, str(layout.metadata))
 
     image_checks, ignored = _scan(layout.image_parts, IMAGE_NAME, False, workers)
-    mask_checks, ignored_masks = _scan((layout.masks,) if layout.masks else (), MASK_NAME, True, workers)
+    mask_checks, ignored_masks = _scan(
+        (layout.masks,) if layout.masks else (), MASK_NAME, True, workers
+    )
     ignored += ignored_masks
 
     plan: dict[str, SourceFile | bytes] = {}
@@ -168,7 +183,9 @@ def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[
 
     def quarantine(check: FileCheck, reason: str) -> None:
         key = f"quarantine/{check.source.container.name}/{check.source.name}"
-        quarantined.append({"file": check.source.origin(), "reason": reason, "key": key if check.size else ""})
+        quarantined.append(
+            {"file": check.source.origin(), "reason": reason, "key": key if check.size else ""}
+        )
         if check.size:  # unreadable zip members have no bytes to keep
             plan[key] = check.source
             files[key] = {"sha256": check.sha256, "bytes": check.size}
@@ -179,7 +196,10 @@ def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[
         if check.problem:
             quarantine(check, check.problem)
         elif image_id in images:
-            quarantine(check, f"duplicate image of {image_id} (first in {images[image_id].source.origin()})")
+            quarantine(
+                check,
+                f"duplicate image of {image_id} (first in {images[image_id].source.origin()})",
+            )
         elif image_id not in known_ids:
             quarantine(check, "image has no metadata row (or its row was rejected)")
         else:
@@ -201,20 +221,40 @@ def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[
     kept.insert(len(kept.columns), "has_mask", kept["image_id"].isin(masks).astype(int))
     metadata_csv = kept.to_csv(index=False, lineterminator="\n").encode()
     plan["metadata.csv"] = metadata_csv
-    files["metadata.csv"] = {"sha256": hashlib.sha256(metadata_csv).hexdigest(), "bytes": len(metadata_csv)}
+    files["metadata.csv"] = {
+        "sha256": hashlib.sha256(metadata_csv).hexdigest(),
+        "bytes": len(metadata_csv),
+    }
     if row_problems:
-        rejected = pd.DataFrame([vars(p) for p in row_problems]).to_csv(index=False, lineterminator="\n").encode()
+        rejected = (
+            pd.DataFrame([vars(p) for p in row_problems])
+            .to_csv(index=False, lineterminator="\n")
+            .encode()
+        )
         plan["quarantine/metadata_rejected_rows.csv"] = rejected
-        files["quarantine/metadata_rejected_rows.csv"] = {"sha256": hashlib.sha256(rejected).hexdigest(), "bytes": len(rejected)}
+        files["quarantine/metadata_rejected_rows.csv"] = {
+            "sha256": hashlib.sha256(rejected).hexdigest(),
+            "bytes": len(rejected),
+        }
     for image_id, check in sorted(images.items()):
         ext = Path(check.source.name).suffix.lower()
         key = f"images/{image_id}{'.jpg' if ext == '.jpeg' else ext}"
         plan[key] = check.source
-        files[key] = {"sha256": check.sha256, "bytes": check.size, "width": check.width, "height": check.height}
+        files[key] = {
+            "sha256": check.sha256,
+            "bytes": check.size,
+            "width": check.width,
+            "height": check.height,
+        }
     for image_id, check in sorted(masks.items()):
         key = f"masks/{image_id}_segmentation.png"
         plan[key] = check.source
-        files[key] = {"sha256": check.sha256, "bytes": check.size, "width": check.width, "height": check.height}
+        files[key] = {
+            "sha256": check.sha256,
+            "bytes": check.size,
+            "width": check.width,
+            "height": check.height,
+        }
 
     files = dict(sorted(files.items()))
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
@@ -236,7 +276,9 @@ def build_manifest(layout: LocalLayout, source: str, workers: int = 4) -> tuple[
         "validation": {
             "rejected_rows": [vars(p) for p in row_problems],
             "metadata_rows_without_image": missing_images,
-            "images_without_mask": sorted(set(images) - set(masks)) if layout.masks else "no mask source",
+            "images_without_mask": sorted(set(images) - set(masks))
+            if layout.masks
+            else "no mask source",
             "quarantined": sorted(quarantined, key=lambda q: q["file"]),
             "ignored_files": sorted(f"{s.origin()}: {why}" for s, why in ignored),
         },
@@ -253,7 +295,9 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
     key = manifest_key(version)
     log_validation(manifest)
     if store.exists(key):
-        log.info("dataset version %s already exists at %s/%s: nothing to upload", version, store.url, key)
+        log.info(
+            "dataset version %s already exists at %s/%s: nothing to upload", version, store.url, key
+        )
         return IngestResult(version, key, False, read_manifest(store, key))
 
     prefix = dataset_prefix(version)
@@ -261,7 +305,9 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
     # Group uploads by container so each zip is opened once per worker batch.
     by_container: dict[Path | None, list[tuple[str, SourceFile | bytes]]] = {}
     for rel, origin in plan.items():
-        by_container.setdefault(origin.container if isinstance(origin, SourceFile) else None, []).append((rel, origin))
+        by_container.setdefault(
+            origin.container if isinstance(origin, SourceFile) else None, []
+        ).append((rel, origin))
 
     def upload_batch(batch: list[tuple[str, SourceFile | bytes]]) -> None:
         reader = _ContainerReader()
@@ -270,13 +316,21 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
             store.put_bytes(f"{prefix}/{rel}", data)
         reader.close()
 
-    batches = [items[i : i + 256] for items in by_container.values() for i in range(0, len(items), 256)]
+    batches = [
+        items[i : i + 256] for items in by_container.values() for i in range(0, len(items), 256)
+    ]
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(upload_batch, batches))
     manifest["upload_seconds"] = round(time.monotonic() - started, 2)
     store.put_json(key, manifest)  # last: the commit marker
-    log.info("dataset version %s: %d objects uploaded to %s/%s in %.1fs",
-             version, len(plan), store.url, prefix, manifest["upload_seconds"])
+    log.info(
+        "dataset version %s: %d objects uploaded to %s/%s in %.1fs",
+        version,
+        len(plan),
+        store.url,
+        prefix,
+        manifest["upload_seconds"],
+    )
     return IngestResult(version, key, True, manifest)
 
 
@@ -301,16 +355,28 @@ class _ContainerReader:
 
 def log_validation(manifest: dict[str, Any]) -> None:
     counts, report = manifest["counts"], manifest["validation"]
-    log.info("HAM10000 %s: %d metadata rows, %d images, %d lesions, %d masks; by dx %s",
-             manifest["dataset_version"], counts["metadata_rows"], counts["images"], counts["lesions"],
-             counts["masks"], counts["by_dx"])
+    log.info(
+        "HAM10000 %s: %d metadata rows, %d images, %d lesions, %d masks; by dx %s",
+        manifest["dataset_version"],
+        counts["metadata_rows"],
+        counts["images"],
+        counts["lesions"],
+        counts["masks"],
+        counts["by_dx"],
+    )
     for problem in report["rejected_rows"]:
         log.warning("metadata row %(row)d (%(image_id)s) rejected: %(reason)s", problem)
     if report["metadata_rows_without_image"]:
-        log.warning("%d metadata rows have no image: %s", len(report["metadata_rows_without_image"]),
-                    ", ".join(report["metadata_rows_without_image"][:20]))
+        log.warning(
+            "%d metadata rows have no image: %s",
+            len(report["metadata_rows_without_image"]),
+            ", ".join(report["metadata_rows_without_image"][:20]),
+        )
     if isinstance(report["images_without_mask"], list) and report["images_without_mask"]:
-        log.warning("%d images have no lesion mask: %s", len(report["images_without_mask"]),
-                    ", ".join(report["images_without_mask"][:20]))
+        log.warning(
+            "%d images have no lesion mask: %s",
+            len(report["images_without_mask"]),
+            ", ".join(report["images_without_mask"][:20]),
+        )
     for entry in report["quarantined"]:
         log.warning("quarantined %s: %s", entry["file"], entry["reason"])

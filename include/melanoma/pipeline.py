@@ -63,22 +63,43 @@ def write_split(config: PipelineConfig, run_id: str, manifest_key: str) -> str:
     store = open_store(config.store_url)
     manifest = read_manifest(store, manifest_key)
     version = manifest["dataset_version"]
-    metadata = pd.read_csv(io.BytesIO(store.get_bytes(f"{dataset_prefix(version)}/metadata.csv")), dtype={"image_id": str, "lesion_id": str, "dx": str})
+    metadata = pd.read_csv(
+        io.BytesIO(store.get_bytes(f"{dataset_prefix(version)}/metadata.csv")),
+        dtype={"image_id": str, "lesion_id": str, "dx": str},
+    )
     rows = apply_label_task(metadata, config.label_task)
     split = split_by_lesion(rows, config.split_ratios, config.seed)
     prefix = run_prefix(run_id)
-    store.put_json(f"{prefix}/config.json", {
-        "run_id": run_id, "dataset_version": version, "manifest_key": manifest_key,
-        "config": config.to_dict(), "notice": RESEARCH_NOTICE,
-    })
+    store.put_json(
+        f"{prefix}/config.json",
+        {
+            "run_id": run_id,
+            "dataset_version": version,
+            "manifest_key": manifest_key,
+            "config": config.to_dict(),
+            "notice": RESEARCH_NOTICE,
+        },
+    )
     columns = ["image_id", "lesion_id", "dx", "label", "split"]
     key = f"{prefix}/splits.csv"
     summary = split_summary(split)
-    store.put_json(f"{prefix}/splits_summary.json", {
-        "dataset_version": version, "label_task": config.label_task, "seed": config.seed,
-        "ratios": list(config.split_ratios), "splits": summary,
-    })
+    store.put_json(
+        f"{prefix}/splits_summary.json",
+        {
+            "dataset_version": version,
+            "label_task": config.label_task,
+            "seed": config.seed,
+            "ratios": list(config.split_ratios),
+            "splits": summary,
+        },
+    )
     store.put_bytes(key, split[columns].to_csv(index=False, lineterminator="\n").encode())
     for name, entry in summary.items():
-        log.info("split %s: %d images, %d lesions, %d melanomas", name, entry["images"], entry["lesions"], entry["melanomas"])
+        log.info(
+            "split %s: %d images, %d lesions, %d melanomas",
+            name,
+            entry["images"],
+            entry["lesions"],
+            entry["melanomas"],
+        )
     return key

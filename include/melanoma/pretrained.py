@@ -27,7 +27,9 @@ KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-application
 class BackboneWeights:
     keras_file: str  # Keras's own no-top ImageNet file
     keras_md5: str | None  # the hash Keras checks on download, where it has one
-    known_sha256: frozenset[str]  # other verified files for this backbone (Keras 3 .weights.h5 exports)
+    known_sha256: frozenset[
+        str
+    ]  # other verified files for this backbone (Keras 3 .weights.h5 exports)
 
 
 BACKBONE_WEIGHTS: dict[str, BackboneWeights] = {
@@ -66,15 +68,26 @@ def place_pretrained_weights(
         log.info("pretrained weights: none (random initialisation)")
         return None
     if backbone not in BACKBONE_WEIGHTS:
-        raise ValueError(f"no pretrained weights known for backbone {backbone!r}; known: {sorted(BACKBONE_WEIGHTS)}")
+        raise ValueError(
+            f"no pretrained weights known for backbone {backbone!r}; known: {sorted(BACKBONE_WEIGHTS)}"
+        )
     spec = BACKBONE_WEIGHTS[backbone]
     if source == "keras":
         url = f"{KERAS_WEIGHTS_URL}/{spec.keras_file}"
-        path = download(RemoteFile(Path(spec.keras_file).name, url, md5=spec.keras_md5), cache_dir / "weights" / Path(spec.keras_file).name)
-        verified_by = f"md5 {spec.keras_md5} published by Keras" if spec.keras_md5 else "Keras download (no published hash)"
+        path = download(
+            RemoteFile(Path(spec.keras_file).name, url, md5=spec.keras_md5),
+            cache_dir / "weights" / Path(spec.keras_file).name,
+        )
+        verified_by = (
+            f"md5 {spec.keras_md5} published by Keras"
+            if spec.keras_md5
+            else "Keras download (no published hash)"
+        )
     elif source.startswith(("http://", "https://")):
         name = Path(urlparse(source).path).name
-        path = download(RemoteFile(name, source, sha256=expected_sha256), cache_dir / "weights" / name)
+        path = download(
+            RemoteFile(name, source, sha256=expected_sha256), cache_dir / "weights" / name
+        )
         verified_by = ""
     else:
         path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser()
@@ -90,10 +103,18 @@ def place_pretrained_weights(
                 f"{path}: sha256 {sha256} is not a known {backbone} ImageNet weights file; "
                 "pass its expected sha256 to use it"
             )
-        verified_by = f"sha256 {sha256}" + (" (user-supplied)" if expected_sha256 else " (known file)")
+        verified_by = f"sha256 {sha256}" + (
+            " (user-supplied)" if expected_sha256 else " (known file)"
+        )
     key = weights_key(backbone, path.name)
-    record = {"key": key, "backbone": backbone, "sha256": sha256, "bytes": path.stat().st_size,
-              "source": source, "verified_by": verified_by}
+    record = {
+        "key": key,
+        "backbone": backbone,
+        "sha256": sha256,
+        "bytes": path.stat().st_size,
+        "source": source,
+        "verified_by": verified_by,
+    }
     if store.exists(key + ".json") and store.get_json(key + ".json").get("sha256") == sha256:
         log.info("pretrained weights %s already in the store (sha256 %s)", key, sha256)
         return store.get_json(key + ".json")

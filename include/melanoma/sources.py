@@ -46,7 +46,13 @@ class LocalLayout:
 
 
 def describe(source: str) -> str:
-    kind = "dataverse" if source.startswith("dataverse") else "http" if source.startswith(("http://", "https://")) else "local"
+    kind = (
+        "dataverse"
+        if source.startswith("dataverse")
+        else "http"
+        if source.startswith(("http://", "https://"))
+        else "local"
+    )
     return f"{kind}:{source}"
 
 
@@ -60,7 +66,11 @@ def fetch(source: str, cache_dir: Path, session: requests.Session | None = None)
         remotes = mirror_files(source, session)
         target = cache_dir / "mirror" / _slug(source)
     else:
-        path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser().resolve()
+        path = (
+            Path(urlparse(source).path if source.startswith("file://") else source)
+            .expanduser()
+            .resolve()
+        )
         layout = find_layout(path)
         verify_local_checksums(layout)
         return layout
@@ -74,7 +84,9 @@ def fetch(source: str, cache_dir: Path, session: requests.Session | None = None)
     return find_layout(target)
 
 
-def dataverse_files(base_url: str, doi: str, session: requests.Session | None = None) -> list[RemoteFile]:
+def dataverse_files(
+    base_url: str, doi: str, session: requests.Session | None = None
+) -> list[RemoteFile]:
     """HAM10000's files from the Dataverse native API, with their sizes and MD5 checksums."""
     http = session or requests.Session()
     url = f"{base_url.rstrip('/')}/api/datasets/:persistentId/"
@@ -93,10 +105,13 @@ def dataverse_files(base_url: str, doi: str, session: requests.Session | None = 
         checksum = data.get("checksum") or {}
         remotes[name] = RemoteFile(
             name=name,
-            url=f"{base_url.rstrip('/')}/api/access/datafile/{data['id']}" + ("?format=original" if tabular else ""),
+            url=f"{base_url.rstrip('/')}/api/access/datafile/{data['id']}"
+            + ("?format=original" if tabular else ""),
             size=data.get("originalFileSize") if tabular else data.get("filesize"),
             # The stored checksum is of the converted table, not the original CSV.
-            md5=None if tabular else (checksum.get("value") if checksum.get("type") == "MD5" else data.get("md5")),
+            md5=None
+            if tabular
+            else (checksum.get("value") if checksum.get("type") == "MD5" else data.get("md5")),
             required=name != f"{MASKS}.zip",
         )
     missing = [n for n in ARCHIVE_FILES if n not in remotes and n != f"{MASKS}.zip"]
@@ -113,7 +128,11 @@ def mirror_files(base_url: str, session: requests.Session | None = None) -> list
     if response.status_code == 200:
         sums = parse_sha256sums(response.text)
     else:
-        log.warning("%sSHA256SUMS not found (HTTP %d): downloads are checked by size only", base, response.status_code)
+        log.warning(
+            "%sSHA256SUMS not found (HTTP %d): downloads are checked by size only",
+            base,
+            response.status_code,
+        )
     return [
         RemoteFile(name, base + name, sha256=sums.get(name), required=name != f"{MASKS}.zip")
         for name in ARCHIVE_FILES
@@ -145,7 +164,9 @@ def find_layout(root: Path) -> LocalLayout:
         raise FileNotFoundError(f"{metadata} not found: a HAM10000 source needs {METADATA_FILE}")
     parts = tuple(p for p in (piece(stem) for stem in IMAGE_PARTS) if p is not None)
     if not parts:
-        raise FileNotFoundError(f"{root}: no image parts ({', '.join(IMAGE_PARTS)}, as .zip or folder)")
+        raise FileNotFoundError(
+            f"{root}: no image parts ({', '.join(IMAGE_PARTS)}, as .zip or folder)"
+        )
     sums_file = root / "SHA256SUMS"
     checksums = parse_sha256sums(sums_file.read_text()) if sums_file.is_file() else {}
     return LocalLayout(root, metadata, parts, piece(MASKS), checksums)
@@ -159,7 +180,9 @@ def verify_local_checksums(layout: LocalLayout) -> None:
         if expected and path.is_file():
             actual = file_digest(path)
             if actual != expected:
-                raise DownloadError(f"{path}: sha256 {actual} does not match SHA256SUMS ({expected})")
+                raise DownloadError(
+                    f"{path}: sha256 {actual} does not match SHA256SUMS ({expected})"
+                )
 
 
 def _slug(text: str) -> str:

@@ -27,7 +27,9 @@ def split_by_lesion(
     lesion's images of the target.
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or not np.isclose(sum(ratios), 1.0):
-        raise ValueError(f"split ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise ValueError(
+            f"split ratios must be three non-negative numbers summing to 1, got {ratios}"
+        )
     for col in ("image_id", "lesion_id", "dx"):
         if col not in rows.columns:
             raise ValueError(f"split_by_lesion needs column {col!r}")

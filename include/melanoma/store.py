@@ -176,9 +176,13 @@ class S3Store(ObjectStore):
         self.url = url.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        endpoint = urlparse(endpoint_url or os.environ.get("S3_ENDPOINT_URL", "http://127.0.0.1:9000"))
+        endpoint = urlparse(
+            endpoint_url or os.environ.get("S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+        )
         if not endpoint.netloc:
-            raise ValueError(f"S3 endpoint must be a URL such as http://minio:9000, got {endpoint_url!r}")
+            raise ValueError(
+                f"S3 endpoint must be a URL such as http://minio:9000, got {endpoint_url!r}"
+            )
         self.client = Minio(
             endpoint.netloc,
             access_key=access_key or os.environ.get("S3_ACCESS_KEY"),
@@ -264,7 +268,9 @@ def open_store(url: str | None = None) -> ObjectStore:
     """The store named by ``url``, or by ``MELANOMA_STORE_URL``."""
     url = url or os.environ.get("MELANOMA_STORE_URL")
     if not url:
-        raise ValueError("no object store configured: set MELANOMA_STORE_URL (file:///path or s3://bucket)")
+        raise ValueError(
+            "no object store configured: set MELANOMA_STORE_URL (file:///path or s3://bucket)"
+        )
     parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):

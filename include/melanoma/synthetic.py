@@ -25,7 +25,9 @@ class SyntheticArchive:
     metadata: pd.DataFrame
 
 
-def lesion_image(rng: np.random.Generator, size: tuple[int, int] = (120, 90), dark: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def lesion_image(
+    rng: np.random.Generator, size: tuple[int, int] = (120, 90), dark: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """A BGR skin-like image with an elliptical lesion, and its binary mask (255 inside)."""
     width, height = size
     skin = np.array([150, 170, 215], np.float32) + rng.normal(0, 12, (height, width, 3))
@@ -56,22 +58,34 @@ def write_archive(
     lesion_dxs = [dx for dx, n in (lesions or DEFAULT_LESIONS).items() for _ in range(n)]
     for lesion_number, dx in enumerate(lesion_dxs):
         for _ in range(int(rng.integers(1, 4))):
-            rows.append({
-                "lesion_id": f"HAM_{lesion_number:07d}", "image_id": f"ISIC_{number:07d}", "dx": dx,
-                "dx_type": "histo", "age": str(int(rng.integers(20, 85))), "sex": "female",
-                "localization": "back",
-            })
+            rows.append(
+                {
+                    "lesion_id": f"HAM_{lesion_number:07d}",
+                    "image_id": f"ISIC_{number:07d}",
+                    "dx": dx,
+                    "dx_type": "histo",
+                    "age": str(int(rng.integers(20, 85))),
+                    "sex": "female",
+                    "localization": "back",
+                }
+            )
             number += 1
     metadata = pd.DataFrame(rows)
     metadata.to_csv(root / "HAM10000_metadata.csv", index=False)
     half = len(rows) // 2
     parts = {"HAM10000_images_part_1": rows[:half], "HAM10000_images_part_2": rows[half:]}
-    files: dict[str, dict[str, bytes]] = {name: {} for name in (*parts, "HAM10000_segmentations_lesion_tschandl")}
+    files: dict[str, dict[str, bytes]] = {
+        name: {} for name in (*parts, "HAM10000_segmentations_lesion_tschandl")
+    }
     for part, part_rows in parts.items():
         for row in part_rows:
             image, mask = lesion_image(rng, size, dark=row["dx"] == "mel")
-            files[part][f"{row['image_id']}.jpg"] = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-            files["HAM10000_segmentations_lesion_tschandl"][f"{row['image_id']}_segmentation.png"] = cv2.imencode(".png", mask)[1].tobytes()
+            files[part][f"{row['image_id']}.jpg"] = cv2.imencode(
+                ".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90]
+            )[1].tobytes()
+            files["HAM10000_segmentations_lesion_tschandl"][
+                f"{row['image_id']}_segmentation.png"
+            ] = cv2.imencode(".png", mask)[1].tobytes()
     for name, members in files.items():
         if zipped:
             with zipfile.ZipFile(root / f"{name}.zip", "w", zipfile.ZIP_STORED) as archive:

@@ -7,8 +7,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
+
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 
@@ -16,28 +16,46 @@ from tests.conftest import MOTO_KEYS, REPO_ROOT
 def airflow_env(tmp_path, s3_store, moto_endpoint):
     spark = SparkStandalone(tmp_path / "stack")  # not started: this DAG slice runs no Spark job
     env = airflow_environment(REPO_ROOT, spark, s3_store.url, home=tmp_path / "airflow")
-    env.update(MOTO_KEYS, S3_ENDPOINT_URL=moto_endpoint, MELANOMA_CACHE_DIR=str(tmp_path / "cache"),
-               MELANOMA_SCHEDULE="@weekly")
+    env.update(
+        MOTO_KEYS,
+        S3_ENDPOINT_URL=moto_endpoint,
+        MELANOMA_CACHE_DIR=str(tmp_path / "cache"),
+        MELANOMA_SCHEDULE="@weekly",
+    )
     migrate_airflow_db(env)
     return env
 
 
 def dags_test(env, conf):
-    done = subprocess.run(["airflow", "dags", "test", "melanoma_pipeline", "--conf", json.dumps(conf)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["airflow", "dags", "test", "melanoma_pipeline", "--conf", json.dumps(conf)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
     return done.stdout + done.stderr
 
 
-def test_dag_ingests_splits_and_second_run_reuses_the_version(airflow_env, mini_archive, s3_store, tmp_path):
+def test_dag_ingests_splits_and_second_run_reuses_the_version(
+    airflow_env, mini_archive, s3_store, tmp_path
+):
     weights = tmp_path / "backbone.weights.h5"
     weights.write_bytes(b"weights for the test")
     airflow_env["MELANOMA_PRETRAINED_SHA256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    conf = {"source": str(mini_archive.root), "backbone": "mobilenet_v2", "pretrained_weights": str(weights),
-            "label_task": "mel_vs_rest", "split_seed": 3}
+    conf = {
+        "source": str(mini_archive.root),
+        "backbone": "mobilenet_v2",
+        "pretrained_weights": str(weights),
+        "label_task": "mel_vs_rest",
+        "split_seed": 3,
+    }
 
     first_log = dags_test(airflow_env, conf)
-    manifests = [o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")]
+    manifests = [
+        o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")
+    ]
     assert len(manifests) == 1
     manifest = s3_store.get_json(manifests[0])
     assert manifest["counts"]["images"] == len(mini_archive.metadata)
@@ -58,7 +76,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(airflow_env, mini_
 
     second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log
-    assert [o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")] == manifests
+    assert [
+        o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")
+    ] == manifests
     runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
     assert len(runs) == 2
     nv_split = pd.read_csv(io.BytesIO(s3_store.get_bytes(f"runs/{runs[-1]}/splits.csv")))

@@ -6,15 +6,21 @@ import platform
 
 import pytest
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-
 from melanoma.embedded import SparkStandalone, _alive
+
 from tests.conftest import REPO_ROOT, free_port
 
 
 @pytest.fixture
 def spark(tmp_path):
-    cluster = SparkStandalone(tmp_path / "stack", master_port=free_port(), master_webui_port=free_port(),
-                              worker_webui_port=free_port(), worker_cores=2, worker_memory="1g")
+    cluster = SparkStandalone(
+        tmp_path / "stack",
+        master_port=free_port(),
+        master_webui_port=free_port(),
+        worker_webui_port=free_port(),
+        worker_cores=2,
+        worker_memory="1g",
+    )
     cluster.start()
     yield cluster
     cluster.stop()
@@ -25,11 +31,15 @@ def test_spark_submit_operator_runs_on_the_standalone_cluster(spark, tmp_path, m
     status = spark.master_status()
     assert status["status"] == "ALIVE" and status["aliveworkers"] == 1 and status["cores"] == 2
 
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", f"spark://127.0.0.1:{spark.master_port}?deploy-mode=client")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SPARK_DEFAULT", f"spark://127.0.0.1:{spark.master_port}?deploy-mode=client"
+    )
     for key, value in spark.environment().items():
         if key.startswith(("SPARK_", "PYSPARK_")):
             monkeypatch.setenv(key, value)
-    monkeypatch.setenv("PATH", f"{os.path.dirname(os.environ['PYSPARK_PYTHON'])}:{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "PATH", f"{os.path.dirname(os.environ['PYSPARK_PYTHON'])}:{os.environ['PATH']}"
+    )
     output = tmp_path / "result.json"
     SparkSubmitOperator(
         task_id="cluster_check",

@@ -1,10 +1,13 @@
 import pytest
-
 from melanoma.config import PipelineConfig, safe_run_id
 
 
 def test_environment_then_params_override_defaults():
-    env = {"MELANOMA_STORE_URL": "s3://bucket", "HAM10000_SOURCE": "/data", "MELANOMA_BACKBONE": "mobilenet_v2"}
+    env = {
+        "MELANOMA_STORE_URL": "s3://bucket",
+        "HAM10000_SOURCE": "/data",
+        "MELANOMA_BACKBONE": "mobilenet_v2",
+    }
     config = PipelineConfig.from_env(env, backbone="resnet50", seed=None, label_task="")
     assert config.store_url == "s3://bucket"
     assert config.source == "/data"

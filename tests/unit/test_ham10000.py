@@ -1,6 +1,5 @@
 import pandas as pd
 import pytest
-
 from melanoma.ham10000 import MetadataSchemaError, apply_label_task, label_task, validate_metadata
 
 
@@ -8,12 +7,21 @@ def table(*rows: tuple[str, str, str, str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["lesion_id", "image_id", "dx", "age"], dtype=str)
 
 
-ALL_DX = table(*[(f"HAM_{i}", f"ISIC_000000{i}", dx, "50") for i, dx in enumerate(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])])
+ALL_DX = table(
+    *[
+        (f"HAM_{i}", f"ISIC_000000{i}", dx, "50")
+        for i, dx in enumerate(["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"])
+    ]
+)
 
 
 @pytest.mark.parametrize(
     ("task", "kept", "positives"),
-    [("mel_vs_rest", 7, {"mel"}), ("malignant_vs_benign", 7, {"mel", "bcc", "akiec"}), ("mel_vs_nv", 2, {"mel"})],
+    [
+        ("mel_vs_rest", 7, {"mel"}),
+        ("malignant_vs_benign", 7, {"mel", "bcc", "akiec"}),
+        ("mel_vs_nv", 2, {"mel"}),
+    ],
 )
 def test_label_tasks(task, kept, positives):
     rows = apply_label_task(ALL_DX, task)

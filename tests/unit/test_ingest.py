@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from melanoma.download import DownloadError
 from melanoma.ham10000 import MetadataSchemaError
 from melanoma.ingest import build_manifest, dataset_prefix, ingest
@@ -16,7 +15,11 @@ from melanoma.synthetic import write_archive
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def rewrite_member(zip_path: Path, member: str, data: bytes) -> None:
@@ -39,7 +42,9 @@ def test_ingest_versions_the_dataset_and_second_ingest_is_a_noop(mini_archive, f
     prefix = dataset_prefix(first.dataset_version)
     # Every listed object exists with its recorded hash; the manifest is the last thing written.
     for key, entry in manifest["files"].items():
-        assert hashlib.sha256(file_store.get_bytes(f"{prefix}/{key}")).hexdigest() == entry["sha256"]
+        assert (
+            hashlib.sha256(file_store.get_bytes(f"{prefix}/{key}")).hexdigest() == entry["sha256"]
+        )
     stored = pd.read_csv(file_store.root / prefix / "metadata.csv")
     assert len(stored) == n and stored["has_mask"].eq(1).all()
 
@@ -49,7 +54,9 @@ def test_ingest_versions_the_dataset_and_second_ingest_is_a_noop(mini_archive, f
 
 def test_zipped_and_extracted_layouts_give_the_same_version(tmp_path):
     zipped = build_manifest(find_layout(write_archive(tmp_path / "a", seed=5).root), "a")[0]
-    folders = build_manifest(find_layout(write_archive(tmp_path / "b", seed=5, zipped=False).root), "b")[0]
+    folders = build_manifest(
+        find_layout(write_archive(tmp_path / "b", seed=5, zipped=False).root), "b"
+    )[0]
     other = build_manifest(find_layout(write_archive(tmp_path / "c", seed=6).root), "c")[0]
     assert zipped["dataset_version"] == folders["dataset_version"]
     assert other["dataset_version"] != zipped["dataset_version"]
@@ -61,7 +68,9 @@ def test_bad_files_are_quarantined_with_reasons_and_raw_inputs_untouched(mini_ar
     ids = list(mini_archive.metadata["image_id"])
     with zipfile.ZipFile(part1) as z:
         good = z.read(f"{ids[0]}.jpg")
-    rewrite_member(part1, f"{ids[0]}.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg at all \xff\xd9")  # corrupt
+    rewrite_member(
+        part1, f"{ids[0]}.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg at all \xff\xd9"
+    )  # corrupt
     rewrite_member(part1, f"{ids[1]}.jpg", good[: len(good) // 2])  # truncated
     rewrite_member(part1, "ISIC_9999999.jpg", good)  # no metadata row
     rewrite_member(part1, "notes.txt", b"hello")  # not an image: ignored, but reported
@@ -80,11 +89,16 @@ def test_bad_files_are_quarantined_with_reasons_and_raw_inputs_untouched(mini_ar
     assert any("notes.txt" in f for f in report["ignored_files"])
     # Rejected images are kept in the version's quarantine, and their rows leave metadata.csv.
     prefix = dataset_prefix(result.dataset_version)
-    assert file_store.get_bytes(f"{prefix}/quarantine/HAM10000_images_part_1.zip/{ids[1]}.jpg") == good[: len(good) // 2]
+    assert (
+        file_store.get_bytes(f"{prefix}/quarantine/HAM10000_images_part_1.zip/{ids[1]}.jpg")
+        == good[: len(good) // 2]
+    )
     assert set(report["metadata_rows_without_image"]) == {ids[0], ids[1], missing}
     stored_ids = set(pd.read_csv(file_store.root / prefix / "metadata.csv")["image_id"])
     assert not stored_ids & {ids[0], ids[1], missing}
-    assert result.manifest["counts"]["quarantined"] == len(report["quarantined"]) >= 4 + 3  # + 3 orphaned masks
+    assert (
+        result.manifest["counts"]["quarantined"] == len(report["quarantined"]) >= 4 + 3
+    )  # + 3 orphaned masks
     assert tree_digest(root) == before, "raw inputs must never be modified"
 
 
@@ -98,7 +112,9 @@ def test_missing_mask_is_reported_not_fatal(mini_archive, file_store):
             if name != dropped:
                 z.writestr(name, data)
     result = ingest(find_layout(mini_archive.root), file_store, "test")
-    assert result.manifest["validation"]["images_without_mask"] == [dropped.removesuffix("_segmentation.png")]
+    assert result.manifest["validation"]["images_without_mask"] == [
+        dropped.removesuffix("_segmentation.png")
+    ]
 
 
 def test_unknown_dx_row_is_rejected_and_counted(mini_archive, file_store):
@@ -108,17 +124,30 @@ def test_unknown_dx_row_is_rejected_and_counted(mini_archive, file_store):
     meta.to_csv(meta_path, index=False)
     result = ingest(find_layout(mini_archive.root), file_store, "test")
     rejected = result.manifest["validation"]["rejected_rows"]
-    assert rejected == [{"row": 6, "image_id": meta.loc[4, "image_id"], "reason": "unknown dx (not one of akiec,bcc,bkl,df,mel,nv,vasc): 'melanoma'"}]
+    assert rejected == [
+        {
+            "row": 6,
+            "image_id": meta.loc[4, "image_id"],
+            "reason": "unknown dx (not one of akiec,bcc,bkl,df,mel,nv,vasc): 'melanoma'",
+        }
+    ]
     assert result.manifest["counts"]["rejected_rows"] == 1
     # Its image has no valid row any more, so it is quarantined rather than silently dropped.
-    assert any(meta.loc[4, "image_id"] in q["file"] for q in result.manifest["validation"]["quarantined"])
-    assert file_store.exists(f"{dataset_prefix(result.dataset_version)}/quarantine/metadata_rejected_rows.csv")
+    assert any(
+        meta.loc[4, "image_id"] in q["file"] for q in result.manifest["validation"]["quarantined"]
+    )
+    assert file_store.exists(
+        f"{dataset_prefix(result.dataset_version)}/quarantine/metadata_rejected_rows.csv"
+    )
 
 
 def test_metadata_missing_a_column_is_a_clear_error(mini_archive, file_store):
     meta_path = mini_archive.root / "HAM10000_metadata.csv"
     pd.read_csv(meta_path).drop(columns="lesion_id").to_csv(meta_path, index=False)
-    with pytest.raises(MetadataSchemaError, match=r"HAM10000_metadata\.csv: missing required column\(s\) \['lesion_id'\]"):
+    with pytest.raises(
+        MetadataSchemaError,
+        match=r"HAM10000_metadata\.csv: missing required column\(s\) \['lesion_id'\]",
+    ):
         ingest(find_layout(mini_archive.root), file_store, "test")
     assert list(file_store.list("")) == []
 
@@ -126,7 +155,9 @@ def test_metadata_missing_a_column_is_a_clear_error(mini_archive, file_store):
 def test_truncated_zip_is_a_clear_error(mini_archive, file_store):
     part = mini_archive.root / "HAM10000_images_part_2.zip"
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"HAM10000_images_part_2\.zip: not a readable zip archive"):
+    with pytest.raises(
+        ValueError, match=r"HAM10000_images_part_2\.zip: not a readable zip archive"
+    ):
         ingest(find_layout(mini_archive.root), file_store, "test")
     assert list(file_store.list("")) == []
 
@@ -134,13 +165,15 @@ def test_truncated_zip_is_a_clear_error(mini_archive, file_store):
 def test_local_checksum_mismatch_is_a_clear_error(mini_archive, tmp_path):
     part = mini_archive.root / "HAM10000_images_part_1.zip"
     (mini_archive.root / "SHA256SUMS").write_text(f"{'0' * 64}  {part.name}\n")
-    with pytest.raises(DownloadError, match=r"HAM10000_images_part_1\.zip: sha256 .* does not match SHA256SUMS"):
+    with pytest.raises(
+        DownloadError, match=r"HAM10000_images_part_1\.zip: sha256 .* does not match SHA256SUMS"
+    ):
         fetch(str(mini_archive.root), tmp_path / "cache")
 
 
 def test_local_source_missing_metadata(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="HAM10000_metadata.csv"):
+    with pytest.raises(FileNotFoundError, match=r"HAM10000_metadata\.csv"):
         fetch(str(tmp_path / "empty"), tmp_path / "cache")
     shutil.rmtree(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="does not exist"):

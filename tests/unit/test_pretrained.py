@@ -1,7 +1,6 @@
 import hashlib
 
 import pytest
-
 from melanoma.download import DownloadError
 from melanoma.pretrained import BACKBONE_WEIGHTS, place_pretrained_weights
 
@@ -10,11 +9,15 @@ def test_user_file_verified_by_given_sha256_and_stored_once(file_store, tmp_path
     weights = tmp_path / "my.weights.h5"
     weights.write_bytes(b"not really hdf5, but bytes are bytes")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    record = place_pretrained_weights(file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest)
+    record = place_pretrained_weights(
+        file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest
+    )
     assert record["key"] == "pretrained/mobilenet_v2_imagenet_notop.weights.h5"
     assert file_store.get_bytes(record["key"]) == weights.read_bytes()
     assert file_store.get_json(record["key"] + ".json")["sha256"] == digest
-    again = place_pretrained_weights(file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest)
+    again = place_pretrained_weights(
+        file_store, "mobilenet_v2", str(weights), tmp_path, expected_sha256=digest
+    )
     assert again == record
 
 
@@ -24,7 +27,9 @@ def test_unverifiable_or_mismatching_weights_are_refused(file_store, tmp_path):
     with pytest.raises(DownloadError, match="not a known resnet50 ImageNet weights file"):
         place_pretrained_weights(file_store, "resnet50", str(weights), tmp_path)
     with pytest.raises(DownloadError, match="expected " + "a" * 64):
-        place_pretrained_weights(file_store, "resnet50", str(weights), tmp_path, expected_sha256="a" * 64)
+        place_pretrained_weights(
+            file_store, "resnet50", str(weights), tmp_path, expected_sha256="a" * 64
+        )
     with pytest.raises(ValueError, match="no pretrained weights known"):
         place_pretrained_weights(file_store, "vgg99", str(weights), tmp_path)
     assert list(file_store.list("")) == []

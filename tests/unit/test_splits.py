@@ -1,7 +1,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from melanoma.ham10000 import apply_label_task
 from melanoma.splits import split_by_lesion, split_summary
 
@@ -9,12 +8,24 @@ from melanoma.splits import split_by_lesion, split_summary
 def fake_metadata(n_lesions: int = 3000, seed: int = 0) -> pd.DataFrame:
     """HAM10000-like: diagnosis mix of the real archive, 1-4 images per lesion."""
     rng = np.random.default_rng(seed)
-    dx_mix = {"nv": 0.67, "mel": 0.11, "bkl": 0.11, "bcc": 0.05, "akiec": 0.03, "vasc": 0.015, "df": 0.015}
-    dxs = rng.choice(list(dx_mix), size=n_lesions, p=np.array(list(dx_mix.values())) / sum(dx_mix.values()))
+    dx_mix = {
+        "nv": 0.67,
+        "mel": 0.11,
+        "bkl": 0.11,
+        "bcc": 0.05,
+        "akiec": 0.03,
+        "vasc": 0.015,
+        "df": 0.015,
+    }
+    dxs = rng.choice(
+        list(dx_mix), size=n_lesions, p=np.array(list(dx_mix.values())) / sum(dx_mix.values())
+    )
     rows = []
     for i, dx in enumerate(dxs):
         for _ in range(int(rng.integers(1, 5))):
-            rows.append({"lesion_id": f"HAM_{i:07d}", "image_id": f"ISIC_{len(rows):07d}", "dx": dx})
+            rows.append(
+                {"lesion_id": f"HAM_{i:07d}", "image_id": f"ISIC_{len(rows):07d}", "dx": dx}
+            )
     return pd.DataFrame(rows)
 
 
@@ -29,7 +40,9 @@ def test_proportions_per_diagnosis_within_two_points():
     split = split_by_lesion(fake_metadata(), ratios=(0.7, 0.15, 0.15), seed=3)
     for dx, part in split.groupby("dx"):
         share = part["split"].value_counts(normalize=True)
-        tolerance = 0.02 if len(part) > 300 else 0.06  # a few lesions of 1-4 images each for rare dx
+        tolerance = (
+            0.02 if len(part) > 300 else 0.06
+        )  # a few lesions of 1-4 images each for rare dx
         for name, target in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
             assert abs(share.get(name, 0) - target) <= tolerance, (dx, name, share.to_dict())
 
@@ -52,7 +65,13 @@ def test_custom_ratios_and_validation():
 
 
 def test_lesion_with_two_diagnoses_is_an_error():
-    meta = pd.DataFrame({"lesion_id": ["L1", "L1"], "image_id": ["ISIC_0000001", "ISIC_0000002"], "dx": ["mel", "nv"]})
+    meta = pd.DataFrame(
+        {
+            "lesion_id": ["L1", "L1"],
+            "image_id": ["ISIC_0000001", "ISIC_0000002"],
+            "dx": ["mel", "nv"],
+        }
+    )
     with pytest.raises(ValueError, match="L1"):
         split_by_lesion(meta)
 
