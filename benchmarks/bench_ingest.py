@@ -34,7 +34,9 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         files = manifest["counts"]["images"] + manifest["counts"]["masks"]
         results[workers] = files / elapsed
-        print(f"validate+hash, {workers} thread(s): {files} files in {elapsed:.1f}s = {results[workers]:.0f} files/s")
+        print(
+            f"validate+hash, {workers} thread(s): {files} files in {elapsed:.1f}s = {results[workers]:.0f} files/s"
+        )
     print(f"ratio {cores} threads / 1 thread: {results[cores] / results[1]:.2f}x on {cores} cores")
 
 

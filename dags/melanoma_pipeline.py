@@ -10,7 +10,9 @@ leakage-free, lesion-grouped split, every artifact in the object store
 1. `store_pretrained_weights` — backbone ImageNet weights to `pretrained/`, verified by hash;
 2. `download_dataset` — fetch (Dataverse, mirror or local directory), validate, version
    under `datasets/ham10000/<dataset_version>/` (a no-op when that version exists);
-3. `split_dataset` — `runs/<run_id>/splits.csv`, grouped by lesion and stratified by diagnosis.
+3. `split_dataset` — `runs/<run_id>/splits.csv`, grouped by lesion and stratified by diagnosis;
+4. `preprocess` — a PySpark job submitted to the Spark standalone master (`spark_default`
+   connection) writes Parquet shards to `runs/<run_id>/preprocessed/`, MANIFEST last.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
 """
@@ -19,12 +21,26 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 from melanoma.config import PipelineConfig
 from melanoma.ham10000 import LABEL_TASKS
+from melanoma.images import INTERPOLATIONS
 from melanoma.pretrained import BACKBONE_WEIGHTS
+
+# spark_jobs/ beside dags/ in a checkout; the Airflow image sets MELANOMA_SPARK_JOBS_DIR.
+SPARK_JOBS = Path(
+    os.environ.get("MELANOMA_SPARK_JOBS_DIR", Path(__file__).resolve().parents[1] / "spark_jobs")
+)
+# Under compose the driver runs in the Airflow container; executors must reach it by name.
+SPARK_DRIVER_CONF = (
+    {"spark.driver.host": os.environ["SPARK_DRIVER_HOST"]}
+    if os.environ.get("SPARK_DRIVER_HOST")
+    else {}
+)
 
 
 def _config(params: dict[str, Any]) -> PipelineConfig:
@@ -60,6 +76,19 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
             enum=sorted(BACKBONE_WEIGHTS),
             title="Backbone",
         ),
+        "image_size": Param(
+            224, type="integer", minimum=32, maximum=1024, title="Model input size (pixels)"
+        ),
+        "interpolation": Param("area", enum=sorted(INTERPOLATIONS), title="Resize interpolation"),
+        "hair_removal": Param(False, type="boolean", title="Hair removal (black-hat + inpainting)"),
+        "lesion_crop": Param(False, type="boolean", title="Lesion-centred crop"),
+        "augment_copies": Param(
+            2,
+            type="integer",
+            minimum=0,
+            maximum=20,
+            title="Augmented copies per minority-class training image",
+        ),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
             type="string",
@@ -91,7 +120,35 @@ def melanoma_pipeline() -> None:
 
     dataset = download_dataset()
     store_pretrained_weights() >> dataset
-    split_dataset(dataset)
+    splits_key = split_dataset(dataset)
+
+    preprocess = SparkSubmitOperator(
+        task_id="preprocess",
+        conn_id="spark_default",
+        application=str(SPARK_JOBS / "preprocess.py"),
+        name="melanoma-preprocess",
+        application_args=[
+            "--manifest-key",
+            "{{ ti.xcom_pull(task_ids='download_dataset')['manifest_key'] }}",
+            "--splits-key",
+            "{{ ti.xcom_pull(task_ids='split_dataset') }}",
+            "--run-id",
+            "{{ run_id }}",
+            "--image-size",
+            "{{ params.image_size }}",
+            "--interpolation",
+            "{{ params.interpolation }}",
+            "--augment-copies",
+            "{{ params.augment_copies }}",
+            "--seed",
+            "{{ params.split_seed }}",
+            "{{ '--hair-removal' if params.hair_removal else '--no-hair-removal' }}",
+            "{{ '--lesion-crop' if params.lesion_crop else '--no-lesion-crop' }}",
+        ],
+        conf={"spark.ui.showConsoleProgress": "false", **SPARK_DRIVER_CONF},
+        retries=2,
+    )
+    splits_key >> preprocess
 
 
 melanoma_pipeline()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from melanoma.embedded import SparkStandalone
 from melanoma.store import FileStore, S3Store
 from melanoma.synthetic import SyntheticArchive, write_archive
 
@@ -78,3 +79,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("MELANOMA_", "HAM10000_", "AIRFLOW")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkStandalone]:
+    """One real standalone master + worker on 127.0.0.1 for the session's Spark jobs."""
+    cluster = SparkStandalone(
+        tmp_path_factory.mktemp("spark"),
+        master_port=free_port(),
+        master_webui_port=free_port(),
+        worker_webui_port=free_port(),
+        worker_cores=2,
+        worker_memory="2g",
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()

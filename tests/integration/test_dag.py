@@ -1,4 +1,5 @@
-"""The DAG end to end with `airflow dags test` (SQLite metadata DB) and an S3 store on moto's server."""
+"""The DAG end to end with `airflow dags test` (SQLite metadata DB), the real Spark standalone
+cluster, and an S3 store on moto's server."""
 
 import hashlib
 import io
@@ -7,15 +8,15 @@ import subprocess
 
 import pandas as pd
 import pytest
-from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
+from melanoma.embedded import airflow_environment, migrate_airflow_db
+from melanoma.store import read_manifest
 
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 
 @pytest.fixture
-def airflow_env(tmp_path, s3_store, moto_endpoint):
-    spark = SparkStandalone(tmp_path / "stack")  # not started: this DAG slice runs no Spark job
-    env = airflow_environment(REPO_ROOT, spark, s3_store.url, home=tmp_path / "airflow")
+def airflow_env(tmp_path, s3_store, moto_endpoint, spark_cluster):
+    env = airflow_environment(REPO_ROOT, spark_cluster, s3_store.url, home=tmp_path / "airflow")
     env.update(
         MOTO_KEYS,
         S3_ENDPOINT_URL=moto_endpoint,
@@ -50,6 +51,8 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "pretrained_weights": str(weights),
         "label_task": "mel_vs_rest",
         "split_seed": 3,
+        "image_size": 32,
+        "augment_copies": 1,
     }
 
     first_log = dags_test(airflow_env, conf)
@@ -73,6 +76,14 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert config["config"]["seed"] == 3
     assert "Research use only" in config["notice"]
     assert "dataset version" in first_log and "objects uploaded" in first_log
+
+    # preprocess: submitted by SparkSubmitOperator, committed by its MANIFEST
+    shards = read_manifest(s3_store, f"runs/{runs[0]}/preprocessed/MANIFEST.json")
+    stats = s3_store.get_json(f"runs/{runs[0]}/preprocessed/stats.json")
+    assert shards["image_size"] == 32
+    positives_in_train = int(split.loc[split["split"] == "train", "label"].sum())
+    assert stats["rows_written"] == len(split) + positives_in_train
+    assert stats["augmented_copies"] == positives_in_train and stats["rejected"] == 0
 
     second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log

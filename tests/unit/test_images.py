@@ -1,0 +1,100 @@
+import cv2
+import numpy as np
+import pytest
+from melanoma.images import (
+    ImageDecodeError,
+    PreprocessConfig,
+    augment,
+    augment_seed,
+    crop_to_lesion,
+    decode_image,
+    preprocess_image,
+    reduction_factor,
+    remove_hair,
+    segment_lesion,
+)
+from melanoma.synthetic import lesion_image
+
+
+def jpeg(image_bgr: np.ndarray, quality: int = 95) -> bytes:
+    return cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+@pytest.fixture
+def fullres():
+    image, mask = lesion_image(np.random.default_rng(0), (600, 450))
+    return image, mask
+
+
+def test_output_shape_dtype_and_rgb_order():
+    bgr = np.zeros((50, 80, 3), np.uint8)
+    bgr[..., 2] = 255  # red in OpenCV's BGR
+    out = preprocess_image(cv2.imencode(".png", bgr)[1].tobytes(), PreprocessConfig(size=32))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all(), "channels must be RGB"
+
+
+def test_reduction_factor_never_goes_below_target():
+    assert reduction_factor((600, 450), 224) == 2
+    assert reduction_factor((200, 150), 224) == 1
+    assert reduction_factor((1800, 1350), 224) == 4
+    assert reduction_factor(None, 224) == 1
+
+
+def test_reduced_decode_is_close_to_full_decode(fullres):
+    data = jpeg(fullres[0])
+    reduced = preprocess_image(data, PreprocessConfig(reduced_decode=True), (600, 450))
+    full = preprocess_image(data, PreprocessConfig(reduced_decode=False), (600, 450))
+    assert decode_image(data, 224, (600, 450)).shape == (225, 300, 3)  # decoded at half size
+    # Stated tolerance: mean absolute difference under 2 grey levels, 99th percentile under 12.
+    diff = np.abs(reduced.astype(int) - full.astype(int))
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 12
+
+
+def test_undecodable_bytes_raise():
+    with pytest.raises(ImageDecodeError):
+        decode_image(b"\xff\xd8\xff garbage")
+
+
+def test_augmentation_is_deterministic_for_a_seed(fullres):
+    image = preprocess_image(jpeg(fullres[0]), PreprocessConfig(size=64))
+    a = augment(image, augment_seed(42, "ISIC_0000001", 1))
+    b = augment(image, augment_seed(42, "ISIC_0000001", 1))
+    c = augment(image, augment_seed(42, "ISIC_0000001", 2))
+    assert a.shape == image.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, image)
+
+
+def test_hair_removal_leaves_hair_free_image_nearly_unchanged_and_removes_hair(fullres):
+    # Dermoscopy skin is smooth at this scale; the generator's pixel noise is not.
+    image = cv2.GaussianBlur(cv2.cvtColor(fullres[0], cv2.COLOR_BGR2RGB), (7, 7), 0)
+    clean = remove_hair(image)
+    assert np.abs(clean.astype(int) - image.astype(int)).mean() < 1.0
+    hairy = image.copy()
+    for x in range(40, 600, 60):
+        cv2.line(hairy, (x, 0), (x + 80, 449), (20, 15, 10), 2)
+    hair_pixels = np.abs(hairy.astype(int) - image.astype(int)).sum(axis=2) > 60
+    restored = remove_hair(hairy)
+    before = np.abs(hairy.astype(int) - image.astype(int))[hair_pixels].mean()
+    after = np.abs(restored.astype(int) - image.astype(int))[hair_pixels].mean()
+    assert after < 0.35 * before
+
+
+def test_segmentation_and_crop_find_the_lesion(fullres):
+    image = cv2.cvtColor(fullres[0], cv2.COLOR_BGR2RGB)
+    truth = fullres[1] > 0
+    found = segment_lesion(image) > 0
+    assert (found & truth).sum() / (found | truth).sum() > 0.8
+    crop = crop_to_lesion(image, fullres[1])
+    assert crop.shape[0] == crop.shape[1] and crop.shape[0] < 450
+    ys, xs = np.nonzero(truth)
+    cropped_mask = crop_to_lesion(fullres[1], fullres[1])
+    assert cropped_mask.sum() // 255 == truth.sum(), "the whole lesion stays inside the crop"
+    assert len(xs) and len(ys)
+
+
+def test_invalid_config():
+    with pytest.raises(ValueError, match="interpolation"):
+        PreprocessConfig(interpolation="nearest-ish")
