@@ -26,6 +26,7 @@ from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
+
 from melanoma.config import PipelineConfig
 from melanoma.ham10000 import LABEL_TASKS
 from melanoma.images import INTERPOLATIONS

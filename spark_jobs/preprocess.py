@@ -17,13 +17,14 @@ import os
 import time
 
 import pandas as pd
+from pyspark.sql import SparkSession
+
 from melanoma import RESEARCH_NOTICE
 from melanoma.images import INTERPOLATIONS, PreprocessConfig
 from melanoma.ingest import dataset_prefix
 from melanoma.pipeline import run_prefix
 from melanoma.preprocess import plan_images, plan_shards, process_shard, summarize
 from melanoma.store import open_store, read_manifest
-from pyspark.sql import SparkSession
 
 # Executors open the store themselves, so they need its endpoint and credentials.
 FORWARDED_ENV = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from melanoma.embedded import SparkStandalone
 from melanoma.store import FileStore, S3Store
 from melanoma.synthetic import SyntheticArchive, write_archive

@@ -16,8 +16,6 @@ Output, under ``runs/<run_id>/preprocessed/``:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -37,6 +35,8 @@ from melanoma.splits import SPLITS
 from melanoma.store import ObjectStore
 
 ROW_GROUP = 128
+# At 224x224 a row is 150 KB: 1,024 rows keep a shard near 150 MB in an executor's memory.
+MAX_SHARD_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def plan_shards(
     with augmented copies, so the minority-heavy shards are not the stragglers.
     """
     work = sum(1 + t.copies for t in tasks)
-    per_shard = max(64, -(-work // max(1, parallelism * tasks_per_core)))
+    per_shard = min(MAX_SHARD_ROWS, max(64, -(-work // max(1, parallelism * tasks_per_core))))
     shards = []
     for split in SPLITS:
         current: list[ImageTask] = []
@@ -180,72 +180,72 @@ def process_shard(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    # One OpenCV thread per Spark task: the cluster already runs one task per core.
+    cv2.setNumThreads(1)
     started = time.monotonic()
     rows: dict[str, list[Any]] = {name: [] for name in SCHEMA_FIELDS}
     counts: Counter[str] = Counter()
     rejects: list[dict[str, str]] = []
     written = augmented = 0
-    fd, tmp = tempfile.mkstemp(suffix=".parquet")
-    os.close(fd)
-    try:
-        # Deterministic bytes for the same input: no statistics timestamps, fixed row groups.
-        with pq.ParquetWriter(tmp, _schema(), compression="none", write_statistics=False) as writer:
+    # The shard is built in memory (shards are capped at MAX_SHARD_ROWS) and uploaded in one
+    # atomic put; no temporary file is written and read back.
+    sink = pa.BufferOutputStream()
+    # Deterministic bytes for the same input: no statistics, fixed row groups, no timestamps.
+    with pq.ParquetWriter(sink, _schema(), compression="none", write_statistics=False) as writer:
 
-            def flush() -> None:
-                if rows["image_id"]:
-                    writer.write_table(pa.table(rows, schema=_schema()))
-                    for column in rows.values():
-                        column.clear()
+        def flush() -> None:
+            if rows["image_id"]:
+                writer.write_table(pa.table(rows, schema=_schema()))
+                for column in rows.values():
+                    column.clear()
 
-            for task in shard.tasks:
-                try:
-                    data = store.get_bytes(task.key)
-                    mask = None
-                    if config.lesion_crop and task.mask_key:
-                        mask = cv2.imdecode(
-                            np.frombuffer(store.get_bytes(task.mask_key), np.uint8),
-                            cv2.IMREAD_GRAYSCALE,
-                        )
-                    image = preprocess_image(
-                        data, config, (task.width, task.height) if task.width else None, mask
+        for task in shard.tasks:
+            try:
+                data = store.get_bytes(task.key)
+                mask = None
+                if config.lesion_crop and task.mask_key:
+                    mask = cv2.imdecode(
+                        np.frombuffer(store.get_bytes(task.mask_key), np.uint8),
+                        cv2.IMREAD_GRAYSCALE,
                     )
-                except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
-                    rejects.append(
-                        {
-                            "image_id": task.image_id,
-                            "key": task.key,
-                            "reason": f"{type(e).__name__}: {e}",
-                        }
-                    )
-                    continue
-                versions = [image] + [
-                    augment(image, augment_seed(seed, task.image_id, k))
-                    for k in range(1, task.copies + 1)
-                ]
-                for copy, pixels in enumerate(versions):
-                    for name, value in (
-                        ("image_id", task.image_id),
-                        ("lesion_id", task.lesion_id),
-                        ("dx", task.dx),
-                        ("label", task.label),
-                        ("split", task.split),
-                        ("augmented", copy),
-                        ("height", pixels.shape[0]),
-                        ("width", pixels.shape[1]),
-                        ("image", np.ascontiguousarray(pixels).tobytes()),
-                    ):
-                        rows[name].append(value)
-                    counts[f"{task.split}/{task.label}"] += 1
-                    written += 1
-                    augmented += copy > 0
-                    if len(rows["image_id"]) >= ROW_GROUP:
-                        flush()
-            flush()
-        with open(tmp, "rb") as f:
-            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        store.put_file(shard.key, tmp)
-    finally:
-        os.unlink(tmp)
+                image = preprocess_image(
+                    data, config, (task.width, task.height) if task.width else None, mask
+                )
+            except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
+                rejects.append(
+                    {
+                        "image_id": task.image_id,
+                        "key": task.key,
+                        "reason": f"{type(e).__name__}: {e}",
+                    }
+                )
+                continue
+            versions = [image] + [
+                augment(image, augment_seed(seed, task.image_id, k))
+                for k in range(1, task.copies + 1)
+            ]
+            for copy, pixels in enumerate(versions):
+                for name, value in (
+                    ("image_id", task.image_id),
+                    ("lesion_id", task.lesion_id),
+                    ("dx", task.dx),
+                    ("label", task.label),
+                    ("split", task.split),
+                    ("augmented", copy),
+                    ("height", pixels.shape[0]),
+                    ("width", pixels.shape[1]),
+                    ("image", np.ascontiguousarray(pixels).tobytes()),
+                ):
+                    rows[name].append(value)
+                counts[f"{task.split}/{task.label}"] += 1
+                written += 1
+                augmented += copy > 0
+                if len(rows["image_id"]) >= ROW_GROUP:
+                    flush()
+        flush()
+    data = sink.getvalue()
+    sha256 = hashlib.sha256(data).hexdigest()
+    store.put_stream(shard.key, pa.BufferReader(data), data.size)
     return {
         "key": shard.key,
         "split": shard.split,

@@ -8,9 +8,9 @@ import subprocess
 
 import pandas as pd
 import pytest
+
 from melanoma.embedded import airflow_environment, migrate_airflow_db
 from melanoma.store import read_manifest
-
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 

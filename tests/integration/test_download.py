@@ -4,10 +4,10 @@ import hashlib
 import logging
 
 import pytest
+
 from melanoma.download import ChecksumMismatchError, DownloadError, RemoteFile, download
 from melanoma.ingest import ingest
 from melanoma.sources import ARCHIVE_FILES, HAM10000_DOI, fetch
-
 from tests.http_server import FileServer
 
 

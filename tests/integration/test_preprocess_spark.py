@@ -6,12 +6,12 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+
 from melanoma.ham10000 import apply_label_task
 from melanoma.ingest import dataset_prefix, ingest
 from melanoma.sources import find_layout
 from melanoma.splits import split_by_lesion
 from melanoma.store import read_manifest
-
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 

@@ -3,7 +3,6 @@
 from melanoma.ingest import ingest
 from melanoma.sources import find_layout
 from melanoma.store import S3Store
-
 from tests.store_contract import check_store_contract
 
 

@@ -6,8 +6,8 @@ import platform
 
 import pytest
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from melanoma.embedded import SparkStandalone, _alive
 
+from melanoma.embedded import SparkStandalone, _alive
 from tests.conftest import REPO_ROOT, free_port
 
 

@@ -3,8 +3,8 @@
 import re
 
 import yaml
-from melanoma.config import ENVIRONMENT
 
+from melanoma.config import ENVIRONMENT
 from tests.conftest import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())

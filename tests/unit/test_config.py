@@ -1,4 +1,5 @@
 import pytest
+
 from melanoma.config import PipelineConfig, safe_run_id
 
 

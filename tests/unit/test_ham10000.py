@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+
 from melanoma.ham10000 import MetadataSchemaError, apply_label_task, label_task, validate_metadata
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from melanoma.download import DownloadError
 from melanoma.ham10000 import MetadataSchemaError
 from melanoma.ingest import build_manifest, dataset_prefix, ingest

@@ -4,6 +4,7 @@ import hashlib
 
 import pandas as pd
 import pytest
+
 from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig
 from melanoma.ingest import dataset_prefix, ingest

@@ -1,6 +1,7 @@
 import hashlib
 
 import pytest
+
 from melanoma.download import DownloadError
 from melanoma.pretrained import BACKBONE_WEIGHTS, place_pretrained_weights
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+
 from melanoma.ham10000 import apply_label_task
 from melanoma.splits import split_by_lesion, split_summary
 

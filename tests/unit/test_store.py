@@ -1,6 +1,6 @@
 import pytest
-from melanoma.store import FileStore, S3Store, open_store
 
+from melanoma.store import FileStore, S3Store, open_store
 from tests.store_contract import check_store_contract
 
 
