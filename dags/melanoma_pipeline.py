@@ -12,7 +12,9 @@ leakage-free, lesion-grouped split, every artifact in the object store
    under `datasets/ham10000/<dataset_version>/` (a no-op when that version exists);
 3. `split_dataset` — `runs/<run_id>/splits.csv`, grouped by lesion and stratified by diagnosis;
 4. `preprocess` — a PySpark job submitted to the Spark standalone master (`spark_default`
-   connection) writes Parquet shards to `runs/<run_id>/preprocessed/`, MANIFEST last.
+   connection) writes Parquet shards to `runs/<run_id>/preprocessed/`, MANIFEST last;
+5. `train` — Keras transfer learning (frozen backbone, then the last blocks fine-tuned; GPU
+   with mixed precision when present) writes `runs/<run_id>/model/` and `predictions/`.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
 """
@@ -27,10 +29,10 @@ from typing import Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, task
 
-from melanoma.config import PipelineConfig
+from melanoma.config import BACKBONE_NAMES, PipelineConfig
 from melanoma.ham10000 import LABEL_TASKS
 from melanoma.images import INTERPOLATIONS
-from melanoma.pretrained import BACKBONE_WEIGHTS
+from melanoma.pipeline import run_prefix
 
 # spark_jobs/ beside dags/ in a checkout; the Airflow image sets MELANOMA_SPARK_JOBS_DIR.
 SPARK_JOBS = Path(
@@ -74,7 +76,7 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
         "split_seed": Param(42, type="integer", minimum=0, title="Split seed"),
         "backbone": Param(
             os.environ.get("MELANOMA_BACKBONE", "resnet50"),
-            enum=sorted(BACKBONE_WEIGHTS),
+            enum=list(BACKBONE_NAMES),
             title="Backbone",
         ),
         "image_size": Param(
@@ -89,6 +91,31 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
             minimum=0,
             maximum=20,
             title="Augmented copies per minority-class training image",
+        ),
+        "imbalance": Param(
+            "class_weight",
+            enum=["class_weight", "oversample", "undersample", "focal", "none"],
+            title="Class-imbalance strategy",
+            description="oversample uses preprocessing's augmented copies; the others ignore them",
+        ),
+        "class_weight": Param(
+            "balanced", type="string", title="Class weights", description="`balanced` or `w0,w1`"
+        ),
+        "phase1_epochs": Param(
+            10, type="integer", minimum=0, title="Epochs, phase 1 (frozen backbone)"
+        ),
+        "phase2_epochs": Param(
+            20, type="integer", minimum=0, title="Epochs, phase 2 (fine-tuning)"
+        ),
+        "unfreeze_blocks": Param(
+            3, type="integer", minimum=0, title="Backbone blocks unfrozen in phase 2"
+        ),
+        "phase2_learning_rate": Param(
+            1e-5, type="number", exclusiveMinimum=0, title="Learning rate, phase 2"
+        ),
+        "batch_size": Param(32, type="integer", minimum=1, title="Batch size"),
+        "early_stopping_patience": Param(
+            10, type="integer", minimum=1, title="Early-stopping patience (epochs)"
         ),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
@@ -120,7 +147,8 @@ def melanoma_pipeline() -> None:
         return write_split(_config(params or {}), str(run_id), dataset["manifest_key"])
 
     dataset = download_dataset()
-    store_pretrained_weights() >> dataset
+    weights = store_pretrained_weights()
+    weights >> dataset
     splits_key = split_dataset(dataset)
 
     preprocess = SparkSubmitOperator(
@@ -150,6 +178,32 @@ def melanoma_pipeline() -> None:
         retries=2,
     )
     splits_key >> preprocess
+
+    @task(queue="gpu")  # a GPU worker's queue under compose's Celery executor; ignored elsewhere
+    def train(
+        weights_key: str | None, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from melanoma.store import open_store
+        from training.train import TrainConfig, train_run
+
+        p = params or {}
+        config = TrainConfig(
+            backbone=p["backbone"],
+            batch_size=p["batch_size"],
+            phase1_epochs=p["phase1_epochs"],
+            phase2_epochs=p["phase2_epochs"],
+            unfreeze_blocks=p["unfreeze_blocks"],
+            phase2_learning_rate=p["phase2_learning_rate"],
+            patience=p["early_stopping_patience"],
+            imbalance=p["imbalance"],
+            class_weight=p["class_weight"],
+            seed=p["split_seed"],
+        )
+        return train_run(
+            open_store(_config(p).store_url), run_prefix(str(run_id)), config, weights_key
+        )
+
+    preprocess >> train(weights)
 
 
 melanoma_pipeline()

@@ -2,29 +2,24 @@
 
     spark-submit preprocess.py --store-url URL --manifest-key KEY --splits-key KEY --run-id ID [options]
 
-The driver reads the dataset MANIFEST and the run's ``splits.csv`` and plans
-shards (``melanoma.preprocess``); each Spark task reads its own images from the
-store, preprocesses them and writes one shard. The driver then writes
-``stats.json`` and, last, ``MANIFEST.json``; shards left by an earlier attempt
-with another plan are deleted after the commit.
+Argument parsing and Spark wiring only: ``melanoma.preprocess.run_preprocessing``
+plans shards on the driver, Spark maps them over the executors (each task reads its
+own images from the store and writes one shard), and the driver commits
+``stats.json`` and, last, ``MANIFEST.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import time
 
-import pandas as pd
 from pyspark.sql import SparkSession
 
-from melanoma import RESEARCH_NOTICE
 from melanoma.images import INTERPOLATIONS, PreprocessConfig
-from melanoma.ingest import dataset_prefix
 from melanoma.pipeline import run_prefix
-from melanoma.preprocess import plan_images, plan_shards, process_shard, summarize
-from melanoma.store import open_store, read_manifest
+from melanoma.preprocess import run_preprocessing
+from melanoma.store import open_store
 
 # Executors open the store themselves, so they need its endpoint and credentials.
 FORWARDED_ENV = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION")
@@ -67,60 +62,27 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get(name):
             builder = builder.config(f"spark.executorEnv.{name}", os.environ[name])
     spark = builder.getOrCreate()
-    spark_ready = time.monotonic()
     sc = spark.sparkContext
-
-    store = open_store(args.store_url)
-    manifest = read_manifest(store, args.manifest_key)
-    splits = pd.read_csv(
-        io.BytesIO(store.get_bytes(args.splits_key)),
-        dtype={"image_id": str, "lesion_id": str, "dx": str},
-    )
-    output = f"{run_prefix(args.run_id)}/preprocessed"
-    tasks = plan_images(
-        splits, manifest, dataset_prefix(manifest["dataset_version"]), args.augment_copies
-    )
-    parallelism = sc.defaultParallelism
-    shards = plan_shards(tasks, output, parallelism, args.tasks_per_core)
-
-    store_url, seed = store.url, args.seed
-
-    def run(shard):
-        return process_shard(open_store(store_url), shard, config, seed)
-
-    results = sc.parallelize(shards, len(shards)).map(run).collect()
-    spark.stop()
-
-    stats = summarize(
-        results,
+    startup = time.monotonic() - started
+    stats = run_preprocessing(
+        open_store(args.store_url),
+        args.manifest_key,
+        args.splits_key,
+        f"{run_prefix(args.run_id)}/preprocessed",
         config,
-        time.monotonic() - started,
-        {
-            "dataset_version": manifest["dataset_version"],
-            "splits_key": args.splits_key,
-            "seed": seed,
-            "spark_startup_seconds": round(spark_ready - started, 2),
-            "spark_parallelism": parallelism,
-            "notice": RESEARCH_NOTICE,
-        },
+        augment_copies=args.augment_copies,
+        seed=args.seed,
+        parallelism=sc.defaultParallelism,
+        map_shards=lambda process, shards: (
+            sc.parallelize(shards, len(shards)).map(process).collect()
+        ),
+        tasks_per_core=args.tasks_per_core,
+        extra_stats={"spark_startup_seconds": round(startup, 2)},
     )
-    store.put_json(f"{output}/stats.json", stats)
-    store.put_json(
-        f"{output}/MANIFEST.json",
-        {
-            "dataset_version": manifest["dataset_version"],
-            "image_size": config.size,
-            "stats_key": f"{output}/stats.json",
-            "shards": [{k: r[k] for k in ("key", "split", "rows", "sha256")} for r in results],
-        },
-    )
-    listed = {r["key"] for r in results}
-    for obj in store.list(f"{output}/"):
-        if obj.key.endswith(".parquet") and obj.key not in listed:
-            store.delete(obj.key)  # from an earlier attempt with another plan; nothing lists it
+    spark.stop()
     print(
         f"preprocessed {stats['source_images']} images ({stats['rows_written']} rows, "
-        f"{stats['augmented_copies']} augmented, {stats['rejected']} rejected) into {len(results)} shards "
+        f"{stats['augmented_copies']} augmented, {stats['rejected']} rejected) into {stats['shards']} shards "
         f"in {stats['wall_seconds']}s ({stats['source_images_per_second']} images/s)"
     )
 

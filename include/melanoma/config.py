@@ -13,6 +13,10 @@ from typing import Any
 
 from melanoma.ham10000 import LABEL_TASKS
 
+# Backbones the training code declares (training.model.BACKBONES); listed here so that
+# the DAG's trigger form does not import TensorFlow. tiny_cnn is for tests and smoke runs.
+BACKBONE_NAMES: tuple[str, ...] = ("resnet50", "mobilenet_v2", "tiny_cnn")
+
 # Environment variable for each field that the environment may set.
 ENVIRONMENT: dict[str, str] = {
     "store_url": "MELANOMA_STORE_URL",

@@ -16,14 +16,17 @@ Output, under ``runs/<run_id>/preprocessed/``:
 from __future__ import annotations
 
 import hashlib
+import io
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from melanoma import RESEARCH_NOTICE
 from melanoma.images import (
     ImageDecodeError,
     PreprocessConfig,
@@ -31,8 +34,9 @@ from melanoma.images import (
     augment_seed,
     preprocess_image,
 )
+from melanoma.ingest import dataset_prefix
 from melanoma.splits import SPLITS
-from melanoma.store import ObjectStore
+from melanoma.store import ObjectStore, open_store, read_manifest
 
 ROW_GROUP = 128
 # At 224x224 a row is 150 KB: 1,024 rows keep a shard near 150 MB in an executor's memory.
@@ -309,3 +313,69 @@ def read_shards(store: ObjectStore, manifest: dict[str, Any], split: str) -> pd.
         if frames
         else pd.DataFrame(columns=list(SCHEMA_FIELDS))
     )
+
+
+def run_preprocessing(
+    store: ObjectStore,
+    manifest_key: str,
+    splits_key: str,
+    output_prefix: str,
+    config: PreprocessConfig,
+    *,
+    augment_copies: int,
+    seed: int,
+    parallelism: int,
+    map_shards: Callable[[Callable[[Shard], dict[str, Any]], list[Shard]], list[dict[str, Any]]],
+    tasks_per_core: int = 3,
+    extra_stats: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Plan, process (through ``map_shards``: Spark's map, or the builtin for a local run), commit.
+
+    Writes ``stats.json``, then ``MANIFEST.json`` last, then deletes shards under
+    ``output_prefix`` that an earlier attempt with another plan left and nothing lists.
+    """
+    started = time.monotonic()
+    manifest = read_manifest(store, manifest_key)
+    splits = pd.read_csv(
+        io.BytesIO(store.get_bytes(splits_key)),
+        dtype={"image_id": str, "lesion_id": str, "dx": str},
+    )
+    tasks = plan_images(
+        splits, manifest, dataset_prefix(manifest["dataset_version"]), augment_copies
+    )
+    shards = plan_shards(tasks, output_prefix, parallelism, tasks_per_core)
+    store_url = store.url
+
+    def process(shard: Shard) -> dict[str, Any]:
+        return process_shard(open_store(store_url), shard, config, seed)
+
+    results = map_shards(process, shards)
+    stats = summarize(
+        results,
+        config,
+        time.monotonic() - started,
+        {
+            "dataset_version": manifest["dataset_version"],
+            "splits_key": splits_key,
+            "seed": seed,
+            "augment_copies_per_minority_image": augment_copies,
+            "parallelism": parallelism,
+            "notice": RESEARCH_NOTICE,
+            **(extra_stats or {}),
+        },
+    )
+    store.put_json(f"{output_prefix}/stats.json", stats)
+    store.put_json(
+        f"{output_prefix}/MANIFEST.json",
+        {
+            "dataset_version": manifest["dataset_version"],
+            "image_size": config.size,
+            "stats_key": f"{output_prefix}/stats.json",
+            "shards": [{k: r[k] for k in ("key", "split", "rows", "sha256")} for r in results],
+        },
+    )
+    listed = {r["key"] for r in results}
+    for obj in store.list(f"{output_prefix}/"):
+        if obj.key.endswith(".parquet") and obj.key not in listed:
+            store.delete(obj.key)
+    return stats

@@ -1,7 +1,6 @@
 """The DAG end to end with `airflow dags test` (SQLite metadata DB), the real Spark standalone
 cluster, and an S3 store on moto's server."""
 
-import hashlib
 import io
 import json
 import subprocess
@@ -42,13 +41,14 @@ def dags_test(env, conf):
 def test_dag_ingests_splits_and_second_run_reuses_the_version(
     airflow_env, mini_archive, s3_store, tmp_path
 ):
-    weights = tmp_path / "backbone.weights.h5"
-    weights.write_bytes(b"weights for the test")
-    airflow_env["MELANOMA_PRETRAINED_SHA256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     conf = {
         "source": str(mini_archive.root),
-        "backbone": "mobilenet_v2",
-        "pretrained_weights": str(weights),
+        "backbone": "tiny_cnn",
+        "pretrained_weights": "none",
+        "phase1_epochs": 2,
+        "phase2_epochs": 1,
+        "unfreeze_blocks": 1,
+        "batch_size": 16,
         "label_task": "mel_vs_rest",
         "split_seed": 3,
         "image_size": 32,
@@ -62,7 +62,6 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert len(manifests) == 1
     manifest = s3_store.get_json(manifests[0])
     assert manifest["counts"]["images"] == len(mini_archive.metadata)
-    assert s3_store.exists("pretrained/mobilenet_v2_imagenet_notop.weights.h5")
 
     runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
     assert len(runs) == 1
@@ -84,6 +83,13 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     positives_in_train = int(split.loc[split["split"] == "train", "label"].sum())
     assert stats["rows_written"] == len(split) + positives_in_train
     assert stats["augmented_copies"] == positives_in_train and stats["rejected"] == 0
+
+    # train: model, history and predictions, committed by the model MANIFEST
+    model = read_manifest(s3_store, f"runs/{runs[0]}/model/MANIFEST.json")
+    predictions = pd.read_csv(io.BytesIO(s3_store.get_bytes(model["outputs"]["predictions_test"])))
+    assert len(predictions) == (split["split"] == "test").sum()
+    assert predictions["probability"].between(0, 1).all()
+    assert s3_store.exists(f"runs/{runs[0]}/model/model.keras")
 
     second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log

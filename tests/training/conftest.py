@@ -1,0 +1,44 @@
+"""A small preprocessed run (generated images, no Spark) for the training tests."""
+
+import io
+
+import pandas as pd
+import pytest
+
+from melanoma.ham10000 import apply_label_task
+from melanoma.images import PreprocessConfig
+from melanoma.ingest import dataset_prefix, ingest
+from melanoma.preprocess import run_preprocessing
+from melanoma.sources import find_layout
+from melanoma.splits import split_by_lesion
+from melanoma.store import FileStore
+from melanoma.synthetic import write_archive
+
+# Melanomas are drawn dark, the rest lighter: a visible pattern a small CNN can learn.
+LESIONS = {"nv": 70, "mel": 30, "bkl": 20, "bcc": 10}
+
+
+@pytest.fixture(scope="session")
+def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
+    """(store, run prefix) with 32x32 shards, two augmented copies per training melanoma."""
+    root = tmp_path_factory.mktemp("training")
+    store = FileStore(root / "store")
+    archive = write_archive(root / "ham10000", LESIONS, seed=1, size=(64, 48))
+    result = ingest(find_layout(archive.root), store, "test")
+    meta = pd.read_csv(
+        io.BytesIO(store.get_bytes(f"{dataset_prefix(result.dataset_version)}/metadata.csv"))
+    )
+    splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), ratios=(0.6, 0.2, 0.2), seed=0)
+    store.put_bytes("runs/t/splits.csv", splits.to_csv(index=False).encode())
+    run_preprocessing(
+        store,
+        result.manifest_key,
+        "runs/t/splits.csv",
+        "runs/t/preprocessed",
+        PreprocessConfig(size=32),
+        augment_copies=2,
+        seed=0,
+        parallelism=1,
+        map_shards=lambda f, shards: list(map(f, shards)),
+    )
+    return store, "runs/t"

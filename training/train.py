@@ -1,0 +1,528 @@
+"""Transfer-learning training: phase 1 (frozen backbone), phase 2 (last blocks fine-tuned).
+
+Reads ``runs/<run_id>/preprocessed/MANIFEST.json``; writes under ``runs/<run_id>/model/``:
+``model.keras``, ``history.json``, ``training_config.json``, checkpoints, and
+``runs/<run_id>/predictions/{val,test}.csv``; ``model/MANIFEST.json`` last.
+
+On a CPU, phase 1 computes the frozen backbone's pooled features once and trains
+the head on them (online augmentation is off for that phase: augmenting would need
+the backbone again); on a GPU it trains the full model with augmentation. Both give
+the same model for the same data. On a GPU, training uses mixed precision (float32
+output) and XLA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.store import ObjectStore, open_store, read_manifest
+from training.data import shard_dataset, split_arrays, split_rows
+from training.model import build_model, feature_extractor, head_model, unfreeze_last_blocks
+
+log = logging.getLogger(__name__)
+
+IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    backbone: str = "resnet50"
+    batch_size: int = 32
+    phase1_epochs: int = 10
+    phase2_epochs: int = 20
+    unfreeze_blocks: int = 3
+    phase1_learning_rate: float = 1e-4
+    phase2_learning_rate: float = 1e-5
+    patience: int = 10
+    # class_weight: weights below; oversample: preprocessing's augmented copies;
+    # undersample: balanced batches from the majority class; focal: focal loss.
+    imbalance: str = "class_weight"
+    class_weight: str = "balanced"  # or "w0,w1", e.g. the reference study's "0.5,28.5"
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    online_augmentation: bool = True
+    feature_cache: str = "auto"  # auto: on for CPU, off for GPU
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.imbalance not in IMBALANCE_STRATEGIES:
+            raise ValueError(f"imbalance {self.imbalance!r} not in {IMBALANCE_STRATEGIES}")
+        if self.feature_cache not in ("auto", "on", "off"):
+            raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
+        if self.class_weight != "balanced":
+            parse_class_weight(self.class_weight)
+
+
+def parse_class_weight(text: str) -> tuple[float, float]:
+    try:
+        w0, w1 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"class_weight must be 'balanced' or 'w0,w1' (e.g. 0.5,28.5), got {text!r}"
+        ) from None
+    return w0, w1
+
+
+def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:
+    if config.imbalance != "class_weight":
+        return None
+    if config.class_weight == "balanced":
+        counts = np.bincount(labels.astype(int), minlength=2)
+        return {k: float(len(labels) / (2 * max(1, counts[k]))) for k in (0, 1)}
+    w0, w1 = parse_class_weight(config.class_weight)
+    return {0: w0, 1: w1}
+
+
+def configure_device() -> dict[str, Any]:
+    """Mixed precision and XLA on a GPU; plain float32 on a CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+    return {
+        "gpu": bool(gpus),
+        "devices": [d.name for d in gpus] or ["CPU"],
+        "precision": keras.mixed_precision.global_policy().name,
+        "xla": bool(gpus),
+    }
+
+
+def loss_for(config: TrainConfig) -> keras.losses.Loss:
+    if config.imbalance == "focal":
+        return keras.losses.BinaryFocalCrossentropy(
+            apply_class_balancing=True, alpha=config.focal_alpha, gamma=config.focal_gamma
+        )
+    return keras.losses.BinaryCrossentropy()
+
+
+def augment_batch_fn(seed: int):
+    """Online augmentation on uint8 batches: flips, rotation, zoom, brightness, contrast, saturation."""
+    geometric = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
+            keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed + 2),
+        ]
+    )
+
+    def apply(images, labels):
+        x = geometric(tf.cast(images, tf.float32), training=True) / 255.0
+        x = tf.image.random_brightness(x, 0.1, seed=seed + 3)
+        x = tf.image.random_contrast(x, 0.85, 1.15, seed=seed + 4)
+        x = tf.image.random_saturation(x, 0.85, 1.15, seed=seed + 5)
+        return tf.cast(tf.clip_by_value(x, 0.0, 1.0) * 255.0 + 0.5, tf.uint8), labels
+
+    return apply
+
+
+def train_dataset(
+    store: ObjectStore,
+    manifest: dict[str, Any],
+    config: TrainConfig,
+    augment: bool,
+    labels: np.ndarray,
+) -> tuple[tf.data.Dataset, int]:
+    """Batched training data for the configured imbalance strategy, and its steps per epoch."""
+    examples = shard_dataset(
+        store,
+        manifest,
+        "train",
+        include_augmented=config.imbalance == "oversample",
+        shuffle_seed=config.seed,
+    )
+    if config.imbalance == "undersample":
+        positives = examples.filter(lambda x, y: y == 1).repeat().shuffle(512, seed=config.seed)
+        negatives = (
+            examples.filter(lambda x, y: y == 0).repeat().shuffle(2048, seed=config.seed + 1)
+        )
+        examples = tf.data.Dataset.sample_from_datasets(
+            [positives, negatives], [0.5, 0.5], seed=config.seed
+        )
+        steps = math.ceil(2 * int((labels == 1).sum()) / config.batch_size)
+        batches = examples.batch(config.batch_size).take(steps)
+    else:
+        steps = math.ceil(len(labels) / config.batch_size)
+        batches = examples.shuffle(2048, seed=config.seed, reshuffle_each_iteration=True).batch(
+            config.batch_size
+        )
+    if augment:
+        batches = batches.map(augment_batch_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.prefetch(tf.data.AUTOTUNE), steps
+
+
+class ValidationAUROC(keras.callbacks.Callback):
+    """Validation AUROC each epoch, early stopping on it, best weights restored at the end.
+
+    Also checkpoints to the store after every epoch, so a retried task resumes.
+    """
+
+    def __init__(self, predict, labels: np.ndarray, patience: int, checkpoint=None):
+        super().__init__()
+        self.predict, self.labels, self.patience, self.checkpoint = (
+            predict,
+            labels,
+            patience,
+            checkpoint,
+        )
+        self.best, self.best_epoch, self.best_weights, self.wait = -np.inf, -1, None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        auroc = float(roc_auc_score(self.labels, self.predict()))
+        if logs is not None:
+            logs["val_auroc"] = auroc
+        if auroc > self.best:
+            self.best, self.best_epoch, self.best_weights, self.wait = (
+                auroc,
+                epoch,
+                self.model.get_weights(),
+                0,
+            )
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.model.stop_training = True
+        if self.checkpoint:
+            self.checkpoint(epoch, logs or {})
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class StoreCheckpoints:
+    """Per-phase checkpoints in the store: weights plus a JSON state, written after each epoch."""
+
+    def __init__(self, store: ObjectStore, prefix: str, model: keras.Model):
+        self.store, self.prefix, self.model = store, prefix, model
+
+    def _keys(self, phase: str) -> tuple[str, str]:
+        return (
+            f"{self.prefix}/checkpoints/{phase}.weights.h5",
+            f"{self.prefix}/checkpoints/{phase}.json",
+        )
+
+    def saver(self, phase: str, history: dict[str, list[float]]):
+        weights_key, state_key = self._keys(phase)
+
+        def save(epoch: int, logs: dict[str, float]) -> None:
+            for name, value in logs.items():
+                history.setdefault(name, []).append(float(value))
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "ckpt.weights.h5"
+                self.model.save_weights(path)
+                self.store.put_file(weights_key, path)
+            self.store.put_json(
+                state_key, {"phase": phase, "epoch": epoch, "complete": False, "history": history}
+            )
+
+        return save
+
+    def mark_complete(self, phase: str, history: dict[str, list[float]], best_epoch: int) -> None:
+        weights_key, state_key = self._keys(phase)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "best.weights.h5"
+            self.model.save_weights(path)
+            self.store.put_file(weights_key, path)
+        self.store.put_json(
+            state_key,
+            {"phase": phase, "complete": True, "best_epoch": best_epoch, "history": history},
+        )
+
+    def resume(self, phase: str) -> dict[str, Any] | None:
+        """Load a phase's checkpoint into the model; return its state (None if there is none)."""
+        weights_key, state_key = self._keys(phase)
+        if not self.store.exists(state_key):
+            return None
+        state = self.store.get_json(state_key)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "ckpt.weights.h5"
+            self.store.get_file(weights_key, path)
+            self.model.load_weights(path)
+        log.info(
+            "resuming %s from its checkpoint (epoch %s, complete=%s)",
+            phase,
+            state.get("epoch"),
+            state["complete"],
+        )
+        return state
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
+
+
+def train_run(
+    store: ObjectStore,
+    run_id_prefix: str,
+    config: TrainConfig,
+    weights_key: str | None = None,
+) -> str:
+    """Train both phases for the run at ``run_id_prefix`` (``runs/<run_id>``); return the model MANIFEST key."""
+    keras.utils.set_random_seed(config.seed)
+    device = configure_device()
+    use_cache = config.feature_cache == "on" or (
+        config.feature_cache == "auto" and not device["gpu"]
+    )
+    manifest = read_manifest(store, f"{run_id_prefix}/preprocessed/MANIFEST.json")
+    prefix = f"{run_id_prefix}/model"
+    image_size = int(manifest["image_size"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights_path = None
+        if weights_key:
+            weights_path = str(Path(tmp) / Path(weights_key).name)
+            store.get_file(weights_key, weights_path)
+        model = build_model(config.backbone, image_size, weights_path, config.seed)
+    checkpoints = StoreCheckpoints(store, prefix, model)
+    rows = split_rows(store, manifest, "train")
+    train_labels = (
+        rows.loc[rows["augmented"] == 0, "label"].to_numpy()
+        if config.imbalance != "oversample"
+        else rows["label"].to_numpy()
+    )
+    val_images, val_rows = split_arrays(store, manifest, "val")
+    val_labels = val_rows["label"].to_numpy()
+    weights = class_weights(config, train_labels)
+    history: dict[str, Any] = {"phase1": {}, "phase2": {}}
+    timing: dict[str, Any] = {}
+    compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
+
+    # Phase 1: backbone frozen.
+    state = checkpoints.resume("phase1")
+    if state and state["complete"]:
+        history["phase1"] = state["history"]
+        timing["phase1"] = {"resumed": True}
+    else:
+        started = time.monotonic()
+        if use_cache:
+            timing["phase1"] = _phase1_cached(
+                model,
+                store,
+                manifest,
+                config,
+                val_images,
+                val_labels,
+                weights,
+                checkpoints,
+                history["phase1"],
+                compile_kwargs,
+            )
+        else:
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs
+            )
+            data, steps = train_dataset(
+                store, manifest, config, config.online_augmentation, train_labels
+            )
+            monitor = ValidationAUROC(
+                lambda: predict_probabilities(model, val_images, 64),
+                val_labels,
+                config.patience,
+                checkpoints.saver("phase1", history["phase1"]),
+            )
+            model.fit(
+                data,
+                epochs=config.phase1_epochs,
+                class_weight=weights,
+                callbacks=[monitor],
+                verbose=2,
+            )
+            timing["phase1"] = {
+                "cached_features": False,
+                "images_seen": steps * config.batch_size * len(history["phase1"].get("loss", [])),
+            }
+            history["phase1"]["best_epoch"] = monitor.best_epoch
+        timing["phase1"]["seconds"] = round(time.monotonic() - started, 1)
+        checkpoints.mark_complete(
+            "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
+        )
+    phase1_auroc = float(roc_auc_score(val_labels, predict_probabilities(model, val_images, 64)))
+
+    # Phase 2: the last blocks fine-tuned, batch norm frozen.
+    unfrozen = unfreeze_last_blocks(model, config.backbone, config.unfreeze_blocks)
+    model.compile(optimizer=keras.optimizers.Adam(config.phase2_learning_rate), **compile_kwargs)
+    state = checkpoints.resume("phase2") if config.phase2_epochs else None
+    initial_epoch = 0
+    if state:
+        history["phase2"] = state["history"]
+        initial_epoch = len(state["history"].get("loss", []))
+    if config.phase2_epochs and not (state and state["complete"]):
+        started = time.monotonic()
+        data, steps = train_dataset(
+            store, manifest, config, config.online_augmentation, train_labels
+        )
+        monitor = ValidationAUROC(
+            lambda: predict_probabilities(model, val_images, 64),
+            val_labels,
+            config.patience,
+            checkpoints.saver("phase2", history["phase2"]),
+        )
+        model.fit(
+            data,
+            epochs=config.phase2_epochs,
+            initial_epoch=initial_epoch,
+            class_weight=weights,
+            callbacks=[monitor],
+            verbose=2,
+        )
+        seconds = time.monotonic() - started
+        epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
+        timing["phase2"] = {
+            "seconds": round(seconds, 1),
+            "epochs": epochs_run,
+            "train_images_per_second": round(epochs_run * steps * config.batch_size / seconds, 1),
+        }
+        history["phase2"]["best_epoch"] = monitor.best_epoch
+        checkpoints.mark_complete("phase2", history["phase2"], monitor.best_epoch)
+
+    # Outputs: predictions, model, history, configuration; the MANIFEST last.
+    outputs = {}
+    for split in ("val", "test"):
+        images, split_meta = (
+            (val_images, val_rows) if split == "val" else split_arrays(store, manifest, "test")
+        )
+        frame = split_meta[["image_id", "lesion_id", "dx", "label"]].assign(
+            probability=predict_probabilities(model, images, 64)
+        )
+        key = f"{run_id_prefix}/predictions/{split}.csv"
+        store.put_bytes(
+            key, frame.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode()
+        )
+        outputs[f"predictions_{split}"] = key
+        if split == "val":
+            final_auroc = float(roc_auc_score(frame["label"], frame["probability"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        store.put_file(f"{prefix}/model.keras", path)
+    outputs["model"] = f"{prefix}/model.keras"
+    summary = {
+        "val_auroc_after_phase1": round(phase1_auroc, 4),
+        "val_auroc_final": round(final_auroc, 4),
+        "unfrozen_blocks": unfrozen,
+        "timing": timing,
+        "device": device,
+    }
+    store.put_json(f"{prefix}/history.json", {**history, "summary": summary})
+    store.put_json(
+        f"{prefix}/training_config.json",
+        {
+            "config": asdict(config),
+            "feature_cache": use_cache,
+            "device": device,
+            "weights_key": weights_key,
+            "train_images": len(train_labels),
+            "train_positives": int(train_labels.sum()),
+            "class_weight": weights,
+            "notice": RESEARCH_NOTICE,
+        },
+    )
+    outputs |= {"history": f"{prefix}/history.json", "config": f"{prefix}/training_config.json"}
+    store.put_json(f"{prefix}/MANIFEST.json", {"outputs": outputs, "summary": summary})
+    log.info("training done: val AUROC %.4f after phase 1, %.4f final", phase1_auroc, final_auroc)
+    return f"{prefix}/MANIFEST.json"
+
+
+def _phase1_cached(
+    model,
+    store,
+    manifest,
+    config,
+    val_images,
+    val_labels,
+    weights,
+    checkpoints,
+    history,
+    compile_kwargs,
+):
+    """Phase 1 on pooled features computed once: the frozen backbone runs once per image, not per epoch."""
+    extractor = feature_extractor(model)
+    started = time.monotonic()
+    data = shard_dataset(
+        store, manifest, "train", include_augmented=config.imbalance == "oversample"
+    )
+    features, labels = [], []
+    for images, y in data.batch(64).prefetch(2):
+        features.append(extractor.predict_on_batch(images))
+        labels.append(y.numpy())
+    train_features, train_labels = np.concatenate(features), np.concatenate(labels)
+    val_features = extractor.predict(val_images, batch_size=64, verbose=0)
+    extract_seconds = time.monotonic() - started
+    head = head_model(model)
+    head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
+    x, y = train_features, train_labels
+    if config.imbalance == "undersample":
+        rng = np.random.default_rng(config.seed)
+        positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        keep = np.concatenate(
+            [
+                positives,
+                rng.choice(negatives, size=min(len(negatives), len(positives)), replace=False),
+            ]
+        )
+        x, y = x[np.sort(keep)], y[np.sort(keep)]
+    monitor = ValidationAUROC(
+        lambda: head.predict(val_features, batch_size=256, verbose=0).reshape(-1),
+        val_labels,
+        config.patience,
+        checkpoints.saver("phase1", history),
+    )
+    fit_started = time.monotonic()
+    head.fit(
+        x,
+        y,
+        batch_size=config.batch_size,
+        epochs=config.phase1_epochs,
+        shuffle=True,
+        class_weight=weights,
+        callbacks=[monitor],
+        verbose=2,
+    )
+    history["best_epoch"] = monitor.best_epoch
+    return {
+        "cached_features": True,
+        "feature_seconds": round(extract_seconds, 1),
+        "feature_images_per_second": round(
+            (len(train_labels) + len(val_labels)) / extract_seconds, 1
+        ),
+        "head_seconds": round(time.monotonic() - fit_started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Train the classifier for one run (research use only)."
+    )
+    parser.add_argument("--store-url", default=os.environ.get("MELANOMA_STORE_URL"))
+    parser.add_argument("--run-prefix", required=True, help="runs/<run_id>")
+    parser.add_argument("--weights-key", default=None)
+    parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    key = train_run(
+        open_store(args.store_url),
+        args.run_prefix,
+        TrainConfig(**json.loads(args.config)),
+        args.weights_key,
+    )
+    print(key)
+
+
+if __name__ == "__main__":
+    main()
