@@ -30,6 +30,7 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.download import file_digest
 from melanoma.store import ObjectStore, open_store, read_manifest
 from training.data import shard_dataset, split_arrays, split_rows
 from training.model import build_model, feature_extractor, head_model, unfreeze_last_blocks
@@ -288,6 +289,12 @@ def train_run(
         if weights_key:
             weights_path = str(Path(tmp) / Path(weights_key).name)
             store.get_file(weights_key, weights_path)
+            expected = store.get_json(weights_key + ".json")["sha256"]
+            actual = file_digest(Path(weights_path))
+            if actual != expected:
+                raise ValueError(
+                    f"{store.url}/{weights_key}: sha256 {actual}, its record says {expected}"
+                )
         model = build_model(config.backbone, image_size, weights_path, config.seed)
     checkpoints = StoreCheckpoints(store, prefix, model)
     rows = split_rows(store, manifest, "train")
