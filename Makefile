@@ -20,8 +20,10 @@ $(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# DAG params as JSON, e.g. make run CONF='{"phase2_epochs": 3}'
+CONF ?= {}
 run: install
-	$(BIN)/melanoma-stack run
+	$(BIN)/melanoma-stack run --conf '$(CONF)'
 
 test: install
 	$(BIN)/ruff check .

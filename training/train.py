@@ -170,10 +170,19 @@ def train_dataset(
 class ValidationAUROC(keras.callbacks.Callback):
     """Validation AUROC each epoch, early stopping on it, best weights restored at the end.
 
-    Also checkpoints to the store after every epoch, so a retried task resumes.
+    Also checkpoints to the store after every epoch, so a retried task resumes. With
+    ``baseline`` (the AUROC of the weights the phase starts from), the phase must beat
+    it: fine-tuning that never does leaves the starting weights in place (best_epoch -1).
     """
 
-    def __init__(self, predict, labels: np.ndarray, patience: int, checkpoint=None):
+    def __init__(
+        self,
+        predict,
+        labels: np.ndarray,
+        patience: int,
+        checkpoint=None,
+        baseline: float | None = None,
+    ):
         super().__init__()
         self.predict, self.labels, self.patience, self.checkpoint = (
             predict,
@@ -181,7 +190,12 @@ class ValidationAUROC(keras.callbacks.Callback):
             patience,
             checkpoint,
         )
-        self.best, self.best_epoch, self.best_weights, self.wait = -np.inf, -1, None, 0
+        self.best = -np.inf if baseline is None else baseline
+        self.best_epoch, self.best_weights, self.wait = -1, None, 0
+
+    def on_train_begin(self, logs=None):
+        if np.isfinite(self.best) and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
 
     def on_epoch_end(self, epoch, logs=None):
         auroc = float(roc_auc_score(self.labels, self.predict()))
@@ -310,6 +324,35 @@ def train_run(
     timing: dict[str, Any] = {}
     compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
 
+    def fit_phase(
+        model: keras.Model,
+        phase: str,
+        epochs: int,
+        initial_epoch: int,
+        baseline: float | None = None,
+    ) -> int:
+        """Fit the full model on the shards with online augmentation; return the steps per epoch."""
+        data, steps = train_dataset(
+            store, manifest, config, config.online_augmentation, train_labels
+        )
+        monitor = ValidationAUROC(
+            lambda: predict_probabilities(model, val_images, 64),
+            val_labels,
+            config.patience,
+            checkpoints.saver(phase, history[phase]),
+            baseline,
+        )
+        model.fit(
+            data,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            class_weight=weights,
+            callbacks=[monitor],
+            verbose=2,
+        )
+        history[phase]["best_epoch"] = monitor.best_epoch
+        return steps
+
     # Phase 1: backbone frozen.
     state = checkpoints.resume("phase1")
     if state and state["complete"]:
@@ -334,27 +377,8 @@ def train_run(
             model.compile(
                 optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs
             )
-            data, steps = train_dataset(
-                store, manifest, config, config.online_augmentation, train_labels
-            )
-            monitor = ValidationAUROC(
-                lambda: predict_probabilities(model, val_images, 64),
-                val_labels,
-                config.patience,
-                checkpoints.saver("phase1", history["phase1"]),
-            )
-            model.fit(
-                data,
-                epochs=config.phase1_epochs,
-                class_weight=weights,
-                callbacks=[monitor],
-                verbose=2,
-            )
-            timing["phase1"] = {
-                "cached_features": False,
-                "images_seen": steps * config.batch_size * len(history["phase1"].get("loss", [])),
-            }
-            history["phase1"]["best_epoch"] = monitor.best_epoch
+            fit_phase(model, "phase1", config.phase1_epochs, 0)
+            timing["phase1"] = {"cached_features": False}
         timing["phase1"]["seconds"] = round(time.monotonic() - started, 1)
         checkpoints.mark_complete(
             "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
@@ -371,32 +395,17 @@ def train_run(
         initial_epoch = len(state["history"].get("loss", []))
     if config.phase2_epochs and not (state and state["complete"]):
         started = time.monotonic()
-        data, steps = train_dataset(
-            store, manifest, config, config.online_augmentation, train_labels
-        )
-        monitor = ValidationAUROC(
-            lambda: predict_probabilities(model, val_images, 64),
-            val_labels,
-            config.patience,
-            checkpoints.saver("phase2", history["phase2"]),
-        )
-        model.fit(
-            data,
-            epochs=config.phase2_epochs,
-            initial_epoch=initial_epoch,
-            class_weight=weights,
-            callbacks=[monitor],
-            verbose=2,
-        )
+        # Phase 2 must beat phase 1 on validation, or phase 1's weights stay.
+        steps = fit_phase(model, "phase2", config.phase2_epochs, initial_epoch, phase1_auroc)
         seconds = time.monotonic() - started
         epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
         timing["phase2"] = {
             "seconds": round(seconds, 1),
             "epochs": epochs_run,
-            "train_images_per_second": round(epochs_run * steps * config.batch_size / seconds, 1),
+            # per-epoch validation AUROC included: it is part of what an epoch costs
+            "images_per_second": round(epochs_run * steps * config.batch_size / seconds, 1),
         }
-        history["phase2"]["best_epoch"] = monitor.best_epoch
-        checkpoints.mark_complete("phase2", history["phase2"], monitor.best_epoch)
+        checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
 
     # Outputs: predictions, model, history, configuration; the MANIFEST last.
     outputs = {}

@@ -236,25 +236,25 @@ def build_manifest(
             "sha256": hashlib.sha256(rejected).hexdigest(),
             "bytes": len(rejected),
         }
-    for image_id, check in sorted(images.items()):
+
+    def image_key(image_id: str, check: FileCheck) -> str:
         ext = Path(check.source.name).suffix.lower()
-        key = f"images/{image_id}{'.jpg' if ext == '.jpeg' else ext}"
-        plan[key] = check.source
-        files[key] = {
-            "sha256": check.sha256,
-            "bytes": check.size,
-            "width": check.width,
-            "height": check.height,
-        }
-    for image_id, check in sorted(masks.items()):
-        key = f"masks/{image_id}_segmentation.png"
-        plan[key] = check.source
-        files[key] = {
-            "sha256": check.sha256,
-            "bytes": check.size,
-            "width": check.width,
-            "height": check.height,
-        }
+        return f"images/{image_id}{'.jpg' if ext == '.jpeg' else ext}"
+
+    for kind, accepted in (("image", images), ("mask", masks)):
+        for image_id, check in sorted(accepted.items()):
+            key = (
+                image_key(image_id, check)
+                if kind == "image"
+                else f"masks/{image_id}_segmentation.png"
+            )
+            plan[key] = check.source
+            files[key] = {
+                "sha256": check.sha256,
+                "bytes": check.size,
+                "width": check.width,
+                "height": check.height,
+            }
 
     files = dict(sorted(files.items()))
     version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]

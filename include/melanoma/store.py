@@ -123,6 +123,9 @@ class FileStore(ObjectStore):
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(stream, out, 1 << 20)
+            os.chmod(
+                tmp, 0o644
+            )  # mkstemp makes 0600; stored objects are meant to be read by others
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -79,3 +79,19 @@ def test_cached_feature_phase1_equals_plain_phase1():
     for a, b in zip(plain.get_weights(), cached.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     assert not np.allclose(plain.get_layer("head_output").get_weights()[0], 0)
+
+
+def test_fine_tuning_that_never_beats_its_baseline_keeps_the_starting_weights():
+    from training.train import ValidationAUROC
+
+    model = build_model("tiny_cnn", 32, seed=1)
+    start = [w.copy() for w in model.get_weights()]
+    labels = np.array([0, 1] * 8)
+    monitor = ValidationAUROC(lambda: np.full(16, 0.5), labels, patience=5, baseline=0.9)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    model.set_weights([w + 1 for w in start])  # what an epoch of training would do
+    monitor.on_epoch_end(0, {})
+    monitor.on_train_end()
+    assert monitor.best_epoch == -1
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), start, strict=True))
