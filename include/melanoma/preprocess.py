@@ -112,34 +112,23 @@ def plan_shards(
     """
     work = sum(1 + t.copies for t in tasks)
     per_shard = min(MAX_SHARD_ROWS, max(64, -(-work // max(1, parallelism * tasks_per_core))))
-    shards = []
+    shards: list[Shard] = []
     for split in SPLITS:
         current: list[ImageTask] = []
-        load = 0
-        index = 0
+        load = index = 0
         for task in (t for t in tasks if t.split == split):
             current.append(task)
             load += 1 + task.copies
             if load >= per_shard:
-                shards.append(
-                    Shard(
-                        split,
-                        index,
-                        f"{output_prefix}/{split}/part-{index:05d}.parquet",
-                        tuple(current),
-                    )
-                )
+                shards.append(_shard(split, index, output_prefix, current))
                 current, load, index = [], 0, index + 1
         if current:
-            shards.append(
-                Shard(
-                    split,
-                    index,
-                    f"{output_prefix}/{split}/part-{index:05d}.parquet",
-                    tuple(current),
-                )
-            )
+            shards.append(_shard(split, index, output_prefix, current))
     return shards
+
+
+def _shard(split: str, index: int, output_prefix: str, tasks: list[ImageTask]) -> Shard:
+    return Shard(split, index, f"{output_prefix}/{split}/part-{index:05d}.parquet", tuple(tasks))
 
 
 SCHEMA_FIELDS = (
