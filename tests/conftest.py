@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -26,6 +25,18 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def local_spark_cluster(state_dir: Path) -> SparkStandalone:
+    """A (not yet started) 2-core standalone cluster on free 127.0.0.1 ports."""
+    return SparkStandalone(
+        state_dir,
+        master_port=free_port(),
+        master_webui_port=free_port(),
+        worker_webui_port=free_port(),
+        worker_cores=2,
+        worker_memory="2g",
+    )
 
 
 @pytest.fixture
@@ -75,24 +86,10 @@ def s3_store(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Store:
     return store
 
 
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith(("MELANOMA_", "HAM10000_", "AIRFLOW")):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkStandalone]:
     """One real standalone master + worker on 127.0.0.1 for the session's Spark jobs."""
-    cluster = SparkStandalone(
-        tmp_path_factory.mktemp("spark"),
-        master_port=free_port(),
-        master_webui_port=free_port(),
-        worker_webui_port=free_port(),
-        worker_cores=2,
-        worker_memory="2g",
-    )
+    cluster = local_spark_cluster(tmp_path_factory.mktemp("spark"))
     cluster.start()
     yield cluster
     cluster.stop()

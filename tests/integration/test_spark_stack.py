@@ -7,20 +7,13 @@ import platform
 import pytest
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 
-from melanoma.embedded import SparkStandalone, _alive
-from tests.conftest import REPO_ROOT, free_port
+from melanoma.embedded import _alive
+from tests.conftest import REPO_ROOT, local_spark_cluster
 
 
 @pytest.fixture
 def spark(tmp_path):
-    cluster = SparkStandalone(
-        tmp_path / "stack",
-        master_port=free_port(),
-        master_webui_port=free_port(),
-        worker_webui_port=free_port(),
-        worker_cores=2,
-        worker_memory="1g",
-    )
+    cluster = local_spark_cluster(tmp_path / "stack")  # its own: this test stops it
     cluster.start()
     yield cluster
     cluster.stop()
