@@ -14,7 +14,14 @@ leakage-free, lesion-grouped split, every artifact in the object store
 4. `preprocess` — a PySpark job submitted to the Spark standalone master (`spark_default`
    connection) writes Parquet shards to `runs/<run_id>/preprocessed/`, MANIFEST last;
 5. `train` — Keras transfer learning (frozen backbone, then the last blocks fine-tuned; GPU
-   with mixed precision when present) writes `runs/<run_id>/model/` and `predictions/`.
+   with mixed precision when present) writes `runs/<run_id>/model/` and `predictions/`;
+6. `calibrate` — thresholds (Youden's J, target sensitivity, max F1) and probability
+   calibration, chosen on the **validation** split: `runs/<run_id>/calibration.json`;
+7. `evaluate` — test metrics with lesion-bootstrap 95% intervals and figures:
+   `runs/<run_id>/evaluation/metrics.json`;
+8. `decide_promotion` — compares the run with the label task's champion on the same test
+   split and branches to `promote_model` or `keep_champion`;
+9. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
 """
@@ -53,6 +60,23 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
         seed=params.get("split_seed"),
         backbone=params.get("backbone"),
         pretrained_weights=params.get("pretrained_weights"),
+    )
+
+
+def _store(params: dict[str, Any]):
+    from melanoma.store import open_store
+
+    return open_store(_config(params).store_url)
+
+
+def _evaluation_config(params: dict[str, Any]):
+    from melanoma.evaluation import EvaluationConfig
+
+    return EvaluationConfig(
+        target_sensitivity=params["target_sensitivity"],
+        probability_calibration=params["probability_calibration"],
+        bootstrap_replicates=params["bootstrap_replicates"],
+        seed=params["split_seed"],
     )
 
 
@@ -116,6 +140,42 @@ def _config(params: dict[str, Any]) -> PipelineConfig:
         "batch_size": Param(32, type="integer", minimum=1, title="Batch size"),
         "early_stopping_patience": Param(
             10, type="integer", minimum=1, title="Early-stopping patience (epochs)"
+        ),
+        "target_sensitivity": Param(
+            0.95,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Target sensitivity",
+            description="its threshold is the highest one reaching this sensitivity on validation",
+        ),
+        "probability_calibration": Param(
+            "platt", enum=["none", "platt", "isotonic"], title="Probability calibration"
+        ),
+        "bootstrap_replicates": Param(
+            2000, type="integer", minimum=100, title="Bootstrap replicates (lesion resampling)"
+        ),
+        "operating_point": Param(
+            "target_sensitivity",
+            enum=["target_sensitivity", "youden", "max_f1"],
+            title="Operating threshold",
+            description="the threshold the promotion rule and the report treat as the decision",
+        ),
+        "promotion_auroc_margin": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Promotion margin",
+            description="promote when test AUROC is not below the champion's by more than this",
+        ),
+        "sensitivity_floor": Param(
+            0.80,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Sensitivity floor",
+            description="the test sensitivity at the operating threshold a champion must reach",
         ),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
@@ -183,7 +243,6 @@ def melanoma_pipeline() -> None:
     def train(
         weights_key: str | None, params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> str:
-        from melanoma.store import open_store
         from training.train import TrainConfig, train_run
 
         p = params or {}
@@ -199,11 +258,71 @@ def melanoma_pipeline() -> None:
             class_weight=p["class_weight"],
             seed=p["split_seed"],
         )
-        return train_run(
-            open_store(_config(p).store_url), run_prefix(str(run_id)), config, weights_key
+        return train_run(_store(p), run_prefix(str(run_id)), config, weights_key)
+
+    model_key = train(weights)
+    preprocess >> model_key
+
+    @task
+    def calibrate(
+        model_key: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from melanoma.evaluation import calibrate_run
+
+        p = params or {}
+        return calibrate_run(_store(p), run_prefix(str(run_id)), _evaluation_config(p))
+
+    @task
+    def evaluate(
+        calibration_key: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from melanoma.evaluation import evaluate_run
+
+        p = params or {}
+        return evaluate_run(_store(p), run_prefix(str(run_id)), _evaluation_config(p))
+
+    @task.branch
+    def decide_promotion(
+        metrics_key: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from melanoma.evaluation import decide_run_promotion
+        from melanoma.promotion import PromotionPolicy
+
+        p = params or {}
+        store = _store(p)
+        policy = PromotionPolicy(
+            auroc_margin=p["promotion_auroc_margin"],
+            sensitivity_floor=p["sensitivity_floor"],
+            operating_point=p["operating_point"],
         )
 
-    preprocess >> train(weights)
+        def rescore(model_key: str, prefix: str):
+            from training.predict import score_split
+
+            return score_split(store, model_key, prefix, "test")
+
+        decision = decide_run_promotion(store, run_prefix(str(run_id)), policy, rescore)
+        return "promote_model" if decision["promote"] else "keep_champion"
+
+    @task
+    def promote_model(params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        from melanoma.evaluation import promote_run
+
+        return promote_run(_store(params or {}), run_prefix(str(run_id)))
+
+    @task
+    def keep_champion(params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        # The reasons are in promotion.json (and the report); nothing in the store changes.
+        return f"{run_prefix(str(run_id))}/promotion.json"
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def write_report(params: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        from melanoma.report import write_report
+
+        return write_report(_store(params or {}), run_prefix(str(run_id)))
+
+    branch = decide_promotion(evaluate(calibrate(model_key)))
+    branch >> [promote_model(), keep_champion()] >> write_report()
 
 
 melanoma_pipeline()

@@ -53,6 +53,7 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "split_seed": 3,
         "image_size": 32,
         "augment_copies": 1,
+        "bootstrap_replicates": 200,
     }
 
     first_log = dags_test(airflow_env, conf)
@@ -90,6 +91,25 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert len(predictions) == (split["split"] == "test").sum()
     assert predictions["probability"].between(0, 1).all()
     assert s3_store.exists(f"runs/{runs[0]}/model/model.keras")
+
+    # calibrate on validation, evaluate on test, branch on the promotion decision, report
+    calibration = s3_store.get_json(f"runs/{runs[0]}/calibration.json")
+    assert calibration["fitted_on"] == "val"
+    metrics = s3_store.get_json(f"runs/{runs[0]}/evaluation/metrics.json")
+    assert metrics["counts"]["images"] == len(predictions)
+    assert metrics["operating_points"]["youden"]["threshold"] == (
+        calibration["thresholds"]["youden"]["threshold"]
+    )
+    promotion = s3_store.get_json(f"runs/{runs[0]}/promotion.json")
+    champion = "champions/mel_vs_rest/champion.json"
+    if promotion["promote"]:
+        assert s3_store.get_json(champion)["run_id"] == config["run_id"]
+        assert "promote_model" in first_log
+    else:  # the only reason a first run is not promoted
+        assert "below the floor" in promotion["reasons"][0]
+        assert not s3_store.exists(champion)
+    report = s3_store.get_bytes(f"runs/{runs[0]}/report.html").decode()
+    assert "Research use only" in report and config["run_id"] in report
 
     second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log

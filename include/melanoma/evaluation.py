@@ -1,0 +1,335 @@
+"""Calibrate on validation, evaluate on test, decide promotion: the store-facing steps.
+
+Reads the training stage's ``runs/<run_id>/predictions/{val,test}.csv`` and writes
+
+- ``runs/<run_id>/calibration.json``: thresholds and probability calibration, fitted on
+  validation only, each with its validation metrics;
+- ``runs/<run_id>/evaluation/figures/*.png`` and then ``evaluation/metrics.json``
+  (schema below; written last, so its presence means the evaluation is complete);
+- ``runs/<run_id>/promotion.json`` and, when promoted, ``champions/<task>/champion.json``.
+
+``metrics.json`` (``schema_version`` 1)::
+
+    run_id, dataset_version, label_task, split ("test"), notice
+    counts: {images, lesions, positives, negatives, prevalence}
+    test_fingerprint: sha256 of the test split's sorted (image_id, label) pairs
+    bootstrap: {unit: "lesion", replicates, degenerate_replicates, confidence, seed}
+    threshold_free: {auroc: CI, auprc: CI, auprc_baseline}
+    operating_points: {name: {threshold, chosen_on, confusion: {tn, fp, fn, tp},
+                              accuracy: CI, sensitivity: CI, specificity: CI,
+                              ppv: CI, npv: CI, f1: CI}}
+    probability_calibration: {method, fitted_on: "val",
+                              test: {raw: {brier, ece, bins}, calibrated: {brier, ece, bins}}}
+    figures: {name: key}
+
+where ``CI`` is ``{value, ci_low, ci_high}``; undefined values are ``null``.
+Operating points are ``at_0.5`` and every threshold in ``calibration.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from melanoma import RESEARCH_NOTICE, figures
+from melanoma.calibration import (
+    PROBABILITY_CALIBRATIONS,
+    choose_thresholds,
+    fit_probability_calibration,
+    probability_calibrator,
+)
+from melanoma.metrics import (
+    bootstrap_intervals,
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+    threshold_metrics,
+)
+from melanoma.promotion import PromotionPolicy, champion_key, decide_promotion, read_champion
+from melanoma.store import ObjectStore, read_manifest
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PREDICTION_COLUMNS = ("image_id", "lesion_id", "dx", "label", "probability")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    target_sensitivity: float = 0.95
+    probability_calibration: str = "platt"
+    bootstrap_replicates: int = 2000
+    confidence: float = 0.95
+    calibration_bins: int = 10
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target_sensitivity <= 1:
+            raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.probability_calibration not in PROBABILITY_CALIBRATIONS:
+            raise ValueError(
+                f"probability_calibration {self.probability_calibration!r} "
+                f"not in {PROBABILITY_CALIBRATIONS}"
+            )
+        if self.bootstrap_replicates < 100 or not 0 < self.confidence < 1:
+            raise ValueError("need at least 100 bootstrap replicates and a confidence in (0, 1)")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN becomes null: JSON has no NaN, and an undefined rate is not a number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def read_predictions(store: ObjectStore, prefix: str, split: str) -> pd.DataFrame:
+    """A committed training run's predictions for ``split``, checked for the expected columns."""
+    model = read_manifest(store, f"{prefix}/model/MANIFEST.json")
+    key = model["outputs"][f"predictions_{split}"]
+    frame = pd.read_csv(
+        io.BytesIO(store.get_bytes(key)), dtype={"image_id": str, "lesion_id": str, "dx": str}
+    )
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{store.url}/{key}: missing column(s) {missing}")
+    for column, valid, expected in (
+        ("label", frame["label"].isin([0, 1]), "0 or 1"),
+        ("probability", frame["probability"].between(0, 1), "a number in [0, 1]"),
+    ):
+        if not valid.all():
+            row = int(np.flatnonzero(~valid.to_numpy())[0])
+            raise ValueError(
+                f"{store.url}/{key}: row {row + 2} (image {frame['image_id'].iloc[row]}): "
+                f"{column} is {frame[column].iloc[row]!s}, expected {expected}"
+            )
+    return frame
+
+
+def split_fingerprint(predictions: pd.DataFrame) -> str:
+    """Identifies a test split: the same images with the same labels give the same fingerprint."""
+    pairs = sorted(zip(predictions["image_id"], predictions["label"].astype(int), strict=True))
+    return hashlib.sha256("\n".join(f"{i},{y}" for i, y in pairs).encode()).hexdigest()[:16]
+
+
+def calibrate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
+    """Thresholds and probability calibration from the validation split; return the key."""
+    val = read_predictions(store, prefix, "val")
+    labels, scores = val["label"].to_numpy(), val["probability"].to_numpy()
+    thresholds = choose_thresholds(labels, scores, config.target_sensitivity)
+    for entry in thresholds.values():
+        entry["validation"] = threshold_metrics(labels, scores, entry["threshold"])
+    record = {
+        "fitted_on": "val",
+        "validation": {"images": len(val), "positives": int(labels.sum())},
+        "thresholds": thresholds,
+        "probability_calibration": fit_probability_calibration(
+            config.probability_calibration, labels, scores
+        ),
+        "config": asdict(config),
+        "notice": RESEARCH_NOTICE,
+    }
+    key = f"{prefix}/calibration.json"
+    store.put_json(key, _json_safe(record))
+    log.info(
+        "thresholds on validation: %s",
+        {k: round(v["threshold"], 4) for k, v in thresholds.items()},
+    )
+    return key
+
+
+def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
+    """Every test metric with lesion-bootstrap intervals, and the figures; return metrics.json's key."""
+    calibration = store.get_json(f"{prefix}/calibration.json")
+    test = read_predictions(store, prefix, "test")
+    labels, scores = test["label"].to_numpy(), test["probability"].to_numpy()
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"{prefix}: the test split holds one class only; nothing to evaluate")
+    run = store.get_json(f"{prefix}/config.json")
+    thresholds = {"at_0.5": 0.5} | {
+        name: entry["threshold"] for name, entry in calibration["thresholds"].items()
+    }
+    intervals = bootstrap_intervals(
+        labels,
+        scores,
+        test["lesion_id"].to_numpy(),
+        thresholds,
+        config.bootstrap_replicates,
+        config.seed,
+        config.confidence,
+    )
+    operating_points = {}
+    for name, threshold in thresholds.items():
+        point = threshold_metrics(labels, scores, threshold)
+        operating_points[name] = {
+            "threshold": threshold,
+            "chosen_on": "fixed" if name == "at_0.5" else "val",
+            "confusion": point["confusion"],
+            **intervals["thresholds"][name],
+        }
+    calibrate = probability_calibrator(calibration["probability_calibration"])
+    calibrated = calibrate(scores)
+    bins = config.calibration_bins
+    probability = {
+        "method": calibration["probability_calibration"]["method"],
+        "fitted_on": "val",
+        "test": {
+            name: {
+                "brier": brier_score(labels, p),
+                "ece": expected_calibration_error(labels, p, bins),
+                "bins": reliability_bins(labels, p, bins),
+            }
+            for name, p in (("raw", scores), ("calibrated", calibrated))
+        },
+    }
+
+    plain_points = {name: threshold_metrics(labels, scores, t) for name, t in thresholds.items()}
+    history = store.get_json(f"{prefix}/model/history.json")
+    pngs = {
+        "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"]),
+        "precision_recall": figures.pr_figure(labels, scores, plain_points, intervals["auprc"]),
+        "confusion_matrices": figures.confusion_figure(plain_points),
+        "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, plain_points),
+        "reliability": figures.reliability_figure(
+            {
+                "raw": probability["test"]["raw"]["bins"],
+                f"{probability['method']} (fitted on val)": probability["test"]["calibrated"][
+                    "bins"
+                ],
+            }
+        ),
+        "training_curves": figures.training_curves_figure(history),
+    }
+    figure_keys = {}
+    for name, png in pngs.items():
+        figure_keys[name] = f"{prefix}/evaluation/figures/{name}.png"
+        store.put_bytes(figure_keys[name], png)
+
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run["run_id"],
+        "dataset_version": run["dataset_version"],
+        "label_task": run["config"]["label_task"],
+        "split": "test",
+        "counts": {
+            "images": len(test),
+            "lesions": int(test["lesion_id"].nunique()),
+            "positives": int(labels.sum()),
+            "negatives": int(len(labels) - labels.sum()),
+            "prevalence": float(labels.mean()),
+        },
+        "test_fingerprint": split_fingerprint(test),
+        "bootstrap": {
+            "unit": "lesion",
+            "replicates": intervals["replicates"],
+            "degenerate_replicates": intervals["degenerate_replicates"],
+            "confidence": config.confidence,
+            "seed": config.seed,
+        },
+        "threshold_free": {
+            "auroc": intervals["auroc"],
+            "auprc": intervals["auprc"],
+            "auprc_baseline": float(labels.mean()),
+        },
+        "operating_points": operating_points,
+        "probability_calibration": probability,
+        "figures": figure_keys,
+        "notice": RESEARCH_NOTICE,
+    }
+    key = f"{prefix}/evaluation/metrics.json"
+    store.put_json(key, _json_safe(metrics))
+    auroc = intervals["auroc"]
+    log.info(
+        "test AUROC %.4f (95%% CI %.4f-%.4f, lesion bootstrap)",
+        auroc["value"],
+        auroc["ci_low"],
+        auroc["ci_high"],
+    )
+    return key
+
+
+def candidate_summary(store: ObjectStore, prefix: str, policy: PromotionPolicy) -> dict[str, Any]:
+    """What the promotion rule needs to know about a run (and what champion.json records)."""
+    metrics = store.get_json(f"{prefix}/evaluation/metrics.json")
+    point = metrics["operating_points"][policy.operating_point]
+    model = read_manifest(store, f"{prefix}/model/MANIFEST.json")
+    preprocessed = read_manifest(store, f"{prefix}/preprocessed/MANIFEST.json")
+    return {
+        "run_id": metrics["run_id"],
+        "label_task": metrics["label_task"],
+        "dataset_version": metrics["dataset_version"],
+        "test_fingerprint": metrics["test_fingerprint"],
+        "auroc": metrics["threshold_free"]["auroc"]["value"],
+        "auroc_ci": [
+            metrics["threshold_free"]["auroc"]["ci_low"],
+            metrics["threshold_free"]["auroc"]["ci_high"],
+        ],
+        "operating_point": policy.operating_point,
+        "threshold": point["threshold"],
+        "sensitivity": point["sensitivity"]["value"],
+        "specificity": point["specificity"]["value"],
+        "image_size": preprocessed["image_size"],
+        "model_key": model["outputs"]["model"],
+        "run_prefix": prefix,
+    }
+
+
+# (champion's model key, this run's prefix) -> the champion's test-split probabilities,
+# aligned with this run's predictions/test.csv. TensorFlow lives behind it (training.predict).
+RescoreFn = Callable[[str, str], pd.DataFrame]
+
+
+def decide_run_promotion(
+    store: ObjectStore, prefix: str, policy: PromotionPolicy, rescore: RescoreFn | None = None
+) -> dict[str, Any]:
+    """Apply the promotion rule to the run; write ``promotion.json``; return the decision."""
+    candidate = candidate_summary(store, prefix, policy)
+    champion = read_champion(store, candidate["label_task"])
+    champion_auroc, rescored = None, False
+    if champion is not None and champion["run_id"] != candidate["run_id"]:
+        if champion["test_fingerprint"] == candidate["test_fingerprint"]:
+            champion_auroc = float(champion["auroc"])
+        elif rescore is None:
+            raise ValueError(
+                f"champion {champion['run_id']} was tested on another split: "
+                "comparing needs its model re-scored on this one"
+            )
+        else:
+            log.info("re-scoring champion %s on this run's test split", champion["run_id"])
+            scored = rescore(champion["model_key"], prefix)
+            champion_auroc = float(roc_auc_score(scored["label"], scored["probability"]))
+            rescored = True
+    decision = decide_promotion(candidate, champion, champion_auroc, policy)
+    decision["champion_rescored"] = rescored
+    store.put_json(f"{prefix}/promotion.json", _json_safe({**decision, "notice": RESEARCH_NOTICE}))
+    log.info("promotion: %s (%s)", decision["promote"], "; ".join(decision["reasons"]))
+    return decision
+
+
+def promote_run(store: ObjectStore, prefix: str) -> str:
+    """Make the run the champion per its ``promotion.json``; keep the replaced record."""
+    decision = store.get_json(f"{prefix}/promotion.json")
+    if not decision["promote"]:
+        raise ValueError(f"{prefix}/promotion.json says not to promote: {decision['reasons']}")
+    candidate = decision["candidate"]
+    key = champion_key(candidate["label_task"])
+    previous = decision.get("champion")
+    if previous:
+        store.put_json(
+            f"champions/{candidate['label_task']}/previous/{previous['run_id']}.json", previous
+        )
+    store.put_json(key, candidate | {"promotion_reasons": decision["reasons"]})
+    log.info("run %s is the champion for %s", candidate["run_id"], candidate["label_task"])
+    return key

@@ -1,0 +1,182 @@
+"""Evaluation figures as PNG bytes.
+
+Built on ``matplotlib.figure.Figure`` directly, not pyplot: no display, no global state.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from melanoma.metrics import rates_from_counts
+
+POINT_STYLES = {
+    "at_0.5": ("o", "tab:gray"),
+    "youden": ("s", "tab:blue"),
+    "target_sensitivity": ("^", "tab:red"),
+    "max_f1": ("D", "tab:green"),
+}
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def roc_figure(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    operating_points: Mapping[str, dict],
+    auroc: Mapping[str, float],
+) -> bytes:
+    """ROC curve with each operating point (``{name: threshold_metrics(...)}``) marked."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot(
+        fpr,
+        tpr,
+        color="black",
+        label=f"AUROC {auroc['value']:.3f} ({auroc['ci_low']:.3f}-{auroc['ci_high']:.3f})",
+    )
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+    for name, point in operating_points.items():
+        marker, colour = POINT_STYLES.get(name, ("x", "black"))
+        ax.plot(
+            1 - point["specificity"],
+            point["sensitivity"],
+            marker,
+            color=colour,
+            markersize=8,
+            label=f"{name} (t={point['threshold']:.3f})",
+        )
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, test split")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def pr_figure(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    operating_points: Mapping[str, dict],
+    auprc: Mapping[str, float],
+) -> bytes:
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    prevalence = float(np.mean(labels))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot(
+        recall,
+        precision,
+        color="black",
+        label=f"AUPRC {auprc['value']:.3f} ({auprc['ci_low']:.3f}-{auprc['ci_high']:.3f})",
+    )
+    ax.axhline(prevalence, linestyle=":", color="gray", label=f"prevalence {prevalence:.3f}")
+    for name, point in operating_points.items():
+        if np.isnan(point["ppv"]):
+            continue
+        marker, colour = POINT_STYLES.get(name, ("x", "black"))
+        ax.plot(point["sensitivity"], point["ppv"], marker, color=colour, markersize=8, label=name)
+    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall, test")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="upper right", fontsize=8)
+    return _png(fig)
+
+
+def confusion_figure(operating_points: Mapping[str, dict]) -> bytes:
+    """One 2x2 confusion matrix per operating point (rows: truth, columns: prediction)."""
+    fig = Figure(figsize=(3.2 * len(operating_points), 3.2))
+    axes = fig.subplots(1, len(operating_points))
+    for ax, (name, point) in zip(np.atleast_1d(axes), operating_points.items(), strict=True):
+        c = point["confusion"]
+        matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                color="white" if value > matrix.max() / 2 else "black",
+            )
+        ax.set_xticks([0, 1], ["pred. neg.", "pred. pos."])
+        ax.set_yticks([0, 1], ["neg.", "pos."])
+        ax.set_title(f"{name}\nt={point['threshold']:.3f}", fontsize=9)
+    return _png(fig)
+
+
+def threshold_sweep_figure(
+    labels: np.ndarray, scores: np.ndarray, operating_points: Mapping[str, dict]
+) -> bytes:
+    """Sensitivity, specificity, PPV, NPV and F1 against the threshold."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=float)
+    grid = np.linspace(0, 1, 201)
+    curves: dict[str, list[float]] = {
+        k: [] for k in ("sensitivity", "specificity", "ppv", "npv", "f1")
+    }
+    for t in grid:
+        p = s >= t
+        rates = rates_from_counts(
+            tn=np.sum(~y & ~p), fp=np.sum(~y & p), fn=np.sum(y & ~p), tp=np.sum(y & p)
+        )
+        for k in curves:
+            curves[k].append(rates[k])
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for name, values in curves.items():
+        ax.plot(grid, values, label=name)
+    for name, point in operating_points.items():
+        _, colour = POINT_STYLES.get(name, ("x", "black"))
+        ax.axvline(point["threshold"], color=colour, linestyle="--", linewidth=0.8)
+    ax.set(xlabel="threshold", ylabel="value", title="Metrics against threshold, test split")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="center right")
+    return _png(fig)
+
+
+def reliability_figure(curves: Mapping[str, list[dict]]) -> bytes:
+    """Observed frequency against mean predicted probability, one line per ``{label: bins}``."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
+    for label, bins in curves.items():
+        ax.plot(
+            [b["mean_probability"] for b in bins],
+            [b["observed_frequency"] for b in bins],
+            "o-",
+            label=label,
+        )
+    ax.set(
+        xlabel="mean predicted probability", ylabel="observed frequency", title="Reliability, test"
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    return _png(fig)
+
+
+def training_curves_figure(history: Mapping[str, Mapping]) -> bytes:
+    """Loss and validation AUROC per epoch, phase 2 continuing phase 1's epoch axis."""
+    fig = Figure(figsize=(10, 3.8))
+    (loss_ax, auroc_ax) = fig.subplots(1, 2)
+    offset = 0
+    for phase, colour in (("phase1", "tab:blue"), ("phase2", "tab:orange")):
+        entries = history.get(phase) or {}
+        loss = entries.get("loss") or []
+        auroc = entries.get("val_auroc") or []
+        epochs = np.arange(offset + 1, offset + len(loss) + 1)
+        if len(loss):
+            loss_ax.plot(epochs, loss, color=colour, label=f"{phase} training loss")
+        if len(auroc):
+            auroc_ax.plot(epochs[: len(auroc)], auroc, color=colour, label=f"{phase} val AUROC")
+        offset += len(loss)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title="Training loss")
+    auroc_ax.set(xlabel="epoch", ylabel="AUROC", title="Validation AUROC")
+    for ax in (loss_ax, auroc_ax):
+        ax.legend(fontsize=8)
+    return _png(fig)

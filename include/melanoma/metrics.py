@@ -1,0 +1,180 @@
+"""Binary classification metrics with lesion-level bootstrap intervals. Pure numpy/scikit-learn.
+
+A prediction is positive when ``score >= threshold``. Rates that are undefined for a
+confusion matrix (PPV with no positive predictions, say) are ``nan``.
+
+Confidence intervals are percentile intervals of a bootstrap that resamples *lesions*,
+not images (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13): the
+images of one lesion are correlated, so resampling images would understate the spread.
+Resampling lesions with replacement is the same as weighting every image by the number
+of times its lesion was drawn, which is how it is computed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+RATES = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else float("nan")
+
+
+def confusion_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
+    """TN, FP, FN, TP of ``score >= threshold`` against the 0/1 ``labels``."""
+    y = np.asarray(labels).astype(bool)
+    predicted = np.asarray(scores) >= threshold
+    return {
+        "tn": int(np.sum(~y & ~predicted)),
+        "fp": int(np.sum(~y & predicted)),
+        "fn": int(np.sum(y & ~predicted)),
+        "tp": int(np.sum(y & predicted)),
+    }
+
+
+def rates_from_counts(tn: float, fp: float, fn: float, tp: float) -> dict[str, float]:
+    """Accuracy, sensitivity, specificity, PPV, NPV and F1 of one confusion matrix."""
+    return {
+        "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
+        "sensitivity": _ratio(tp, tp + fn),
+        "specificity": _ratio(tn, tn + fp),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    """The confusion matrix and its rates at one threshold."""
+    counts = confusion_counts(labels, scores, threshold)
+    return {"threshold": float(threshold), "confusion": counts, **rates_from_counts(**counts)}
+
+
+def lesion_bootstrap_weights(groups: Sequence, replicates: int, seed: int) -> np.ndarray:
+    """(replicates, n_images) integer weights: how often each image's lesion was drawn.
+
+    Each replicate draws as many lesions as there are, with replacement; all images of
+    a lesion share its weight, so a lesion's images stay together.
+    """
+    _, lesion_of_image = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    n_lesions = int(lesion_of_image.max()) + 1
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_lesions, size=(replicates, n_lesions))
+    lesion_counts = np.zeros((replicates, n_lesions), dtype=np.int32)
+    np.add.at(lesion_counts, (np.arange(replicates)[:, None], draws), 1)
+    return lesion_counts[:, lesion_of_image]
+
+
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_intervals(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: Sequence,
+    thresholds: Mapping[str, float],
+    replicates: int = 2000,
+    seed: int = 42,
+    confidence: float = 0.95,
+) -> dict:
+    """Point estimates and lesion-bootstrap intervals of AUROC, AUPRC and every rate at each threshold.
+
+    Returns ``{"auroc": {...}, "auprc": {...}, "thresholds": {name: {rate: {...}}},
+    "replicates": n, "degenerate_replicates": k}`` where each ``{...}`` is
+    ``{"value", "ci_low", "ci_high"}``. Replicates holding one class only have no
+    AUROC; they are counted and left out of the threshold-free intervals.
+    """
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=float)
+    weights = lesion_bootstrap_weights(groups, replicates, seed)
+    positives = weights @ y
+    usable = (positives > 0) & (positives < weights.sum(axis=1))
+
+    result: dict = {"replicates": replicates, "degenerate_replicates": int((~usable).sum())}
+    for name, fn in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
+        replicate_values = np.array(
+            [fn(y, s, sample_weight=w) for w in weights[usable]], dtype=float
+        )
+        low, high = percentile_interval(replicate_values, confidence)
+        result[name] = {"value": float(fn(y, s)), "ci_low": low, "ci_high": high}
+
+    result["thresholds"] = {}
+    for name, threshold in thresholds.items():
+        predicted = (s >= threshold).astype(int)
+        # Weighted confusion counts for every replicate at once.
+        tp = weights @ (y * predicted)
+        fp = weights @ ((1 - y) * predicted)
+        fn = weights @ (y * (1 - predicted))
+        tn = weights @ ((1 - y) * (1 - predicted))
+        point = rates_from_counts(**confusion_counts(y, s, threshold))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_replicate = {
+                "accuracy": (tp + tn) / (tp + tn + fp + fn),
+                "sensitivity": tp / (tp + fn),
+                "specificity": tn / (tn + fp),
+                "ppv": tp / (tp + fp),
+                "npv": tn / (tn + fn),
+                "f1": 2 * tp / (2 * tp + fp + fn),
+            }
+        result["thresholds"][name] = {}
+        for rate in RATES:
+            low, high = percentile_interval(per_replicate[rate], confidence)
+            result["thresholds"][name][rate] = {
+                "value": point[rate],
+                "ci_low": low,
+                "ci_high": high,
+            }
+    return result
+
+
+def brier_score(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    y = np.asarray(labels, dtype=float)
+    return float(np.mean((np.asarray(probabilities, dtype=float) - y) ** 2))
+
+
+def reliability_bins(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> list[dict[str, float]]:
+    """Equal-width probability bins: count, mean predicted probability and observed frequency."""
+    y = np.asarray(labels, dtype=float)
+    p = np.asarray(probabilities, dtype=float)
+    index = np.clip((p * bins).astype(int), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(members.sum()),
+                    "mean_probability": float(p[members].mean()),
+                    "observed_frequency": float(y[members].mean()),
+                }
+            )
+    return out
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = 10
+) -> float:
+    """ECE: the count-weighted mean gap between predicted probability and observed frequency
+    over equal-width bins (Guo et al., "On Calibration of Modern Neural Networks", ICML 2017)."""
+    n = len(labels)
+    return float(
+        sum(
+            b["count"] / n * abs(b["mean_probability"] - b["observed_frequency"])
+            for b in reliability_bins(labels, probabilities, bins)
+        )
+    )

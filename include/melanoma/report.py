@@ -1,0 +1,328 @@
+"""``runs/<run_id>/report.html``: one self-contained page per run, doubling as its model card.
+
+Everything comes from the run's artifacts in the store; figures are inlined as data
+URIs so the page can be mailed or archived on its own. Sections follow the model-card
+outline of Mitchell et al., "Model Cards for Model Reporting" (FAT* 2019): model
+details, intended use, data, metrics, considerations.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.store import ObjectStore, read_manifest
+
+RATE_NAMES = {
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "ppv": "PPV",
+    "npv": "NPV",
+    "accuracy": "Accuracy",
+    "f1": "F1",
+}
+POINT_NAMES = {
+    "at_0.5": "Fixed 0.5",
+    "youden": "Youden's J",
+    "target_sensitivity": "Target sensitivity",
+    "max_f1": "Max F1",
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.8em; }
+.notice { background: #fdecea; border: 2px solid #c62828; padding: 0.8em 1em; font-weight: 600; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+.ci { color: #666; font-size: 0.85em; }
+.figures img { max-width: 48%; margin: 0.5%; border: 1px solid #eee; }
+.wide img { max-width: 98%; }
+.decision { font-size: 1.1em; padding: 0.6em 1em; border-left: 6px solid; }
+.promoted { border-color: #2e7d32; background: #edf7ed; }
+.kept { border-color: #ef6c00; background: #fff4e5; }
+.gallery figure { display: inline-block; width: 23%; margin: 0.5%; vertical-align: top; font-size: 0.8em; }
+.gallery img { width: 100%; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
+    return (
+        f"{_number(entry['value'], digits)} "
+        f"<span class='ci'>({_number(entry['ci_low'], digits)}&ndash;{_number(entry['ci_high'], digits)})</span>"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(store: ObjectStore, key: str, alt: str) -> str:
+    data = base64.b64encode(store.get_bytes(key)).decode()
+    return f"<img src='data:image/png;base64,{data}' alt='{_e(alt)}'>"
+
+
+def _optional_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    return store.get_json(key) if store.exists(key) else None
+
+
+def _data_section(store: ObjectStore, run: dict, prefix: str) -> str:
+    dataset = read_manifest(store, run["manifest_key"])
+    splits = store.get_json(f"{prefix}/splits_summary.json")
+    stats = store.get_json(f"{prefix}/preprocessed/stats.json")
+    counts = dataset["counts"]
+    validation = dataset["validation"]
+    dx_codes = sorted({dx for entry in splits["splits"].values() for dx in entry["by_dx"]})
+    rows = [
+        [name, str(e["images"]), str(e["lesions"]), str(e["positives"])]
+        + [str(e["by_dx"].get(dx, 0)) for dx in dx_codes]
+        for name, e in splits["splits"].items()
+    ]
+    return f"""
+<h2>Data</h2>
+<p>HAM10000, dataset version <code>{_e(run["dataset_version"])}</code> from
+<code>{_e(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
+{counts["masks"]} lesion masks. Label task <code>{_e(splits["label_task"])}</code>; split grouped by
+lesion (no lesion in two splits), stratified by diagnosis, seed {splits["seed"]},
+ratios {", ".join(str(r) for r in splits["ratios"])}.</p>
+{_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
+<p>Rejected or quarantined at ingest: {counts["rejected_rows"]} metadata rows,
+{counts["quarantined"]} files; {len(validation["metadata_rows_without_image"])} metadata rows had no
+image. Rejected at preprocessing: {stats["rejected"]}. Augmented training copies written:
+{stats["augmented_copies"]} (used only by the <code>oversample</code> strategy).</p>
+"""
+
+
+def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
+    config = training["config"]
+    summary = history.get("summary", {})
+    timing = summary.get("timing", {})
+    rows = [
+        ["Backbone", _e(config["backbone"])],
+        ["Pretrained weights", _e(training.get("weights_key") or "none (random initialisation)")],
+        ["Input", f"{preprocessing['size']}&times;{preprocessing['size']} RGB, uint8"],
+        [
+            "Preprocessing",
+            _e(
+                f"interpolation {preprocessing['interpolation']}, "
+                f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}"
+            ),
+        ],
+        [
+            "Phase 1 (backbone frozen)",
+            f"{config['phase1_epochs']} epochs max, lr {config['phase1_learning_rate']}, "
+            f"cached features: {training['feature_cache']}",
+        ],
+        [
+            "Phase 2 (fine-tuning)",
+            f"{config['phase2_epochs']} epochs max, lr {config['phase2_learning_rate']}, "
+            f"unfrozen: {_e(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
+        ],
+        [
+            "Class imbalance",
+            _e(f"{config['imbalance']} (class weights {training.get('class_weight')})"),
+        ],
+        ["Training images", f"{training['train_images']} ({training['train_positives']} positive)"],
+        [
+            "Validation AUROC",
+            f"{_number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
+            f"{_number(summary.get('val_auroc_final'), 4)} final",
+        ],
+        [
+            "Device",
+            _e(f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"),
+        ],
+        ["Timing", _e(json.dumps(timing))],
+    ]
+    return "<h2>Model details</h2>" + _table(["", ""], rows)
+
+
+def _calibration_section(calibration: dict) -> str:
+    rows = []
+    for name, entry in calibration["thresholds"].items():
+        v = entry["validation"]
+        rows.append(
+            [
+                POINT_NAMES.get(name, name),
+                f"{entry['threshold']:.4f}",
+                _e(entry["rule"]),
+                _number(v["sensitivity"]),
+                _number(v["specificity"]),
+                _number(v["ppv"]),
+            ]
+        )
+    method = calibration["probability_calibration"]["method"]
+    return f"""
+<h2>Thresholds (chosen on validation)</h2>
+<p>Every threshold was chosen on the validation split ({calibration["validation"]["images"]} images,
+{calibration["validation"]["positives"]} positive); the test split was not used. Probability
+calibration: <code>{_e(method)}</code>, fitted on validation.</p>
+{_table(["threshold", "value", "rule", "val. sensitivity", "val. specificity", "val. PPV"], rows)}
+"""
+
+
+def _metrics_section(store: ObjectStore, metrics: dict) -> str:
+    counts = metrics["counts"]
+    free = metrics["threshold_free"]
+    boot = metrics["bootstrap"]
+    header = ["operating point", "threshold", *list(RATE_NAMES.values()), "TN", "FP", "FN", "TP"]
+    rows = []
+    for name, point in metrics["operating_points"].items():
+        c = point["confusion"]
+        rows.append(
+            [POINT_NAMES.get(name, name), f"{point['threshold']:.4f}"]
+            + [_with_ci(point[rate]) for rate in RATE_NAMES]
+            + [str(c[k]) for k in ("tn", "fp", "fn", "tp")]
+        )
+    probability = metrics["probability_calibration"]
+    calibration_rows = [
+        [name, _number(entry["brier"], 4), _number(entry["ece"], 4)]
+        for name, entry in probability["test"].items()
+    ]
+    fig = metrics["figures"]
+    return f"""
+<h2>Test metrics</h2>
+<p>Test split: {counts["images"]} images of {counts["lesions"]} lesions, {
+        counts["positives"]
+    } positive
+(prevalence {counts["prevalence"]:.3f}). Intervals: {int(boot["confidence"] * 100)}% percentile
+bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
+{boot["degenerate_replicates"]} single-class replicates left out).</p>
+{
+        _table(
+            ["", "value (95% CI)"],
+            [
+                ["AUROC", _with_ci(free["auroc"])],
+                ["AUPRC", _with_ci(free["auprc"])],
+                ["AUPRC of a random classifier (prevalence)", _number(free["auprc_baseline"])],
+            ],
+        )
+    }
+{_table(header, rows)}
+<h3>Probability calibration on test ({_e(probability["method"])}, fitted on validation)</h3>
+{_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
+<h2>Figures</h2>
+<div class="figures">
+{_image(store, fig["roc"], "ROC curve")}{
+        _image(store, fig["precision_recall"], "Precision-recall curve")
+    }
+</div>
+<div class="figures wide">{_image(store, fig["confusion_matrices"], "Confusion matrices")}</div>
+<div class="figures">
+{_image(store, fig["metrics_vs_threshold"], "Metrics against threshold")}{
+        _image(store, fig["reliability"], "Reliability diagram")
+    }
+</div>
+<h3>Training curves</h3>
+<div class="figures wide">{_image(store, fig["training_curves"], "Training curves")}</div>
+"""
+
+
+def _promotion_section(promotion: dict | None) -> str:
+    if promotion is None:
+        return "<h2>Promotion</h2><p>No promotion decision was recorded for this run.</p>"
+    promoted = promotion["promote"]
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in promotion["reasons"])
+    verdict = "Promoted to champion" if promoted else "Not promoted: the champion was kept"
+    policy = promotion["policy"]
+    return f"""
+<h2>Promotion</h2>
+<div class="decision {"promoted" if promoted else "kept"}">{verdict}</div>
+<ul>{reasons}</ul>
+<p class="ci">Rule: test sensitivity at the {_e(policy["operating_point"])} threshold at least
+{policy["sensitivity_floor"]}, and test AUROC not below the champion's (on the same test split) by
+more than {policy["auroc_margin"]}.</p>
+"""
+
+
+def _considerations_section(metrics: dict) -> str:
+    return f"""
+<h2>Intended use</h2>
+<p><b>Research use only; not a diagnostic device.</b> For dermatology-AI researchers studying
+melanoma classification on dermoscopy images: comparing training recipes, thresholds and
+explanations on a reproducible, lesion-grouped split. Out of scope: diagnosing, treating or
+triaging any patient; use on clinical (non-dermoscopic) photographs; use on populations or
+devices unlike HAM10000's without external validation.</p>
+<h2>Limitations and considerations</h2>
+<ul>
+<li>One source: HAM10000 comes from two sites (Vienna and Queensland), mostly fair-skinned
+patients; performance on darker skin types and other cameras is unknown.</li>
+<li>The test split comes from the same archive as the training data; it estimates performance on
+HAM10000-like images only. No external test set was used for this report.</li>
+<li>Patients are not identified in HAM10000: the split keeps each lesion's images together, but
+one patient's different lesions may fall in different splits.</li>
+<li>PPV and NPV depend on prevalence ({metrics["counts"]["prevalence"]:.3f} here); they will
+differ where melanoma is rarer or commoner.</li>
+<li>Thresholds were chosen on the validation split; a new population needs its own.</li>
+<li>Histopathology confirms only part of HAM10000's diagnoses (the others by follow-up, expert
+consensus or confocal microscopy).</li>
+</ul>
+"""
+
+
+def write_report(store: ObjectStore, prefix: str) -> str:
+    """Render the run's report from its artifacts; return its key."""
+    run = store.get_json(f"{prefix}/config.json")
+    metrics = store.get_json(f"{prefix}/evaluation/metrics.json")
+    calibration = store.get_json(f"{prefix}/calibration.json")
+    training = store.get_json(f"{prefix}/model/training_config.json")
+    history = store.get_json(f"{prefix}/model/history.json")
+    stats = store.get_json(f"{prefix}/preprocessed/stats.json")
+    promotion = _optional_json(store, f"{prefix}/promotion.json")
+    auroc = metrics["threshold_free"]["auroc"]
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Melanoma classifier report: {_e(run["run_id"])}</title>
+<style>{STYLE}</style></head><body>
+<h1>Melanoma classifier: run report and model card</h1>
+<p>Run <code>{_e(run["run_id"])}</code> · dataset <code>{_e(run["dataset_version"])}</code> ·
+label task <code>{_e(metrics["label_task"])}</code> · generated {generated}</p>
+<p class="notice">{_e(RESEARCH_NOTICE)}</p>
+<h2>Summary</h2>
+<p>Test AUROC {_with_ci(auroc)} on {metrics["counts"]["images"]} images
+({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} melanomas or other
+positives).</p>
+{_promotion_section(promotion)}
+{_model_section(training, history, stats["config"])}
+{_considerations_section(metrics)}
+{_data_section(store, run, prefix)}
+{_calibration_section(calibration)}
+{_metrics_section(store, metrics)}
+<h2>Configuration</h2>
+<details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
+<pre>{
+        _e(
+            json.dumps(
+                {
+                    "pipeline": run["config"],
+                    "training": training["config"],
+                    "evaluation": calibration["config"],
+                },
+                indent=2,
+            )
+        )
+    }</pre></details>
+<p class="notice">{_e(RESEARCH_NOTICE)}</p>
+</body></html>
+"""
+    key = f"{prefix}/report.html"
+    store.put_bytes(key, page.encode())
+    return key
