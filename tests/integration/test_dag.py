@@ -97,8 +97,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert calibration["fitted_on"] == "val"
     metrics = s3_store.get_json(f"runs/{runs[0]}/evaluation/metrics.json")
     assert metrics["counts"]["images"] == len(predictions)
-    assert metrics["operating_points"]["youden"]["threshold"] == (
-        calibration["thresholds"]["youden"]["threshold"]
+    assert (
+        metrics["operating_points"]["youden"]["threshold"]
+        == (calibration["thresholds"]["youden"]["threshold"])
     )
     promotion = s3_store.get_json(f"runs/{runs[0]}/promotion.json")
     champion = "champions/mel_vs_rest/champion.json"

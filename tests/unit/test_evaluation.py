@@ -55,7 +55,9 @@ def test_a_bad_prediction_row_is_named(file_store):
     test.loc[7, "probability"] = 1.5
     file_store.put_bytes(f"{prefix}/predictions/test.csv", test.to_csv(index=False).encode())
     calibrate_run(file_store, prefix, CONFIG)
-    with pytest.raises(ValueError, match=r"test\.csv: row 9 \(image ISIC_t000007\): probability is 1\.5"):
+    with pytest.raises(
+        ValueError, match=r"test\.csv: row 9 \(image ISIC_t000007\): probability is 1\.5"
+    ):
         evaluate_run(file_store, prefix, CONFIG)
 
 
