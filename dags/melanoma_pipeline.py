@@ -19,9 +19,11 @@ leakage-free, lesion-grouped split, every artifact in the object store
    calibration, chosen on the **validation** split: `runs/<run_id>/calibration.json`;
 7. `evaluate` — test metrics with lesion-bootstrap 95% intervals and figures:
    `runs/<run_id>/evaluation/metrics.json`;
-8. `decide_promotion` — compares the run with the label task's champion on the same test
+8. `explain` — Grad-CAM on the most confident TP/FP/FN/TN and a random sample of the test
+   split, with the share of attention inside the lesion mask: `runs/<run_id>/gradcam/`;
+9. `decide_promotion` — compares the run with the label task's champion on the same test
    split and branches to `promote_model` or `keep_champion`;
-9. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
+10. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
 """
@@ -177,6 +179,14 @@ def _evaluation_config(params: dict[str, Any]):
             title="Sensitivity floor",
             description="the test sensitivity at the operating threshold a champion must reach",
         ),
+        "gradcam_per_outcome": Param(
+            4,
+            type="integer",
+            minimum=0,
+            title="Grad-CAM: images per outcome",
+            description="the most confident true/false positives/negatives explained",
+        ),
+        "gradcam_random": Param(8, type="integer", minimum=0, title="Grad-CAM: random test images"),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
             type="string",
@@ -321,8 +331,27 @@ def melanoma_pipeline() -> None:
 
         return write_report(_store(params or {}), run_prefix(str(run_id)))
 
-    branch = decide_promotion(evaluate(calibrate(model_key)))
-    branch >> [promote_model(), keep_champion()] >> write_report()
+    @task(queue="gpu")
+    def explain(
+        metrics_key: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from training.gradcam import ExplainConfig, explain_run
+
+        p = params or {}
+        config = ExplainConfig(
+            per_outcome=p["gradcam_per_outcome"],
+            random_count=p["gradcam_random"],
+            operating_point=p["operating_point"],
+            seed=p["split_seed"],
+        )
+        return explain_run(_store(p), run_prefix(str(run_id)), config)
+
+    metrics_key = evaluate(calibrate(model_key))
+    explanations = explain(metrics_key)
+    branch = decide_promotion(metrics_key)
+    report = write_report()
+    branch >> [promote_model(), keep_champion()] >> report
+    explanations >> report
 
 
 melanoma_pipeline()

@@ -84,14 +84,14 @@ class EvaluationConfig:
             raise ValueError("need at least 100 bootstrap replicates and a confidence in (0, 1)")
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN becomes null: JSON has no NaN, and an undefined rate is not a number."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -142,7 +142,7 @@ def calibrate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> 
         "notice": RESEARCH_NOTICE,
     }
     key = f"{prefix}/calibration.json"
-    store.put_json(key, _json_safe(record))
+    store.put_json(key, json_safe(record))
     log.info(
         "thresholds on validation: %s",
         {k: round(v["threshold"], 4) for k, v in thresholds.items()},
@@ -249,7 +249,7 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         "notice": RESEARCH_NOTICE,
     }
     key = f"{prefix}/evaluation/metrics.json"
-    store.put_json(key, _json_safe(metrics))
+    store.put_json(key, json_safe(metrics))
     auroc = intervals["auroc"]
     log.info(
         "test AUROC %.4f (95%% CI %.4f-%.4f, lesion bootstrap)",
@@ -313,7 +313,7 @@ def decide_run_promotion(
             rescored = True
     decision = decide_promotion(candidate, champion, champion_auroc, policy)
     decision["champion_rescored"] = rescored
-    store.put_json(f"{prefix}/promotion.json", _json_safe({**decision, "notice": RESEARCH_NOTICE}))
+    store.put_json(f"{prefix}/promotion.json", json_safe({**decision, "notice": RESEARCH_NOTICE}))
     log.info("promotion: %s (%s)", decision["promote"], "; ".join(decision["reasons"]))
     return decision
 

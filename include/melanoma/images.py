@@ -116,21 +116,30 @@ def segment_lesion(image: np.ndarray) -> np.ndarray:
     return np.where(labels == 1 + int(np.argmax(score)), 255, 0).astype(np.uint8)
 
 
-def crop_to_lesion(image: np.ndarray, mask: np.ndarray, margin: float = 0.25) -> np.ndarray:
-    """Square crop centred on the mask's bounding box, ``margin`` of the box added per side."""
-    if mask.shape[:2] != image.shape[:2]:
-        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+def lesion_crop_box(
+    shape: tuple[int, ...], mask: np.ndarray, margin: float = 0.25
+) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the square crop centred on the mask's bounding box,
+    ``margin`` of the box added per side; the whole image when the mask is empty."""
+    h, w = shape[:2]
+    if mask.shape[:2] != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        return image
-    h, w = image.shape[:2]
+        return 0, 0, h, w
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     side = int(max(x1 - x0, y1 - y0) * (1 + 2 * margin))
     side = min(max(side, 16), w, h)
     cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
     left = int(np.clip(cx - side // 2, 0, w - side))
     top = int(np.clip(cy - side // 2, 0, h - side))
-    return image[top : top + side, left : left + side]
+    return top, left, side, side
+
+
+def crop_to_lesion(image: np.ndarray, mask: np.ndarray, margin: float = 0.25) -> np.ndarray:
+    """Square crop centred on the mask's bounding box (see ``lesion_crop_box``)."""
+    top, left, height, width = lesion_crop_box(image.shape, mask, margin)
+    return image[top : top + height, left : left + width]
 
 
 def resize(image: np.ndarray, size: int, interpolation: str = "area") -> np.ndarray:

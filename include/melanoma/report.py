@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from datetime import UTC, datetime
 from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma.store import ObjectStore, read_manifest
@@ -47,7 +52,7 @@ th { background: #f3f3f3; }
 .decision { font-size: 1.1em; padding: 0.6em 1em; border-left: 6px solid; }
 .promoted { border-color: #2e7d32; background: #edf7ed; }
 .kept { border-color: #ef6c00; background: #fff4e5; }
-.gallery figure { display: inline-block; width: 23%; margin: 0.5%; vertical-align: top; font-size: 0.8em; }
+.gallery figure { display: inline-block; width: 31.5%; margin: 0.5%; vertical-align: top; font-size: 0.8em; }
 .gallery img { width: 100%; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
 """
@@ -252,6 +257,64 @@ more than {policy["auroc_margin"]}.</p>
 """
 
 
+def _thumbnail(store: ObjectStore, key: str, width: int = 480) -> str:
+    """A stored PNG as an inlined JPEG at most ``width`` wide (the full-size PNG stays in the store)."""
+    image = cv2.imdecode(np.frombuffer(store.get_bytes(key), np.uint8), cv2.IMREAD_COLOR)
+    if image.shape[1] > width:
+        height = round(image.shape[0] * width / image.shape[1])
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    data = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]).decode()
+    return f"<img src='data:image/jpeg;base64,{data}' alt='{_e(key)}'>"
+
+
+def _gradcam_section(store: ObjectStore, prefix: str) -> str:
+    key = f"{prefix}/gradcam/summary.json"
+    if not store.exists(key):
+        return "<h2>Explanations (Grad-CAM)</h2><p>No Grad-CAM was computed for this run.</p>"
+    summary = store.get_json(key)
+    index = pd.read_csv(io.BytesIO(store.get_bytes(summary["index"])), dtype={"image_id": str})
+
+    def row(name: str, entry: dict) -> list[str]:
+        return [
+            name,
+            str(entry["images"]),
+            _number(entry["energy_in_lesion"]["mean"]),
+            _number(entry["energy_in_lesion"]["median"]),
+            _number(entry["lesion_area_fraction"]["mean"]),
+            _number(entry["background_to_lesion_ratio"]["median"]),
+        ]
+
+    rows = [row(o, e) for o, e in summary["by_outcome"].items()]
+    rows.append(row("all explained", summary["overall"]))
+    figures = []
+    for selected_as in ("TP", "FP", "FN", "TN", "random"):
+        for r in index[index["selected_as"] == selected_as].itertuples():
+            figures.append(
+                f"<figure>{_thumbnail(store, r.png)}<figcaption>{_e(selected_as)}: "
+                f"{_e(r.image_id)} ({_e(r.dx)}), p={r.probability:.3f}, outcome {_e(r.outcome)}, "
+                f"energy in lesion {_number(r.energy_in_lesion, 2)} "
+                f"(lesion {_number(r.lesion_area_fraction, 2)} of the image), "
+                f"{_e(r.mask_source)} mask</figcaption></figure>"
+            )
+    sources = ", ".join(f"{v} {_e(k)}" for k, v in summary["mask_sources"].items())
+    return f"""
+<h2>Explanations (Grad-CAM)</h2>
+<p>Grad-CAM (Selvaraju et al., ICCV 2017) for the melanoma score at layer
+<code>{_e(summary["layer"])}</code>, on the most confident true and false positives and negatives
+at the {_e(summary["operating_point"])} threshold ({summary["threshold"]:.4f}) and a seeded random
+sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
+mask; a map spread evenly over the image would score the lesion's area share, so compare the two.
+<b>Background-to-lesion ratio</b>: mean activation outside the mask over mean activation inside
+(Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion. Masks:
+{sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
+{_table(["outcome", "images", "energy in lesion (mean)", "(median)", "lesion area share (mean)", "background/lesion ratio (median)"], rows)}
+<p>Energy in lesion over lesion area, all explained images: {_number(summary["overall"]["energy_to_area"], 2)}
+(1 means no preference for the lesion).</p>
+<p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
+<div class="gallery">{"".join(figures)}</div>
+"""
+
+
 def _considerations_section(metrics: dict) -> str:
     return f"""
 <h2>Intended use</h2>
@@ -306,6 +369,7 @@ positives).</p>
 {_data_section(store, run, prefix)}
 {_calibration_section(calibration)}
 {_metrics_section(store, metrics)}
+{_gradcam_section(store, prefix)}
 <h2>Configuration</h2>
 <details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
 <pre>{

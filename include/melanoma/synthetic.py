@@ -46,10 +46,12 @@ def write_archive(
     seed: int = 0,
     size: tuple[int, int] = (120, 90),
     zipped: bool = True,
+    images_without_mask: int = 0,
 ) -> SyntheticArchive:
     """Write ``HAM10000_metadata.csv``, the two image parts and the masks under ``root``.
 
     ``zipped`` writes the official zips; otherwise the extracted Kaggle-style folders.
+    The last ``images_without_mask`` images get no mask (HAM10000 has one such image).
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -77,12 +79,15 @@ def write_archive(
     files: dict[str, dict[str, bytes]] = {
         name: {} for name in (*parts, "HAM10000_segmentations_lesion_tschandl")
     }
+    unmasked = {row["image_id"] for row in rows[len(rows) - images_without_mask :]}
     for part, part_rows in parts.items():
         for row in part_rows:
             image, mask = lesion_image(rng, size, dark=row["dx"] == "mel")
             files[part][f"{row['image_id']}.jpg"] = cv2.imencode(
                 ".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90]
             )[1].tobytes()
+            if row["image_id"] in unmasked:
+                continue
             files["HAM10000_segmentations_lesion_tschandl"][
                 f"{row['image_id']}_segmentation.png"
             ] = cv2.imencode(".png", mask)[1].tobytes()

@@ -54,6 +54,8 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "image_size": 32,
         "augment_copies": 1,
         "bootstrap_replicates": 200,
+        "gradcam_per_outcome": 1,
+        "gradcam_random": 2,
     }
 
     first_log = dags_test(airflow_env, conf)
@@ -109,8 +111,11 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     else:  # the only reason a first run is not promoted
         assert "below the floor" in promotion["reasons"][0]
         assert not s3_store.exists(champion)
+    gradcam = s3_store.get_json(f"runs/{runs[0]}/gradcam/summary.json")
+    assert gradcam["overall"]["images"] > 0 and gradcam["layer"] == "tiny_block3_relu"
     report = s3_store.get_bytes(f"runs/{runs[0]}/report.html").decode()
     assert "Research use only" in report and config["run_id"] in report
+    assert "Explanations (Grad-CAM)" in report and "data:image/jpeg;base64," in report
 
     second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log

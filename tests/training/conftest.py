@@ -23,13 +23,25 @@ def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
     """(store, run prefix) with 32x32 shards, two augmented copies per training melanoma."""
     root = tmp_path_factory.mktemp("training")
     store = FileStore(root / "store")
-    archive = write_archive(root / "ham10000", LESIONS, seed=1, size=(64, 48))
+    # Some images without an official mask, as in HAM10000: Grad-CAM falls back to an automatic one.
+    archive = write_archive(
+        root / "ham10000", LESIONS, seed=1, size=(64, 48), images_without_mask=25
+    )
     result = ingest(find_layout(archive.root), store, "test")
     meta = pd.read_csv(
         io.BytesIO(store.get_bytes(f"{dataset_prefix(result.dataset_version)}/metadata.csv"))
     )
     splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), ratios=(0.6, 0.2, 0.2), seed=0)
     store.put_bytes("runs/t/splits.csv", splits.to_csv(index=False).encode())
+    store.put_json(
+        "runs/t/config.json",
+        {
+            "run_id": "t",
+            "dataset_version": result.dataset_version,
+            "manifest_key": result.manifest_key,
+            "config": {"label_task": "mel_vs_rest", "seed": 0},
+        },
+    )
     run_preprocessing(
         store,
         result.manifest_key,
@@ -42,3 +54,16 @@ def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
         map_shards=lambda f, shards: list(map(f, shards)),
     )
     return store, "runs/t"
+
+
+def copy_run(store: FileStore, run: str, prefix: str) -> str:
+    """A run of its own at ``prefix`` with ``run``'s config and preprocessed shards."""
+    for obj in store.list(f"{run}/"):
+        if obj.key.startswith((f"{run}/preprocessed/", f"{run}/config.json", f"{run}/splits")):
+            store.put_bytes(obj.key.replace(run, prefix, 1), store.get_bytes(obj.key))
+    manifest = store.get_json(f"{prefix}/preprocessed/MANIFEST.json")
+    manifest["shards"] = [
+        {**s, "key": s["key"].replace(run, prefix, 1)} for s in manifest["shards"]
+    ]
+    store.put_json(f"{prefix}/preprocessed/MANIFEST.json", manifest)
+    return prefix

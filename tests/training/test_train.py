@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from tests.training.conftest import copy_run
 from training.data import split_arrays
 from training.train import IMBALANCE_STRATEGIES, TrainConfig, class_weights, train_run
 
@@ -26,14 +27,7 @@ FAST = {
 @pytest.mark.parametrize("strategy", [s for s in IMBALANCE_STRATEGIES if s != "none"])
 def test_model_learns_the_pattern_with_each_imbalance_strategy(preprocessed_run, strategy):
     store, run = preprocessed_run
-    prefix = f"{run}-{strategy}"
-    for obj in store.list(f"{run}/preprocessed/"):  # a run of its own per strategy
-        store.put_bytes(obj.key.replace(run, prefix, 1), store.get_bytes(obj.key))
-    manifest = store.get_json(f"{prefix}/preprocessed/MANIFEST.json")
-    manifest["shards"] = [
-        {**s, "key": s["key"].replace(run, prefix, 1)} for s in manifest["shards"]
-    ]
-    store.put_json(f"{prefix}/preprocessed/MANIFEST.json", manifest)
+    prefix = copy_run(store, run, f"{run}-{strategy}")  # a run of its own per strategy
 
     key = train_run(store, prefix, TrainConfig(**FAST, imbalance=strategy))
     summary = store.get_json(key)["summary"]
