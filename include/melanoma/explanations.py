@@ -62,23 +62,28 @@ def summarize_attention(records: pd.DataFrame) -> dict:
     """Attention measures per outcome group (every explained image, by its true outcome) and overall.
 
     ``records`` has one row per explained image: ``outcome``, ``mask_source`` and the
-    ``ATTENTION_MEASURES``. Means and medians skip undefined values.
+    ``ATTENTION_MEASURES``. Means and medians skip undefined values; an all-zero map (no
+    positive evidence anywhere) has no energy share and is counted instead.
     """
     summary: dict = {"by_outcome": {}, "overall": {}}
     for outcome in OUTCOMES:
         group = records[records["outcome"] == outcome]
         summary["by_outcome"][outcome] = {
             "images": len(group),
+            # Grad-CAM is all zero where nothing in the image raises the melanoma score.
+            "maps_without_positive_evidence": int(group["energy_in_lesion"].isna().sum()),
             **{m: _describe(group[m]) for m in ATTENTION_MEASURES},
         }
     summary["overall"] = {
         "images": len(records),
+        "maps_without_positive_evidence": int(records["energy_in_lesion"].isna().sum()),
         **{m: _describe(records[m]) for m in ATTENTION_MEASURES},
     }
-    share = summary["overall"]["energy_in_lesion"]["mean"]
-    area = summary["overall"]["lesion_area_fraction"]["mean"]
+    # Against the area share of the same images (those with a non-zero map): 1 = no preference.
+    defined = records.dropna(subset=["energy_in_lesion", "lesion_area_fraction"])
+    area = float(defined["lesion_area_fraction"].mean()) if len(defined) else math.nan
     summary["overall"]["energy_to_area"] = (
-        share / area if share is not None and area and not math.isnan(area) else None
+        float(defined["energy_in_lesion"].mean()) / area if area > 0 else None
     )
     summary["mask_sources"] = records["mask_source"].value_counts().to_dict()
     return summary

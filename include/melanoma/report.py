@@ -278,13 +278,14 @@ def _gradcam_section(store: ObjectStore, prefix: str) -> str:
         return [
             name,
             str(entry["images"]),
+            str(entry["maps_without_positive_evidence"]),
             _number(entry["energy_in_lesion"]["mean"]),
             _number(entry["energy_in_lesion"]["median"]),
             _number(entry["lesion_area_fraction"]["mean"]),
             _number(entry["background_to_lesion_ratio"]["median"]),
         ]
 
-    rows = [row(o, e) for o, e in summary["by_outcome"].items()]
+    rows = [row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
     rows.append(row("all explained", summary["overall"]))
     figures = []
     for selected_as in ("TP", "FP", "FN", "TN", "random"):
@@ -292,9 +293,13 @@ def _gradcam_section(store: ObjectStore, prefix: str) -> str:
             figures.append(
                 f"<figure>{_thumbnail(store, r.png)}<figcaption>{_e(selected_as)}: "
                 f"{_e(r.image_id)} ({_e(r.dx)}), p={r.probability:.3f}, outcome {_e(r.outcome)}, "
-                f"energy in lesion {_number(r.energy_in_lesion, 2)} "
-                f"(lesion {_number(r.lesion_area_fraction, 2)} of the image), "
-                f"{_e(r.mask_source)} mask</figcaption></figure>"
+                + (
+                    "all-zero map, "
+                    if np.isnan(r.energy_in_lesion)
+                    else f"energy in lesion {r.energy_in_lesion:.2f} "
+                    f"(lesion {r.lesion_area_fraction:.2f} of the image), "
+                )
+                + f"{_e(r.mask_source)} mask</figcaption></figure>"
             )
     sources = ", ".join(f"{v} {_e(k)}" for k, v in summary["mask_sources"].items())
     return f"""
@@ -305,9 +310,11 @@ at the {_e(summary["operating_point"])} threshold ({summary["threshold"]:.4f}) a
 sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
 mask; a map spread evenly over the image would score the lesion's area share, so compare the two.
 <b>Background-to-lesion ratio</b>: mean activation outside the mask over mean activation inside
-(Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion. Masks:
+(Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion.
+<b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
+negatives); they have no share and are left out of the means. Masks:
 {sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
-{_table(["outcome", "images", "energy in lesion (mean)", "(median)", "lesion area share (mean)", "background/lesion ratio (median)"], rows)}
+{_table(["outcome", "images", "all-zero maps", "energy in lesion (mean)", "(median)", "lesion area share (mean)", "background/lesion ratio (median)"], rows)}
 <p>Energy in lesion over lesion area, all explained images: {_number(summary["overall"]["energy_to_area"], 2)}
 (1 means no preference for the lesion).</p>
 <p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>

@@ -116,4 +116,5 @@ def test_summary_per_outcome_skips_undefined_values():
     assert summary["by_outcome"]["FP"]["energy_in_lesion"] == {"n": 0, "mean": None, "median": None}
     assert summary["by_outcome"]["FN"]["images"] == 0
     assert summary["overall"]["images"] == 4
+    assert summary["by_outcome"]["FP"]["maps_without_positive_evidence"] == 1
     assert summary["mask_sources"] == {"official": 3, "automatic": 1}
