@@ -46,6 +46,7 @@ table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
+td.text { text-align: left; }
 .ci { color: #666; font-size: 0.85em; }
 .figures img { max-width: 48%; margin: 0.5%; border: 1px solid #eee; }
 .wide img { max-width: 98%; }
@@ -142,7 +143,12 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
         ],
         [
             "Class imbalance",
-            _e(f"{config['imbalance']} (class weights {training.get('class_weight')})"),
+            _e(config["imbalance"])
+            + (
+                f" (class weights {_class_weights(training['class_weight'])})"
+                if training.get("class_weight")
+                else ""
+            ),
         ],
         ["Training images", f"{training['train_images']} ({training['train_positives']} positive)"],
         [
@@ -154,9 +160,36 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
             "Device",
             _e(f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"),
         ],
-        ["Timing", _e(json.dumps(timing))],
+        ["Timing", _e(_timing(timing))],
     ]
-    return "<h2>Model details</h2>" + _table(["", ""], rows)
+    body = "".join(f"<tr><th>{k}</th><td class='text'>{v}</td></tr>" for k, v in rows)
+    return f"<h2>Model details</h2><table>{body}</table>"
+
+
+def _class_weights(weights: dict) -> str:
+    return ", ".join(f"{k}: {float(v):.3g}" for k, v in sorted(weights.items()))
+
+
+def _timing(timing: dict) -> str:
+    """Training wall times in words, from history.json's summary."""
+    parts = []
+    one, two = timing.get("phase1", {}), timing.get("phase2", {})
+    if one.get("resumed"):
+        parts.append("phase 1 resumed from its checkpoint")
+    elif "seconds" in one:
+        text = f"phase 1 {one['seconds']:.0f} s"
+        if one.get("cached_features"):
+            text += (
+                f" (features {one['feature_seconds']:.0f} s at "
+                f"{one['feature_images_per_second']} images/s, head {one['head_seconds']:.0f} s)"
+            )
+        parts.append(text)
+    if "seconds" in two:
+        parts.append(
+            f"phase 2 {two['seconds']:.0f} s, {two['epochs']} epochs, "
+            f"{two['images_per_second']} images/s"
+        )
+    return "; ".join(parts) or "not recorded"
 
 
 def _calibration_section(calibration: dict) -> str:
@@ -368,8 +401,8 @@ label task <code>{_e(metrics["label_task"])}</code> · generated {generated}</p>
 <p class="notice">{_e(RESEARCH_NOTICE)}</p>
 <h2>Summary</h2>
 <p>Test AUROC {_with_ci(auroc)} on {metrics["counts"]["images"]} images
-({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} melanomas or other
-positives).</p>
+({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} positive for
+<code>{_e(metrics["label_task"])}</code>).</p>
 {_promotion_section(promotion)}
 {_model_section(training, history, stats["config"])}
 {_considerations_section(metrics)}
