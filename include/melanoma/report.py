@@ -154,7 +154,12 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
         [
             "Validation AUROC",
             f"{_number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
-            f"{_number(summary.get('val_auroc_final'), 4)} final",
+            f"{_number(summary.get('val_auroc_final'), 4)} final"
+            + (
+                " (phase 2 never beat phase 1: phase 1's weights were kept)"
+                if history.get("phase2", {}).get("best_epoch") == -1
+                else ""
+            ),
         ],
         [
             "Device",
