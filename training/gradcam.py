@@ -186,6 +186,11 @@ def explain_run(store: ObjectStore, prefix: str, config: ExplainConfig) -> str:
             }
         )
     index = pd.DataFrame(records)
+    # A rerun with other settings must not leave the previous run's images behind.
+    current = set(index["png"])
+    stale = [o.key for o in store.list(f"{prefix}/gradcam/") if o.key.endswith(".png")]
+    for key in set(stale) - current:
+        store.delete(key)
     store.put_bytes(
         f"{prefix}/gradcam/index.csv",
         index.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),

@@ -106,3 +106,13 @@ def test_a_missing_mask_falls_back_to_the_automatic_one_and_says_so(explained_ru
     assert "automatic" in expected, "the fixture must hold test images without a mask"
     assert (index["mask_source"] == expected).all()
     assert summary["mask_sources"]["automatic"] == int((expected == "automatic").sum())
+
+
+def test_a_rerun_with_fewer_images_leaves_no_stale_overlays(explained_run):
+    store, prefix, _ = explained_run
+    summary = store.get_json(
+        explain_run(store, prefix, ExplainConfig(per_outcome=1, random_count=1))
+    )
+    index = pd.read_csv(io.BytesIO(store.get_bytes(summary["index"])))
+    pngs = sorted(o.key for o in store.list(f"{prefix}/gradcam/") if o.key.endswith(".png"))
+    assert pngs == sorted(index["png"]) and len(pngs) <= 5
