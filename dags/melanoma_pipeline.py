@@ -186,6 +186,7 @@ def _evaluation_config(params: dict[str, Any]):
             title="Grad-CAM: images per outcome",
             description="the most confident true/false positives/negatives explained",
         ),
+        "gradcam_method": Param("gradcam", enum=["gradcam", "gradcam++"], title="Grad-CAM variant"),
         "gradcam_random": Param(8, type="integer", minimum=0, title="Grad-CAM: random test images"),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
@@ -341,6 +342,7 @@ def melanoma_pipeline() -> None:
         config = ExplainConfig(
             per_outcome=p["gradcam_per_outcome"],
             random_count=p["gradcam_random"],
+            method=p["gradcam_method"],
             operating_point=p["operating_point"],
             seed=p["split_seed"],
         )

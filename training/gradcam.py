@@ -51,10 +51,37 @@ from training.predict import load_model
 log = logging.getLogger(__name__)
 
 
+CAM_METHODS = ("gradcam", "gradcam++")
+
+
+def channel_weights(maps: tf.Tensor, grads: tf.Tensor, method: str) -> tf.Tensor:
+    """(batch, channels) weights of the feature maps.
+
+    ``gradcam``: the spatial mean of the gradient. ``gradcam++`` (Chattopadhay et al.,
+    "Grad-CAM++", WACV 2018, eq. 19 with the exponential trick): pixel-wise weights
+    alpha = g^2 / (2 g^2 + sum(A) g^3) on the positive gradients, which keeps several
+    instances of the pattern from being averaged away.
+    """
+    if method == "gradcam":
+        return tf.reduce_mean(grads, axis=(1, 2))
+    if method == "gradcam++":
+        g2, g3 = grads**2, grads**3
+        sum_maps = tf.reduce_sum(maps, axis=(1, 2), keepdims=True)
+        denominator = 2 * g2 + sum_maps * g3
+        alpha = tf.math.divide_no_nan(g2, denominator)
+        return tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
+    raise ValueError(f"CAM method {method!r} not in {CAM_METHODS}")
+
+
 def grad_cam(
-    model: keras.Model, images: np.ndarray, layer_name: str, batch_size: int = 16
+    model: keras.Model,
+    images: np.ndarray,
+    layer_name: str,
+    batch_size: int = 16,
+    method: str = "gradcam",
 ) -> np.ndarray:
-    """Raw Grad-CAM maps (n, h, w) at ``layer_name``'s resolution, non-negative, not normalised.
+    """Raw Grad-CAM (or Grad-CAM++) maps (n, h, w) at ``layer_name``'s resolution,
+    non-negative, not normalised.
 
     ``layer_name`` must be the layer feeding the head's pooling (the backbone's last
     convolutional layer, as ``training.model.BACKBONES`` declares it). The model is split
@@ -77,7 +104,7 @@ def grad_cam(
             logit = tf.matmul(tf.cast(x, tf.float32), tf.cast(output.kernel, tf.float32))
             score = (logit + tf.cast(output.bias, tf.float32))[:, 0]
         grads = tape.gradient(score, maps)
-        weights = tf.reduce_mean(grads, axis=(1, 2))  # (batch, channels)
+        weights = channel_weights(maps, grads, method)
         out.append(tf.nn.relu(tf.einsum("bhwc,bc->bhw", maps, weights)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
 
@@ -89,6 +116,11 @@ class ExplainConfig:
     operating_point: str = "target_sensitivity"
     seed: int = 42
     batch_size: int = 16
+    method: str = "gradcam"  # or "gradcam++"
+
+    def __post_init__(self) -> None:
+        if self.method not in CAM_METHODS:
+            raise ValueError(f"CAM method {self.method!r} not in {CAM_METHODS}")
 
 
 def model_view_box(
@@ -134,7 +166,7 @@ def explain_run(store: ObjectStore, prefix: str, config: ExplainConfig) -> str:
     inputs = images[[position[i] for i in selected["image_id"]]]
     model = load_model(store, model_manifest["outputs"]["model"])
     layer = backbone(training["config"]["backbone"]).last_conv_layer
-    maps = grad_cam(model, inputs, layer, config.batch_size)
+    maps = grad_cam(model, inputs, layer, config.batch_size, config.method)
     tasks = {
         t.image_id: t
         for t in plan_images(
@@ -196,7 +228,7 @@ def explain_run(store: ObjectStore, prefix: str, config: ExplainConfig) -> str:
         index.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
     )
     summary: dict[str, Any] = {
-        "method": "grad-cam",
+        "method": config.method,
         "layer": layer,
         "operating_point": config.operating_point,
         "threshold": threshold,

@@ -342,7 +342,11 @@ def _gradcam_section(store: ObjectStore, prefix: str) -> str:
     sources = ", ".join(f"{v} {_e(k)}" for k, v in summary["mask_sources"].items())
     return f"""
 <h2>Explanations (Grad-CAM)</h2>
-<p>Grad-CAM (Selvaraju et al., ICCV 2017) for the melanoma score at layer
+<p>{
+        "Grad-CAM++ (Chattopadhay et al., WACV 2018)"
+        if summary["method"] == "gradcam++"
+        else "Grad-CAM (Selvaraju et al., ICCV 2017)"
+    } for the melanoma score at layer
 <code>{_e(summary["layer"])}</code>, on the most confident true and false positives and negatives
 at the {_e(summary["operating_point"])} threshold ({summary["threshold"]:.4f}) and a seeded random
 sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
@@ -352,8 +356,23 @@ mask; a map spread evenly over the image would score the lesion's area share, so
 <b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
 negatives); they have no share and are left out of the means. Masks:
 {sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
-{_table(["outcome", "images", "all-zero maps", "energy in lesion (mean)", "(median)", "lesion area share (mean)", "background/lesion ratio (median)"], rows)}
-<p>Energy in lesion over lesion area, all explained images: {_number(summary["overall"]["energy_to_area"], 2)}
+{
+        _table(
+            [
+                "outcome",
+                "images",
+                "all-zero maps",
+                "energy in lesion (mean)",
+                "(median)",
+                "lesion area share (mean)",
+                "background/lesion ratio (median)",
+            ],
+            rows,
+        )
+    }
+<p>Energy in lesion over lesion area, all explained images: {
+        _number(summary["overall"]["energy_to_area"], 2)
+    }
 (1 means no preference for the lesion).</p>
 <p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
 <div class="gallery">{"".join(figures)}</div>

@@ -40,7 +40,8 @@ def box_mask(top: int, left: int) -> np.ndarray:
     return mask
 
 
-def test_heatmap_peaks_on_the_decisive_pattern():
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_heatmap_peaks_on_the_decisive_pattern(method):
     keras.utils.set_random_seed(0)
     x, y, _ = pattern_images(600, seed=0)
     model = build_model("tiny_cnn", SIZE, None, 0)
@@ -51,7 +52,7 @@ def test_heatmap_peaks_on_the_decisive_pattern():
     assert roc_auc_score(y_test, model.predict(x_test, verbose=0).ravel()) > 0.95
 
     positives = np.flatnonzero(y_test)
-    maps = grad_cam(model, x_test[positives], "tiny_block3_relu")
+    maps = grad_cam(model, x_test[positives], "tiny_block3_relu", method=method)
     inside, elsewhere, peaks_inside = [], [], []
     for raw, (top, left) in zip(maps, corners[positives], strict=True):
         heat = normalize_cam(upsample_cam(raw, (SIZE, SIZE)))
