@@ -15,6 +15,7 @@ from tests.training.conftest import copy_run
 from tests.training.test_train import FAST
 from training.gradcam import ExplainConfig, explain_run, grad_cam
 from training.model import build_model, unfreeze_last_blocks
+from training.predict import score_split
 from training.train import TrainConfig, train_run
 
 SIZE, SIDE = 32, 8
@@ -107,6 +108,18 @@ def test_a_missing_mask_falls_back_to_the_automatic_one_and_says_so(explained_ru
     assert "automatic" in expected, "the fixture must hold test images without a mask"
     assert (index["mask_source"] == expected).all()
     assert summary["mask_sources"]["automatic"] == int((expected == "automatic").sum())
+
+
+def test_score_split_reproduces_the_stored_test_predictions(explained_run):
+    # What re-scoring a champion on another run's test split relies on.
+    store, prefix, _ = explained_run
+    model_key = store.get_json(f"{prefix}/model/MANIFEST.json")["outputs"]["model"]
+    scored = score_split(store, model_key, prefix, "test")
+    stored = pd.read_csv(io.BytesIO(store.get_bytes(f"{prefix}/predictions/test.csv")))
+    both = stored.merge(scored, on="image_id", suffixes=("_stored", "_scored"))
+    assert len(both) == len(stored) == len(scored)
+    assert np.allclose(both["probability_stored"], both["probability_scored"], atol=1e-5)
+    assert (both["label_stored"] == both["label_scored"]).all()
 
 
 def test_a_rerun_with_fewer_images_leaves_no_stale_overlays(explained_run):
