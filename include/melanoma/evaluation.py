@@ -170,9 +170,9 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         config.seed,
         config.confidence,
     )
-    operating_points = {}
+    operating_points, plain_points = {}, {}
     for name, threshold in thresholds.items():
-        point = threshold_metrics(labels, scores, threshold)
+        point = plain_points[name] = threshold_metrics(labels, scores, threshold)
         operating_points[name] = {
             "threshold": threshold,
             "chosen_on": "fixed" if name == "at_0.5" else "val",
@@ -195,7 +195,6 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         },
     }
 
-    plain_points = {name: threshold_metrics(labels, scores, t) for name, t in thresholds.items()}
     history = store.get_json(f"{prefix}/model/history.json")
     pngs = {
         "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"]),

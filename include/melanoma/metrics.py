@@ -20,8 +20,12 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 RATES = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator / denominator) if denominator > 0 else float("nan")
+def _ratio(numerator, denominator):
+    """numerator / denominator, nan where the denominator is 0; scalars or arrays alike."""
+    n = np.asarray(numerator, dtype=float)
+    d = np.asarray(denominator, dtype=float)
+    ratio = np.divide(n, d, out=np.full(np.broadcast(n, d).shape, np.nan), where=d > 0)
+    return float(ratio) if ratio.ndim == 0 else ratio
 
 
 def confusion_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, int]:
@@ -36,8 +40,9 @@ def confusion_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -
     }
 
 
-def rates_from_counts(tn: float, fp: float, fn: float, tp: float) -> dict[str, float]:
-    """Accuracy, sensitivity, specificity, PPV, NPV and F1 of one confusion matrix."""
+def rates_from_counts(tn, fp, fn, tp) -> dict:
+    """Accuracy, sensitivity, specificity, PPV, NPV and F1 of a confusion matrix; given arrays
+    of counts (one per bootstrap replicate, say), each rate is an array."""
     return {
         "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
         "sensitivity": _ratio(tp, tp + fn),
@@ -118,15 +123,7 @@ def bootstrap_intervals(
         fn = weights @ (y * (1 - predicted))
         tn = weights @ ((1 - y) * (1 - predicted))
         point = rates_from_counts(**confusion_counts(y, s, threshold))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per_replicate = {
-                "accuracy": (tp + tn) / (tp + tn + fp + fn),
-                "sensitivity": tp / (tp + fn),
-                "specificity": tn / (tn + fp),
-                "ppv": tp / (tp + fp),
-                "npv": tn / (tn + fn),
-                "f1": 2 * tp / (2 * tp + fp + fn),
-            }
+        per_replicate = rates_from_counts(tn=tn, fp=fp, fn=fn, tp=tp)
         result["thresholds"][name] = {}
         for rate in RATES:
             low, high = percentile_interval(per_replicate[rate], confidence)
