@@ -135,3 +135,27 @@ def write_scored_run(
         },
     )
     return prefix
+
+
+def write_reported_run(
+    store: ObjectStore, run_id: str, strength: float = 3.0, seed: int = 0
+) -> str:
+    """A fabricated run taken through the real calibrate, evaluate, promotion and report stages."""
+    from melanoma.evaluation import (
+        EvaluationConfig,
+        calibrate_run,
+        decide_run_promotion,
+        evaluate_run,
+        promote_run,
+    )
+    from melanoma.promotion import PromotionPolicy
+    from melanoma.report import write_report
+
+    prefix = write_scored_run(store, run_id, strength, seed)
+    config = EvaluationConfig(bootstrap_replicates=200)
+    calibrate_run(store, prefix, config)
+    evaluate_run(store, prefix, config)
+    if decide_run_promotion(store, prefix, PromotionPolicy())["promote"]:
+        promote_run(store, prefix)
+    write_report(store, prefix)
+    return prefix

@@ -59,7 +59,7 @@ pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; 
 """
 
 
-def _e(value: Any) -> str:
+def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
@@ -67,14 +67,14 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
+def with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
     return (
         f"{_number(entry['value'], digits)} "
         f"<span class='ci'>({_number(entry['ci_low'], digits)}&ndash;{_number(entry['ci_high'], digits)})</span>"
     )
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -82,7 +82,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 def _image(store: ObjectStore, key: str, alt: str) -> str:
     data = base64.b64encode(store.get_bytes(key)).decode()
-    return f"<img src='data:image/png;base64,{data}' alt='{_e(alt)}'>"
+    return f"<img src='data:image/png;base64,{data}' alt='{escape(alt)}'>"
 
 
 def _optional_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
@@ -103,12 +103,12 @@ def _data_section(store: ObjectStore, run: dict, prefix: str) -> str:
     ]
     return f"""
 <h2>Data</h2>
-<p>HAM10000, dataset version <code>{_e(run["dataset_version"])}</code> from
-<code>{_e(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
-{counts["masks"]} lesion masks. Label task <code>{_e(splits["label_task"])}</code>; split grouped by
+<p>HAM10000, dataset version <code>{escape(run["dataset_version"])}</code> from
+<code>{escape(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
+{counts["masks"]} lesion masks. Label task <code>{escape(splits["label_task"])}</code>; split grouped by
 lesion (no lesion in two splits), stratified by diagnosis, seed {splits["seed"]},
 ratios {", ".join(str(r) for r in splits["ratios"])}.</p>
-{_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
+{html_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
 <p>Rejected or quarantined at ingest: {counts["rejected_rows"]} metadata rows,
 {counts["quarantined"]} files; {len(validation["metadata_rows_without_image"])} metadata rows had no
 image. Rejected at preprocessing: {stats["rejected"]}. Augmented training copies written:
@@ -121,12 +121,15 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
     summary = history.get("summary", {})
     timing = summary.get("timing", {})
     rows = [
-        ["Backbone", _e(config["backbone"])],
-        ["Pretrained weights", _e(training.get("weights_key") or "none (random initialisation)")],
+        ["Backbone", escape(config["backbone"])],
+        [
+            "Pretrained weights",
+            escape(training.get("weights_key") or "none (random initialisation)"),
+        ],
         ["Input", f"{preprocessing['size']}&times;{preprocessing['size']} RGB, uint8"],
         [
             "Preprocessing",
-            _e(
+            escape(
                 f"interpolation {preprocessing['interpolation']}, "
                 f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}"
             ),
@@ -139,11 +142,11 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
         [
             "Phase 2 (fine-tuning)",
             f"{config['phase2_epochs']} epochs max, lr {config['phase2_learning_rate']}, "
-            f"unfrozen: {_e(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
+            f"unfrozen: {escape(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
         ],
         [
             "Class imbalance",
-            _e(config["imbalance"])
+            escape(config["imbalance"])
             + (
                 f" (class weights {_class_weights(training['class_weight'])})"
                 if training.get("class_weight")
@@ -163,9 +166,11 @@ def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
         ],
         [
             "Device",
-            _e(f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"),
+            escape(
+                f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"
+            ),
         ],
-        ["Timing", _e(_timing(timing))],
+        ["Timing", escape(_timing(timing))],
     ]
     body = "".join(f"<tr><th>{k}</th><td class='text'>{v}</td></tr>" for k, v in rows)
     return f"<h2>Model details</h2><table>{body}</table>"
@@ -205,7 +210,7 @@ def _calibration_section(calibration: dict) -> str:
             [
                 POINT_NAMES.get(name, name),
                 f"{entry['threshold']:.4f}",
-                _e(entry["rule"]),
+                escape(entry["rule"]),
                 _number(v["sensitivity"]),
                 _number(v["specificity"]),
                 _number(v["ppv"]),
@@ -216,8 +221,8 @@ def _calibration_section(calibration: dict) -> str:
 <h2>Thresholds (chosen on validation)</h2>
 <p>Every threshold was chosen on the validation split ({calibration["validation"]["images"]} images,
 {calibration["validation"]["positives"]} positive); the test split was not used. Probability
-calibration: <code>{_e(method)}</code>, fitted on validation.</p>
-{_table(["threshold", "value", "rule", "val. sensitivity", "val. specificity", "val. PPV"], rows)}
+calibration: <code>{escape(method)}</code>, fitted on validation.</p>
+{html_table(["threshold", "value", "rule", "val. sensitivity", "val. specificity", "val. PPV"], rows)}
 """
 
 
@@ -231,7 +236,7 @@ def _metrics_section(store: ObjectStore, metrics: dict) -> str:
         c = point["confusion"]
         rows.append(
             [POINT_NAMES.get(name, name), f"{point['threshold']:.4f}"]
-            + [_with_ci(point[rate]) for rate in RATE_NAMES]
+            + [with_ci(point[rate]) for rate in RATE_NAMES]
             + [str(c[k]) for k in ("tn", "fp", "fn", "tp")]
         )
     probability = metrics["probability_calibration"]
@@ -249,18 +254,18 @@ def _metrics_section(store: ObjectStore, metrics: dict) -> str:
 bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
 {boot["degenerate_replicates"]} single-class replicates left out).</p>
 {
-        _table(
+        html_table(
             ["", "value (95% CI)"],
             [
-                ["AUROC", _with_ci(free["auroc"])],
-                ["AUPRC", _with_ci(free["auprc"])],
+                ["AUROC", with_ci(free["auroc"])],
+                ["AUPRC", with_ci(free["auprc"])],
                 ["AUPRC of a random classifier (prevalence)", _number(free["auprc_baseline"])],
             ],
         )
     }
-{_table(header, rows)}
-<h3>Probability calibration on test ({_e(probability["method"])}, fitted on validation)</h3>
-{_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
+{html_table(header, rows)}
+<h3>Probability calibration on test ({escape(probability["method"])}, fitted on validation)</h3>
+{html_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
 <h2>Figures</h2>
 <div class="figures">
 {_image(store, fig["roc"], "ROC curve")}{
@@ -282,14 +287,14 @@ def _promotion_section(promotion: dict | None) -> str:
     if promotion is None:
         return "<h2>Promotion</h2><p>No promotion decision was recorded for this run.</p>"
     promoted = promotion["promote"]
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in promotion["reasons"])
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in promotion["reasons"])
     verdict = "Promoted to champion" if promoted else "Not promoted: the champion was kept"
     policy = promotion["policy"]
     return f"""
 <h2>Promotion</h2>
 <div class="decision {"promoted" if promoted else "kept"}">{verdict}</div>
 <ul>{reasons}</ul>
-<p class="ci">Rule: test sensitivity at the {_e(policy["operating_point"])} threshold at least
+<p class="ci">Rule: test sensitivity at the {escape(policy["operating_point"])} threshold at least
 {policy["sensitivity_floor"]}, and test AUROC not below the champion's (on the same test split) by
 more than {policy["auroc_margin"]}.</p>
 """
@@ -302,7 +307,7 @@ def _thumbnail(store: ObjectStore, key: str, width: int = 480) -> str:
         height = round(image.shape[0] * width / image.shape[1])
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
     data = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]).decode()
-    return f"<img src='data:image/jpeg;base64,{data}' alt='{_e(key)}'>"
+    return f"<img src='data:image/jpeg;base64,{data}' alt='{escape(key)}'>"
 
 
 def _gradcam_section(store: ObjectStore, prefix: str) -> str:
@@ -329,17 +334,17 @@ def _gradcam_section(store: ObjectStore, prefix: str) -> str:
     for selected_as in ("TP", "FP", "FN", "TN", "random"):
         for r in index[index["selected_as"] == selected_as].itertuples():
             figures.append(
-                f"<figure>{_thumbnail(store, r.png)}<figcaption>{_e(selected_as)}: "
-                f"{_e(r.image_id)} ({_e(r.dx)}), p={r.probability:.3f}, outcome {_e(r.outcome)}, "
+                f"<figure>{_thumbnail(store, r.png)}<figcaption>{escape(selected_as)}: "
+                f"{escape(r.image_id)} ({escape(r.dx)}), p={r.probability:.3f}, outcome {escape(r.outcome)}, "
                 + (
                     "all-zero map, "
                     if np.isnan(r.energy_in_lesion)
                     else f"energy in lesion {r.energy_in_lesion:.2f} "
                     f"(lesion {r.lesion_area_fraction:.2f} of the image), "
                 )
-                + f"{_e(r.mask_source)} mask</figcaption></figure>"
+                + f"{escape(r.mask_source)} mask</figcaption></figure>"
             )
-    sources = ", ".join(f"{v} {_e(k)}" for k, v in summary["mask_sources"].items())
+    sources = ", ".join(f"{v} {escape(k)}" for k, v in summary["mask_sources"].items())
     return f"""
 <h2>Explanations (Grad-CAM)</h2>
 <p>{
@@ -347,8 +352,11 @@ def _gradcam_section(store: ObjectStore, prefix: str) -> str:
         if summary["method"] == "gradcam++"
         else "Grad-CAM (Selvaraju et al., ICCV 2017)"
     } for the melanoma score at layer
-<code>{_e(summary["layer"])}</code>, on the most confident true and false positives and negatives
-at the {_e(summary["operating_point"])} threshold ({summary["threshold"]:.4f}) and a seeded random
+<code>{
+        escape(summary["layer"])
+    }</code>, on the most confident true and false positives and negatives
+at the {escape(summary["operating_point"])} threshold ({
+        summary["threshold"]:.4f}) and a seeded random
 sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
 mask; a map spread evenly over the image would score the lesion's area share, so compare the two.
 <b>Background-to-lesion ratio</b>: mean activation outside the mask over mean activation inside
@@ -357,7 +365,7 @@ mask; a map spread evenly over the image would score the lesion's area share, so
 negatives); they have no share and are left out of the means. Masks:
 {sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
 {
-        _table(
+        html_table(
             [
                 "outcome",
                 "images",
@@ -417,16 +425,18 @@ def write_report(store: ObjectStore, prefix: str) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Melanoma classifier report: {_e(run["run_id"])}</title>
+<title>Melanoma classifier report: {escape(run["run_id"])}</title>
 <style>{STYLE}</style></head><body>
 <h1>Melanoma classifier: run report and model card</h1>
-<p>Run <code>{_e(run["run_id"])}</code> · dataset <code>{_e(run["dataset_version"])}</code> ·
-label task <code>{_e(metrics["label_task"])}</code> · generated {generated}</p>
-<p class="notice">{_e(RESEARCH_NOTICE)}</p>
+<p>Run <code>{escape(run["run_id"])}</code> · dataset <code>{
+        escape(run["dataset_version"])
+    }</code> ·
+label task <code>{escape(metrics["label_task"])}</code> · generated {generated}</p>
+<p class="notice">{escape(RESEARCH_NOTICE)}</p>
 <h2>Summary</h2>
-<p>Test AUROC {_with_ci(auroc)} on {metrics["counts"]["images"]} images
+<p>Test AUROC {with_ci(auroc)} on {metrics["counts"]["images"]} images
 ({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} positive for
-<code>{_e(metrics["label_task"])}</code>).</p>
+<code>{escape(metrics["label_task"])}</code>).</p>
 {_promotion_section(promotion)}
 {_model_section(training, history, stats["config"])}
 {_considerations_section(metrics)}
@@ -437,7 +447,7 @@ label task <code>{_e(metrics["label_task"])}</code> · generated {generated}</p>
 <h2>Configuration</h2>
 <details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
 <pre>{
-        _e(
+        escape(
             json.dumps(
                 {
                     "pipeline": run["config"],
@@ -448,7 +458,7 @@ label task <code>{_e(metrics["label_task"])}</code> · generated {generated}</p>
             )
         )
     }</pre></details>
-<p class="notice">{_e(RESEARCH_NOTICE)}</p>
+<p class="notice">{escape(RESEARCH_NOTICE)}</p>
 </body></html>
 """
     key = f"{prefix}/report.html"

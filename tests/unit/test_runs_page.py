@@ -1,0 +1,111 @@
+import re
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from melanoma.runs_page import (
+    artifact_key,
+    list_runs,
+    media_type,
+    render_gradcam_gallery,
+    render_runs_page,
+    run_started,
+)
+from tests.scored_run import write_reported_run
+
+FIRST = "manual__2026-11-20T09:00:00+00:00"
+SECOND = "scheduled__2026-11-22T00:00:00+00:00"
+
+
+def _key(run_id: str) -> str:
+    return run_id.replace(":", "_").replace("+", "_")
+
+
+@pytest.fixture
+def store_with_runs(file_store):
+    write_reported_run(file_store, _key(FIRST), strength=3.0)
+    # Much weaker: below the champion by more than the margin, so it is not promoted.
+    write_reported_run(file_store, _key(SECOND), strength=0.5)
+    file_store.put_bytes("runs/crashed_run/splits.csv", b"image_id\n")
+    return file_store
+
+
+def test_every_run_is_listed_newest_first_with_its_stage_and_decision(store_with_runs):
+    runs = list_runs(store_with_runs)
+    assert [r.key for r in runs] == [_key(SECOND), _key(FIRST), "crashed_run"]
+    second, first, crashed = runs
+    assert first.started == datetime(2026, 11, 20, 9) and crashed.started is None
+    assert first.stage == second.stage == "reported" and crashed.stage == "split"
+    assert first.promoted is True and first.is_champion
+    assert second.promoted is False and not second.is_champion
+    assert "margin" in second.promotion_reason
+    metrics = store_with_runs.get_json(f"runs/{_key(FIRST)}/evaluation/metrics.json")
+    assert first.auroc == metrics["threshold_free"]["auroc"]
+    assert first.sensitivity == metrics["operating_points"]["target_sensitivity"]["sensitivity"]
+    assert first.dataset_version == "v1" and first.backbone == "tiny_cnn"
+    assert crashed.auroc is None and crashed.promoted is None
+
+
+def test_page_shows_metrics_with_intervals_marks_the_champion_and_links_artifacts(
+    store_with_runs,
+):
+    runs = list_runs(store_with_runs)
+    page = render_runs_page(runs, store_with_runs.url)
+    assert "Research use only" in page
+    auroc = runs[1].auroc
+    assert f"{auroc['value']:.3f}" in page and f"{auroc['ci_low']:.3f}" in page
+    assert page.count("&#9733; champion</span>") == 1
+    champion_row = next(row for row in page.split("<tr>") if "&#9733; champion</span>" in row)
+    assert _key(FIRST) in champion_row and "promoted" in champion_row
+    links = re.findall(r"href='([^']+)'", page)
+    assert f"runs/{_key(FIRST)}/report.html" in links
+    assert f"runs/{_key(FIRST)}/evaluation/figures/roc.png" in links
+    assert "runs/crashed_run/report.html" not in links  # no report yet, no link
+    for link in links:
+        run_key, artifact = link.removeprefix("runs/").split("/", 1)
+        assert store_with_runs.exists(artifact_key(run_key, artifact))
+
+
+def test_only_readable_artifacts_are_served():
+    assert artifact_key("r1", "report.html") == "runs/r1/report.html"
+    assert artifact_key("r1", "gradcam/TP/ISIC_1.png") == "runs/r1/gradcam/TP/ISIC_1.png"
+    assert media_type("evaluation/figures/roc.png") == "image/png"
+    for run_key, artifact in [
+        ("r1", "model/model.keras"),
+        ("r1", "preprocessed/MANIFEST.json"),
+        ("r1", "../../champions/mel_vs_rest/champion.json"),
+        ("r1", "evaluation/figures/../../model/model.keras"),
+        ("..", "report.html"),
+        ("r1/../r2", "report.html"),
+    ]:
+        with pytest.raises(ValueError, match="not an artifact the runs page serves"):
+            artifact_key(run_key, artifact)
+
+
+def test_run_dates_come_from_airflow_run_ids_or_their_store_keys():
+    assert run_started(FIRST) == run_started(_key(FIRST)) == datetime(2026, 11, 20, 9)
+    assert run_started("asset_triggered__2026-01-02T03:04:05.1+00:00") == datetime(
+        2026, 1, 2, 3, 4, 5
+    )
+    assert run_started("my-experiment") is None
+
+
+def test_gradcam_gallery_shows_each_overlay_with_its_outcome(file_store):
+    prefix = "runs/r1"
+    index = pd.DataFrame(
+        {
+            "image_id": ["ISIC_1", "ISIC_2"],
+            "outcome": ["TP", "FN"],
+            "selected_as": ["TP", "random"],
+            "probability": [0.91, 0.12],
+            "energy_in_lesion": [0.7, float("nan")],
+            "mask_source": ["official", "automatic"],
+            "png": [f"{prefix}/gradcam/TP/ISIC_1.png", f"{prefix}/gradcam/random/ISIC_2.png"],
+        }
+    )
+    file_store.put_bytes(f"{prefix}/gradcam/index.csv", index.to_csv(index=False).encode())
+    page = render_gradcam_gallery(file_store, "r1")
+    assert re.findall(r"src='([^']+)'", page) == ["TP/ISIC_1.png", "random/ISIC_2.png"]
+    assert "FN (selected as random)" in page and "automatic mask" in page
+    assert "Research use only" in page
