@@ -26,6 +26,13 @@ leakage-free, lesion-grouped split, every artifact in the object store
 10. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
+
+**Retraining.** The DAG runs on `MELANOMA_SCHEDULE` (default `@weekly`, `none` to turn the
+clock off) and whenever a new HAM10000 version lands: the `ham10000_new_version` DAG checks
+the source on `MELANOMA_DATASET_CHECK_SCHEDULE` (default `@daily`) and its download task
+emits the `ham10000` asset only when it stored a version the store did not have.
+The runs are listed, with their metrics and promotion decisions, on the
+*Melanoma runs* page of this UI.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    task,
+)
 
 from melanoma.config import BACKBONE_NAMES, PipelineConfig
 from melanoma.ham10000 import LABEL_TASKS
@@ -53,6 +67,20 @@ SPARK_DRIVER_CONF = (
     if os.environ.get("SPARK_DRIVER_HOST")
     else {}
 )
+
+
+# A new dataset version in the store. Only ham10000_new_version emits it: if the pipeline
+# emitted it too, every run that found a new version would queue a second, identical run.
+HAM10000_DATASET = Asset(name="ham10000", uri="melanoma://datasets/ham10000")
+
+
+def retraining_schedule(clock: str, asset: Asset) -> Asset | AssetOrTimeSchedule:
+    """Retrain on the clock (a cron expression or preset; ``none`` for no clock) or on ``asset``."""
+    if clock.strip().lower() in ("", "none"):
+        return asset
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(clock, timezone="UTC"), assets=[asset]
+    )
 
 
 def _config(params: dict[str, Any]) -> PipelineConfig:
@@ -84,7 +112,7 @@ def _evaluation_config(params: dict[str, Any]):
 
 @dag(
     dag_id="melanoma_pipeline",
-    schedule=os.environ.get("MELANOMA_SCHEDULE", "@weekly"),
+    schedule=retraining_schedule(os.environ.get("MELANOMA_SCHEDULE", "@weekly"), HAM10000_DATASET),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -357,3 +385,39 @@ def melanoma_pipeline() -> None:
 
 
 melanoma_pipeline()
+
+
+@dag(
+    dag_id="ham10000_new_version",
+    schedule=os.environ.get("MELANOMA_DATASET_CHECK_SCHEDULE", "@daily"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md="""Checks `HAM10000_SOURCE` for a new HAM10000 version and versions it in the store.
+When it stores a version the store did not have, its download task emits the `ham10000`
+asset, which triggers `melanoma_pipeline`; otherwise the task is skipped and nothing is
+emitted. **Research use only — not a diagnostic device.**""",
+    tags=["melanoma", "ham10000"],
+    default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
+)
+def ham10000_new_version() -> None:
+    @task(outlets=[HAM10000_DATASET], retry_exponential_backoff=True)
+    def download_dataset(outlet_events=None) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from melanoma.pipeline import download_dataset
+
+        dataset = download_dataset(PipelineConfig.from_env())
+        if not dataset["created"]:
+            raise AirflowSkipException(
+                f"dataset version {dataset['dataset_version']} is already in the store"
+            )
+        outlet_events[HAM10000_DATASET].extra = {
+            k: dataset[k] for k in ("dataset_version", "manifest_key", "images")
+        }
+        return dataset
+
+    download_dataset()
+
+
+ham10000_new_version()
