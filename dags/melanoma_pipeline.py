@@ -38,6 +38,7 @@ The runs are listed, with their metrics and promotion decisions, on the
 from __future__ import annotations
 
 import os
+import socket
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,10 +62,19 @@ from melanoma.pipeline import run_prefix
 SPARK_JOBS = Path(
     os.environ.get("MELANOMA_SPARK_JOBS_DIR", Path(__file__).resolve().parents[1] / "spark_jobs")
 )
-# Under compose the driver runs in the Airflow container; executors must reach it by name.
+
+
+def worker_address() -> str:
+    """The address of the container running the task (a template macro: worker-side)."""
+    return socket.gethostbyname(socket.gethostname())
+
+
+# Under compose the driver runs in the Celery worker that runs the task, and executors must
+# reach it: SPARK_DRIVER_HOST=auto renders that worker's address when the task runs.
+_driver_host = os.environ.get("SPARK_DRIVER_HOST", "")
 SPARK_DRIVER_CONF = (
-    {"spark.driver.host": os.environ["SPARK_DRIVER_HOST"]}
-    if os.environ.get("SPARK_DRIVER_HOST")
+    {"spark.driver.host": "{{ worker_address() }}" if _driver_host == "auto" else _driver_host}
+    if _driver_host
     else {}
 )
 
@@ -117,6 +127,7 @@ def _evaluation_config(params: dict[str, Any]):
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
+    user_defined_macros={"worker_address": worker_address},
     tags=["melanoma", "ham10000"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
@@ -384,7 +395,7 @@ def melanoma_pipeline() -> None:
     explanations >> report
 
 
-melanoma_pipeline()
+pipeline_dag = melanoma_pipeline()
 
 
 @dag(
@@ -420,4 +431,4 @@ def ham10000_new_version() -> None:
     download_dataset()
 
 
-ham10000_new_version()
+new_version_dag = ham10000_new_version()

@@ -25,6 +25,7 @@ ENVIRONMENT: dict[str, str] = {
     "backbone": "MELANOMA_BACKBONE",
     "pretrained_weights": "MELANOMA_PRETRAINED_WEIGHTS",
     "pretrained_sha256": "MELANOMA_PRETRAINED_SHA256",
+    "weights_dir": "MELANOMA_WEIGHTS_DIR",
 }
 
 
@@ -41,6 +42,9 @@ class PipelineConfig:
     # keras | none | /path/to/file | https://url (see melanoma.pretrained)
     pretrained_weights: str = "keras"
     pretrained_sha256: str = ""
+    # Where `keras` weights are fetched to (and found, pre-fetched, in the Airflow image);
+    # empty: <cache_dir>/weights.
+    weights_dir: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

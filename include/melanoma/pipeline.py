@@ -52,7 +52,7 @@ def store_pretrained_weights(config: PipelineConfig) -> str | None:
         open_store(config.store_url),
         config.backbone,
         config.pretrained_weights,
-        Path(config.cache_dir),
+        Path(config.weights_dir or Path(config.cache_dir) / "weights"),
         config.pretrained_sha256 or None,
     )
     return record["key"] if record else None

@@ -52,11 +52,25 @@ def weights_key(backbone: str, filename: str) -> str:
     return f"pretrained/{backbone}_imagenet_notop{suffix}"
 
 
+def fetch_keras_weights(backbone: str, weights_dir: Path) -> Path:
+    """Keras's published ImageNet file for ``backbone`` in ``weights_dir``, verified.
+
+    A verified copy already there is used without any request: the Airflow image fetches
+    the ResNet50 file when it is built, so runs need no internet.
+    """
+    spec = BACKBONE_WEIGHTS[backbone]
+    name = Path(spec.keras_file).name
+    return download(
+        RemoteFile(name, f"{KERAS_WEIGHTS_URL}/{spec.keras_file}", md5=spec.keras_md5),
+        weights_dir / name,
+    )
+
+
 def place_pretrained_weights(
     store: ObjectStore,
     backbone: str,
     source: str,
-    cache_dir: Path,
+    weights_dir: Path,
     expected_sha256: str | None = None,
 ) -> dict[str, Any] | None:
     """Verify the weights named by ``source`` and store them; return their record (or None for ``none``).
@@ -73,11 +87,7 @@ def place_pretrained_weights(
         )
     spec = BACKBONE_WEIGHTS[backbone]
     if source == "keras":
-        url = f"{KERAS_WEIGHTS_URL}/{spec.keras_file}"
-        path = download(
-            RemoteFile(Path(spec.keras_file).name, url, md5=spec.keras_md5),
-            cache_dir / "weights" / Path(spec.keras_file).name,
-        )
+        path = fetch_keras_weights(backbone, weights_dir)
         verified_by = (
             f"md5 {spec.keras_md5} published by Keras"
             if spec.keras_md5
@@ -86,7 +96,7 @@ def place_pretrained_weights(
     elif source.startswith(("http://", "https://")):
         name = Path(urlparse(source).path).name
         path = download(
-            RemoteFile(name, source, sha256=expected_sha256), cache_dir / "weights" / name
+            RemoteFile(name, source, sha256=expected_sha256), weights_dir / name
         )
         verified_by = ""
     else:
@@ -122,3 +132,14 @@ def place_pretrained_weights(
     store.put_json(key + ".json", record)  # after the weights: the record marks them complete
     log.info("pretrained weights %s stored, verified by %s", key, verified_by)
     return record
+
+
+if __name__ == "__main__":  # python -m melanoma.pretrained resnet50 /opt/melanoma/weights
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fetch a backbone's Keras ImageNet weights.")
+    parser.add_argument("backbone", choices=sorted(BACKBONE_WEIGHTS))
+    parser.add_argument("weights_dir", type=Path)
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    print(fetch_keras_weights(arguments.backbone, arguments.weights_dir))

@@ -3,6 +3,7 @@
 import re
 
 import yaml
+from airflow.models.connection import Connection
 
 from melanoma.config import ENVIRONMENT
 from tests.conftest import REPO_ROOT
@@ -39,6 +40,12 @@ def test_every_build_context_and_copied_path_exists():
                     )
 
 
+# Variables the Airflow image itself sets (ENV lines).
+IMAGE_ENV = set(
+    re.findall(r"^ENV (\w+)=", (REPO_ROOT / "docker/airflow/Dockerfile").read_text(), re.MULTILINE)
+)
+
+
 def test_airflow_services_get_every_variable_the_code_reads():
     required = set(ENVIRONMENT.values()) | {
         "S3_ENDPOINT_URL",
@@ -47,12 +54,17 @@ def test_airflow_services_get_every_variable_the_code_reads():
         "AIRFLOW_CONN_SPARK_DEFAULT",
     }
     required -= {"MELANOMA_PRETRAINED_SHA256"}  # optional: only for user-supplied weights files
-    for name in ("airflow-scheduler", "airflow-api-server", "airflow-dag-processor"):
-        env = SERVICES[name]["environment"]
-        assert required <= set(env), f"{name} lacks {required - set(env)}"
-    assert SERVICES["airflow-scheduler"]["environment"]["AIRFLOW_CONN_SPARK_DEFAULT"].startswith(
-        "spark://spark-master:7077"
-    )
+    airflow_services = [n for n in SERVICES if n.startswith("airflow-") and n != "airflow-init"]
+    assert len(airflow_services) == 6
+    for name in airflow_services:
+        env = set(SERVICES[name]["environment"]) | IMAGE_ENV
+        assert required <= env, f"{name} lacks {required - env}"
+    # The DAG's connection, as Airflow parses it from the environment variable.
+    uri = SERVICES["airflow-worker"]["environment"]["AIRFLOW_CONN_SPARK_DEFAULT"]
+    spark = Connection(conn_id="spark_default", uri=uri)
+    assert (spark.conn_type, spark.host, spark.port) == ("spark", "spark-master", 7077)
+    assert spark.extra_dejson == {"deploy-mode": "client"}
+    assert "spark-master" in SERVICES
     assert set(SERVICES["spark-worker"]["environment"]) >= {
         "S3_ENDPOINT_URL",
         "S3_ACCESS_KEY",
@@ -81,14 +93,48 @@ def test_airflow_and_spark_images_share_python_and_pyspark():
 
 
 def test_health_checks_gate_start_up():
+    one_shot = {"minio-init", "airflow-init"}
     for name, service in SERVICES.items():
-        if name not in ("minio-init", "airflow-init"):
-            assert "healthcheck" in service or name == "spark-worker", f"{name} has no health check"
-    assert (
-        SERVICES["airflow-scheduler"]["depends_on"]["spark-master"]["condition"]
-        == "service_healthy"
+        if name not in one_shot:
+            assert "healthcheck" in service, f"{name} has no health check"
+        for needed, rule in service.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if needed in one_shot else "service_healthy"
+            assert rule["condition"] == expected, f"{name} -> {needed}"
+    worker = SERVICES["airflow-worker"]["depends_on"]
+    assert {"postgres", "redis", "minio-init", "airflow-init", "spark-master"} <= set(worker)
+
+
+def test_celery_workers_serve_every_queue_the_dag_uses():
+    env = SERVICES["airflow-worker"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    dag_file = (REPO_ROOT / "dags/melanoma_pipeline.py").read_text()
+    dag_queues = set(re.findall(r"queue=\"(\w+)\"", dag_file)) | {"default"}
+    # Without the gpu profile, the default worker serves the gpu queue too.
+    default_queues = ENV_EXAMPLE["AIRFLOW_WORKER_QUEUES"].split(",")
+    assert "${AIRFLOW_WORKER_QUEUES:-default,gpu}" in SERVICES["airflow-worker"]["command"]
+    assert dag_queues == set(default_queues) == {"default", "gpu"}
+    gpu = SERVICES["airflow-gpu-worker"]
+    assert gpu["profiles"] == ["gpu"] and gpu["build"]["target"] == "trainer"
+    assert gpu["command"][gpu["command"].index("--queues") + 1] == "gpu"
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "profiles" not in SERVICES["airflow-worker"]  # the stack starts without a GPU
+
+
+def test_trainer_image_matches_the_lock_and_resnet50_weights_are_baked_in():
+    dockerfile = (REPO_ROOT / "docker/airflow/Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.MULTILINE)
+    assert [name for _, name in stages] == ["airflow", "trainer"] and stages[1][0] == "airflow"
+    assert f'"tensorflow[and-cuda]=={LOCK["tensorflow-cpu"]}"' in dockerfile
+    weights_dir = re.search(r"^ENV MELANOMA_WEIGHTS_DIR=(\S+)$", dockerfile, re.MULTILINE)[1]
+    assert f"python -m melanoma.pretrained resnet50 {weights_dir}" in dockerfile
+    assert SERVICES["airflow-worker"]["environment"]["MELANOMA_PRETRAINED_WEIGHTS"].endswith(
+        ":-keras}"
     )
-    assert (
-        SERVICES["airflow-scheduler"]["depends_on"]["minio-init"]["condition"]
-        == "service_completed_successfully"
-    )
+
+
+def test_spark_workers_scale():
+    worker = SERVICES["spark-worker"]
+    assert "ports" not in worker and "container_name" not in worker and "hostname" not in worker

@@ -39,3 +39,16 @@ def test_unverifiable_or_mismatching_weights_are_refused(file_store, tmp_path):
 def test_none_skips_and_known_backbones_declare_keras_files(file_store, tmp_path):
     assert place_pretrained_weights(file_store, "resnet50", "none", tmp_path) is None
     assert BACKBONE_WEIGHTS["resnet50"].keras_md5 == "4d473c1dd8becc155b73f8504c6f6626"
+
+
+def test_keras_weights_prefetched_into_the_weights_dir_are_used_without_a_request(
+    file_store, tmp_path, monkeypatch
+):
+    # What the Airflow image does at build time: the file sits in MELANOMA_WEIGHTS_DIR.
+    prefetched = tmp_path / "weights" / BACKBONE_WEIGHTS["mobilenet_v2"].keras_file.split("/")[-1]
+    prefetched.parent.mkdir()
+    prefetched.write_bytes(b"prefetched weights")
+    monkeypatch.setattr("melanoma.download._fetch_into", pytest.fail)  # no network
+    record = place_pretrained_weights(file_store, "mobilenet_v2", "keras", tmp_path / "weights")
+    assert file_store.get_bytes(record["key"]) == b"prefetched weights"
+    assert record["source"] == "keras"
