@@ -134,7 +134,7 @@ def model_view_box(
     return lesion_crop_box(image.shape, mask, config.crop_margin)
 
 
-def _png(image: np.ndarray) -> bytes:
+def png_bytes(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("PNG encoding failed")
@@ -200,7 +200,7 @@ def explain_run(store: ObjectStore, prefix: str, config: ExplainConfig) -> str:
         attention = lesion_attention(heat, mask)
         overlay = draw_mask_outline(overlay_heatmap(stored, heat), mask)
         key = f"{prefix}/gradcam/{row.selected_as}/{row.image_id}.png"
-        store.put_bytes(key, _png(np.hstack([stored, overlay])))
+        store.put_bytes(key, png_bytes(np.hstack([stored, overlay])))
         records.append(
             {
                 "image_id": row.image_id,

@@ -1,15 +1,36 @@
-"""Score stored images with a stored model."""
+"""Score images with a stored model: a run's preprocessed split, or new image files.
+
+``melanoma-predict`` (``main``) scores a folder or a single image with the champion or a
+given run: the run's own preprocessing, its probability calibration and its operating
+threshold from validation. Research use only, not a diagnostic device.
+"""
 
 from __future__ import annotations
 
+import argparse
+import io
+import logging
+import sys
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import keras
+import numpy as np
 import pandas as pd
+import PIL.Image
 
 import training.model  # noqa: F401  (registers BackbonePreprocess for deserialisation)
-from melanoma.store import ObjectStore, read_manifest
+from melanoma import RESEARCH_NOTICE
+from melanoma.calibration import probability_calibrator
+from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
+from melanoma.config import safe_run_id
+from melanoma.images import ImageDecodeError, PreprocessConfig, decode_image, preprocess_image
+from melanoma.promotion import read_champion
+from melanoma.store import ObjectStore, open_store, read_manifest
 from training.data import split_arrays
 
 
@@ -40,3 +61,225 @@ def score_split(
     return rows[["image_id", "lesion_id", "dx", "label"]].assign(
         probability=probabilities.astype(float)
     )
+
+
+# What `melanoma-predict` reads; anything else in a folder is listed as not scored.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class RunScorer:
+    """A run's model with everything needed to score new images exactly as the run did."""
+
+    run_prefix: str
+    run_id: str
+    label_task: str
+    backbone: str
+    model: keras.Model
+    preprocess: PreprocessConfig
+    operating_point: str
+    threshold: float
+    calibrate: Callable[[np.ndarray], np.ndarray]
+
+
+def resolve_run_prefix(store: ObjectStore, run: str | None, label_task: str) -> str:
+    """``runs/<key>`` for a run id, key or prefix; the label task's champion when ``run`` is None."""
+    if run is None:
+        champion = read_champion(store, label_task)
+        if champion is None:
+            raise LookupError(
+                f"no champion for {label_task} in {store.url}; pass --run or run the pipeline"
+            )
+        return champion["run_prefix"]
+    prefix = run if run.startswith("runs/") else f"runs/{safe_run_id(run)}"
+    if not store.exists(f"{prefix}/model/MANIFEST.json"):
+        raise LookupError(f"{store.url}/{prefix} has no trained model (model/MANIFEST.json)")
+    return prefix.rstrip("/")
+
+
+def load_run_scorer(
+    store: ObjectStore, run_prefix: str, operating_point: str | None = None
+) -> RunScorer:
+    """Load the run's model, preprocessing, calibration and operating threshold.
+
+    ``operating_point`` defaults to the one the run's promotion decision used.
+    """
+    run = store.get_json(f"{run_prefix}/config.json")
+    training = store.get_json(f"{run_prefix}/model/training_config.json")
+    calibration = store.get_json(f"{run_prefix}/calibration.json")
+    if operating_point is None:
+        promotion = (
+            store.get_json(f"{run_prefix}/promotion.json")
+            if store.exists(f"{run_prefix}/promotion.json")
+            else {}
+        )
+        operating_point = promotion.get("candidate", {}).get(
+            "operating_point", "target_sensitivity"
+        )
+    thresholds = calibration["thresholds"]
+    if operating_point not in thresholds:
+        raise ValueError(f"operating point {operating_point!r} not in {sorted(thresholds)}")
+    model_key = read_manifest(store, f"{run_prefix}/model/MANIFEST.json")["outputs"]["model"]
+    return RunScorer(
+        run_prefix=run_prefix,
+        run_id=run["run_id"],
+        label_task=run["config"]["label_task"],
+        backbone=training["config"]["backbone"],
+        model=load_model(store, model_key),
+        preprocess=PreprocessConfig(
+            **store.get_json(f"{run_prefix}/preprocessed/stats.json")["config"]
+        ),
+        operating_point=operating_point,
+        threshold=float(thresholds[operating_point]["threshold"]),
+        calibrate=probability_calibrator(calibration["probability_calibration"]),
+    )
+
+
+def list_image_files(path: Path) -> list[Path]:
+    """The file itself, or every file in the folder (recursively, hidden ones skipped), sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+
+
+def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
+    """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
+
+    The header gives the source size, so large images take the same reduced decode as in
+    preprocessing. ImageDecodeError (or OSError) names what is wrong.
+    """
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageDecodeError(f"not an image format we read ({path.suffix or 'no suffix'})")
+    data = path.read_bytes()
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as header:
+            source_wh = header.size
+    except (PIL.UnidentifiedImageError, OSError) as error:
+        raise ImageDecodeError(f"unreadable image: {error}") from error
+    return preprocess_image(data, config, source_wh)
+
+
+def score_images(
+    scorer: RunScorer, paths: list[Path], root: Path, batch_size: int = 32
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Score ``paths``; return (scores, failures, model inputs of the scored images).
+
+    scores: image (relative to ``root``), probability (the model's, as in the run's
+    predictions), calibrated_probability, decision (1 = positive for the label task),
+    threshold, operating_point, run_id. failures: image, reason.
+    """
+    inputs, names, failures = [], [], []
+    for path in paths:
+        name = str(path.relative_to(root)) if path != root else path.name
+        try:
+            inputs.append(model_input(path, scorer.preprocess))
+            names.append(name)
+        except (ImageDecodeError, cv2.error, OSError) as error:
+            failures.append({"image": name, "reason": str(error)})
+    size = scorer.preprocess.size
+    batch = np.stack(inputs) if inputs else np.zeros((0, size, size, 3), np.uint8)
+    # Rounded as the run's predictions CSV is, so thresholds compare like for like.
+    probabilities = (
+        scorer.model.predict(batch, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
+        if len(batch)
+        else np.zeros(0)
+    ).round(6)
+    scores = pd.DataFrame(
+        {
+            "image": names,
+            "probability": probabilities,
+            "calibrated_probability": np.asarray(scorer.calibrate(probabilities)).round(6),
+            "decision": (probabilities >= scorer.threshold).astype(int),
+            "threshold": scorer.threshold,
+            "operating_point": scorer.operating_point,
+            "run_id": scorer.run_id,
+        }
+    )
+    return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch
+
+
+def write_gradcam_overlays(
+    scorer: RunScorer, batch: np.ndarray, paths: list[Path], out_dir: Path, names: list[str]
+) -> None:
+    """Each scored image (long side at most 600 px) beside its Grad-CAM overlay, as PNG."""
+    from training.gradcam import grad_cam, model_view_box, png_bytes
+    from training.model import backbone
+
+    maps = grad_cam(scorer.model, batch, backbone(scorer.backbone).last_conv_layer)
+    for path, name, raw_map in zip(paths, names, maps, strict=True):
+        image = decode_image(path.read_bytes())
+        scale = 600 / max(image.shape[:2])
+        if scale < 1:
+            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        box = model_view_box(image, scorer.preprocess, None)
+        heat = normalize_cam(upsample_cam(raw_map, image.shape[:2], box))
+        target = out_dir / f"{name}.gradcam.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(png_bytes(np.hstack([image, overlay_heatmap(image, heat)])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="melanoma-predict",
+        description="Score dermoscopy images with the champion model or a given run. "
+        + RESEARCH_NOTICE,
+    )
+    parser.add_argument("images", type=Path, help="an image file or a folder of images")
+    parser.add_argument("--run", help="run id or runs/<key> (default: the label task's champion)")
+    parser.add_argument(
+        "--label-task", default="mel_vs_rest", help="whose champion (default mel_vs_rest)"
+    )
+    parser.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
+    parser.add_argument(
+        "--operating-point",
+        choices=["target_sensitivity", "youden", "max_f1", "at_0.5"],
+        help="which validation threshold decides (default: the run's promotion operating point)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("predictions.csv"))
+    parser.add_argument("--gradcam", type=Path, help="also write Grad-CAM overlays to this folder")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    from melanoma.embedded import default_stack
+
+    store = open_store(args.store or default_stack()[1])
+    prefix = resolve_run_prefix(store, args.run, args.label_task)
+    scorer = load_run_scorer(store, prefix, args.operating_point)
+    paths = list_image_files(args.images)
+    root = args.images if args.images.is_dir() else args.images.parent
+    started = time.monotonic()
+    scores, failures, batch = score_images(scorer, paths, root, args.batch_size)
+    elapsed = time.monotonic() - started
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(args.output, index=False, lineterminator="\n")
+    failures_path = args.output.with_name(args.output.stem + ".failures.csv")
+    if len(failures):
+        failures.to_csv(failures_path, index=False, lineterminator="\n")
+    if args.gradcam and len(scores):
+        scored = [p for p in paths if str(p.relative_to(root)) in set(scores["image"])]
+        write_gradcam_overlays(scorer, batch, scored, args.gradcam, list(scores["image"]))
+
+    print(RESEARCH_NOTICE, file=sys.stderr)
+    print(
+        f"{len(scores)} image(s) scored with {scorer.run_id} ({prefix}) at the "
+        f"{scorer.operating_point} threshold {scorer.threshold:.4f} chosen on its validation "
+        f"split: {int(scores['decision'].sum())} positive for {scorer.label_task}. "
+        f"{elapsed:.1f} s ({elapsed / max(len(paths), 1):.2f} s per file) -> {args.output}",
+        file=sys.stderr,
+    )
+    for row in failures.itertuples():
+        print(f"not scored: {row.image}: {row.reason}", file=sys.stderr)
+    if len(failures):
+        print(f"{len(failures)} file(s) not scored, listed in {failures_path}", file=sys.stderr)
+    return 0 if len(scores) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
