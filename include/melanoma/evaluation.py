@@ -150,21 +150,25 @@ def calibrate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> 
     return key
 
 
-def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
-    """Every test metric with lesion-bootstrap intervals, and the figures; return metrics.json's key."""
-    calibration = store.get_json(f"{prefix}/calibration.json")
-    test = read_predictions(store, prefix, "test")
-    labels, scores = test["label"].to_numpy(), test["probability"].to_numpy()
+def measure_predictions(
+    frame: pd.DataFrame, calibration: dict[str, Any], config: EvaluationConfig, split: str
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Metrics of ``frame`` (label, probability, lesion_id) at the thresholds chosen on
+    validation, with lesion-bootstrap intervals, and their figures (name -> PNG).
+
+    Returns the ``counts``, ``bootstrap``, ``threshold_free``, ``operating_points`` and
+    ``probability_calibration`` parts of ``metrics.json``; ``split`` names the data measured.
+    """
+    labels, scores = frame["label"].to_numpy(), frame["probability"].to_numpy()
     if len(np.unique(labels)) < 2:
-        raise ValueError(f"{prefix}: the test split holds one class only; nothing to evaluate")
-    run = store.get_json(f"{prefix}/config.json")
+        raise ValueError(f"the {split} data hold one class only; nothing to evaluate")
     thresholds = {"at_0.5": 0.5} | {
         name: entry["threshold"] for name, entry in calibration["thresholds"].items()
     }
     intervals = bootstrap_intervals(
         labels,
         scores,
-        test["lesion_id"].to_numpy(),
+        frame["lesion_id"].to_numpy(),
         thresholds,
         config.bootstrap_replicates,
         config.seed,
@@ -185,7 +189,7 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
     probability = {
         "method": calibration["probability_calibration"]["method"],
         "fitted_on": "val",
-        "test": {
+        split: {
             name: {
                 "brier": brier_score(labels, p),
                 "ece": expected_calibration_error(labels, p, bins),
@@ -194,8 +198,6 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
             for name, p in (("raw", scores), ("calibrated", calibrated))
         },
     }
-
-    history = store.get_json(f"{prefix}/model/history.json")
     pngs = {
         "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"]),
         "precision_recall": figures.pr_figure(labels, scores, plain_points, intervals["auprc"]),
@@ -203,33 +205,21 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, plain_points),
         "reliability": figures.reliability_figure(
             {
-                "raw": probability["test"]["raw"]["bins"],
-                f"{probability['method']} (fitted on val)": probability["test"]["calibrated"][
+                "raw": probability[split]["raw"]["bins"],
+                f"{probability['method']} (fitted on val)": probability[split]["calibrated"][
                     "bins"
                 ],
             }
         ),
-        "training_curves": figures.training_curves_figure(history),
     }
-    figure_keys = {}
-    for name, png in pngs.items():
-        figure_keys[name] = f"{prefix}/evaluation/figures/{name}.png"
-        store.put_bytes(figure_keys[name], png)
-
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run["run_id"],
-        "dataset_version": run["dataset_version"],
-        "label_task": run["config"]["label_task"],
-        "split": "test",
+    measured = {
         "counts": {
-            "images": len(test),
-            "lesions": int(test["lesion_id"].nunique()),
+            "images": len(frame),
+            "lesions": int(frame["lesion_id"].nunique()),
             "positives": int(labels.sum()),
             "negatives": int(len(labels) - labels.sum()),
             "prevalence": float(labels.mean()),
         },
-        "test_fingerprint": split_fingerprint(test),
         "bootstrap": {
             "unit": "lesion",
             "replicates": intervals["replicates"],
@@ -244,12 +234,42 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         },
         "operating_points": operating_points,
         "probability_calibration": probability,
+    }
+    return measured, pngs
+
+
+def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
+    """Every test metric with lesion-bootstrap intervals, and the figures; return metrics.json's key."""
+    calibration = store.get_json(f"{prefix}/calibration.json")
+    test = read_predictions(store, prefix, "test")
+    try:
+        measured, pngs = measure_predictions(test, calibration, config, "test")
+    except ValueError as error:
+        raise ValueError(f"{prefix}: {error}") from None
+    run = store.get_json(f"{prefix}/config.json")
+    pngs["training_curves"] = figures.training_curves_figure(
+        store.get_json(f"{prefix}/model/history.json")
+    )
+    figure_keys = {}
+    for name, png in pngs.items():
+        figure_keys[name] = f"{prefix}/evaluation/figures/{name}.png"
+        store.put_bytes(figure_keys[name], png)
+
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run["run_id"],
+        "dataset_version": run["dataset_version"],
+        "label_task": run["config"]["label_task"],
+        "split": "test",
+        "counts": measured["counts"],
+        "test_fingerprint": split_fingerprint(test),
+        **{k: v for k, v in measured.items() if k != "counts"},
         "figures": figure_keys,
         "notice": RESEARCH_NOTICE,
     }
     key = f"{prefix}/evaluation/metrics.json"
     store.put_json(key, json_safe(metrics))
-    auroc = intervals["auroc"]
+    auroc = measured["threshold_free"]["auroc"]
     log.info(
         "test AUROC %.4f (95%% CI %.4f-%.4f, lesion bootstrap)",
         auroc["value"],

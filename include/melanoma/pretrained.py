@@ -95,9 +95,7 @@ def place_pretrained_weights(
         )
     elif source.startswith(("http://", "https://")):
         name = Path(urlparse(source).path).name
-        path = download(
-            RemoteFile(name, source, sha256=expected_sha256), weights_dir / name
-        )
+        path = download(RemoteFile(name, source, sha256=expected_sha256), weights_dir / name)
         verified_by = ""
     else:
         path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser()
