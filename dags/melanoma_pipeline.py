@@ -21,9 +21,12 @@ leakage-free, lesion-grouped split, every artifact in the object store
    `runs/<run_id>/evaluation/metrics.json`;
 8. `explain` — Grad-CAM on the most confident TP/FP/FN/TN and a random sample of the test
    split, with the share of attention inside the lesion mask: `runs/<run_id>/gradcam/`;
-9. `decide_promotion` — compares the run with the label task's champion on the same test
+9. `external_validation` — off unless the `external_validation` param is on: the model on
+   an external labelled set (the ISIC 2018 Task 3 test set by default) at the validation
+   thresholds: `runs/<run_id>/external/<set>/metrics.json`;
+10. `decide_promotion` — compares the run with the label task's champion on the same test
    split and branches to `promote_model` or `keep_champion`;
-10. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
+11. `write_report` — `runs/<run_id>/report.html`, the run's report and model card.
 
 Each task takes and returns object-store keys; the logic lives in `include/melanoma/`.
 
@@ -227,6 +230,26 @@ def _evaluation_config(params: dict[str, Any]):
         ),
         "gradcam_method": Param("gradcam", enum=["gradcam", "gradcam++"], title="Grad-CAM variant"),
         "gradcam_random": Param(8, type="integer", minimum=0, title="Grad-CAM: random test images"),
+        "external_validation": Param(
+            False,
+            type="boolean",
+            title="External validation",
+            description="also evaluate the run's model on an external labelled set",
+        ),
+        "external_images": Param(
+            "isic2018",
+            type="string",
+            title="External set: images",
+            description="`isic2018` (the ISIC 2018 Task 3 test set from Dataverse), or a "
+            "local folder or zip of images",
+        ),
+        "external_labels": Param(
+            "",
+            type="string",
+            title="External set: labels CSV",
+            description="for a local set: ISIC 2018 one-hot, HAM10000 metadata "
+            "(image_id, dx) or binary (image_id, melanoma) format",
+        ),
         "pretrained_weights": Param(
             os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
             type="string",
@@ -387,10 +410,30 @@ def melanoma_pipeline() -> None:
         )
         return explain_run(_store(p), run_prefix(str(run_id)), config)
 
+    @task(queue="gpu")
+    def external_validation(
+        metrics_key: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        p = params or {}
+        if not p["external_validation"]:
+            raise AirflowSkipException("external validation is off (the external_validation param)")
+        from melanoma.external import resolve_external_set
+        from training.external import validate_external
+
+        external = resolve_external_set(
+            p["external_images"], p["external_labels"] or None, Path(_config(p).cache_dir)
+        )
+        return validate_external(
+            _store(p), run_prefix(str(run_id)), external, _evaluation_config(p)
+        )
+
     metrics_key = evaluate(calibrate(model_key))
     explanations = explain(metrics_key)
     branch = decide_promotion(metrics_key)
     report = write_report()
+    external_validation(metrics_key) >> report
     branch >> [promote_model(), keep_champion()] >> report
     explanations >> report
 

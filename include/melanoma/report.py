@@ -226,10 +226,7 @@ calibration: <code>{escape(method)}</code>, fitted on validation.</p>
 """
 
 
-def _metrics_section(store: ObjectStore, metrics: dict) -> str:
-    counts = metrics["counts"]
-    free = metrics["threshold_free"]
-    boot = metrics["bootstrap"]
+def _operating_points_table(metrics: dict) -> str:
     header = ["operating point", "threshold", *list(RATE_NAMES.values()), "TN", "FP", "FN", "TP"]
     rows = []
     for name, point in metrics["operating_points"].items():
@@ -239,6 +236,13 @@ def _metrics_section(store: ObjectStore, metrics: dict) -> str:
             + [with_ci(point[rate]) for rate in RATE_NAMES]
             + [str(c[k]) for k in ("tn", "fp", "fn", "tp")]
         )
+    return html_table(header, rows)
+
+
+def _metrics_section(store: ObjectStore, metrics: dict) -> str:
+    counts = metrics["counts"]
+    free = metrics["threshold_free"]
+    boot = metrics["bootstrap"]
     probability = metrics["probability_calibration"]
     calibration_rows = [
         [name, _number(entry["brier"], 4), _number(entry["ece"], 4)]
@@ -263,7 +267,7 @@ bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
             ],
         )
     }
-{html_table(header, rows)}
+{_operating_points_table(metrics)}
 <h3>Probability calibration on test ({escape(probability["method"])}, fitted on validation)</h3>
 {html_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
 <h2>Figures</h2>
@@ -281,6 +285,84 @@ bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
 <h3>Training curves</h3>
 <div class="figures wide">{_image(store, fig["training_curves"], "Training curves")}</div>
 """
+
+
+def _mix(mix: dict[str, float] | None) -> str:
+    return ", ".join(f"{dx} {share:.1%}" for dx, share in mix.items()) if mix else "n/a"
+
+
+def _spread(spread: dict[str, float] | None) -> str:
+    return (
+        f"{spread['min']:.0f}&ndash;{spread['median']:.0f}&ndash;{spread['max']:.0f}"
+        if spread
+        else "n/a"
+    )
+
+
+def _external_section(store: ObjectStore, prefix: str, test_metrics: dict) -> str:
+    """One subsection per external set evaluated (``external/<set>/metrics.json``)."""
+    keys = sorted(
+        o.key for o in store.list(f"{prefix}/external/") if o.key.endswith("/metrics.json")
+    )
+    if not keys:
+        return ""
+    parts = [
+        "<h2>External validation</h2><p>The run's model on labelled sets from outside "
+        "HAM10000, at the thresholds it chose on its own validation split.</p>"
+    ]
+    for key in keys:
+        m = store.get_json(key)
+        d = m["differences"]
+        counts, free = m["counts"], m["threshold_free"]
+        test_free = test_metrics["threshold_free"]
+        parts.append(
+            f"""<h3>{escape(m["external_set"])}</h3>
+<p>{counts["images"]} images ({counts["positives"]} positive for
+<code>{escape(m["label_task"])}</code>), labels in the {escape(m["labels_format"])} format.
+Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.</p>
+{
+                html_table(
+                    ["", "external (95% CI)", "HAM10000 test (95% CI)"],
+                    [
+                        ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
+                        ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
+                    ],
+                )
+            }
+{_operating_points_table(m)}
+<h4>How the set differs from the HAM10000 test split</h4>
+{
+                html_table(
+                    ["", "external set", "HAM10000 test split"],
+                    [
+                        [
+                            "prevalence",
+                            _number(d["prevalence"]),
+                            _number(d["reference_prevalence"]),
+                        ],
+                        [
+                            "diagnoses",
+                            escape(_mix(d["dx_mix"])),
+                            escape(_mix(d["reference_dx_mix"])),
+                        ],
+                        [
+                            "width, height (min&ndash;median&ndash;max px)",
+                            f"{_spread(d['width'])}, {_spread(d['height'])}",
+                            f"{_spread(d['reference_width'])}, {_spread(d['reference_height'])}",
+                        ],
+                        [
+                            "formats",
+                            escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
+                            "jpeg",
+                        ],
+                    ],
+                )
+            }
+<div class="figures">{_image(store, m["figures"]["roc"], "External ROC curve")}{
+                _image(store, m["figures"]["confusion_matrices"], "External confusion matrices")
+            }</div>"""
+        )
+    return "\n".join(parts)
 
 
 def _promotion_section(promotion: dict | None) -> str:
@@ -444,6 +526,7 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 {_calibration_section(calibration)}
 {_metrics_section(store, metrics)}
 {_gradcam_section(store, prefix)}
+{_external_section(store, prefix, metrics)}
 <h2>Configuration</h2>
 <details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
 <pre>{

@@ -85,9 +85,16 @@ def fetch(source: str, cache_dir: Path, session: requests.Session | None = None)
 
 
 def dataverse_files(
-    base_url: str, doi: str, session: requests.Session | None = None
+    base_url: str,
+    doi: str,
+    session: requests.Session | None = None,
+    wanted: tuple[str, ...] = ARCHIVE_FILES,
+    optional: tuple[str, ...] = (f"{MASKS}.zip",),
 ) -> list[RemoteFile]:
-    """HAM10000's files from the Dataverse native API, with their sizes and MD5 checksums."""
+    """The record's ``wanted`` files from the Dataverse native API, with sizes and MD5 checksums.
+
+    The default is HAM10000 itself; the same record also holds the ISIC 2018 test set.
+    """
     http = session or requests.Session()
     url = f"{base_url.rstrip('/')}/api/datasets/:persistentId/"
     response = http.get(url, params={"persistentId": doi}, timeout=60)
@@ -100,7 +107,7 @@ def dataverse_files(
         label = entry.get("label") or data["filename"]
         tabular = "originalFileName" in data  # Dataverse converted it; ask for the original bytes
         name = data.get("originalFileName", label) if tabular else label
-        if name not in ARCHIVE_FILES:
+        if name not in wanted:
             continue
         checksum = data.get("checksum") or {}
         remotes[name] = RemoteFile(
@@ -112,12 +119,12 @@ def dataverse_files(
             md5=None
             if tabular
             else (checksum.get("value") if checksum.get("type") == "MD5" else data.get("md5")),
-            required=name != f"{MASKS}.zip",
+            required=name not in optional,
         )
-    missing = [n for n in ARCHIVE_FILES if n not in remotes and n != f"{MASKS}.zip"]
+    missing = [n for n in wanted if n not in remotes and n not in optional]
     if missing:
         raise DownloadError(f"Dataverse record {doi} at {base_url} lacks {missing}")
-    return [remotes[n] for n in ARCHIVE_FILES if n in remotes]
+    return [remotes[n] for n in wanted if n in remotes]
 
 
 def mirror_files(base_url: str, session: requests.Session | None = None) -> list[RemoteFile]:

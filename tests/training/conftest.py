@@ -10,7 +10,7 @@ from melanoma.images import PreprocessConfig
 from melanoma.ingest import dataset_prefix, ingest
 from melanoma.preprocess import run_preprocessing
 from melanoma.sources import find_layout
-from melanoma.splits import split_by_lesion
+from melanoma.splits import split_by_lesion, split_summary
 from melanoma.store import FileStore
 from melanoma.synthetic import write_archive
 
@@ -33,6 +33,15 @@ def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
     )
     splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), ratios=(0.6, 0.2, 0.2), seed=0)
     store.put_bytes("runs/t/splits.csv", splits.to_csv(index=False).encode())
+    store.put_json(
+        "runs/t/splits_summary.json",
+        {
+            "label_task": "mel_vs_rest",
+            "seed": 0,
+            "ratios": [0.6, 0.2, 0.2],
+            "splits": split_summary(splits),
+        },
+    )
     store.put_json(
         "runs/t/config.json",
         {

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.evaluation import EvaluationConfig, calibrate_run
+from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
 from melanoma.promotion import CHAMPION_FIELDS, champion_key
 from tests.training.conftest import copy_run
 from tests.training.test_train import FAST
@@ -21,6 +21,7 @@ def scored_run(preprocessed_run):
     prefix = copy_run(store, run, f"{run}-predict")
     train_run(store, prefix, TrainConfig(**FAST))
     calibrate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
+    evaluate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
     return store, prefix
 
 
@@ -123,3 +124,60 @@ def test_the_champion_is_used_unless_a_run_is_given(scored_run):
         store.delete(champion_key("mel_vs_nv"))
     with pytest.raises(LookupError, match="has no trained model"):
         resolve_run_prefix(store, "manual__2020-01-01T00:00:00+00:00", "mel_vs_rest")
+
+
+@pytest.mark.parametrize("label_format", ["ham10000", "binary"])
+def test_external_validation_uses_the_validation_thresholds(
+    scored_run, test_images, tmp_path, label_format
+):
+    from sklearn.metrics import roc_auc_score
+
+    from melanoma.external import ExternalSet
+    from melanoma.report import write_report
+    from training.external import validate_external
+
+    store, prefix = scored_run
+    folder, names, test = test_images
+    truth = test.set_index("image_id")
+    ids = list(names.values())
+    # The first image has no label, ISIC_9999999 has no image, broken.jpg is unreadable.
+    rows = [(i, truth.at[i, "lesion_id"], truth.at[i, "dx"]) for i in ids[1:]]
+    rows += [("ISIC_9999999", "HAM_x", "nv"), ("broken", "HAM_y", "mel")]
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    labels = pd.DataFrame(rows, columns=["image_id", "lesion_id", "dx"])
+    if label_format == "binary":
+        labels = pd.DataFrame(
+            {"image_id": labels["image_id"], "melanoma": labels["dx"].eq("mel").astype(int)}
+        )
+    labels_path = tmp_path / "labels.csv"
+    labels.to_csv(labels_path, index=False)
+
+    key = validate_external(
+        store,
+        prefix,
+        ExternalSet(f"generated-{label_format}", folder, labels_path),
+        EvaluationConfig(bootstrap_replicates=100),
+    )
+    metrics = store.get_json(key)
+    calibration = store.get_json(f"{prefix}/calibration.json")
+    for name, entry in calibration["thresholds"].items():
+        assert metrics["operating_points"][name]["threshold"] == entry["threshold"]
+        assert metrics["operating_points"][name]["chosen_on"] == "val"
+    assert metrics["labels_format"] == label_format and metrics["thresholds_chosen_on"] == "val"
+    assert metrics["not_scored"] == {
+        "unreadable": 1,
+        "labelled, but no image file": 1,
+        "image file without a label": 1,
+    }
+    scored = pd.read_csv(
+        io.BytesIO(store.get_bytes(key.replace("metrics.json", "predictions.csv")))
+    )
+    assert len(scored) == len(ids) - 1 == metrics["counts"]["images"]
+    expected = truth.loc[scored["image_id"]]
+    assert np.allclose(scored["probability"], expected["probability"], atol=1e-5)
+    assert metrics["threshold_free"]["auroc"]["value"] == pytest.approx(
+        roc_auc_score(expected["label"], expected["probability"]), abs=1e-4
+    )
+    assert metrics["differences"]["formats"].keys() >= {"png", "bmp"}
+    page = store.get_bytes(write_report(store, prefix)).decode()
+    assert "External validation" in page and f"generated-{label_format}" in page

@@ -41,8 +41,9 @@ def test_pipeline_retrains_weekly_or_on_a_new_dataset_version(dags):
 
 def test_gpu_work_goes_to_the_gpu_queue_and_the_form_has_the_issue_params(dags):
     queues = {task.task_id: task.queue for task in dags.pipeline_dag.tasks}
-    assert queues["train"] == queues["explain"] == "gpu"
-    assert {q for t, q in queues.items() if t not in ("train", "explain")} == {"default"}
+    on_gpu = ("train", "explain", "external_validation")
+    assert {queues[t] for t in on_gpu} == {"gpu"}
+    assert {q for t, q in queues.items() if t not in on_gpu} == {"default"}
     params = dags.pipeline_dag.params
     for name in (
         "label_task",

@@ -1,0 +1,212 @@
+"""External test sets: their labels, their images, and how they differ from HAM10000.
+
+Three label formats are read, told apart by their columns:
+
+* ``isic2018``: the ISIC 2018 Task 3 ground truth, one-hot ``image, MEL, NV, BCC, AKIEC,
+  BKL, DF, VASC``;
+* ``ham10000``: the HAM10000 metadata format, ``image_id, dx`` (``lesion_id`` when present);
+* ``binary``: ``image_id, melanoma`` (0/1), for sets that carry only that label.
+
+Images are matched to labels by file stem (``ISIC_0034524.jpg`` -> ``ISIC_0034524``).
+The default source is the ISIC 2018 Task 3 test set (1,512 images) on the same Harvard
+Dataverse record as HAM10000. Thresholds are never chosen here: the run's validation
+thresholds are applied (see ``training.external``).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import requests
+
+from melanoma.download import download
+from melanoma.ham10000 import DX_CODES, apply_label_task
+from melanoma.sources import DATAVERSE_URL, HAM10000_DOI, dataverse_files
+
+ISIC2018_IMAGES = "ISIC2018_Task3_Test_Images.zip"
+ISIC2018_LABELS = "ISIC2018_Task3_Test_GroundTruth.csv"
+ONE_HOT = {
+    "MEL": "mel",
+    "NV": "nv",
+    "BCC": "bcc",
+    "AKIEC": "akiec",
+    "BKL": "bkl",
+    "DF": "df",
+    "VASC": "vasc",
+}
+
+
+class ExternalLabelsError(ValueError):
+    """The labels file is unusable; the message names the file, row and field."""
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    name: str
+    images: Path  # a folder of images
+    labels: Path
+
+
+def read_external_labels(path: Path) -> tuple[pd.DataFrame, str]:
+    """(image_id, dx or None, melanoma, lesion_id) per row, and the format detected."""
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    columns = set(raw.columns)
+    if {"image", *ONE_HOT} <= columns:
+        fmt = "isic2018"
+        one_hot = raw[list(ONE_HOT)].apply(pd.to_numeric, errors="coerce")
+        bad = one_hot.isna().any(axis=1) | ~np.isclose(one_hot.sum(axis=1), 1.0)
+        _reject(path, raw, bad, "the one-hot diagnosis columns must hold one 1 and the rest 0")
+        dx = one_hot.idxmax(axis=1).map(ONE_HOT)
+        frame = pd.DataFrame({"image_id": raw["image"], "dx": dx})
+    elif {"image_id", "dx"} <= columns:
+        fmt = "ham10000"
+        _reject(path, raw, ~raw["dx"].isin(list(DX_CODES)), f"dx not one of {','.join(DX_CODES)}")
+        frame = raw[["image_id", "dx"]].copy()
+        if "lesion_id" in columns:
+            frame["lesion_id"] = raw["lesion_id"].where(raw["lesion_id"] != "", None)
+    elif {"image_id", "melanoma"} <= columns:
+        fmt = "binary"
+        _reject(path, raw, ~raw["melanoma"].isin(["0", "1"]), "melanoma must be 0 or 1")
+        frame = pd.DataFrame({"image_id": raw["image_id"], "dx": None})
+        frame["melanoma"] = raw["melanoma"].astype(int)
+    else:
+        raise ExternalLabelsError(
+            f"{path}: columns {list(raw.columns)} match no known format: "
+            "image + MEL,NV,BCC,AKIEC,BKL,DF,VASC (ISIC 2018), image_id + dx (HAM10000), "
+            "or image_id + melanoma (0/1)"
+        )
+    _reject(path, raw, frame["image_id"].eq(""), "empty image id")
+    duplicated = frame["image_id"].duplicated(keep="first")
+    _reject(path, raw, duplicated, "duplicate image id")
+    if "melanoma" not in frame:
+        frame["melanoma"] = frame["dx"].eq("mel").astype(int)
+    if "lesion_id" not in frame:
+        frame["lesion_id"] = None
+    # Without lesion ids each image is its own bootstrap unit.
+    frame["lesion_id"] = frame["lesion_id"].fillna(frame["image_id"])
+    return frame[["image_id", "dx", "melanoma", "lesion_id"]].reset_index(drop=True), fmt
+
+
+def _reject(path: Path, raw: pd.DataFrame, bad: pd.Series, reason: str) -> None:
+    if bad.any():
+        rows = [int(i) + 2 for i in np.flatnonzero(bad.to_numpy())]  # header is line 1
+        shown = ", ".join(str(r) for r in rows[:10]) + (" …" if len(rows) > 10 else "")
+        raise ExternalLabelsError(f"{path}: {reason} (line(s) {shown}; {len(rows)} in all)")
+
+
+def labels_for_task(frame: pd.DataFrame, label_task: str, fmt: str) -> pd.DataFrame:
+    """The rows the run's label task keeps, with its 0/1 ``label``."""
+    if fmt == "binary":
+        if label_task != "mel_vs_rest":
+            raise ExternalLabelsError(
+                f"binary melanoma labels cannot evaluate label task {label_task!r}: "
+                "it needs each image's dx"
+            )
+        return frame.assign(label=frame["melanoma"])
+    return apply_label_task(frame, label_task).reset_index(drop=True)
+
+
+def images_by_id(folder: Path) -> dict[str, Path]:
+    """Every file under ``folder`` by its stem (hidden files skipped)."""
+    return {
+        p.stem: p
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    }
+
+
+def extract_images(archive: Path, target: Path) -> Path:
+    """Unpack an images zip once (a marker file says it is complete); return the folder."""
+    done = target / ".extracted"
+    if done.exists() and done.read_text() == f"{archive.name} {archive.stat().st_size}":
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive) as zipped:
+        for member in zipped.infolist():
+            name = Path(member.filename)
+            if member.is_dir() or name.name.startswith(".") or "__MACOSX" in name.parts:
+                continue
+            (target / name.name).write_bytes(zipped.read(member))
+    done.write_text(f"{archive.name} {archive.stat().st_size}")
+    return target
+
+
+def fetch_isic2018(
+    cache_dir: Path, base_url: str = DATAVERSE_URL, session: requests.Session | None = None
+) -> ExternalSet:
+    """The ISIC 2018 Task 3 test images and ground truth from the HAM10000 Dataverse record."""
+    target = cache_dir / "isic2018"
+    for remote in dataverse_files(
+        base_url, HAM10000_DOI, session, wanted=(ISIC2018_IMAGES, ISIC2018_LABELS)
+    ):
+        download(remote, target / remote.name, session=session)
+    images = extract_images(target / ISIC2018_IMAGES, target / "images")
+    return ExternalSet("isic2018", images, target / ISIC2018_LABELS)
+
+
+def resolve_external_set(source: str, labels: str | None, cache_dir: Path) -> ExternalSet:
+    """``isic2018`` (or ``isic2018:<dataverse url>``), or a local folder/zip with ``labels``."""
+    if source == "isic2018" or source.startswith("isic2018:"):
+        return fetch_isic2018(cache_dir, source.partition(":")[2] or DATAVERSE_URL)
+    path = Path(source).expanduser()
+    if not labels:
+        raise ExternalLabelsError(f"{source}: a local external set needs a labels CSV")
+    if path.suffix == ".zip":
+        path = extract_images(path, cache_dir / "external" / path.stem)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{source}: no such folder or zip")
+    return ExternalSet(path.name, path, Path(labels).expanduser())
+
+
+def describe_differences(
+    external: pd.DataFrame,
+    sizes: list[tuple[int, int]],
+    formats: Counter[str],
+    reference: dict[str, Any],
+    reference_sizes: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """How the external set differs from the run's HAM10000 test split.
+
+    ``external`` holds the scored rows (dx, label); ``sizes`` their (width, height);
+    ``reference`` the run's test split entry of ``splits_summary.json`` and
+    ``reference_sizes`` its images' (width, height) as stored.
+    """
+    dx_mix = (
+        external["dx"].value_counts(normalize=True).round(4).to_dict()
+        if external["dx"].notna().any()
+        else None
+    )
+    reference_total = sum(reference.get("by_dx", {}).values()) or 1
+    return {
+        "images": len(external),
+        "prevalence": float(external["label"].mean()) if len(external) else None,
+        "reference_prevalence": reference["positives"] / reference["images"]
+        if reference.get("images")
+        else None,
+        "dx_mix": dx_mix,
+        "reference_dx_mix": {
+            dx: round(n / reference_total, 4) for dx, n in reference.get("by_dx", {}).items()
+        },
+        "formats": dict(formats),
+        "width": _spread([w for w, _ in sizes]),
+        "height": _spread([h for _, h in sizes]),
+        "reference_width": _spread([w for w, _ in reference_sizes]),
+        "reference_height": _spread([h for _, h in reference_sizes]),
+    }
+
+
+def _spread(numbers: list[int]) -> dict[str, float] | None:
+    if not numbers:
+        return None
+    values = np.asarray(numbers)
+    return {
+        "min": float(values.min()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+    }

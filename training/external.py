@@ -1,0 +1,220 @@
+"""External validation: a run's model on a labelled set from outside HAM10000.
+
+Writes ``runs/<run_id>/external/<set>/``: ``predictions.csv``, ``not_scored.csv``,
+``figures/*.png`` and then ``metrics.json`` (the evaluation schema's counts, bootstrap,
+threshold_free, operating_points and probability_calibration, plus what was not scored
+and how the set differs from the run's HAM10000 test split). The thresholds are the
+ones the run chose on its validation split; the external set never chooses them.
+
+``melanoma-validate-external`` (``main``) is the same as a command; the DAG's
+``external_validation`` task calls ``validate_external``. Research use only, not a
+diagnostic device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import PIL.Image
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.config import safe_run_id
+from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
+from melanoma.external import (
+    ExternalSet,
+    describe_differences,
+    images_by_id,
+    labels_for_task,
+    read_external_labels,
+    resolve_external_set,
+)
+from melanoma.store import ObjectStore, open_store
+from training.predict import load_run_scorer, resolve_run_prefix, score_images
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+
+
+def _header(path: Path) -> tuple[tuple[int, int], str]:
+    with PIL.Image.open(path) as image:
+        return image.size, (image.format or path.suffix.lstrip(".")).lower()
+
+
+def _test_split_reference(
+    store: ObjectStore, prefix: str
+) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+    """The run's HAM10000 test split: its counts by dx, and its images' stored sizes."""
+    run = store.get_json(f"{prefix}/config.json")
+    split = pd.read_csv(io.BytesIO(store.get_bytes(f"{prefix}/splits.csv")), dtype=str)
+    test = split[split["split"] == "test"]
+    reference = {
+        "images": len(test),
+        "positives": int(test["label"].astype(int).sum()),
+        "by_dx": test["dx"].value_counts().to_dict(),
+    }
+    files = store.get_json(run["manifest_key"])["files"]
+    test_ids = set(test["image_id"])
+    sizes = [
+        (entry["width"], entry["height"])
+        for name, entry in files.items()
+        if name.startswith("images/") and Path(name).stem in test_ids and "width" in entry
+    ]
+    return reference, sizes
+
+
+def validate_external(
+    store: ObjectStore,
+    prefix: str,
+    external: ExternalSet,
+    config: EvaluationConfig,
+    batch_size: int = 32,
+) -> str:
+    """Score ``external`` with the run's model and measure it; return metrics.json's key."""
+    scorer = load_run_scorer(store, prefix)
+    raw_labels, fmt = read_external_labels(external.labels)
+    labels = labels_for_task(raw_labels, scorer.label_task, fmt)
+    files = images_by_id(external.images)
+    matched = labels[labels["image_id"].isin(list(files))].reset_index(drop=True)
+    paths = [files[i] for i in matched["image_id"]]
+    scores, failures, _ = score_images(scorer, paths, external.images, batch_size)
+    by_name = {str(files[i].relative_to(external.images)): i for i in matched["image_id"]}
+    scored = matched.merge(
+        scores.assign(image_id=scores["image"].map(by_name))[
+            ["image_id", "image", "probability", "calibrated_probability"]
+        ],
+        on="image_id",
+    )
+    not_scored = pd.concat(
+        [
+            failures.assign(
+                image_id=failures["image"].map(by_name), reason="unreadable: " + failures["reason"]
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": sorted(set(labels["image_id"]) - set(files)),
+                    "reason": "labelled, but no image file",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": sorted(set(files) - set(raw_labels["image_id"])),
+                    "reason": "image file without a label",
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": sorted(set(raw_labels["image_id"]) - set(labels["image_id"])),
+                    "reason": f"outside label task {scorer.label_task}",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )[["image_id", "reason"]]
+    calibration = store.get_json(f"{prefix}/calibration.json")
+    measured, pngs = measure_predictions(scored, calibration, config, "external")
+
+    headers = [_header(files[i]) for i in scored["image_id"]]
+    reference, reference_sizes = _test_split_reference(store, prefix)
+    differences = describe_differences(
+        scored,
+        [size for size, _ in headers],
+        Counter(f for _, f in headers),
+        reference,
+        reference_sizes,
+    )
+    out = f"{prefix}/external/{safe_run_id(external.name)}"
+    store.put_bytes(
+        f"{out}/predictions.csv",
+        scored.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
+    )
+    store.put_bytes(
+        f"{out}/not_scored.csv", not_scored.to_csv(index=False, lineterminator="\n").encode()
+    )
+    figure_keys = {}
+    for name, png in pngs.items():
+        figure_keys[name] = f"{out}/figures/{name}.png"
+        store.put_bytes(figure_keys[name], png)
+    run = store.get_json(f"{prefix}/config.json")
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run["run_id"],
+        "label_task": scorer.label_task,
+        "external_set": external.name,
+        "labels_format": fmt,
+        "source": {"images": str(external.images), "labels": str(external.labels)},
+        "thresholds_chosen_on": "val",
+        **measured,
+        "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
+        "differences": differences,
+        "figures": figure_keys,
+        "notice": RESEARCH_NOTICE,
+    }
+    key = f"{out}/metrics.json"
+    store.put_json(key, json_safe(metrics))  # last: its presence means the stage completed
+    auroc = measured["threshold_free"]["auroc"]
+    log.info(
+        "%s: AUROC %.4f (95%% CI %.4f-%.4f) on %d images; %d not scored",
+        external.name,
+        auroc["value"],
+        auroc["ci_low"],
+        auroc["ci_high"],
+        len(scored),
+        len(not_scored),
+    )
+    return key
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="melanoma-validate-external",
+        description="Evaluate a run's model on an external labelled set. " + RESEARCH_NOTICE,
+    )
+    parser.add_argument(
+        "--images",
+        default="isic2018",
+        help="isic2018 (the ISIC 2018 Task 3 test set from Dataverse; isic2018:<url> for "
+        "another Dataverse), or a local folder or zip of images",
+    )
+    parser.add_argument(
+        "--labels", help="labels CSV for a local set (ISIC 2018, HAM10000 or binary format)"
+    )
+    parser.add_argument("--run", help="run id or runs/<key> (default: the label task's champion)")
+    parser.add_argument("--label-task", default="mel_vs_rest")
+    parser.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
+    parser.add_argument("--bootstrap-replicates", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    from melanoma.embedded import default_stack
+    from melanoma.report import write_report
+
+    store = open_store(args.store or default_stack()[1])
+    prefix = resolve_run_prefix(store, args.run, args.label_task)
+    external = resolve_external_set(args.images, args.labels, args.cache_dir)
+    config = EvaluationConfig(bootstrap_replicates=args.bootstrap_replicates, seed=args.seed)
+    key = validate_external(store, prefix, external, config)
+    metrics = store.get_json(key)
+    report = write_report(store, prefix) if store.exists(f"{prefix}/report.html") else None
+    auroc = metrics["threshold_free"]["auroc"]
+    print(RESEARCH_NOTICE, file=sys.stderr)
+    print(
+        f"{external.name}: {metrics['counts']['images']} images scored with {metrics['run_id']}, "
+        f"AUROC {auroc['value']:.3f} ({auroc['ci_low']:.3f}-{auroc['ci_high']:.3f}); "
+        f"not scored: {metrics['not_scored'] or 'none'}. -> {store.url}/{key}"
+        + (f"; report updated: {report}" if report else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
