@@ -56,6 +56,10 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "bootstrap_replicates": 200,
         "gradcam_per_outcome": 1,
         "gradcam_random": 2,
+        # The generated archive's first image part, as if it were an external set.
+        "external_validation": True,
+        "external_images": str(mini_archive.root / "HAM10000_images_part_1.zip"),
+        "external_labels": str(mini_archive.root / "HAM10000_metadata.csv"),
     }
 
     first_log = dags_test(airflow_env, conf)
@@ -113,11 +117,21 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         assert not s3_store.exists(champion)
     gradcam = s3_store.get_json(f"runs/{runs[0]}/gradcam/summary.json")
     assert gradcam["overall"]["images"] > 0 and gradcam["layer"] == "tiny_block3_relu"
+    external = s3_store.get_json(f"runs/{runs[0]}/external/HAM10000_images_part_1/metrics.json")
+    assert external["labels_format"] == "ham10000" and external["counts"]["images"] > 0
+    assert (
+        external["operating_points"]["youden"]["threshold"]
+        == calibration["thresholds"]["youden"]["threshold"]
+    )
     report = s3_store.get_bytes(f"runs/{runs[0]}/report.html").decode()
+    assert "External validation" in report
     assert "Research use only" in report and config["run_id"] in report
     assert "Explanations (Grad-CAM)" in report and "data:image/jpeg;base64," in report
 
-    second_log = dags_test(airflow_env, {**conf, "label_task": "mel_vs_nv"})
+    second_log = dags_test(
+        airflow_env, {**conf, "label_task": "mel_vs_nv", "external_validation": False}
+    )
+    assert "external validation is off" in second_log
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log
     assert [
         o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import zipfile
 
 import pytest
 
@@ -112,3 +113,57 @@ def test_dataverse_source_uses_the_api_listing(mini_archive, tmp_path):
     metadata_request = next(p for p, _ in server.state.requests if p == "/api/access/datafile/100")
     assert metadata_request
     assert HAM10000_DOI.startswith("doi:10.7910/DVN/DBW86T")
+
+
+def test_isic2018_test_set_comes_from_the_same_dataverse_record(tmp_path):
+    """The ISIC 2018 Task 3 test images and ground truth, picked from the record's listing."""
+    from melanoma.external import ISIC2018_IMAGES, ISIC2018_LABELS, fetch_isic2018, images_by_id
+
+    root = tmp_path / "served"
+    root.mkdir()
+    with zipfile.ZipFile(root / ISIC2018_IMAGES, "w") as z:
+        for i in range(3):
+            z.writestr(f"ISIC2018_Task3_Test_Images/ISIC_00345{i:02d}.jpg", b"jpeg bytes")
+    (root / ISIC2018_LABELS).write_text(
+        "image,MEL,NV,BCC,AKIEC,BKL,DF,VASC\n"
+        + "".join(f"ISIC_00345{i:02d},{int(i == 0)},{int(i != 0)},0,0,0,0,0\n" for i in range(3))
+    )
+    files = [
+        {
+            "label": "HAM10000_images_part_1.zip",
+            "dataFile": {"id": 1, "filename": "x", "filesize": 1},
+        },
+        {
+            "label": ISIC2018_IMAGES,
+            "dataFile": {
+                "id": 7,
+                "filename": ISIC2018_IMAGES,
+                "filesize": (root / ISIC2018_IMAGES).stat().st_size,
+                "checksum": {
+                    "type": "MD5",
+                    "value": hashlib.md5((root / ISIC2018_IMAGES).read_bytes()).hexdigest(),
+                },
+            },
+        },
+        {  # Dataverse ingests CSVs as tables; the original is asked for with format=original
+            "label": "ISIC2018_Task3_Test_GroundTruth.tab",
+            "dataFile": {
+                "id": 8,
+                "filename": "ISIC2018_Task3_Test_GroundTruth.tab",
+                "originalFileName": ISIC2018_LABELS,
+                "originalFileSize": (root / ISIC2018_LABELS).stat().st_size,
+            },
+        },
+    ]
+    with FileServer(root) as server:
+        server.state.json_routes["/api/datasets/:persistentId/"] = {
+            "status": "OK",
+            "data": {"latestVersion": {"files": files}},
+        }
+        server.state.routes["/api/access/datafile/7"] = ISIC2018_IMAGES
+        server.state.routes["/api/access/datafile/8"] = ISIC2018_LABELS
+        external = fetch_isic2018(tmp_path / "cache", server.url)
+    assert external.name == "isic2018"
+    assert sorted(images_by_id(external.images)) == [f"ISIC_00345{i:02d}" for i in range(3)]
+    assert external.labels.read_bytes() == (root / ISIC2018_LABELS).read_bytes()
+    assert "/api/access/datafile/1" not in {p for p, _ in server.state.requests}
