@@ -198,18 +198,22 @@ def measure_predictions(
             for name, p in (("raw", scores), ("calibrated", calibrated))
         },
     }
+    data = "test split" if split == "test" else f"{split} set"
     pngs = {
-        "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"]),
-        "precision_recall": figures.pr_figure(labels, scores, plain_points, intervals["auprc"]),
+        "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"], data),
+        "precision_recall": figures.pr_figure(
+            labels, scores, plain_points, intervals["auprc"], data
+        ),
         "confusion_matrices": figures.confusion_figure(plain_points),
-        "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, plain_points),
+        "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, plain_points, data),
         "reliability": figures.reliability_figure(
             {
                 "raw": probability[split]["raw"]["bins"],
                 f"{probability['method']} (fitted on val)": probability[split]["calibrated"][
                     "bins"
                 ],
-            }
+            },
+            data,
         ),
     }
     measured = {

@@ -33,6 +33,7 @@ def roc_figure(
     scores: np.ndarray,
     operating_points: Mapping[str, dict],
     auroc: Mapping[str, float],
+    data: str = "test split",
 ) -> bytes:
     """ROC curve with each operating point (``{name: threshold_metrics(...)}``) marked."""
     fpr, tpr, _ = roc_curve(labels, scores)
@@ -55,7 +56,7 @@ def roc_figure(
             markersize=8,
             label=f"{name} (t={point['threshold']:.3f})",
         )
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, test split")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {data}")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
@@ -65,6 +66,7 @@ def pr_figure(
     scores: np.ndarray,
     operating_points: Mapping[str, dict],
     auprc: Mapping[str, float],
+    data: str = "test split",
 ) -> bytes:
     precision, recall, _ = precision_recall_curve(labels, scores)
     prevalence = float(np.mean(labels))
@@ -82,7 +84,9 @@ def pr_figure(
             continue
         marker, colour = POINT_STYLES.get(name, ("x", "black"))
         ax.plot(point["sensitivity"], point["ppv"], marker, color=colour, markersize=8, label=name)
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="Precision-recall, test")
+    ax.set(
+        xlabel="recall (sensitivity)", ylabel="precision (PPV)", title=f"Precision-recall, {data}"
+    )
     ax.set_ylim(0, 1.02)
     ax.legend(loc="upper right", fontsize=8)
     return _png(fig)
@@ -112,7 +116,10 @@ def confusion_figure(operating_points: Mapping[str, dict]) -> bytes:
 
 
 def threshold_sweep_figure(
-    labels: np.ndarray, scores: np.ndarray, operating_points: Mapping[str, dict]
+    labels: np.ndarray,
+    scores: np.ndarray,
+    operating_points: Mapping[str, dict],
+    data: str = "test split",
 ) -> bytes:
     """Sensitivity, specificity, PPV, NPV and F1 against the threshold."""
     y = np.asarray(labels).astype(bool)
@@ -135,13 +142,13 @@ def threshold_sweep_figure(
     for name, point in operating_points.items():
         _, colour = POINT_STYLES.get(name, ("x", "black"))
         ax.axvline(point["threshold"], color=colour, linestyle="--", linewidth=0.8)
-    ax.set(xlabel="threshold", ylabel="value", title="Metrics against threshold, test split")
+    ax.set(xlabel="threshold", ylabel="value", title=f"Metrics against threshold, {data}")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8, loc="center right")
     return _png(fig)
 
 
-def reliability_figure(curves: Mapping[str, list[dict]]) -> bytes:
+def reliability_figure(curves: Mapping[str, list[dict]], data: str = "test split") -> bytes:
     """Observed frequency against mean predicted probability, one line per ``{label: bins}``."""
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
@@ -154,7 +161,9 @@ def reliability_figure(curves: Mapping[str, list[dict]]) -> bytes:
             label=label,
         )
     ax.set(
-        xlabel="mean predicted probability", ylabel="observed frequency", title="Reliability, test"
+        xlabel="mean predicted probability",
+        ylabel="observed frequency",
+        title=f"Reliability, {data}",
     )
     ax.legend(fontsize=8, loc="upper left")
     return _png(fig)

@@ -359,6 +359,9 @@ Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) o
                 )
             }
 <div class="figures">{_image(store, m["figures"]["roc"], "External ROC curve")}{
+                _image(store, m["figures"]["precision_recall"], "External precision-recall curve")
+            }</div>
+<div class="figures wide">{
                 _image(store, m["figures"]["confusion_matrices"], "External confusion matrices")
             }</div>"""
         )
