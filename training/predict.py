@@ -28,6 +28,7 @@ from melanoma import RESEARCH_NOTICE
 from melanoma.calibration import probability_calibrator
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
 from melanoma.config import safe_run_id
+from melanoma.external import image_files
 from melanoma.images import ImageDecodeError, PreprocessConfig, decode_image, preprocess_image
 from melanoma.promotion import read_champion
 from melanoma.store import ObjectStore, open_store, read_manifest
@@ -135,19 +136,6 @@ def load_run_scorer(
     )
 
 
-def list_image_files(path: Path) -> list[Path]:
-    """The file itself, or every file in the folder (recursively, hidden ones skipped), sorted."""
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    )
-
-
 def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
     """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
 
@@ -238,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
     parser.add_argument(
         "--operating-point",
-        choices=["target_sensitivity", "youden", "max_f1", "at_0.5"],
+        choices=["target_sensitivity", "youden", "max_f1"],
         help="which validation threshold decides (default: the run's promotion operating point)",
     )
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"))
@@ -252,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.store or default_stack()[1])
     prefix = resolve_run_prefix(store, args.run, args.label_task)
     scorer = load_run_scorer(store, prefix, args.operating_point)
-    paths = list_image_files(args.images)
+    paths = image_files(args.images)
     root = args.images if args.images.is_dir() else args.images.parent
     started = time.monotonic()
     scores, failures, batch = score_images(scorer, paths, root, args.batch_size)
@@ -263,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(failures):
         failures.to_csv(failures_path, index=False, lineterminator="\n")
     if args.gradcam and len(scores):
-        scored = [p for p in paths if str(p.relative_to(root)) in set(scores["image"])]
+        names = set(scores["image"])
+        scored = [p for p in paths if str(p.relative_to(root)) in names]
         write_gradcam_overlays(scorer, batch, scored, args.gradcam, list(scores["image"]))
 
     print(RESEARCH_NOTICE, file=sys.stderr)

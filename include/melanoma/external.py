@@ -112,13 +112,22 @@ def labels_for_task(frame: pd.DataFrame, label_task: str, fmt: str) -> pd.DataFr
     return apply_label_task(frame, label_task).reset_index(drop=True)
 
 
+def image_files(path: Path) -> list[Path]:
+    """The file itself, or every file in the folder (recursively, hidden ones skipped), sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    )
+
+
 def images_by_id(folder: Path) -> dict[str, Path]:
-    """Every file under ``folder`` by its stem (hidden files skipped)."""
-    return {
-        p.stem: p
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    }
+    """Every file under ``folder`` by its stem."""
+    return {p.stem: p for p in image_files(folder)}
 
 
 def extract_images(archive: Path, target: Path) -> Path:
