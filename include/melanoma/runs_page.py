@@ -27,7 +27,8 @@ RUN_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]+$")  # what safe_run_id produces;
 SERVED_ARTIFACT = re.compile(
     r"^(report\.html|config\.json|calibration\.json|promotion\.json|evaluation/metrics\.json"
     r"|evaluation/figures/[\w.-]+\.png|gradcam/(index\.csv|summary\.json)"
-    r"|gradcam/[\w+-]+/[\w.-]+\.png)$"
+    r"|gradcam/[\w+-]+/[\w.-]+\.png"
+    r"|external/[\w-][\w.-]*/(metrics\.json|figures/[\w.-]+\.png))$"
 )
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -82,6 +83,7 @@ class RunSummary:
     figures: tuple[str, ...] = ()
     gradcam_images: int = 0
     energy_in_lesion: float | None = None
+    external_auroc: tuple[tuple[str, dict[str, float | None]], ...] = ()
 
 
 def run_started(run_id: str) -> datetime | None:
@@ -155,6 +157,12 @@ def summarize_run(
             "gradcam_images": gradcam["overall"]["images"],
             "energy_in_lesion": gradcam["overall"]["energy_in_lesion"]["mean"],
         }
+    external = sorted(
+        k for k in present if k.startswith(f"{prefix}/external/") and k.endswith("/metrics.json")
+    )
+    values["external_auroc"] = tuple(
+        (k.split("/")[3], store.get_json(k)["threshold_free"]["auroc"]) for k in external
+    )
     return RunSummary(**values)
 
 
@@ -233,7 +241,11 @@ def _run_row(run: RunSummary) -> list[str]:
             )
             if v
         ),
-        _interval(run.auroc),
+        _interval(run.auroc)
+        + "".join(
+            f"<br><span class='ci'>external {escape(name)}:</span> {_interval(auroc)}"
+            for name, auroc in run.external_auroc
+        ),
         _interval(run.auprc),
         rates,
         "" if run.energy_in_lesion is None else f"{run.energy_in_lesion:.2f}",

@@ -28,6 +28,8 @@ def store_with_runs(file_store):
     # Much weaker: below the champion by more than the margin, so it is not promoted.
     write_reported_run(file_store, _key(SECOND), strength=0.5)
     file_store.put_bytes("runs/crashed_run/splits.csv", b"image_id\n")
+    external = {"threshold_free": {"auroc": {"value": 0.81, "ci_low": 0.75, "ci_high": 0.86}}}
+    file_store.put_json(f"runs/{_key(FIRST)}/external/isic2018/metrics.json", external)
     return file_store
 
 
@@ -45,6 +47,8 @@ def test_every_run_is_listed_newest_first_with_its_stage_and_decision(store_with
     assert first.sensitivity == metrics["operating_points"]["target_sensitivity"]["sensitivity"]
     assert first.dataset_version == "v1" and first.backbone == "tiny_cnn"
     assert crashed.auroc is None and crashed.promoted is None
+    assert first.external_auroc == (("isic2018", {"value": 0.81, "ci_low": 0.75, "ci_high": 0.86}),)
+    assert second.external_auroc == ()
 
 
 def test_page_shows_metrics_with_intervals_marks_the_champion_and_links_artifacts(
@@ -56,6 +60,7 @@ def test_page_shows_metrics_with_intervals_marks_the_champion_and_links_artifact
     auroc = runs[1].auroc
     assert f"{auroc['value']:.3f}" in page and f"{auroc['ci_low']:.3f}" in page
     assert page.count("&#9733; champion</span>") == 1
+    assert "external isic2018:" in page and "0.810" in page
     champion_row = next(row for row in page.split("<tr>") if "&#9733; champion</span>" in row)
     assert _key(FIRST) in champion_row and "promoted" in champion_row
     links = re.findall(r"href='([^']+)'", page)
@@ -70,12 +75,15 @@ def test_page_shows_metrics_with_intervals_marks_the_champion_and_links_artifact
 def test_only_readable_artifacts_are_served():
     assert artifact_key("r1", "report.html") == "runs/r1/report.html"
     assert artifact_key("r1", "gradcam/TP/ISIC_1.png") == "runs/r1/gradcam/TP/ISIC_1.png"
+    assert artifact_key("r1", "external/isic2018/figures/roc.png").endswith("roc.png")
     assert media_type("evaluation/figures/roc.png") == "image/png"
     for run_key, artifact in [
         ("r1", "model/model.keras"),
         ("r1", "preprocessed/MANIFEST.json"),
         ("r1", "../../champions/mel_vs_rest/champion.json"),
         ("r1", "evaluation/figures/../../model/model.keras"),
+        ("r1", "external/../model/model.keras"),
+        ("r1", "external/isic2018/predictions.csv"),
         ("..", "report.html"),
         ("r1/../r2", "report.html"),
     ]:
