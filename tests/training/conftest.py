@@ -14,6 +14,18 @@ from melanoma.splits import split_by_lesion, split_summary
 from melanoma.store import FileStore
 from melanoma.synthetic import write_archive
 
+# A few seconds of training on the generated run: enough for the learning tests.
+FAST = {
+    "backbone": "tiny_cnn",
+    "batch_size": 16,
+    "phase1_epochs": 6,
+    "phase2_epochs": 2,
+    "unfreeze_blocks": 1,
+    "phase1_learning_rate": 1e-2,
+    "phase2_learning_rate": 1e-3,
+    "patience": 6,
+}
+
 # Melanomas are drawn dark, the rest lighter: a visible pattern a small CNN can learn.
 LESIONS = {"nv": 70, "mel": 30, "bkl": 20, "bcc": 10}
 
@@ -76,3 +88,17 @@ def copy_run(store: FileStore, run: str, prefix: str) -> str:
     ]
     store.put_json(f"{prefix}/preprocessed/MANIFEST.json", manifest)
     return prefix
+
+
+@pytest.fixture(scope="session")
+def evaluated_run(preprocessed_run) -> tuple[FileStore, str]:
+    """(store, prefix) of a run trained with FAST, calibrated and evaluated."""
+    from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
+    from training.train import TrainConfig, train_run
+
+    store, run = preprocessed_run
+    prefix = copy_run(store, run, f"{run}-evaluated")
+    train_run(store, prefix, TrainConfig(**FAST))
+    calibrate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
+    evaluate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
+    return store, prefix

@@ -10,13 +10,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from melanoma.cam import lesion_attention, normalize_cam, upsample_cam
-from melanoma.evaluation import EvaluationConfig, calibrate_run
-from tests.training.conftest import copy_run
-from tests.training.test_train import FAST
 from training.gradcam import ExplainConfig, explain_run, grad_cam
 from training.model import build_model, unfreeze_last_blocks
 from training.predict import score_split
-from training.train import TrainConfig, train_run
 
 SIZE, SIDE = 32, 8
 
@@ -70,11 +66,8 @@ def test_heatmap_peaks_on_the_decisive_pattern(method):
 
 
 @pytest.fixture(scope="module")
-def explained_run(preprocessed_run):
-    store, run = preprocessed_run
-    prefix = copy_run(store, run, f"{run}-explain")
-    train_run(store, prefix, TrainConfig(**FAST))
-    calibrate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
+def explained_run(evaluated_run):
+    store, prefix = evaluated_run
     config = ExplainConfig(per_outcome=2, random_count=100)  # every test image
     return store, prefix, store.get_json(explain_run(store, prefix, config))
 

@@ -7,28 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
+from melanoma.evaluation import EvaluationConfig
 from melanoma.promotion import CHAMPION_FIELDS, champion_key
-from tests.training.conftest import copy_run
-from tests.training.test_train import FAST
 from training.predict import load_run_scorer, main, resolve_run_prefix, score_images
-from training.train import TrainConfig, train_run
-
-
-@pytest.fixture(scope="module")
-def scored_run(preprocessed_run):
-    store, run = preprocessed_run
-    prefix = copy_run(store, run, f"{run}-predict")
-    train_run(store, prefix, TrainConfig(**FAST))
-    calibrate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
-    evaluate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
-    return store, prefix
 
 
 @pytest.fixture
-def test_images(scored_run, tmp_path):
+def test_images(evaluated_run, tmp_path):
     """The run's test images as files: as stored, and re-encoded losslessly as PNG and BMP."""
-    store, prefix = scored_run
+    store, prefix = evaluated_run
     version = store.get_json(f"{prefix}/config.json")["dataset_version"]
     stored = {
         o.key.rsplit("/", 1)[1].split(".")[0]: o.key
@@ -52,8 +39,8 @@ def test_images(scored_run, tmp_path):
     return folder, names, test
 
 
-def test_probabilities_equal_the_pipelines_in_every_format(scored_run, test_images):
-    store, prefix = scored_run
+def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_images):
+    store, prefix = evaluated_run
     folder, names, test = test_images
     scorer = load_run_scorer(store, prefix)
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
@@ -70,9 +57,9 @@ def test_probabilities_equal_the_pipelines_in_every_format(scored_run, test_imag
 
 
 def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
-    scored_run, test_images, tmp_path, capsys
+    evaluated_run, test_images, tmp_path, capsys
 ):
-    store, prefix = scored_run
+    store, prefix = evaluated_run
     folder, names, _ = test_images
     good = next(iter(names))
     (folder / "truncated.jpg").write_bytes((folder / good).read_bytes()[:30])
@@ -110,8 +97,8 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
     assert overlay.shape[:2] == (original.shape[0], 2 * original.shape[1])
 
 
-def test_the_champion_is_used_unless_a_run_is_given(scored_run):
-    store, prefix = scored_run
+def test_the_champion_is_used_unless_a_run_is_given(evaluated_run):
+    store, prefix = evaluated_run
     with pytest.raises(LookupError, match="no champion for mel_vs_nv"):
         resolve_run_prefix(store, None, "mel_vs_nv")
     record = {field: 0.5 for field in CHAMPION_FIELDS}
@@ -128,7 +115,7 @@ def test_the_champion_is_used_unless_a_run_is_given(scored_run):
 
 @pytest.mark.parametrize("label_format", ["ham10000", "binary"])
 def test_external_validation_uses_the_validation_thresholds(
-    scored_run, test_images, tmp_path, label_format
+    evaluated_run, test_images, tmp_path, label_format
 ):
     from sklearn.metrics import roc_auc_score
 
@@ -136,7 +123,7 @@ def test_external_validation_uses_the_validation_thresholds(
     from melanoma.report import write_report
     from training.external import validate_external
 
-    store, prefix = scored_run
+    store, prefix = evaluated_run
     folder, names, test = test_images
     truth = test.set_index("image_id")
     ids = list(names.values())

@@ -8,20 +8,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tests.training.conftest import copy_run
+from tests.training.conftest import FAST, copy_run
 from training.data import split_arrays
 from training.train import IMBALANCE_STRATEGIES, TrainConfig, class_weights, train_run
-
-FAST = {
-    "backbone": "tiny_cnn",
-    "batch_size": 16,
-    "phase1_epochs": 6,
-    "phase2_epochs": 2,
-    "unfreeze_blocks": 1,
-    "phase1_learning_rate": 1e-2,
-    "phase2_learning_rate": 1e-3,
-    "patience": 6,
-}
 
 
 @pytest.mark.parametrize("strategy", [s for s in IMBALANCE_STRATEGIES if s != "none"])
