@@ -1,21 +1,23 @@
 # Two commands on a fresh machine with Python 3.11 and Java 17:
 #   make run    the pipeline on the embedded stack (HAM10000_SOURCE=... to choose the data)
-#   make test   lint and the whole test suite
+#   make test   lint and the whole test suite (make test-compose: the compose stack, on Docker)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements/lock-cpu.txt
+DEV_LOCK := requirements/lock-dev.txt
 
-.PHONY: install run test ui stop lock benchmark clean
+.PHONY: install run test test-compose env ui stop lock benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Exact versions from the lock; uv resolves and installs them in about a minute.
-$(VENV)/.installed: $(LOCK) pyproject.toml | $(BIN)/python
+# Exactly the locked versions (--no-deps: nothing outside the locks), then a consistency check.
+$(VENV)/.installed: $(LOCK) $(DEV_LOCK) pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet uv==0.13.8
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -r $(LOCK)
+	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -r $(LOCK) -r $(DEV_LOCK)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e .
+	$(BIN)/uv pip check --python $(BIN)/python
 	touch $@
 
 install: $(VENV)/.installed
@@ -29,6 +31,16 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The compose stack for real, on a running Docker engine with docker-compose (see README).
+test-compose: install
+	$(BIN)/python -m pytest -m compose tests/compose -v -s
+
+# .env for docker compose, from .env.example with fresh random secrets (never overwrites).
+env:
+	@test ! -e .env || { echo ".env exists; remove it first to write fresh secrets" >&2; exit 1; }
+	python3 include/melanoma/compose_env.py new > .env
+	@echo "wrote .env with fresh secrets; edit the other settings there"
+
 # The Airflow UI on http://127.0.0.1:8080 (user admin; password in .airflow/simple_auth_manager_passwords.json.generated).
 ui: install
 	$(BIN)/melanoma-stack start
@@ -40,10 +52,11 @@ stop:
 benchmark: install
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-# Re-resolve the lock after editing requirements/base.in.
+# Re-resolve the locks after editing requirements/base.in or dev.in.
+LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
 lock:
-	$(BIN)/uv pip compile requirements/base.in --excludes requirements/excludes.txt \
-		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o $(LOCK)
+	$(BIN)/uv pip compile requirements/base.in $(LOCK_FLAGS) -o $(LOCK)
+	cd requirements && ../$(BIN)/uv pip compile dev.in $(LOCK_FLAGS) -o lock-dev.txt
 
 clean: stop
 	rm -rf .airflow .stack .store .cache

@@ -447,6 +447,8 @@ pipeline_dag = melanoma_pipeline()
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    # It reaches out to the source every day: paused until a user opts in (unpause it).
+    is_paused_upon_creation=True,
     doc_md="""Checks `HAM10000_SOURCE` for a new HAM10000 version and versions it in the store.
 When it stores a version the store did not have, its download task emits the `ham10000`
 asset, which triggers `melanoma_pipeline`; otherwise the task is skipped and nothing is

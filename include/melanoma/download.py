@@ -125,6 +125,7 @@ def download(
         os.replace(part, dest.with_name(dest.name + ".corrupt"))
         raise
     os.replace(part, dest)
+    log.info("%s: downloaded and verified (%s, %d bytes)", remote.name, dest, dest.stat().st_size)
     return dest
 
 

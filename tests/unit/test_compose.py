@@ -1,10 +1,11 @@
-"""No Docker engine runs here: check that the compose stack is consistent with the code instead."""
+"""The compose file's consistency with the code, in milliseconds (tests/compose runs it for real)."""
 
 import re
 
 import yaml
 from airflow.models.connection import Connection
 
+from melanoma.compose_env import SECRETS
 from melanoma.config import ENVIRONMENT
 from tests.conftest import REPO_ROOT
 
@@ -77,6 +78,25 @@ def test_every_required_variable_is_in_env_example_and_no_secret_is_inline():
     for variable in re.findall(r"(?<!\$)\$\{(\w+)(?::?[-?][^}]*)?\}", text):
         assert variable in ENV_EXAMPLE, f"${{{variable}}} is not in .env.example"
     assert "PASSWORD: " not in text.replace("PASSWORD: ${", "")
+    # Every secret is required by compose and checked by airflow-init (compose_env).
+    for name in SECRETS:
+        assert re.search(rf"\$\{{{name}:\?", text) or name == "MINIO_ROOT_PASSWORD", name
+        assert "change-me" in ENV_EXAMPLE[name]
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert {"AIRFLOW__API__SECRET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET"} <= set(env)
+
+
+def test_ports_are_published_on_loopback_by_default():
+    assert ENV_EXAMPLE["PUBLISH_ADDRESS"] == "127.0.0.1"
+    published = [p for s in SERVICES.values() for p in s.get("ports", [])]
+    assert published and all(p.startswith("${PUBLISH_ADDRESS:-127.0.0.1}:") for p in published)
+
+
+def test_celery_workers_shut_down_warm_after_the_api_server_is_up():
+    for name in ("airflow-worker", "airflow-gpu-worker"):
+        service = SERVICES[name]
+        assert service["environment"]["DUMB_INIT_SETSID"] == "0", name
+        assert service["depends_on"]["airflow-api-server"] == {"condition": "service_healthy"}
 
 
 def test_airflow_and_spark_images_share_python_and_pyspark():
@@ -89,7 +109,8 @@ def test_airflow_and_spark_images_share_python_and_pyspark():
         "requirements/lock-cpu.txt" in airflow
         and "-c /opt/melanoma/requirements/lock-cpu.txt" in spark
     )
-    assert LOCK["pyspark"].startswith("4.3.")
+    # The Spark provider's pyspark-client writes pyspark's modules too: same version.
+    assert LOCK["pyspark"] == LOCK["pyspark-client"]
 
 
 def test_health_checks_gate_start_up():
@@ -138,3 +159,12 @@ def test_trainer_image_matches_the_lock_and_resnet50_weights_are_baked_in():
 def test_spark_workers_scale():
     worker = SERVICES["spark-worker"]
     assert "ports" not in worker and "container_name" not in worker and "hostname" not in worker
+
+
+def test_the_locked_celery_provider_loads():
+    # The stack's executor, imported from exactly the locked versions (Celery 5.7 broke it).
+    from airflow.providers.celery.executors import celery_executor_utils
+    from airflow.providers.celery.executors.celery_executor import CeleryExecutor
+
+    assert CeleryExecutor.__name__ == "CeleryExecutor"
+    assert callable(celery_executor_utils.execute_workload)

@@ -1,0 +1,467 @@
+"""`docker compose up`, for real: the stack builds, runs the DAG, and survives restarts.
+
+`make test-compose` runs this on a Docker engine (it is not part of `make test`). Base images
+that cannot be pulled are replaced by local stand-ins first (tests/compose/standins.py).
+The compose file and the Dockerfiles are used as a user uses them: `.env` is written the way
+the README says (`make env`), then edited for a small, offline run. The test drives the
+stack only through what a user has: the REST API, the published ports and docker-compose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from melanoma.compose_env import new_env
+from melanoma.config import safe_run_id
+from melanoma.synthetic import write_archive
+from tests.compose import standins
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.compose
+
+PROJECT = "melanomaci"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+WEIGHTS_DIR = REPO_ROOT / "docker" / "weights"
+SHARED_WEIGHTS = REPO_ROOT.parent / "shared/data/weights/mobilenet_v2_1.0_224_no_top.weights.h5"
+WEIGHTS_FILE = "mobilenet_v2_1.0_224_no_top.weights.h5"
+ONE_SHOTS = {"minio-init", "airflow-init"}
+MIRROR_ALIAS = "ham10000-mirror"
+# A small, fast run: MobileNetV2 (the image's offline weights) at 64 px, one epoch per phase.
+RUN_CONF = {
+    "source": "/data/ham10000",
+    "image_size": 64,
+    "phase1_epochs": 1,
+    "phase2_epochs": 1,
+    "unfreeze_blocks": 1,
+    "batch_size": 16,
+    "augment_copies": 0,
+    "bootstrap_replicates": 200,
+    "gradcam_per_outcome": 1,
+    "gradcam_random": 2,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Compose:
+    """docker-compose on the repository's compose file, with the test's .env and project name."""
+
+    def __init__(self, env_file: Path) -> None:
+        self.env_file = env_file
+        self.env = dict(
+            line.split("=", 1)
+            for line in env_file.read_text().splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+
+    def __call__(self, *args: str, timeout: float = 900, check: bool = True) -> str:
+        command = ["docker-compose", "-p", PROJECT, "--env-file", str(self.env_file)]
+        done = subprocess.run(
+            [*command, "-f", str(COMPOSE_FILE), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)}: {done.stderr[-4000:]}")
+        return done.stdout + done.stderr
+
+    def containers(self) -> dict[str, dict]:
+        """Every container of the project (running or not): name -> docker inspect."""
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        if not ids:
+            return {}
+        inspected = json.loads(
+            subprocess.run(
+                ["docker", "inspect", *ids], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        return {c["Name"].lstrip("/"): c for c in inspected}
+
+    def wait_healthy(self, timeout: float = 900) -> None:
+        """Every service healthy (or, for the one-shots, exited 0); fail fast on a dead one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            waiting = []
+            for name, c in self.containers().items():
+                service = c["Config"]["Labels"]["com.docker.compose.service"]
+                state = c["State"]
+                if service in ONE_SHOTS:
+                    if state["Status"] == "exited" and state["ExitCode"] != 0:
+                        raise AssertionError(f"{name} failed:\n{self.logs(service)}")
+                    if state["Status"] != "exited":
+                        waiting.append(name)
+                elif state.get("Health", {}).get("Status", "healthy") != "healthy" or (
+                    state["Status"] != "running"
+                ):
+                    waiting.append(
+                        f"{name} ({state.get('Health', {}).get('Status', state['Status'])})"
+                    )
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not healthy after {timeout} s: {waiting}")
+            time.sleep(5)
+
+    def logs(self, service: str) -> str:
+        return self("logs", "--no-color", "--tail", "60", service, check=False)
+
+    def exec(self, service: str, command: str, index: int = 1) -> str:
+        return self("exec", "-T", "--index", str(index), service, "bash", "-c", command)
+
+
+class Api:
+    """Airflow's REST API as a user reaches it: a JWT from /auth/token, then /api/v2."""
+
+    def __init__(self, port: int, user: str, password: str) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        response = requests.post(
+            f"{self.base}/auth/token", json={"username": user, "password": password}, timeout=30
+        )
+        assert response.status_code in (200, 201), response.text
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
+        return self.session.request(method, f"{self.base}/api/v2{path}", timeout=60, **kwargs)
+
+    def json(self, method: str, path: str, **kwargs) -> dict:
+        response = self(method, path, **kwargs)
+        assert response.ok, f"{method} {path}: {response.status_code} {response.text[:2000]}"
+        return response.json()
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict]:
+        found = self.json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+        return {ti["task_id"]: ti for ti in found["task_instances"]}
+
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> requests.Response:
+        return self(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            headers={"Accept": "application/json"},
+        )
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while self("GET", f"/dags/{dag_id}").status_code != 200:
+            assert time.monotonic() < deadline, f"{dag_id} was not parsed within {timeout} s"
+            time.sleep(3)
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800, on_poll=None) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if on_poll:
+                on_poll(run)
+            if run["state"] in ("success", "failed"):
+                return run
+            assert time.monotonic() < deadline, f"{dag_id} {run_id} still {run['state']}"
+            time.sleep(5)
+
+
+def log_text(response: requests.Response) -> str:
+    content = response.json().get("content", [])
+    return "\n".join(e.get("event", "") if isinstance(e, dict) else str(e) for e in content)
+
+
+def sha256sums(root: Path) -> str:
+    return "".join(
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(root.iterdir())
+    )
+
+
+def place_weights() -> Path | None:
+    """The image's offline ImageNet weights: the shared MobileNetV2 file, else generated ones."""
+    target = WEIGHTS_DIR / WEIGHTS_FILE
+    if target.exists():
+        return None
+    if SHARED_WEIGHTS.is_file():
+        shutil.copy(SHARED_WEIGHTS, target)
+    else:  # a user's machine without the shared data: random weights of the same shape
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import keras, sys; keras.applications.MobileNetV2(include_top=False, "
+                "weights=None, input_shape=(224, 224, 3)).save_weights(sys.argv[1])",
+                str(target),
+            ],
+            check=True,
+        )
+    return target
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The stack, built and started from the README's steps, with a generated archive."""
+    assert shutil.which("docker-compose"), (
+        "make test-compose needs docker-compose (apt-get install docker-compose)"
+    )
+    assert standins.main() == 0, "a base image could be neither pulled nor stood in for"
+    work = tmp_path_factory.mktemp("compose")
+    archive = write_archive(work / "ham10000", seed=0)
+    placed = place_weights()
+
+    # The README's steps: `make env` (fresh secrets), then the settings of a small offline run.
+    settings = {
+        "HAM10000_HOST_DIR": str(archive.root),
+        # The pipeline run reads the mounted archive (RUN_CONF); the dataset check reads a mirror.
+        "HAM10000_SOURCE": f"http://{MIRROR_ALIAS}:8000/",
+        "MELANOMA_BACKBONE": "mobilenet_v2",
+        "MELANOMA_PRETRAINED_WEIGHTS": f"/opt/melanoma/weights/{WEIGHTS_FILE}",
+        "FETCH_RESNET50_WEIGHTS": "0",
+        "MELANOMA_SCHEDULE": "none",
+        "SPARK_WORKER_CORES": "1",
+        "SPARK_WORKER_MEMORY": "1g",
+        "AIRFLOW_PORT": str(free_port()),
+        "MINIO_API_PORT": str(free_port()),
+        "MINIO_CONSOLE_PORT": str(free_port()),
+        "SPARK_MASTER_UI_PORT": str(free_port()),
+    }
+    dotenv = new_env((REPO_ROOT / ".env.example").read_text())
+    for name, value in settings.items():
+        dotenv = re.sub(rf"^{name}=.*$", f"{name}={value}", dotenv, flags=re.MULTILINE)
+    env_file = work / ".env"
+    env_file.write_text(dotenv)
+    compose = Compose(env_file)
+    compose("down", "-v", "--remove-orphans", check=False)
+    try:
+        started = time.monotonic()
+        compose("build", timeout=3600)
+        build_seconds = time.monotonic() - started
+        print(f"\ndocker-compose build: {build_seconds:.0f} s")
+        if placed:
+            placed.unlink()
+
+        yield compose, archive, work, build_seconds
+    finally:
+        if placed and placed.exists():
+            placed.unlink()
+        if os.environ.get("MELANOMA_COMPOSE_KEEP") != "1":
+            subprocess.run(["docker", "rm", "-f", f"{PROJECT}-mirror"], capture_output=True)
+            compose("down", "-v", "--remove-orphans", check=False)
+
+
+def test_placeholder_secrets_stop_the_stack_before_airflow_starts(stack):
+    _, _, work, _ = stack
+    example = work / "placeholders.env"
+    text = (REPO_ROOT / ".env.example").read_text()
+    example.write_text(
+        re.sub(r"^HAM10000_HOST_DIR=.*$", f"HAM10000_HOST_DIR={work}", text, flags=re.M)
+    )
+    placeholder = Compose(example)
+    out = placeholder("run", "--rm", "--no-deps", "airflow-init", check=False)
+    assert "refusing to start: AIRFLOW_JWT_SECRET in .env is the placeholder" in out, out
+    assert "refusing to start: AIRFLOW_FERNET_KEY" in out
+
+
+def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
+    compose, _, work, _ = stack
+    started = time.monotonic()
+    compose("up", "-d", "--scale", "spark-worker=2", timeout=1800)
+    compose.wait_healthy()
+    print(f"up, all healthy: {time.monotonic() - started:.0f} s")
+    env = compose.env
+    api = Api(int(env["AIRFLOW_PORT"]), env["AIRFLOW_ADMIN_USER"], env["AIRFLOW_ADMIN_PASSWORD"])
+
+    # Ports are published on loopback only (PUBLISH_ADDRESS).
+    for c in compose.containers().values():
+        for bindings in (c["HostConfig"]["PortBindings"] or {}).values():
+            assert all(b["HostIp"] == "127.0.0.1" for b in bindings), c["Name"]
+
+    # Images: exactly the lock, no test tooling; the weights directory writable by group 0.
+    image_check = compose.exec(
+        "airflow-worker",
+        "uv pip check && (python -c 'import pytest' 2>/dev/null && echo HAS-PYTEST || true)"
+        " && pip list 2>/dev/null | grep -iE '^pyspark' ; stat -c '%a %u:%g' /opt/melanoma/weights"
+        " && ls /opt/melanoma/weights",
+    )
+    assert (
+        "All installed packages are compatible" in image_check and "HAS-PYTEST" not in image_check
+    )
+    assert re.search(r"^775 50000:0$", image_check, re.M), image_check
+    assert WEIGHTS_FILE in image_check
+
+    # Trigger the pipeline through the REST API and follow it.
+    api.wait_for_dag("melanoma_pipeline")
+    run = api.json(
+        "POST", "/dags/melanoma_pipeline/dagRuns", json={"logical_date": None, "conf": RUN_CONF}
+    )
+    run_id = run["dag_run_id"]
+    seen: dict[str, object] = {}
+    restart = threading.Thread(
+        target=lambda: seen.update(
+            restart=compose(
+                "restart", "-t", "600", "airflow-scheduler", "airflow-worker", timeout=900
+            )
+        )
+    )
+
+    def on_poll(_run):
+        tis = api.task_instances("melanoma_pipeline", run_id)
+        train = tis.get("train", {})
+        if train.get("state") == "running" and "running_log" not in seen:
+            # A running task's log comes from the worker's log server (signed with [api] secret_key).
+            response = api.log("melanoma_pipeline", run_id, "train", train["try_number"])
+            seen["running_log"] = (
+                response.status_code,
+                log_text(response) if response.ok else response.text,
+            )
+            seen["done_before_restart"] = {
+                t: ti["end_date"] for t, ti in tis.items() if ti["state"] == "success"
+            }
+            restart.start()
+
+    run = api.wait_for_run("melanoma_pipeline", run_id, on_poll=on_poll)
+    if restart.is_alive():
+        restart.join()
+    tis = api.task_instances("melanoma_pipeline", run_id)
+    assert run["state"] == "success", {t: ti["state"] for t, ti in tis.items()}
+
+    status, text = seen["running_log"]
+    assert status == 200 and "403" not in text and "Could not read served logs" not in text, text[
+        -2000:
+    ]
+    assert "restart" in seen, "the scheduler and worker were not restarted mid-run"
+    # Nothing re-done: every task ran once; those finished before the restart kept their end.
+    assert {t: ti["try_number"] for t, ti in tis.items() if ti["state"] == "success"} == {
+        t: 1 for t, ti in tis.items() if ti["state"] == "success"
+    }
+    for task_id, end in seen["done_before_restart"].items():
+        assert tis[task_id]["end_date"] == end, task_id
+    finished_log = api.log("melanoma_pipeline", run_id, "split_dataset", 1)
+    assert finished_log.status_code == 200 and "splits.csv" in log_text(finished_log)
+
+    # train was taken by a worker that listens on the gpu queue.
+    assert tis["train"]["queue"] == "gpu"
+    queues = compose.exec(
+        "airflow-worker",
+        "celery --app airflow.providers.celery.executors.celery_executor.app inspect "
+        "active_queues -d celery@$HOSTNAME",
+    )
+    assert "'name': 'gpu'" in queues and tis["train"]["hostname"] in queues, queues
+
+    # preprocess ran on the containerised Spark master, with executors on both workers.
+    master = json.loads(compose.exec("spark-master", "curl -fsS http://localhost:8080/json/"))
+    [app] = master["completedapps"]
+    assert app["name"].startswith("melanoma-preprocess"), app
+    assert len(master["workers"]) == 2 and master["url"] == "spark://spark-master:7077"
+    app_id = app["id"]
+    for index in (1, 2):
+        worker = json.loads(
+            compose.exec("spark-worker", "curl -fsS http://localhost:8081/json/", index)
+        )
+        assert app_id in {e["appid"] for e in worker["finishedexecutors"]}, f"worker {index}"
+
+    # The run's artifacts are in the MinIO bucket.
+    prefix = f"runs/{safe_run_id(run_id)}/"
+    keys = bucket_keys(env, prefix)
+    for artifact in (
+        "config.json",
+        "splits.csv",
+        "preprocessed/MANIFEST.json",
+        "model/model.keras",
+        "model/MANIFEST.json",
+        "calibration.json",
+        "evaluation/metrics.json",
+        "gradcam/summary.json",
+        "report.html",
+    ):
+        assert prefix + artifact in keys, artifact
+    assert any(k.startswith(prefix + "preprocessed/") and k.endswith(".parquet") for k in keys)
+    assert any(k.startswith(prefix + "gradcam/") and k.endswith(".png") for k in keys)
+
+    # The dataset check: unpaused, it downloads a new version from a mirror into the cache
+    # volume and emits the asset. The pipeline is paused first so that the asset queues no run.
+    api.json("PATCH", "/dags/melanoma_pipeline", json={"is_paused": True})
+    mirror = write_archive(work / "mirror", seed=1)
+    (mirror.root / "SHA256SUMS").write_text(sha256sums(mirror.root))
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            f"{PROJECT}-mirror",
+            "--network",
+            f"{PROJECT}_default",
+            "--network-alias",
+            MIRROR_ALIAS,
+            "-v",
+            f"{mirror.root}:/srv:ro",
+            "-w",
+            "/srv",
+            "python:3.11-slim-bookworm",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    api.wait_for_dag("ham10000_new_version")
+    assert api.json("GET", "/dags/ham10000_new_version")["is_paused"] is True
+    api.json("PATCH", "/dags/ham10000_new_version", json={"is_paused": False})
+    # Unpaused, the scheduler may start its latest daily run too; either run may be the one
+    # that finds the new version: exactly one stores it, any other is skipped.
+    manual = api.json("POST", "/dags/ham10000_new_version/dagRuns", json={"logical_date": None})
+    api.wait_for_run("ham10000_new_version", manual["dag_run_id"], timeout=600)
+    downloads = {}
+    for check in api.json("GET", "/dags/ham10000_new_version/dagRuns")["dag_runs"]:
+        check_id = check["dag_run_id"]
+        assert api.wait_for_run("ham10000_new_version", check_id, timeout=600)["state"] == "success"
+        ti = api.task_instances("ham10000_new_version", check_id)["download_dataset"]
+        downloads[check_id] = ti["state"]
+        if ti["state"] == "success":
+            log = log_text(api.log("ham10000_new_version", check_id, "download_dataset", 1))
+            assert "/opt/airflow/cache/mirror/" in log, log
+    states = list(downloads.values())
+    assert states.count("success") == 1 and set(states) <= {"success", "skipped"}, downloads
+    events = api.json("GET", "/assets/events", params={"source_dag_id": "ham10000_new_version"})
+    assert events["total_entries"] >= 1
+
+    # down and up again: the run's history and its artifacts are still there (named volumes).
+    compose("down", timeout=900)
+    compose("up", "-d", "--scale", "spark-worker=2", timeout=1800)
+    compose.wait_healthy()
+    api = Api(int(env["AIRFLOW_PORT"]), env["AIRFLOW_ADMIN_USER"], env["AIRFLOW_ADMIN_PASSWORD"])
+    assert api.json("GET", f"/dags/melanoma_pipeline/dagRuns/{run_id}")["state"] == "success"
+    assert bucket_keys(env, prefix) == keys
+    assert api.log("melanoma_pipeline", run_id, "train", 1).status_code == 200
+
+
+def bucket_keys(env: dict[str, str], prefix: str) -> set[str]:
+    from minio import Minio
+
+    client = Minio(
+        f"127.0.0.1:{env['MINIO_API_PORT']}",
+        access_key=env["MINIO_ROOT_USER"],
+        secret_key=env["MINIO_ROOT_PASSWORD"],
+        secure=False,
+    )
+    objects = client.list_objects(env["MELANOMA_BUCKET"], prefix=prefix, recursive=True)
+    return {o.object_name for o in objects}
