@@ -444,6 +444,8 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     events = api.json("GET", "/assets/events", params={"source_dag_id": "ham10000_new_version"})
     assert events["total_entries"] >= 1
 
+    subprocess.run(["docker", "rm", "-f", f"{PROJECT}-mirror"], check=True, capture_output=True)
+
     # down and up again: the run's history and its artifacts are still there (named volumes).
     compose("down", timeout=900)
     compose("up", "-d", "--scale", "spark-worker=2", timeout=1800)
