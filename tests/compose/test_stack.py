@@ -193,11 +193,15 @@ def sha256sums(root: Path) -> str:
     )
 
 
-def place_weights() -> Path | None:
-    """The image's offline ImageNet weights: the shared MobileNetV2 file, else generated ones."""
+def place_weights() -> tuple[Path | None, str]:
+    """The image's offline weights: the shared MobileNetV2 file, else generated ones.
+
+    Returns the file placed (None when one was there already) and its sha256, which the
+    run is told to expect (a generated file is not a known ImageNet file).
+    """
     target = WEIGHTS_DIR / WEIGHTS_FILE
     if target.exists():
-        return None
+        return None, hashlib.sha256(target.read_bytes()).hexdigest()
     if SHARED_WEIGHTS.is_file():
         shutil.copy(SHARED_WEIGHTS, target)
     else:  # a user's machine without the shared data: random weights of the same shape
@@ -211,7 +215,7 @@ def place_weights() -> Path | None:
             ],
             check=True,
         )
-    return target
+    return target, hashlib.sha256(target.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +227,7 @@ def stack(tmp_path_factory):
     assert standins.main() == 0, "a base image could be neither pulled nor stood in for"
     work = tmp_path_factory.mktemp("compose")
     archive = write_archive(work / "ham10000", seed=0)
-    placed = place_weights()
+    placed, weights_sha256 = place_weights()
 
     # The README's steps: `make env` (fresh secrets), then the settings of a small offline run.
     settings = {
@@ -233,6 +237,7 @@ def stack(tmp_path_factory):
         "MELANOMA_BACKBONE": "mobilenet_v2",
         "MELANOMA_PRETRAINED_WEIGHTS": f"/opt/melanoma/weights/{WEIGHTS_FILE}",
         "FETCH_RESNET50_WEIGHTS": "0",
+        "MELANOMA_PRETRAINED_SHA256": weights_sha256,
         "MELANOMA_SCHEDULE": "none",
         "SPARK_WORKER_CORES": "1",
         "SPARK_WORKER_MEMORY": "1g",
