@@ -452,7 +452,8 @@ pipeline_dag = melanoma_pipeline()
     doc_md="""Checks `HAM10000_SOURCE` for a new HAM10000 version and versions it in the store.
 When it stores a version the store did not have, its download task emits the `ham10000`
 asset, which triggers `melanoma_pipeline`; otherwise the task is skipped and nothing is
-emitted. **Research use only — not a diagnostic device.**""",
+emitted. Paused when it first appears: unpause it to opt in to the daily check.
+**Research use only — not a diagnostic device.**""",
     tags=["melanoma", "ham10000"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=5)},
 )

@@ -37,6 +37,13 @@ PASSWORDS_FILE = Path(
 )
 
 
+def parse_dotenv(text: str) -> dict[str, str]:
+    """``NAME=value`` lines of a .env file (comments and blank lines skipped), as compose reads them."""
+    return dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#")
+    )
+
+
 def fernet_key() -> str:
     """A Fernet key: 32 random bytes, URL-safe base64 (as ``Fernet.generate_key()``)."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from melanoma.compose_env import new_env
+from melanoma.compose_env import new_env, parse_dotenv
 from melanoma.config import safe_run_id
 from melanoma.synthetic import write_archive
 from tests.compose import standins
@@ -65,11 +65,7 @@ class Compose:
 
     def __init__(self, env_file: Path) -> None:
         self.env_file = env_file
-        self.env = dict(
-            line.split("=", 1)
-            for line in env_file.read_text().splitlines()
-            if "=" in line and not line.startswith("#")
-        )
+        self.env = parse_dotenv(env_file.read_text())
 
     def __call__(self, *args: str, timeout: float = 900, check: bool = True) -> str:
         command = ["docker-compose", "-p", PROJECT, "--env-file", str(self.env_file)]

@@ -5,17 +5,13 @@ import re
 import yaml
 from airflow.models.connection import Connection
 
-from melanoma.compose_env import SECRETS
+from melanoma.compose_env import SECRETS, parse_dotenv
 from melanoma.config import ENVIRONMENT
 from tests.conftest import REPO_ROOT
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
-ENV_EXAMPLE = dict(
-    line.split("=", 1)
-    for line in (REPO_ROOT / ".env.example").read_text().splitlines()
-    if line and not line.startswith("#")
-)
+ENV_EXAMPLE = parse_dotenv((REPO_ROOT / ".env.example").read_text())
 LOCK = dict(
     line.split("==")
     for line in (REPO_ROOT / "requirements/lock-cpu.txt").read_text().splitlines()

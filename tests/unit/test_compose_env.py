@@ -6,7 +6,7 @@ import json
 import pytest
 
 from melanoma import compose_env
-from melanoma.compose_env import SECRETS, new_env, secret_problems
+from melanoma.compose_env import SECRETS, new_env, parse_dotenv, secret_problems
 from tests.conftest import REPO_ROOT
 
 EXAMPLE = (REPO_ROOT / ".env.example").read_text()
@@ -14,11 +14,7 @@ EXAMPLE = (REPO_ROOT / ".env.example").read_text()
 
 def container_env(dotenv: str) -> dict[str, str]:
     """What airflow-init sees: each .env secret under its variable in the container."""
-    values = dict(
-        line.split("=", 1)
-        for line in dotenv.splitlines()
-        if "=" in line and not line.startswith("#")
-    )
+    values = parse_dotenv(dotenv)
     return {variable: values[name] for name, (variable, _) in SECRETS.items()}
 
 
