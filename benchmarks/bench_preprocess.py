@@ -35,7 +35,9 @@ import pandas as pd
 
 from melanoma.embedded import PROJECT_ROOT, SparkStandalone
 from melanoma.images import PreprocessConfig
+from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.preprocess import plan_images, plan_shards, process_shard
+from melanoma.run import Run, RunConfig
 from melanoma.store import FileStore
 from melanoma.synthetic import lesion_image
 
@@ -53,14 +55,17 @@ def source_jpegs(sample: Path | None) -> list[bytes]:
     ]
 
 
-def prepare(store: FileStore, n: int, sample: Path | None) -> tuple[str, str]:
+def prepare(store: FileStore, n: int, sample: Path | None) -> Run:
+    """N JPEGs as dataset version ``bench``, split as run ``bench`` (its split stage committed)."""
     jpegs = source_jpegs(sample)
+    dataset = DatasetLayout("bench")
     files, rows = {}, []
     for i in range(n):
         data = jpegs[i % len(jpegs)]
         image_id = f"ISIC_{i:07d}"
-        store.put_bytes(f"datasets/ham10000/bench/images/{image_id}.jpg", data)
-        files[f"images/{image_id}.jpg"] = {
+        relative = DatasetLayout.image_relative(image_id, ".jpg")
+        store.put_bytes(dataset.file(relative), data)
+        files[relative] = {
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
             "width": 600,
@@ -75,23 +80,26 @@ def prepare(store: FileStore, n: int, sample: Path | None) -> tuple[str, str]:
                 "split": ("train", "train", "train", "train", "val", "test")[i % 6],
             }
         )
-    store.put_json(
-        "datasets/ham10000/bench/MANIFEST.json", {"dataset_version": "bench", "files": files}
-    )
-    pd.DataFrame(rows).astype({"label": int}).to_csv(store.root / "splits.csv", index=False)
+    store.put_json(dataset.manifest, {"dataset_version": "bench", "files": files})
+    run = Run.for_run_id(store, "bench")
+    with run.stage("split") as stage:
+        stage.put_json(
+            "config", run.layout.config, RunConfig("bench", "bench", dataset.manifest).to_json()
+        )
+        splits = pd.DataFrame(rows).astype({"label": int}).to_csv(index=False).encode()
+        stage.put_bytes("splits", run.layout.splits, splits)
     mean_kb = np.mean([len(jpegs[i % len(jpegs)]) for i in range(n)]) / 1024
     print(
         f"prepared {n} JPEGs of 600x450, mean {mean_kb:.0f} KB, from {len(jpegs)} distinct sources"
     )
-    return "datasets/ham10000/bench/MANIFEST.json", "splits.csv"
+    return run
 
 
-def single_process(store: FileStore, manifest_key: str, splits_key: str, n: int) -> float:
-    splits = pd.read_csv(store.root / splits_key).head(n)
-    tasks = plan_images(
-        splits, store.get_json(manifest_key), "datasets/ham10000/bench", augment_copies=0
-    )
-    shard = plan_shards(tasks, "loop", parallelism=1, tasks_per_core=1)
+def single_process(run: Run, n: int) -> float:
+    splits = run.splits().head(n)
+    tasks = plan_images(splits, run.store.get_json(run.config().manifest_key), augment_copies=0)
+    shard = plan_shards(tasks, RunLayout("loop"), parallelism=1, tasks_per_core=1)
+    store = run.store
     started = time.perf_counter()
     for s in shard:
         process_shard(store, s, PreprocessConfig(), seed=0)
@@ -111,11 +119,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         store = FileStore(Path(tmp) / "store")
-        manifest_key, splits_key = prepare(store, args.images, args.sample)
+        run = prepare(store, args.images, args.sample)
 
-        loop_rate = single_process(
-            store, manifest_key, splits_key, min(args.loop_images, args.images)
-        )
+        loop_rate = single_process(run, min(args.loop_images, args.images))
         print(f"(a) single process: {loop_rate:.0f} images/s")
 
         spark = SparkStandalone(
@@ -141,14 +147,10 @@ def main() -> None:
                     str(PROJECT_ROOT / "spark_jobs/preprocess.py"),
                     "--store-url",
                     store.url,
-                    "--manifest-key",
-                    manifest_key,
-                    "--splits-key",
-                    splits_key,
                     "--run-id",
                     "bench",
-                    "--augment-copies",
-                    "0",
+                    "--params",
+                    '{"augment_copies": 0}',
                 ],
                 env=spark.environment(),
                 check=True,
@@ -158,7 +160,7 @@ def main() -> None:
             job_wall = time.perf_counter() - submit_started
         finally:
             spark.stop()
-        stats = store.get_json("runs/bench/preprocessed/stats.json")
+        stats = run.read_json("preprocess", "stats")
         end_to_end = args.images / job_wall
         steady = (
             args.images / stats["wall_seconds"]

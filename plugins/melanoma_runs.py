@@ -41,10 +41,9 @@ def _gallery(run_key: str) -> str:
 
 
 def _artifact(run_key: str, artifact: str) -> tuple[bytes, str]:
-    from melanoma.runs_page import artifact_key, media_type
+    from melanoma.runs_page import media_type, read_served_artifact
 
-    key = artifact_key(run_key, artifact)
-    return _store().get_bytes(key), media_type(artifact)
+    return read_served_artifact(_store(), run_key, artifact), media_type(artifact)
 
 
 app = FastAPI(
@@ -70,18 +69,27 @@ async def gradcam_gallery(run_key: str) -> str:
 
 @app.get("/runs/{run_key}/{artifact:path}")
 async def run_artifact(run_key: str, artifact: str) -> Response:
+    from melanoma.store import ArtifactCorruptError
+
     try:
         content, media = await asyncio.to_thread(_artifact, run_key, artifact)
+    except ArtifactCorruptError as error:
+        raise HTTPException(500, str(error)) from error
     except ValueError as error:
         raise HTTPException(404, str(error)) from error
     except (FileNotFoundError, KeyError) as error:
-        raise HTTPException(404, f"runs/{run_key}/{artifact} is not in the store") from error
+        raise HTTPException(404, f"{run_key}/{artifact} is not in the store") from error
     return Response(content, media_type=media)
 
 
 @app.get("/runs/{run_key}")
 async def run_home(run_key: str) -> RedirectResponse:
-    return RedirectResponse(f"{run_key}/report.html")
+    from melanoma.layout import RUN_KEY
+
+    # Only a run key, and only a path relative to this page: never a redirect elsewhere.
+    if not RUN_KEY.match(run_key):
+        raise HTTPException(404, f"{run_key!r} is not a run key")
+    return RedirectResponse(f"./{run_key}/report.html")
 
 
 class MelanomaRunsPlugin(AirflowPlugin):

@@ -1,24 +1,27 @@
 """Spark application: a run's split → training-ready Parquet shards in the object store.
 
-    spark-submit preprocess.py --store-url URL --manifest-key KEY --splits-key KEY --run-id ID [options]
+    spark-submit preprocess.py --store-url URL --run-id ID --params '{"image_size": 224}'
 
 Argument parsing and Spark wiring only: ``melanoma.preprocess.run_preprocessing``
-plans shards on the driver, Spark maps them over the executors (each task reads its
-own images from the store and writes one shard), and the driver commits
-``stats.json`` and, last, ``MANIFEST.json``.
+reads the run's committed split, plans shards on the driver, Spark maps them over the
+executors (each task reads its own images from the store, checks them against the
+dataset manifest and writes one shard), and the driver writes ``stats.json`` and, last,
+the stage's commit record.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import time
 
 from pyspark.sql import SparkSession
 
-from melanoma.images import INTERPOLATIONS, PreprocessConfig
-from melanoma.pipeline import run_prefix
+from melanoma.params import from_params
 from melanoma.preprocess import run_preprocessing
+from melanoma.run import Run
 from melanoma.store import open_store
 
 # Executors open the store themselves, so they need its endpoint and credentials.
@@ -28,21 +31,14 @@ FORWARDED_ENV = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_REGION
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--store-url", default=os.environ.get("MELANOMA_STORE_URL"))
-    p.add_argument("--manifest-key", required=True, help="the dataset version's MANIFEST.json")
-    p.add_argument("--splits-key", required=True, help="the run's splits.csv")
     p.add_argument("--run-id", required=True)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--interpolation", choices=sorted(INTERPOLATIONS), default="area")
-    p.add_argument("--no-reduced-decode", action="store_true", help="always decode at full size")
-    p.add_argument("--hair-removal", action=argparse.BooleanOptionalAction, default=False)
-    p.add_argument("--lesion-crop", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument(
-        "--augment-copies",
-        type=int,
-        default=2,
-        help="extra copies per minority-class training image",
+        "--params",
+        default="{}",
+        help="the DAG's params as JSON (image_size, interpolation, hair_removal, lesion_crop, "
+        "augment_copies, split_seed); absent ones take their defaults",
     )
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-reduced-decode", action="store_true", help="always decode at full size")
     p.add_argument("--tasks-per-core", type=int, default=3)
     return p.parse_args(argv)
 
@@ -50,13 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args = parse_args(argv)
-    config = PreprocessConfig(
-        size=args.image_size,
-        interpolation=args.interpolation,
-        reduced_decode=not args.no_reduced_decode,
-        hair_removal=args.hair_removal,
-        lesion_crop=args.lesion_crop,
-    )
+    settings = from_params(json.loads(args.params)).preprocess
+    config = dataclasses.replace(settings.config, reduced_decode=not args.no_reduced_decode)
     builder = SparkSession.builder.appName(f"melanoma-preprocess-{args.run_id}")
     for name in FORWARDED_ENV:
         if os.environ.get(name):
@@ -65,13 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     sc = spark.sparkContext
     startup = time.monotonic() - started
     stats = run_preprocessing(
-        open_store(args.store_url),
-        args.manifest_key,
-        args.splits_key,
-        f"{run_prefix(args.run_id)}/preprocessed",
+        Run.for_run_id(open_store(args.store_url), args.run_id),
         config,
-        augment_copies=args.augment_copies,
-        seed=args.seed,
+        augment_copies=settings.augment_copies,
+        seed=settings.seed,
         parallelism=sc.defaultParallelism,
         map_shards=lambda process, shards: (
             sc.parallelize(shards, len(shards)).map(process).collect()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from melanoma.layout import DatasetLayout
+from melanoma.run import Run, RunConfig
 from melanoma.store import ObjectStore
 
 
@@ -36,15 +38,15 @@ def write_scored_run(
     seed: int = 0,
     test: pd.DataFrame | None = None,
     label_task: str = "mel_vs_rest",
-) -> str:
-    """Write a run's config, split summary, shard stats, model MANIFEST and predictions; return its prefix."""
-    prefix = f"runs/{run_id}"
+) -> Run:
+    """A run with committed split, preprocess and train stages (fabricated predictions)."""
+    run = Run.for_run_id(store, run_id)
+    layout = run.layout
     val = scored_split(300, seed, strength, "v")
     test = scored_split(300, seed + 1, strength, "t") if test is None else test
-    for split, frame in (("val", val), ("test", test)):
-        store.put_bytes(f"{prefix}/predictions/{split}.csv", frame.to_csv(index=False).encode())
+    dataset = DatasetLayout("v1")
     store.put_json(
-        "datasets/ham10000/v1/MANIFEST.json",
+        dataset.manifest,
         {
             "dataset_version": "v1",
             "source": "test",
@@ -58,88 +60,92 @@ def write_scored_run(
             "validation": {"metadata_rows_without_image": ["ISIC_0000001"]},
         },
     )
-    store.put_json(
-        f"{prefix}/config.json",
-        {
-            "run_id": run_id,
-            "dataset_version": "v1",
-            "manifest_key": "datasets/ham10000/v1/MANIFEST.json",
-            "config": {"label_task": label_task, "seed": seed},
-        },
-    )
     entry = {"images": 600, "lesions": 300, "positives": 120, "melanomas": 120}
-    store.put_json(
-        f"{prefix}/splits_summary.json",
-        {
-            "label_task": label_task,
-            "seed": seed,
-            "ratios": [0.7, 0.15, 0.15],
-            "splits": {
-                s: {**entry, "by_dx": {"mel": 120, "nv": 480}} for s in ("train", "val", "test")
+    with run.stage("split") as stage:
+        stage.put_json(
+            "config",
+            layout.config,
+            RunConfig(
+                run_id, "v1", dataset.manifest, {"label_task": label_task, "seed": seed}
+            ).to_json(),
+        )
+        stage.put_json(
+            "splits_summary",
+            layout.splits_summary,
+            {
+                "label_task": label_task,
+                "seed": seed,
+                "ratios": [0.7, 0.15, 0.15],
+                "splits": {
+                    s: {**entry, "by_dx": {"mel": 120, "nv": 480}} for s in ("train", "val", "test")
+                },
             },
-        },
-    )
-    store.put_json(
-        f"{prefix}/preprocessed/stats.json",
-        {
-            "rejected": 0,
-            "augmented_copies": 0,
-            "config": {
-                "size": 32,
-                "interpolation": "area",
-                "hair_removal": False,
-                "lesion_crop": False,
+        )
+        stage.put_bytes("splits", layout.splits, b"image_id,lesion_id,dx,label,split\n")
+    preprocess_config = {
+        "size": 32,
+        "interpolation": "area",
+        "hair_removal": False,
+        "lesion_crop": False,
+    }
+    with run.stage("preprocess") as stage:
+        stage.put_json(
+            "stats",
+            layout.preprocess_stats,
+            {"rejected": 0, "augmented_copies": 0, "config": preprocess_config},
+        )
+        stage.data = {
+            "dataset_version": "v1",
+            "image_size": 32,
+            "preprocess_config": preprocess_config,
+        }
+    with run.stage("train") as stage:
+        for split, frame in (("val", val), ("test", test)):
+            stage.put_bytes(
+                f"predictions_{split}",
+                layout.predictions(split),
+                frame.to_csv(index=False).encode(),
+            )
+        stage.put_bytes("model", layout.model, b"a stand-in for model.keras")
+        stage.put_json(
+            "history",
+            layout.history,
+            {
+                "phase1": {"loss": [0.7, 0.6], "val_auroc": [0.7, 0.8]},
+                "phase2": {"loss": [0.5], "val_auroc": [0.85]},
+                "summary": {
+                    "val_auroc_after_phase1": 0.8,
+                    "val_auroc_final": 0.85,
+                    "unfrozen_blocks": [],
+                },
             },
-        },
-    )
-    store.put_json(f"{prefix}/preprocessed/MANIFEST.json", {"image_size": 32, "shards": []})
-    store.put_json(
-        f"{prefix}/model/history.json",
-        {
-            "phase1": {"loss": [0.7, 0.6], "val_auroc": [0.7, 0.8]},
-            "phase2": {"loss": [0.5], "val_auroc": [0.85]},
-            "summary": {
-                "val_auroc_after_phase1": 0.8,
-                "val_auroc_final": 0.85,
-                "unfrozen_blocks": [],
+        )
+        stage.put_json(
+            "training_config",
+            layout.training_config,
+            {
+                "config": {
+                    "backbone": "tiny_cnn",
+                    "phase1_epochs": 2,
+                    "phase1_learning_rate": 1e-4,
+                    "phase2_epochs": 1,
+                    "phase2_learning_rate": 1e-5,
+                    "imbalance": "class_weight",
+                },
+                "feature_cache": True,
+                "device": {"devices": ["CPU"], "precision": "float32"},
+                "weights_key": None,
+                "train_images": 600,
+                "train_positives": 120,
+                "class_weight": {"0": 0.6, "1": 2.5},
             },
-        },
-    )
-    store.put_json(
-        f"{prefix}/model/training_config.json",
-        {
-            "config": {
-                "backbone": "tiny_cnn",
-                "phase1_epochs": 2,
-                "phase1_learning_rate": 1e-4,
-                "phase2_epochs": 1,
-                "phase2_learning_rate": 1e-5,
-                "imbalance": "class_weight",
-            },
-            "feature_cache": True,
-            "device": {"devices": ["CPU"], "precision": "float32"},
-            "weights_key": None,
-            "train_images": 600,
-            "train_positives": 120,
-            "class_weight": {"0": 0.6, "1": 2.5},
-        },
-    )
-    store.put_json(
-        f"{prefix}/model/MANIFEST.json",
-        {
-            "outputs": {
-                "model": f"{prefix}/model/model.keras",
-                "predictions_val": f"{prefix}/predictions/val.csv",
-                "predictions_test": f"{prefix}/predictions/test.csv",
-            }
-        },
-    )
-    return prefix
+        )
+    return run
 
 
 def write_reported_run(
     store: ObjectStore, run_id: str, strength: float = 3.0, seed: int = 0
-) -> str:
+) -> Run:
     """A fabricated run taken through the real calibrate, evaluate, promotion and report stages."""
     from melanoma.evaluation import (
         EvaluationConfig,
@@ -151,11 +157,11 @@ def write_reported_run(
     from melanoma.promotion import PromotionPolicy
     from melanoma.report import write_report
 
-    prefix = write_scored_run(store, run_id, strength, seed)
+    run = write_scored_run(store, run_id, strength, seed)
     config = EvaluationConfig(bootstrap_replicates=200)
-    calibrate_run(store, prefix, config)
-    evaluate_run(store, prefix, config)
-    if decide_run_promotion(store, prefix, PromotionPolicy())["promote"]:
-        promote_run(store, prefix)
-    write_report(store, prefix)
-    return prefix
+    calibrate_run(run, config)
+    evaluate_run(run, config)
+    if decide_run_promotion(run, PromotionPolicy())["promote"]:
+        promote_run(run)
+    write_report(run)
+    return run

@@ -1,4 +1,7 @@
-"""``tf.data`` input from the preprocessing shards (Parquet, listed by the preprocessing MANIFEST)."""
+"""``tf.data`` input from the preprocessing shards (Parquet), as the preprocess commit lists them.
+
+Every shard is checked against its recorded size and sha256 as it is read.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from melanoma.store import ObjectStore
+from melanoma.run import Run
 
 
-def shard_keys(manifest: dict[str, Any], split: str) -> list[str]:
-    return [s["key"] for s in manifest["shards"] if s["split"] == split]
+def read_shard(run: Run, entry: dict[str, Any]) -> pa.BufferReader:
+    return pa.BufferReader(run.read_entry("preprocess", entry))
 
 
-def iter_shard(store: ObjectStore, key: str) -> Iterator[tuple[np.ndarray, int, int]]:
+def iter_shard(run: Run, entry: dict[str, Any]) -> Iterator[tuple[np.ndarray, int, int]]:
     """(RGB uint8 image, label, augmented) rows of one shard, one Parquet row group at a time."""
-    shard = pq.ParquetFile(pa.BufferReader(store.get_bytes(key)))
+    shard = pq.ParquetFile(read_shard(run, entry))
     for batch in shard.iter_batches(columns=["image", "label", "augmented", "height", "width"]):
         c = batch.to_pydict()
         for image, label, augmented, height, width in zip(
@@ -29,23 +32,21 @@ def iter_shard(store: ObjectStore, key: str) -> Iterator[tuple[np.ndarray, int, 
             yield np.frombuffer(image, np.uint8).reshape(height, width, 3), label, augmented
 
 
-def split_rows(store: ObjectStore, manifest: dict[str, Any], split: str) -> pd.DataFrame:
+def split_rows(run: Run, split: str) -> pd.DataFrame:
     """Every row's identifiers and labels for ``split``, without pixels (Parquet reads only those columns)."""
     columns = ["image_id", "lesion_id", "dx", "label", "augmented"]
     frames = [
-        pq.read_table(pa.BufferReader(store.get_bytes(key)), columns=columns).to_pandas()
-        for key in shard_keys(manifest, split)
+        pq.read_table(read_shard(run, entry), columns=columns).to_pandas()
+        for entry in run.shards(split)
     ]
     return pd.concat(frames, ignore_index=True)
 
 
-def split_arrays(
-    store: ObjectStore, manifest: dict[str, Any], split: str
-) -> tuple[np.ndarray, pd.DataFrame]:
+def split_arrays(run: Run, split: str) -> tuple[np.ndarray, pd.DataFrame]:
     """All original (non-augmented) images of ``split`` in memory, with their rows; for val/test."""
     images, frames = [], []
-    for key in shard_keys(manifest, split):
-        table = pq.read_table(pa.BufferReader(store.get_bytes(key))).to_pandas()
+    for entry in run.shards(split):
+        table = pq.read_table(read_shard(run, entry)).to_pandas()
         table = table[table["augmented"] == 0]
         images += [
             np.frombuffer(b, np.uint8).reshape(h, w, 3)
@@ -56,8 +57,7 @@ def split_arrays(
 
 
 def shard_dataset(
-    store: ObjectStore,
-    manifest: dict[str, Any],
+    run: Run,
     split: str,
     *,
     include_augmented: bool = True,
@@ -70,27 +70,27 @@ def shard_dataset(
     shard order is shuffled (examples within shards are shuffled by the caller's
     ``Dataset.shuffle``). ``include_augmented=False`` drops preprocessing's offline copies.
     """
-    keys = shard_keys(manifest, split)
-    if not keys:
-        raise ValueError(f"the preprocessing manifest lists no shards for split {split!r}")
-    size = int(manifest["image_size"])
+    entries = run.shards(split)
+    if not entries:
+        raise ValueError(f"{run}: the preprocess commit lists no shards for split {split!r}")
+    size = int(run.preprocess_data()["image_size"])
     signature = (
         tf.TensorSpec((size, size, 3), tf.uint8),
         tf.TensorSpec((), tf.int32),
         tf.TensorSpec((), tf.int32),
     )
 
-    def read(key: tf.Tensor) -> tf.data.Dataset:
+    def read(index: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_generator(
-            lambda k: iter_shard(store, k.decode()), output_signature=signature, args=(key,)
+            lambda i: iter_shard(run, entries[int(i)]), output_signature=signature, args=(index,)
         )
 
-    keys_ds = tf.data.Dataset.from_tensor_slices(keys)
+    indices = tf.data.Dataset.range(len(entries))
     if shuffle_seed is not None:
-        keys_ds = keys_ds.shuffle(len(keys), seed=shuffle_seed)
-    examples = keys_ds.interleave(
+        indices = indices.shuffle(len(entries), seed=shuffle_seed)
+    examples = indices.interleave(
         read,
-        cycle_length=min(parallel_shards, len(keys)),
+        cycle_length=min(parallel_shards, len(entries)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=shuffle_seed is None,
     )

@@ -1,10 +1,13 @@
 """External validation: a run's model on a labelled set from outside HAM10000.
 
-Writes ``runs/<run_id>/external/<set>/``: ``predictions.csv``, ``not_scored.csv``,
-``figures/*.png`` and then ``metrics.json`` (the evaluation schema's counts, bootstrap,
-threshold_free, operating_points and probability_calibration, plus what was not scored
-and how the set differs from the run's HAM10000 test split). The thresholds are the
-ones the run chose on its validation split; the external set never chooses them.
+Stage ``external/<set>``: writes ``runs/<run key>/external/<set>/``: ``predictions.csv``,
+``not_scored.csv``, ``figures/*.png`` and ``metrics.json`` (the evaluation schema's counts,
+bootstrap, threshold_free, operating_points and probability_calibration, plus what was
+not scored and how the set differs from the run's HAM10000 test split), then the
+stage's commit record. The set's name is the user's (``--name``, else the labels file's
+stem); a second set under a name already used for other files is refused. The
+thresholds are the ones the run chose on its validation split; the external set never
+chooses them.
 
 ``melanoma-validate-external`` (``main``) is the same as a command; the DAG's
 ``external_validation`` task calls ``validate_external``. Research use only, not a
@@ -14,7 +17,6 @@ diagnostic device.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import sys
 from collections import Counter
@@ -25,7 +27,6 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.config import safe_run_id
 from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
 from melanoma.external import (
     ExternalSet,
@@ -35,8 +36,10 @@ from melanoma.external import (
     read_external_labels,
     resolve_external_set,
 )
-from melanoma.store import ObjectStore, open_store
-from training.predict import load_run_scorer, resolve_run_prefix, score_images
+from melanoma.run import Run
+from melanoma.store import default_store_url, open_store, read_manifest
+from training.predict import score_images
+from training.run_model import find_run, load_run_scorer
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -47,19 +50,16 @@ def _header(path: Path) -> tuple[tuple[int, int], str]:
         return image.size, (image.format or path.suffix.lstrip(".")).lower()
 
 
-def _test_split_reference(
-    store: ObjectStore, prefix: str
-) -> tuple[dict[str, Any], list[tuple[int, int]]]:
+def _test_split_reference(run: Run) -> tuple[dict[str, Any], list[tuple[int, int]]]:
     """The run's HAM10000 test split: its counts by dx, and its images' stored sizes."""
-    run = store.get_json(f"{prefix}/config.json")
-    split = pd.read_csv(io.BytesIO(store.get_bytes(f"{prefix}/splits.csv")), dtype=str)
+    split = run.splits()
     test = split[split["split"] == "test"]
     reference = {
         "images": len(test),
         "positives": int(test["label"].astype(int).sum()),
         "by_dx": test["dx"].value_counts().to_dict(),
     }
-    files = store.get_json(run["manifest_key"])["files"]
+    files = read_manifest(run.store, run.config().manifest_key)["files"]
     test_ids = set(test["image_id"])
     sizes = [
         (entry["width"], entry["height"])
@@ -69,15 +69,32 @@ def _test_split_reference(
     return reference, sizes
 
 
+def check_set_name(run: Run, external: ExternalSet) -> None:
+    """Refuse to replace a committed external set of this name that came from other files."""
+    stage = f"external/{external.name}"
+    if not run.committed(stage):
+        return
+    source = run.read_json(stage, "metrics")["source"]
+    if source != _source(external):
+        raise ValueError(
+            f"external set {external.name!r} of {run.layout.prefix} was validated on "
+            f"{source['images']} ({source['labels']}); give this set another name (--name)"
+        )
+
+
+def _source(external: ExternalSet) -> dict[str, str]:
+    return {"images": str(external.images), "labels": str(external.labels)}
+
+
 def validate_external(
-    store: ObjectStore,
-    prefix: str,
+    run: Run,
     external: ExternalSet,
     config: EvaluationConfig,
     batch_size: int = 32,
 ) -> str:
-    """Score ``external`` with the run's model and measure it; return metrics.json's key."""
-    scorer = load_run_scorer(store, prefix)
+    """Score ``external`` with the run's model and measure it; return the commit key."""
+    check_set_name(run, external)
+    scorer = load_run_scorer(run)
     raw_labels, fmt = read_external_labels(external.labels)
     labels = labels_for_task(raw_labels, scorer.label_task, fmt)
     files = images_by_id(external.images)
@@ -117,11 +134,11 @@ def validate_external(
         ],
         ignore_index=True,
     )[["image_id", "reason"]]
-    calibration = store.get_json(f"{prefix}/calibration.json")
+    calibration = run.read_json("calibrate", "calibration")
     measured, pngs = measure_predictions(scored, calibration, config, "external")
 
     headers = [_header(files[i]) for i in scored["image_id"]]
-    reference, reference_sizes = _test_split_reference(store, prefix)
+    reference, reference_sizes = _test_split_reference(run)
     differences = describe_differences(
         scored,
         [size for size, _ in headers],
@@ -129,35 +146,37 @@ def validate_external(
         reference,
         reference_sizes,
     )
-    out = f"{prefix}/external/{safe_run_id(external.name)}"
-    store.put_bytes(
-        f"{out}/predictions.csv",
-        scored.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
-    )
-    store.put_bytes(
-        f"{out}/not_scored.csv", not_scored.to_csv(index=False, lineterminator="\n").encode()
-    )
-    figure_keys = {}
-    for name, png in pngs.items():
-        figure_keys[name] = f"{out}/figures/{name}.png"
-        store.put_bytes(figure_keys[name], png)
-    run = store.get_json(f"{prefix}/config.json")
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run["run_id"],
-        "label_task": scorer.label_task,
-        "external_set": external.name,
-        "labels_format": fmt,
-        "source": {"images": str(external.images), "labels": str(external.labels)},
-        "thresholds_chosen_on": "val",
-        **measured,
-        "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
-        "differences": differences,
-        "figures": figure_keys,
-        "notice": RESEARCH_NOTICE,
-    }
-    key = f"{out}/metrics.json"
-    store.put_json(key, json_safe(metrics))  # last: its presence means the stage completed
+    layout, name = run.layout, external.name
+    with run.stage(f"external/{name}") as stage:
+        stage.put_bytes(
+            "predictions",
+            layout.external_file(name, "predictions.csv"),
+            scored.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
+        )
+        stage.put_bytes(
+            "not_scored",
+            layout.external_file(name, "not_scored.csv"),
+            not_scored.to_csv(index=False, lineterminator="\n").encode(),
+        )
+        figure_keys = {
+            figure: stage.put_bytes(f"figure/{figure}", layout.external_figure(name, figure), png)
+            for figure, png in pngs.items()
+        }
+        metrics = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": scorer.run_id,
+            "label_task": scorer.label_task,
+            "external_set": name,
+            "labels_format": fmt,
+            "source": _source(external),
+            "thresholds_chosen_on": "val",
+            **measured,
+            "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
+            "differences": differences,
+            "figures": figure_keys,
+            "notice": RESEARCH_NOTICE,
+        }
+        stage.put_json("metrics", layout.external_file(name, "metrics.json"), json_safe(metrics))
     auroc = measured["threshold_free"]["auroc"]
     log.info(
         "%s: AUROC %.4f (95%% CI %.4f-%.4f) on %d images; %d not scored",
@@ -168,7 +187,7 @@ def validate_external(
         len(scored),
         len(not_scored),
     )
-    return key
+    return layout.commit(f"external/{name}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--labels", help="labels CSV for a local set (ISIC 2018, HAM10000 or binary format)"
     )
+    parser.add_argument(
+        "--name",
+        help="the set's name in the store and the report (default: isic2018, or the labels "
+        "file's name without .csv)",
+    )
     parser.add_argument("--run", help="run id or runs/<key> (default: the label task's champion)")
     parser.add_argument("--label-task", default="mel_vs_rest")
     parser.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
@@ -194,16 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    from melanoma.embedded import default_stack
     from melanoma.report import write_report
 
-    store = open_store(args.store or default_stack()[1])
-    prefix = resolve_run_prefix(store, args.run, args.label_task)
-    external = resolve_external_set(args.images, args.labels, args.cache_dir)
+    store = open_store(args.store or default_store_url())
+    run = find_run(store, args.run, args.label_task)
+    external = resolve_external_set(args.images, args.labels, args.cache_dir, args.name)
     config = EvaluationConfig(bootstrap_replicates=args.bootstrap_replicates, seed=args.seed)
-    key = validate_external(store, prefix, external, config)
-    metrics = store.get_json(key)
-    report = write_report(store, prefix) if store.exists(f"{prefix}/report.html") else None
+    validate_external(run, external, config)
+    metrics = run.read_json(f"external/{external.name}", "metrics")
+    key = run.layout.external_file(external.name, "metrics.json")
+    report = write_report(run) if run.committed("report") else None
     auroc = metrics["threshold_free"]["auroc"]
     print(RESEARCH_NOTICE, file=sys.stderr)
     print(

@@ -9,13 +9,13 @@ last convolutional layer by name.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import keras
 from keras import layers, ops
 from keras.src.ops.operation_utils import get_source_inputs
+
+from melanoma.backbones import BackboneSpec, backbone_spec
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -47,33 +47,8 @@ class BackbonePreprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-@dataclass(frozen=True)
-class Backbone:
-    name: str
-    build: Callable[..., keras.Model]  # keras.applications-style: (input_tensor, weights) -> Model
-    preprocessing: str
-    last_conv_layer: str  # for Grad-CAM
-    block_of: Callable[
-        [str], str | None
-    ]  # layer name -> block id, for unfreezing the last N blocks
-
-
-def _resnet_block(name: str) -> str | None:
-    m = re.match(r"(conv\d_block\d+)_", name)
-    return m.group(1) if m else None
-
-
-def _mobilenet_block(name: str) -> str | None:
-    m = re.match(r"(block_\d+)_", name)
-    if m:
-        return m.group(1)
-    return "Conv_1" if name in ("Conv_1", "Conv_1_bn", "out_relu") else None
-
-
-def _tiny_cnn(input_tensor, weights=None, include_top=False):
+def _tiny_cnn(input_tensor):
     """Three conv blocks: a backbone small enough for learning tests (no pretrained weights)."""
-    if weights is not None:
-        raise ValueError("tiny_cnn has no pretrained weights")
     x = input_tensor
     for i, filters in enumerate((16, 32, 64), start=1):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"tiny_block{i}_conv")(x)
@@ -85,28 +60,17 @@ def _tiny_cnn(input_tensor, weights=None, include_top=False):
     return keras.Model(get_source_inputs(input_tensor), x, name="tiny_cnn")
 
 
-BACKBONES: dict[str, Backbone] = {
-    "resnet50": Backbone(
-        "resnet50", keras.applications.ResNet50, "caffe", "conv5_block3_out", _resnet_block
-    ),
-    "mobilenet_v2": Backbone(
-        "mobilenet_v2", keras.applications.MobileNetV2, "tf", "out_relu", _mobilenet_block
-    ),
-    "tiny_cnn": Backbone(
-        "tiny_cnn",
-        _tiny_cnn,
-        "unit",
-        "tiny_block3_relu",
-        lambda n: (re.match(r"(tiny_block\d)_", n) or [None, None])[1],
-    ),
-}
+def backbone(name: str) -> BackboneSpec:
+    """The registry's entry for ``name`` (``melanoma.backbones``)."""
+    return backbone_spec(name)
 
 
-def backbone(name: str) -> Backbone:
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+def build_backbone(spec: BackboneSpec, input_tensor) -> keras.Model:
+    """The backbone without its top, built on ``input_tensor``, random weights."""
+    if spec.application is None:
+        return _tiny_cnn(input_tensor)
+    application = getattr(keras.applications, spec.application)
+    return application(include_top=False, weights=None, input_tensor=input_tensor)
 
 
 HEAD_LAYERS = ("head_gap", "head_dropout_1", "head_dense", "head_dropout_2", "head_output")
@@ -119,8 +83,7 @@ def build_model(
     spec = backbone(backbone_name)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(inputs)
-    kwargs = {"include_top": False, "weights": None, "input_tensor": x}
-    base = spec.build(**kwargs)
+    base = build_backbone(spec, x)
     if weights_path:
         base.load_weights(weights_path)
     for layer in base.layers:

@@ -11,53 +11,41 @@ import argparse
 import io
 import logging
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pandas as pd
 import PIL.Image
 
-import training.model  # noqa: F401  (registers BackbonePreprocess for deserialisation)
 from melanoma import RESEARCH_NOTICE
-from melanoma.calibration import probability_calibrator
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
-from melanoma.config import safe_run_id
+from melanoma.config import OPERATING_POINTS
 from melanoma.external import image_files
 from melanoma.images import ImageDecodeError, PreprocessConfig, decode_image, preprocess_image
-from melanoma.promotion import read_champion
-from melanoma.store import ObjectStore, open_store, read_manifest
+from melanoma.run import Run
+from melanoma.store import default_store_url, open_store
 from training.data import split_arrays
+from training.gradcam import grad_cam, model_view_box, png_bytes
+from training.model import backbone
+from training.run_model import RunScorer, find_run, load_model, load_run_scorer
 
 
-def load_model(store: ObjectStore, model_key: str) -> keras.Model:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        store.get_file(model_key, path)
-        return keras.saving.load_model(path, compile=False)
-
-
-def score_split(
-    store: ObjectStore, model_key: str, run_prefix: str, split: str, batch_size: int = 64
-) -> pd.DataFrame:
-    """The model's probabilities for a run's preprocessed ``split`` (original images only).
+def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64) -> pd.DataFrame:
+    """``model_run``'s model's probabilities for ``data_run``'s preprocessed ``split``
+    (original images only): the champion re-scored on a candidate's test split.
 
     Columns: image_id, lesion_id, dx, label, probability, as in ``predictions/<split>.csv``.
     """
-    model = load_model(store, model_key)
-    manifest = read_manifest(store, f"{run_prefix}/preprocessed/MANIFEST.json")
-    size = int(model.input_shape[1])
-    if size != int(manifest["image_size"]):
+    model = load_model(model_run)
+    size, data_size = int(model.input_shape[1]), int(data_run.preprocess_data()["image_size"])
+    if size != data_size:
         raise ValueError(
-            f"{model_key} takes {size}px images; {run_prefix} was preprocessed at "
-            f"{manifest['image_size']}px"
+            f"{model_run.layout.model} takes {size}px images; {data_run.layout.prefix} was "
+            f"preprocessed at {data_size}px"
         )
-    images, rows = split_arrays(store, manifest, split)
+    images, rows = split_arrays(data_run, split)
     probabilities = model.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
     return rows[["image_id", "lesion_id", "dx", "label"]].assign(
         probability=probabilities.astype(float)
@@ -66,74 +54,6 @@ def score_split(
 
 # What `melanoma-predict` reads; anything else in a folder is listed as not scored.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-@dataclass(frozen=True)
-class RunScorer:
-    """A run's model with everything needed to score new images exactly as the run did."""
-
-    run_prefix: str
-    run_id: str
-    label_task: str
-    backbone: str
-    model: keras.Model
-    preprocess: PreprocessConfig
-    operating_point: str
-    threshold: float
-    calibrate: Callable[[np.ndarray], np.ndarray]
-
-
-def resolve_run_prefix(store: ObjectStore, run: str | None, label_task: str) -> str:
-    """``runs/<key>`` for a run id, key or prefix; the label task's champion when ``run`` is None."""
-    if run is None:
-        champion = read_champion(store, label_task)
-        if champion is None:
-            raise LookupError(
-                f"no champion for {label_task} in {store.url}; pass --run or run the pipeline"
-            )
-        return champion["run_prefix"]
-    prefix = run if run.startswith("runs/") else f"runs/{safe_run_id(run)}"
-    if not store.exists(f"{prefix}/model/MANIFEST.json"):
-        raise LookupError(f"{store.url}/{prefix} has no trained model (model/MANIFEST.json)")
-    return prefix.rstrip("/")
-
-
-def load_run_scorer(
-    store: ObjectStore, run_prefix: str, operating_point: str | None = None
-) -> RunScorer:
-    """Load the run's model, preprocessing, calibration and operating threshold.
-
-    ``operating_point`` defaults to the one the run's promotion decision used.
-    """
-    run = store.get_json(f"{run_prefix}/config.json")
-    training = store.get_json(f"{run_prefix}/model/training_config.json")
-    calibration = store.get_json(f"{run_prefix}/calibration.json")
-    if operating_point is None:
-        promotion = (
-            store.get_json(f"{run_prefix}/promotion.json")
-            if store.exists(f"{run_prefix}/promotion.json")
-            else {}
-        )
-        operating_point = promotion.get("candidate", {}).get(
-            "operating_point", "target_sensitivity"
-        )
-    thresholds = calibration["thresholds"]
-    if operating_point not in thresholds:
-        raise ValueError(f"operating point {operating_point!r} not in {sorted(thresholds)}")
-    model_key = read_manifest(store, f"{run_prefix}/model/MANIFEST.json")["outputs"]["model"]
-    return RunScorer(
-        run_prefix=run_prefix,
-        run_id=run["run_id"],
-        label_task=run["config"]["label_task"],
-        backbone=training["config"]["backbone"],
-        model=load_model(store, model_key),
-        preprocess=PreprocessConfig(
-            **store.get_json(f"{run_prefix}/preprocessed/stats.json")["config"]
-        ),
-        operating_point=operating_point,
-        threshold=float(thresholds[operating_point]["threshold"]),
-        calibrate=probability_calibrator(calibration["probability_calibration"]),
-    )
 
 
 def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
@@ -196,9 +116,6 @@ def write_gradcam_overlays(
     scorer: RunScorer, batch: np.ndarray, paths: list[Path], out_dir: Path, names: list[str]
 ) -> None:
     """Each scored image (long side at most 600 px) beside its Grad-CAM overlay, as PNG."""
-    from training.gradcam import grad_cam, model_view_box, png_bytes
-    from training.model import backbone
-
     maps = grad_cam(scorer.model, batch, backbone(scorer.backbone).last_conv_layer)
     for path, name, raw_map in zip(paths, names, maps, strict=True):
         image = decode_image(path.read_bytes())
@@ -226,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
     parser.add_argument(
         "--operating-point",
-        choices=["target_sensitivity", "youden", "max_f1"],
+        choices=OPERATING_POINTS,
         help="which validation threshold decides (default: the run's promotion operating point)",
     )
     parser.add_argument("--output", type=Path, default=Path("predictions.csv"))
@@ -235,11 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    from melanoma.embedded import default_stack
-
-    store = open_store(args.store or default_stack()[1])
-    prefix = resolve_run_prefix(store, args.run, args.label_task)
-    scorer = load_run_scorer(store, prefix, args.operating_point)
+    store = open_store(args.store or default_store_url())
+    scorer = load_run_scorer(find_run(store, args.run, args.label_task), args.operating_point)
+    prefix = scorer.run.layout.prefix
     paths = image_files(args.images)
     root = args.images if args.images.is_dir() else args.images.parent
     started = time.monotonic()

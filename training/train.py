@@ -1,8 +1,9 @@
-"""Transfer-learning training: phase 1 (frozen backbone), phase 2 (last blocks fine-tuned).
+"""Stage train: transfer learning, phase 1 (frozen backbone), phase 2 (last blocks fine-tuned).
 
-Reads ``runs/<run_id>/preprocessed/MANIFEST.json``; writes under ``runs/<run_id>/model/``:
-``model.keras``, ``history.json``, ``training_config.json``, checkpoints, and
-``runs/<run_id>/predictions/{val,test}.csv``; ``model/MANIFEST.json`` last.
+Reads the shards the preprocess stage committed; writes ``model/model.keras``,
+``model/history.json``, ``model/training_config.json`` and ``predictions/{val,test}.csv``,
+then the stage's commit record. Checkpoints (``model/checkpoints/``) let a retried task
+resume; they are state, not committed artifacts.
 
 On a CPU, phase 1 computes the frozen backbone's pooled features once and trains
 the head on them (online augmentation is off for that phase: augmenting would need
@@ -30,53 +31,15 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.config import TrainConfig, parse_class_weight
 from melanoma.download import file_digest
-from melanoma.store import ObjectStore, open_store, read_manifest
+from melanoma.layout import record_of
+from melanoma.run import Run
+from melanoma.store import ArtifactCorruptError, ObjectStore, open_store
 from training.data import shard_dataset, split_arrays, split_rows
 from training.model import build_model, feature_extractor, head_model, unfreeze_last_blocks
 
 log = logging.getLogger(__name__)
-
-IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    backbone: str = "resnet50"
-    batch_size: int = 32
-    phase1_epochs: int = 10
-    phase2_epochs: int = 20
-    unfreeze_blocks: int = 3
-    phase1_learning_rate: float = 1e-4
-    phase2_learning_rate: float = 1e-5
-    patience: int = 10
-    # class_weight: weights below; oversample: preprocessing's augmented copies;
-    # undersample: balanced batches from the majority class; focal: focal loss.
-    imbalance: str = "class_weight"
-    class_weight: str = "balanced"  # or "w0,w1", e.g. the reference study's "0.5,28.5"
-    focal_gamma: float = 2.0
-    focal_alpha: float = 0.25
-    online_augmentation: bool = True
-    feature_cache: str = "auto"  # auto: on for CPU, off for GPU
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.imbalance not in IMBALANCE_STRATEGIES:
-            raise ValueError(f"imbalance {self.imbalance!r} not in {IMBALANCE_STRATEGIES}")
-        if self.feature_cache not in ("auto", "on", "off"):
-            raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
-        if self.class_weight != "balanced":
-            parse_class_weight(self.class_weight)
-
-
-def parse_class_weight(text: str) -> tuple[float, float]:
-    try:
-        w0, w1 = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(
-            f"class_weight must be 'balanced' or 'w0,w1' (e.g. 0.5,28.5), got {text!r}"
-        ) from None
-    return w0, w1
 
 
 def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:
@@ -133,16 +96,14 @@ def augment_batch_fn(seed: int):
 
 
 def train_dataset(
-    store: ObjectStore,
-    manifest: dict[str, Any],
+    run: Run,
     config: TrainConfig,
     augment: bool,
     labels: np.ndarray,
 ) -> tuple[tf.data.Dataset, int]:
     """Batched training data for the configured imbalance strategy, and its steps per epoch."""
     examples = shard_dataset(
-        store,
-        manifest,
+        run,
         "train",
         include_augmented=config.imbalance == "oversample",
         shuffle_seed=config.seed,
@@ -223,14 +184,11 @@ class ValidationAUROC(keras.callbacks.Callback):
 class StoreCheckpoints:
     """Per-phase checkpoints in the store: weights plus a JSON state, written after each epoch."""
 
-    def __init__(self, store: ObjectStore, prefix: str, model: keras.Model):
-        self.store, self.prefix, self.model = store, prefix, model
+    def __init__(self, run: Run, model: keras.Model):
+        self.store, self.layout, self.model = run.store, run.layout, model
 
     def _keys(self, phase: str) -> tuple[str, str]:
-        return (
-            f"{self.prefix}/checkpoints/{phase}.weights.h5",
-            f"{self.prefix}/checkpoints/{phase}.json",
-        )
+        return self.layout.checkpoint(phase)
 
     def saver(self, phase: str, history: dict[str, list[float]]):
         weights_key, state_key = self._keys(phase)
@@ -282,71 +240,94 @@ def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: in
     return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
 
 
-def train_run(
-    store: ObjectStore,
-    run_id_prefix: str,
-    config: TrainConfig,
-    weights_key: str | None = None,
-) -> str:
-    """Train both phases for the run at ``run_id_prefix`` (``runs/<run_id>``); return the model MANIFEST key."""
+def fetch_pretrained(store: ObjectStore, weights_key: str, directory: Path) -> Path:
+    """The stored ImageNet weights file, checked against its record's sha256."""
+    path = directory / Path(weights_key).name
+    store.get_file(weights_key, path)
+    expected = store.get_json(record_of(weights_key))["sha256"]
+    actual = file_digest(path)
+    if actual != expected:
+        raise ArtifactCorruptError(
+            f"{store.url}/{weights_key}: sha256 {actual}, its record says {expected}"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What both phases fit and monitor on, read once from the run's shards."""
+
+    train_labels: np.ndarray  # original images' labels (with the copies when oversampling)
+    val_images: np.ndarray
+    val_rows: Any  # pandas DataFrame: image_id, lesion_id, dx, label, ...
+    class_weight: dict[int, float] | None
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.val_rows["label"].to_numpy()
+
+    @classmethod
+    def read(cls, run: Run, config: TrainConfig) -> TrainingData:
+        rows = split_rows(run, "train")
+        train_labels = (
+            rows["label"].to_numpy()
+            if config.imbalance == "oversample"
+            else rows.loc[rows["augmented"] == 0, "label"].to_numpy()
+        )
+        val_images, val_rows = split_arrays(run, "val")
+        return cls(train_labels, val_images, val_rows, class_weights(config, train_labels))
+
+
+def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> str:
+    """Stage train: both phases, then predictions, model and history; return the commit key."""
     keras.utils.set_random_seed(config.seed)
     device = configure_device()
     use_cache = config.feature_cache == "on" or (
         config.feature_cache == "auto" and not device["gpu"]
     )
-    manifest = read_manifest(store, f"{run_id_prefix}/preprocessed/MANIFEST.json")
-    prefix = f"{run_id_prefix}/model"
-    image_size = int(manifest["image_size"])
-
+    image_size = int(run.preprocess_data()["image_size"])
     with tempfile.TemporaryDirectory() as tmp:
-        weights_path = None
-        if weights_key:
-            weights_path = str(Path(tmp) / Path(weights_key).name)
-            store.get_file(weights_key, weights_path)
-            expected = store.get_json(weights_key + ".json")["sha256"]
-            actual = file_digest(Path(weights_path))
-            if actual != expected:
-                raise ValueError(
-                    f"{store.url}/{weights_key}: sha256 {actual}, its record says {expected}"
-                )
+        weights_path = (
+            str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
+        )
         model = build_model(config.backbone, image_size, weights_path, config.seed)
-    checkpoints = StoreCheckpoints(store, prefix, model)
-    rows = split_rows(store, manifest, "train")
-    train_labels = (
-        rows.loc[rows["augmented"] == 0, "label"].to_numpy()
-        if config.imbalance != "oversample"
-        else rows["label"].to_numpy()
-    )
-    val_images, val_rows = split_arrays(store, manifest, "val")
-    val_labels = val_rows["label"].to_numpy()
-    weights = class_weights(config, train_labels)
+    data = TrainingData.read(run, config)
+    fitted = fit_phases(model, run, config, data, device, use_cache)
+    return write_training_outputs(run, model, config, data, fitted, weights_key)
+
+
+def fit_phases(
+    model: keras.Model,
+    run: Run,
+    config: TrainConfig,
+    data: TrainingData,
+    device: dict[str, Any],
+    use_cache: bool,
+) -> dict[str, Any]:
+    """Phase 1 (frozen backbone), then phase 2 (last blocks fine-tuned), each resumed from
+    its checkpoint when a retried task finds one. Returns history, timing and summary."""
+    checkpoints = StoreCheckpoints(run, model)
     history: dict[str, Any] = {"phase1": {}, "phase2": {}}
     timing: dict[str, Any] = {}
     compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
 
     def fit_phase(
-        model: keras.Model,
-        phase: str,
-        epochs: int,
-        initial_epoch: int,
-        baseline: float | None = None,
+        phase: str, epochs: int, initial_epoch: int, baseline: float | None = None
     ) -> int:
         """Fit the full model on the shards with online augmentation; return the steps per epoch."""
-        data, steps = train_dataset(
-            store, manifest, config, config.online_augmentation, train_labels
-        )
+        batches, steps = train_dataset(run, config, config.online_augmentation, data.train_labels)
         monitor = ValidationAUROC(
-            lambda: predict_probabilities(model, val_images, 64),
-            val_labels,
+            lambda: predict_probabilities(model, data.val_images, 64),
+            data.val_labels,
             config.patience,
             checkpoints.saver(phase, history[phase]),
             baseline,
         )
         model.fit(
-            data,
+            batches,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            class_weight=weights,
+            class_weight=data.class_weight,
             callbacks=[monitor],
             verbose=2,
         )
@@ -362,28 +343,21 @@ def train_run(
         started = time.monotonic()
         if use_cache:
             timing["phase1"] = _phase1_cached(
-                model,
-                store,
-                manifest,
-                config,
-                val_images,
-                val_labels,
-                weights,
-                checkpoints,
-                history["phase1"],
-                compile_kwargs,
+                model, run, config, data, checkpoints, history["phase1"], compile_kwargs
             )
         else:
             model.compile(
                 optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs
             )
-            fit_phase(model, "phase1", config.phase1_epochs, 0)
+            fit_phase("phase1", config.phase1_epochs, 0)
             timing["phase1"] = {"cached_features": False}
         timing["phase1"]["seconds"] = round(time.monotonic() - started, 1)
         checkpoints.mark_complete(
             "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
         )
-    phase1_auroc = float(roc_auc_score(val_labels, predict_probabilities(model, val_images, 64)))
+    phase1_auroc = float(
+        roc_auc_score(data.val_labels, predict_probabilities(model, data.val_images, 64))
+    )
 
     # Phase 2: the last blocks fine-tuned, batch norm frozen.
     unfrozen = unfreeze_last_blocks(model, config.backbone, config.unfreeze_blocks)
@@ -396,7 +370,7 @@ def train_run(
     if config.phase2_epochs and not (state and state["complete"]):
         started = time.monotonic()
         # Phase 2 must beat phase 1 on validation, or phase 1's weights stay.
-        steps = fit_phase(model, "phase2", config.phase2_epochs, initial_epoch, phase1_auroc)
+        steps = fit_phase("phase2", config.phase2_epochs, initial_epoch, phase1_auroc)
         seconds = time.monotonic() - started
         epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
         timing["phase2"] = {
@@ -406,79 +380,92 @@ def train_run(
             "images_per_second": round(epochs_run * steps * config.batch_size / seconds, 1),
         }
         checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
-
-    # Outputs: predictions, model, history, configuration; the MANIFEST last.
-    outputs = {}
-    for split in ("val", "test"):
-        images, split_meta = (
-            (val_images, val_rows) if split == "val" else split_arrays(store, manifest, "test")
-        )
-        frame = split_meta[["image_id", "lesion_id", "dx", "label"]].assign(
-            probability=predict_probabilities(model, images, 64)
-        )
-        key = f"{run_id_prefix}/predictions/{split}.csv"
-        store.put_bytes(
-            key, frame.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode()
-        )
-        outputs[f"predictions_{split}"] = key
-        if split == "val":
-            final_auroc = float(roc_auc_score(frame["label"], frame["probability"]))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(path)
-        store.put_file(f"{prefix}/model.keras", path)
-    outputs["model"] = f"{prefix}/model.keras"
-    summary = {
-        "val_auroc_after_phase1": round(phase1_auroc, 4),
-        "val_auroc_final": round(final_auroc, 4),
-        "unfrozen_blocks": unfrozen,
-        "timing": timing,
-        "device": device,
-    }
-    store.put_json(f"{prefix}/history.json", {**history, "summary": summary})
-    store.put_json(
-        f"{prefix}/training_config.json",
-        {
-            "config": asdict(config),
-            "feature_cache": use_cache,
+    return {
+        "history": history,
+        "summary": {
+            "val_auroc_after_phase1": round(phase1_auroc, 4),
+            "unfrozen_blocks": unfrozen,
+            "timing": timing,
             "device": device,
-            "weights_key": weights_key,
-            "train_images": len(train_labels),
-            "train_positives": int(train_labels.sum()),
-            "class_weight": weights,
-            "notice": RESEARCH_NOTICE,
         },
+        "feature_cache": use_cache,
+    }
+
+
+def write_training_outputs(
+    run: Run,
+    model: keras.Model,
+    config: TrainConfig,
+    data: TrainingData,
+    fitted: dict[str, Any],
+    weights_key: str | None,
+) -> str:
+    """Predictions on val and test, the model, its history and configuration; commit them."""
+    layout, summary = run.layout, fitted["summary"]
+    with run.stage("train") as stage:
+        for split in ("val", "test"):
+            images, rows = (
+                (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
+            )
+            frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(
+                probability=predict_probabilities(model, images, 64)
+            )
+            stage.put_bytes(
+                f"predictions_{split}",
+                layout.predictions(split),
+                frame.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
+            )
+            if split == "val":
+                summary["val_auroc_final"] = round(
+                    float(roc_auc_score(frame["label"], frame["probability"])), 4
+                )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.keras"
+            model.save(path)
+            stage.put_file("model", layout.model, path)
+        stage.put_json("history", layout.history, {**fitted["history"], "summary": summary})
+        stage.put_json(
+            "training_config",
+            layout.training_config,
+            {
+                "config": asdict(config),
+                "feature_cache": fitted["feature_cache"],
+                "device": summary["device"],
+                "weights_key": weights_key,
+                "train_images": len(data.train_labels),
+                "train_positives": int(data.train_labels.sum()),
+                "class_weight": data.class_weight,
+                "notice": RESEARCH_NOTICE,
+            },
+        )
+        stage.data = {"summary": summary}
+    log.info(
+        "training done: val AUROC %.4f after phase 1, %.4f final",
+        summary["val_auroc_after_phase1"],
+        summary["val_auroc_final"],
     )
-    outputs |= {"history": f"{prefix}/history.json", "config": f"{prefix}/training_config.json"}
-    store.put_json(f"{prefix}/MANIFEST.json", {"outputs": outputs, "summary": summary})
-    log.info("training done: val AUROC %.4f after phase 1, %.4f final", phase1_auroc, final_auroc)
-    return f"{prefix}/MANIFEST.json"
+    return layout.commit("train")
 
 
 def _phase1_cached(
-    model,
-    store,
-    manifest,
-    config,
-    val_images,
-    val_labels,
-    weights,
-    checkpoints,
-    history,
-    compile_kwargs,
-):
+    model: keras.Model,
+    run: Run,
+    config: TrainConfig,
+    data: TrainingData,
+    checkpoints: StoreCheckpoints,
+    history: dict[str, Any],
+    compile_kwargs: dict[str, Any],
+) -> dict[str, Any]:
     """Phase 1 on pooled features computed once: the frozen backbone runs once per image, not per epoch."""
     extractor = feature_extractor(model)
     started = time.monotonic()
-    data = shard_dataset(
-        store, manifest, "train", include_augmented=config.imbalance == "oversample"
-    )
+    examples = shard_dataset(run, "train", include_augmented=config.imbalance == "oversample")
     features, labels = [], []
-    for images, y in data.batch(64).prefetch(2):
+    for images, y in examples.batch(64).prefetch(2):
         features.append(extractor.predict_on_batch(images))
         labels.append(y.numpy())
     train_features, train_labels = np.concatenate(features), np.concatenate(labels)
-    val_features = extractor.predict(val_images, batch_size=64, verbose=0)
+    val_features = extractor.predict(data.val_images, batch_size=64, verbose=0)
     extract_seconds = time.monotonic() - started
     head = head_model(model)
     head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
@@ -495,7 +482,7 @@ def _phase1_cached(
         x, y = x[np.sort(keep)], y[np.sort(keep)]
     monitor = ValidationAUROC(
         lambda: head.predict(val_features, batch_size=256, verbose=0).reshape(-1),
-        val_labels,
+        data.val_labels,
         config.patience,
         checkpoints.saver("phase1", history),
     )
@@ -506,7 +493,7 @@ def _phase1_cached(
         batch_size=config.batch_size,
         epochs=config.phase1_epochs,
         shuffle=True,
-        class_weight=weights,
+        class_weight=data.class_weight,
         callbacks=[monitor],
         verbose=2,
     )
@@ -515,7 +502,7 @@ def _phase1_cached(
         "cached_features": True,
         "feature_seconds": round(extract_seconds, 1),
         "feature_images_per_second": round(
-            (len(train_labels) + len(val_labels)) / extract_seconds, 1
+            (len(train_labels) + len(data.val_labels)) / extract_seconds, 1
         ),
         "head_seconds": round(time.monotonic() - fit_started, 1),
     }
@@ -526,14 +513,13 @@ def main(argv: list[str] | None = None) -> None:
         description="Train the classifier for one run (research use only)."
     )
     parser.add_argument("--store-url", default=os.environ.get("MELANOMA_STORE_URL"))
-    parser.add_argument("--run-prefix", required=True, help="runs/<run_id>")
+    parser.add_argument("--run", required=True, help="run id, run key or runs/<key>")
     parser.add_argument("--weights-key", default=None)
     parser.add_argument("--config", default="{}", help="TrainConfig fields as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     key = train_run(
-        open_store(args.store_url),
-        args.run_prefix,
+        Run.find(open_store(args.store_url), args.run),
         TrainConfig(**json.loads(args.config)),
         args.weights_key,
     )

@@ -24,8 +24,10 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-THRESHOLD_METHODS = ("youden", "target_sensitivity", "max_f1")
-PROBABILITY_CALIBRATIONS = ("none", "platt", "isotonic")
+from melanoma.config import OPERATING_POINTS, PROBABILITY_CALIBRATIONS
+
+# The thresholds chosen on validation are the operating points a run can decide at.
+THRESHOLD_METHODS = OPERATING_POINTS
 
 
 def _roc(labels: np.ndarray, scores: np.ndarray):

@@ -1,21 +1,19 @@
-"""The pipeline configuration: defaults in code, overridden by environment, then by DAG params.
+"""The typed, frozen configurations of the pipeline and its TensorFlow stages.
 
-One frozen object, serialised into ``runs/<run_id>/config.json`` so a run can be reproduced.
+``PipelineConfig``: defaults in code, overridden by the environment, then by DAG params;
+serialised into the run's ``config.json`` so a run can be reproduced. ``TrainConfig`` and
+``ExplainConfig`` live here, not beside TensorFlow, so that the DAG can build them
+(``melanoma.params.from_params``) without importing it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from melanoma.ham10000 import LABEL_TASKS
-
-# Backbones the training code declares (training.model.BACKBONES); listed here so that
-# the DAG's trigger form does not import TensorFlow. tiny_cnn is for tests and smoke runs.
-BACKBONE_NAMES: tuple[str, ...] = ("resnet50", "mobilenet_v2", "tiny_cnn")
 
 # Environment variable for each field that the environment may set.
 ENVIRONMENT: dict[str, str] = {
@@ -73,9 +71,64 @@ class PipelineConfig:
         return dataclasses.asdict(self)
 
 
-def safe_run_id(run_id: str) -> str:
-    """An Airflow run id (``manual__2026-01-01T00:00:00+00:00``) as an object-key segment."""
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
-    if not cleaned:
-        raise ValueError(f"run id {run_id!r} has no usable characters")
-    return cleaned
+IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    backbone: str = "resnet50"
+    batch_size: int = 32
+    phase1_epochs: int = 10
+    phase2_epochs: int = 20
+    unfreeze_blocks: int = 3
+    phase1_learning_rate: float = 1e-4
+    phase2_learning_rate: float = 1e-5
+    patience: int = 10
+    # class_weight: weights below; oversample: preprocessing's augmented copies;
+    # undersample: balanced batches from the majority class; focal: focal loss.
+    imbalance: str = "class_weight"
+    class_weight: str = "balanced"  # or "w0,w1", e.g. the reference study's "0.5,28.5"
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    online_augmentation: bool = True
+    feature_cache: str = "auto"  # auto: on for CPU, off for GPU
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.imbalance not in IMBALANCE_STRATEGIES:
+            raise ValueError(f"imbalance {self.imbalance!r} not in {IMBALANCE_STRATEGIES}")
+        if self.feature_cache not in ("auto", "on", "off"):
+            raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
+        if self.class_weight != "balanced":
+            parse_class_weight(self.class_weight)
+
+
+def parse_class_weight(text: str) -> tuple[float, float]:
+    try:
+        w0, w1 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"class_weight must be 'balanced' or 'w0,w1' (e.g. 0.5,28.5), got {text!r}"
+        ) from None
+    return w0, w1
+
+
+CAM_METHODS = ("gradcam", "gradcam++")
+OPERATING_POINTS = ("target_sensitivity", "youden", "max_f1")
+PROBABILITY_CALIBRATIONS = ("none", "platt", "isotonic")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    per_outcome: int = 4  # most confident TP, FP, FN, TN each
+    random_count: int = 8  # plus a seeded random sample of the other test images
+    operating_point: str = "target_sensitivity"
+    seed: int = 42
+    batch_size: int = 16
+    method: str = "gradcam"  # or "gradcam++"
+
+    def __post_init__(self) -> None:
+        if self.operating_point not in OPERATING_POINTS:
+            raise ValueError(f"operating_point {self.operating_point!r} not in {OPERATING_POINTS}")
+        if self.method not in CAM_METHODS:
+            raise ValueError(f"CAM method {self.method!r} not in {CAM_METHODS}")

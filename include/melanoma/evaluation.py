@@ -1,12 +1,12 @@
-"""Calibrate on validation, evaluate on test, decide promotion: the store-facing steps.
+"""Stages calibrate, evaluate and promote: calibrate on validation, evaluate on test, decide.
 
-Reads the training stage's ``runs/<run_id>/predictions/{val,test}.csv`` and writes
+Reads the train stage's committed ``predictions/{val,test}.csv`` and writes, each stage
+committing its artifacts (see ``melanoma.run``):
 
-- ``runs/<run_id>/calibration.json``: thresholds and probability calibration, fitted on
+- calibrate: ``calibration.json``, thresholds and probability calibration fitted on
   validation only, each with its validation metrics;
-- ``runs/<run_id>/evaluation/figures/*.png`` and then ``evaluation/metrics.json``
-  (schema below; written last, so its presence means the evaluation is complete);
-- ``runs/<run_id>/promotion.json`` and, when promoted, ``champions/<task>/champion.json``.
+- evaluate: ``evaluation/figures/*.png`` and ``evaluation/metrics.json`` (schema below);
+- promote: ``promotion.json`` and, when promoted, ``champions/<task>/champion.json``.
 
 ``metrics.json`` (``schema_version`` 1)::
 
@@ -29,7 +29,6 @@ Operating points are ``at_0.5`` and every threshold in ``calibration.json``.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import math
 from collections.abc import Callable
@@ -42,11 +41,12 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma import RESEARCH_NOTICE, figures
 from melanoma.calibration import (
-    PROBABILITY_CALIBRATIONS,
     choose_thresholds,
     fit_probability_calibration,
     probability_calibrator,
 )
+from melanoma.config import PROBABILITY_CALIBRATIONS
+from melanoma.layout import champion_key, previous_champion_key
 from melanoma.metrics import (
     bootstrap_intervals,
     brier_score,
@@ -54,8 +54,8 @@ from melanoma.metrics import (
     reliability_bins,
     threshold_metrics,
 )
-from melanoma.promotion import PromotionPolicy, champion_key, decide_promotion, read_champion
-from melanoma.store import ObjectStore, read_manifest
+from melanoma.promotion import PromotionPolicy, decide_promotion, read_champion
+from melanoma.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +95,13 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def read_predictions(store: ObjectStore, prefix: str, split: str) -> pd.DataFrame:
-    """A committed training run's predictions for ``split``, checked for the expected columns."""
-    model = read_manifest(store, f"{prefix}/model/MANIFEST.json")
-    key = model["outputs"][f"predictions_{split}"]
-    frame = pd.read_csv(
-        io.BytesIO(store.get_bytes(key)), dtype={"image_id": str, "lesion_id": str, "dx": str}
-    )
+def read_predictions(run: Run, split: str) -> pd.DataFrame:
+    """The train stage's committed predictions for ``split``, checked for the expected columns."""
+    frame = run.predictions(split)
+    location = f"{run.store.url}/{run.layout.predictions(split)}"
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
-        raise ValueError(f"{store.url}/{key}: missing column(s) {missing}")
+        raise ValueError(f"{location}: missing column(s) {missing}")
     for column, valid, expected in (
         ("label", frame["label"].isin([0, 1]), "0 or 1"),
         ("probability", frame["probability"].between(0, 1), "a number in [0, 1]"),
@@ -112,7 +109,7 @@ def read_predictions(store: ObjectStore, prefix: str, split: str) -> pd.DataFram
         if not valid.all():
             row = int(np.flatnonzero(~valid.to_numpy())[0])
             raise ValueError(
-                f"{store.url}/{key}: row {row + 2} (image {frame['image_id'].iloc[row]}): "
+                f"{location}: row {row + 2} (image {frame['image_id'].iloc[row]}): "
                 f"{column} is {frame[column].iloc[row]!s}, expected {expected}"
             )
     return frame
@@ -124,9 +121,9 @@ def split_fingerprint(predictions: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(f"{i},{y}" for i, y in pairs).encode()).hexdigest()[:16]
 
 
-def calibrate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
-    """Thresholds and probability calibration from the validation split; return the key."""
-    val = read_predictions(store, prefix, "val")
+def calibrate_run(run: Run, config: EvaluationConfig) -> str:
+    """Thresholds and probability calibration from the validation split; return the commit key."""
+    val = read_predictions(run, "val")
     labels, scores = val["label"].to_numpy(), val["probability"].to_numpy()
     thresholds = choose_thresholds(labels, scores, config.target_sensitivity)
     for entry in thresholds.values():
@@ -141,13 +138,13 @@ def calibrate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> 
         "config": asdict(config),
         "notice": RESEARCH_NOTICE,
     }
-    key = f"{prefix}/calibration.json"
-    store.put_json(key, json_safe(record))
+    with run.stage("calibrate") as stage:
+        stage.put_json("calibration", run.layout.calibration, json_safe(record))
     log.info(
         "thresholds on validation: %s",
         {k: round(v["threshold"], 4) for k, v in thresholds.items()},
     )
-    return key
+    return run.layout.commit("calibrate")
 
 
 def measure_predictions(
@@ -242,37 +239,34 @@ def measure_predictions(
     return measured, pngs
 
 
-def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> str:
-    """Every test metric with lesion-bootstrap intervals, and the figures; return metrics.json's key."""
-    calibration = store.get_json(f"{prefix}/calibration.json")
-    test = read_predictions(store, prefix, "test")
+def evaluate_run(run: Run, config: EvaluationConfig) -> str:
+    """Every test metric with lesion-bootstrap intervals, and the figures; return the commit key."""
+    calibration = run.read_json("calibrate", "calibration")
+    test = read_predictions(run, "test")
     try:
         measured, pngs = measure_predictions(test, calibration, config, "test")
     except ValueError as error:
-        raise ValueError(f"{prefix}: {error}") from None
-    run = store.get_json(f"{prefix}/config.json")
-    pngs["training_curves"] = figures.training_curves_figure(
-        store.get_json(f"{prefix}/model/history.json")
-    )
-    figure_keys = {}
-    for name, png in pngs.items():
-        figure_keys[name] = f"{prefix}/evaluation/figures/{name}.png"
-        store.put_bytes(figure_keys[name], png)
-
-    metrics = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run["run_id"],
-        "dataset_version": run["dataset_version"],
-        "label_task": run["config"]["label_task"],
-        "split": "test",
-        "counts": measured["counts"],
-        "test_fingerprint": split_fingerprint(test),
-        **{k: v for k, v in measured.items() if k != "counts"},
-        "figures": figure_keys,
-        "notice": RESEARCH_NOTICE,
-    }
-    key = f"{prefix}/evaluation/metrics.json"
-    store.put_json(key, json_safe(metrics))
+        raise ValueError(f"{run.layout.prefix}: {error}") from None
+    run_config = run.config()
+    pngs["training_curves"] = figures.training_curves_figure(run.read_json("train", "history"))
+    with run.stage("evaluate") as stage:
+        figure_keys = {
+            name: stage.put_bytes(f"figure/{name}", run.layout.figure(name), png)
+            for name, png in pngs.items()
+        }
+        metrics = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_config.run_id,
+            "dataset_version": run_config.dataset_version,
+            "label_task": run_config.label_task,
+            "split": "test",
+            "counts": measured["counts"],
+            "test_fingerprint": split_fingerprint(test),
+            **{k: v for k, v in measured.items() if k != "counts"},
+            "figures": figure_keys,
+            "notice": RESEARCH_NOTICE,
+        }
+        stage.put_json("metrics", run.layout.metrics, json_safe(metrics))
     auroc = measured["threshold_free"]["auroc"]
     log.info(
         "test AUROC %.4f (95%% CI %.4f-%.4f, lesion bootstrap)",
@@ -280,15 +274,13 @@ def evaluate_run(store: ObjectStore, prefix: str, config: EvaluationConfig) -> s
         auroc["ci_low"],
         auroc["ci_high"],
     )
-    return key
+    return run.layout.commit("evaluate")
 
 
-def candidate_summary(store: ObjectStore, prefix: str, policy: PromotionPolicy) -> dict[str, Any]:
+def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
     """What the promotion rule needs to know about a run (and what champion.json records)."""
-    metrics = store.get_json(f"{prefix}/evaluation/metrics.json")
+    metrics = run.read_json("evaluate", "metrics")
     point = metrics["operating_points"][policy.operating_point]
-    model = read_manifest(store, f"{prefix}/model/MANIFEST.json")
-    preprocessed = read_manifest(store, f"{prefix}/preprocessed/MANIFEST.json")
     return {
         "run_id": metrics["run_id"],
         "label_task": metrics["label_task"],
@@ -303,23 +295,23 @@ def candidate_summary(store: ObjectStore, prefix: str, policy: PromotionPolicy) 
         "threshold": point["threshold"],
         "sensitivity": point["sensitivity"]["value"],
         "specificity": point["specificity"]["value"],
-        "image_size": preprocessed["image_size"],
-        "model_key": model["outputs"]["model"],
-        "run_prefix": prefix,
+        "image_size": run.preprocess_data()["image_size"],
+        "model_key": run.entry("train", "model")["key"],
+        "run_prefix": run.layout.prefix,
     }
 
 
-# (champion's model key, this run's prefix) -> the champion's test-split probabilities,
-# aligned with this run's predictions/test.csv. TensorFlow lives behind it (training.predict).
-RescoreFn = Callable[[str, str], pd.DataFrame]
+# (the champion's run, this run) -> the champion's test-split probabilities, aligned with
+# this run's predictions/test.csv. TensorFlow lives behind it (training.predict.score_split).
+RescoreFn = Callable[[Run, Run], pd.DataFrame]
 
 
 def decide_run_promotion(
-    store: ObjectStore, prefix: str, policy: PromotionPolicy, rescore: RescoreFn | None = None
+    run: Run, policy: PromotionPolicy, rescore: RescoreFn | None = None
 ) -> dict[str, Any]:
-    """Apply the promotion rule to the run; write ``promotion.json``; return the decision."""
-    candidate = candidate_summary(store, prefix, policy)
-    champion = read_champion(store, candidate["label_task"])
+    """Stage promote: apply the promotion rule; write ``promotion.json``; return the decision."""
+    candidate = candidate_summary(run, policy)
+    champion = read_champion(run.store, candidate["label_task"])
     champion_auroc, rescored = None, False
     if champion is not None and champion["run_id"] != candidate["run_id"]:
         if champion["test_fingerprint"] == candidate["test_fingerprint"]:
@@ -331,28 +323,31 @@ def decide_run_promotion(
             )
         else:
             log.info("re-scoring champion %s on this run's test split", champion["run_id"])
-            scored = rescore(champion["model_key"], prefix)
+            scored = rescore(Run.find(run.store, champion["run_prefix"]), run)
             champion_auroc = float(roc_auc_score(scored["label"], scored["probability"]))
             rescored = True
     decision = decide_promotion(candidate, champion, champion_auroc, policy)
     decision["champion_rescored"] = rescored
-    store.put_json(f"{prefix}/promotion.json", json_safe({**decision, "notice": RESEARCH_NOTICE}))
+    with run.stage("promote") as stage:
+        stage.put_json(
+            "promotion", run.layout.promotion, json_safe({**decision, "notice": RESEARCH_NOTICE})
+        )
     log.info("promotion: %s (%s)", decision["promote"], "; ".join(decision["reasons"]))
     return decision
 
 
-def promote_run(store: ObjectStore, prefix: str) -> str:
+def promote_run(run: Run) -> str:
     """Make the run the champion per its ``promotion.json``; keep the replaced record."""
-    decision = store.get_json(f"{prefix}/promotion.json")
+    decision = run.read_json("promote", "promotion")
     if not decision["promote"]:
-        raise ValueError(f"{prefix}/promotion.json says not to promote: {decision['reasons']}")
+        raise ValueError(f"{run.layout.promotion} says not to promote: {decision['reasons']}")
     candidate = decision["candidate"]
     key = champion_key(candidate["label_task"])
     previous = decision.get("champion")
     if previous:
-        store.put_json(
-            f"champions/{candidate['label_task']}/previous/{previous['run_id']}.json", previous
+        run.store.put_json(
+            previous_champion_key(candidate["label_task"], previous["run_id"]), previous
         )
-    store.put_json(key, candidate | {"promotion_reasons": decision["reasons"]})
+    run.store.put_json(key, candidate | {"promotion_reasons": decision["reasons"]})
     log.info("run %s is the champion for %s", candidate["run_id"], candidate["label_task"])
     return key

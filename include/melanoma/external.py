@@ -27,6 +27,7 @@ import requests
 
 from melanoma.download import download
 from melanoma.ham10000 import DX_CODES, apply_label_task
+from melanoma.layout import set_name
 from melanoma.sources import DATAVERSE_URL, HAM10000_DOI, dataverse_files
 
 ISIC2018_IMAGES = "ISIC2018_Task3_Test_Images.zip"
@@ -159,18 +160,27 @@ def fetch_isic2018(
     return ExternalSet("isic2018", images, target / ISIC2018_LABELS)
 
 
-def resolve_external_set(source: str, labels: str | None, cache_dir: Path) -> ExternalSet:
-    """``isic2018`` (or ``isic2018:<dataverse url>``), or a local folder/zip with ``labels``."""
+def resolve_external_set(
+    source: str, labels: str | None, cache_dir: Path, name: str | None = None
+) -> ExternalSet:
+    """``isic2018`` (or ``isic2018:<dataverse url>``), or a local folder/zip with ``labels``.
+
+    The set is called ``name``; by default ``isic2018``, or the labels file's stem
+    (``ph2.csv`` -> ``ph2``): never the images folder's name, which two sets can share.
+    """
     if source == "isic2018" or source.startswith("isic2018:"):
-        return fetch_isic2018(cache_dir, source.partition(":")[2] or DATAVERSE_URL)
+        fetched = fetch_isic2018(cache_dir, source.partition(":")[2] or DATAVERSE_URL)
+        return ExternalSet(set_name(name or fetched.name), fetched.images, fetched.labels)
     path = Path(source).expanduser()
     if not labels:
         raise ExternalLabelsError(f"{source}: a local external set needs a labels CSV")
+    labels_path = Path(labels).expanduser()
+    chosen = set_name(name or labels_path.stem)
     if path.suffix == ".zip":
-        path = extract_images(path, cache_dir / "external" / path.stem)
+        path = extract_images(path, cache_dir / "external" / chosen)
     if not path.is_dir():
         raise FileNotFoundError(f"{source}: no such folder or zip")
-    return ExternalSet(path.name, path, Path(labels).expanduser())
+    return ExternalSet(chosen, path, labels_path)
 
 
 def describe_differences(

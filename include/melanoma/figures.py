@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from melanoma.metrics import rates_from_counts
+
+Array = np.ndarray
+Points = Mapping[str, dict]  # operating point name -> threshold_metrics(...)
+Interval = Mapping[str, float]  # {value, ci_low, ci_high}
 
 POINT_STYLES = {
     "at_0.5": ("o", "tab:gray"),
@@ -28,62 +33,42 @@ def _png(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def roc_figure(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    operating_points: Mapping[str, dict],
-    auroc: Mapping[str, float],
-    data: str = "test split",
-) -> bytes:
-    """ROC curve with each operating point (``{name: threshold_metrics(...)}``) marked."""
-    fpr, tpr, _ = roc_curve(labels, scores)
+def _curve_axes(x: Array, y: Array, area_name: str, area: Interval) -> tuple[Figure, Any]:
+    """A square figure with one curve, labelled with its area under the curve and interval."""
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
-    ax.plot(
-        fpr,
-        tpr,
-        color="black",
-        label=f"AUROC {auroc['value']:.3f} ({auroc['ci_low']:.3f}-{auroc['ci_high']:.3f})",
-    )
+    label = f"{area_name} {area['value']:.3f} ({area['ci_low']:.3f}-{area['ci_high']:.3f})"
+    ax.plot(x, y, color="black", label=label)
+    return fig, ax
+
+
+def _mark(ax: Any, name: str, x: float, y: float, label: str) -> None:
+    marker, colour = POINT_STYLES.get(name, ("x", "black"))
+    ax.plot(x, y, marker, color=colour, markersize=8, label=label)
+
+
+def roc_figure(labels: Array, scores: Array, points: Points, auroc: Interval, data: str) -> bytes:
+    """ROC curve with each operating point (``{name: threshold_metrics(...)}``) marked."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    fig, ax = _curve_axes(fpr, tpr, "AUROC", auroc)
     ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
-    for name, point in operating_points.items():
-        marker, colour = POINT_STYLES.get(name, ("x", "black"))
-        ax.plot(
-            1 - point["specificity"],
-            point["sensitivity"],
-            marker,
-            color=colour,
-            markersize=8,
-            label=f"{name} (t={point['threshold']:.3f})",
-        )
+    for name, point in points.items():
+        label = f"{name} (t={point['threshold']:.3f})"
+        _mark(ax, name, 1 - point["specificity"], point["sensitivity"], label)
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {data}")
     ax.legend(loc="lower right", fontsize=8)
     return _png(fig)
 
 
-def pr_figure(
-    labels: np.ndarray,
-    scores: np.ndarray,
-    operating_points: Mapping[str, dict],
-    auprc: Mapping[str, float],
-    data: str = "test split",
-) -> bytes:
+def pr_figure(labels: Array, scores: Array, points: Points, auprc: Interval, data: str) -> bytes:
+    """Precision-recall curve, the prevalence baseline, and each defined operating point."""
     precision, recall, _ = precision_recall_curve(labels, scores)
     prevalence = float(np.mean(labels))
-    fig = Figure(figsize=(5, 5))
-    ax = fig.subplots()
-    ax.plot(
-        recall,
-        precision,
-        color="black",
-        label=f"AUPRC {auprc['value']:.3f} ({auprc['ci_low']:.3f}-{auprc['ci_high']:.3f})",
-    )
+    fig, ax = _curve_axes(recall, precision, "AUPRC", auprc)
     ax.axhline(prevalence, linestyle=":", color="gray", label=f"prevalence {prevalence:.3f}")
-    for name, point in operating_points.items():
-        if np.isnan(point["ppv"]):
-            continue
-        marker, colour = POINT_STYLES.get(name, ("x", "black"))
-        ax.plot(point["sensitivity"], point["ppv"], marker, color=colour, markersize=8, label=name)
+    for name, point in points.items():
+        if not np.isnan(point["ppv"]):
+            _mark(ax, name, point["sensitivity"], point["ppv"], name)
     ax.set(
         xlabel="recall (sensitivity)", ylabel="precision (PPV)", title=f"Precision-recall, {data}"
     )

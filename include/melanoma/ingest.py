@@ -21,7 +21,7 @@ import re
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,22 +33,26 @@ import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma.ham10000 import DX_CODES, MetadataSchemaError, validate_metadata
+from melanoma.layout import DatasetLayout
 from melanoma.sources import LocalLayout
-from melanoma.store import ObjectStore, read_manifest
+from melanoma.store import ObjectStore, read_manifest, verified_bytes
 
 log = logging.getLogger(__name__)
 
-DATASET_PREFIX = "datasets/ham10000"
 IMAGE_NAME = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png)$", re.IGNORECASE)
 MASK_NAME = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
 
 
-def dataset_prefix(version: str) -> str:
-    return f"{DATASET_PREFIX}/{version}"
-
-
-def manifest_key(version: str) -> str:
-    return f"{dataset_prefix(version)}/MANIFEST.json"
+def read_dataset_file(store: ObjectStore, manifest: dict[str, Any], relative: str) -> bytes:
+    """A file of a committed dataset version, checked against the size and sha256 its
+    manifest recorded (ArtifactCorruptError names the key if it changed after ingest)."""
+    recorded = manifest["files"][relative]
+    entry = {
+        "key": DatasetLayout(manifest["dataset_version"]).file(relative),
+        "size": recorded["bytes"],
+        "sha256": recorded["sha256"],
+    }
+    return verified_bytes(store, entry, "the dataset manifest")
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def build_manifest(
     known_ids = set(metadata["image_id"])
 
     def quarantine(check: FileCheck, reason: str) -> None:
-        key = f"quarantine/{check.source.container.name}/{check.source.name}"
+        key = DatasetLayout.quarantine_relative(check.source.container.name, check.source.name)
         quarantined.append(
             {"file": check.source.origin(), "reason": reason, "key": key if check.size else ""}
         )
@@ -190,31 +194,36 @@ def build_manifest(
             plan[key] = check.source
             files[key] = {"sha256": check.sha256, "bytes": check.size}
 
-    images: dict[str, FileCheck] = {}
-    for check in image_checks:
-        image_id = IMAGE_NAME.match(check.source.name).group(1)  # type: ignore[union-attr]
-        if check.problem:
-            quarantine(check, check.problem)
-        elif image_id in images:
-            quarantine(
-                check,
-                f"duplicate image of {image_id} (first in {images[image_id].source.origin()})",
-            )
-        elif image_id not in known_ids:
-            quarantine(check, "image has no metadata row (or its row was rejected)")
-        else:
-            images[image_id] = check
-    masks: dict[str, FileCheck] = {}
-    for check in mask_checks:
-        image_id = MASK_NAME.match(check.source.name).group(1)  # type: ignore[union-attr]
-        if check.problem:
-            quarantine(check, check.problem)
-        elif image_id in masks:
-            quarantine(check, f"duplicate mask of {image_id}")
-        elif image_id not in images:
-            quarantine(check, "mask has no matching image")
-        else:
-            masks[image_id] = check
+    def accept(
+        checks: list[FileCheck],
+        pattern: re.Pattern[str],
+        kind: str,
+        wanted: Iterable[str],
+        why: str,
+    ) -> dict[str, FileCheck]:
+        """The first readable file for each wanted image id; every other file quarantined."""
+        wanted, accepted = set(wanted), {}
+        for check in checks:
+            image_id = pattern.match(check.source.name).group(1)  # type: ignore[union-attr]
+            if check.problem:
+                quarantine(check, check.problem)
+            elif image_id in accepted:
+                first = accepted[image_id].source.origin()
+                quarantine(check, f"duplicate {kind} of {image_id} (first in {first})")
+            elif image_id not in wanted:
+                quarantine(check, why)
+            else:
+                accepted[image_id] = check
+        return accepted
+
+    images = accept(
+        image_checks,
+        IMAGE_NAME,
+        "image",
+        known_ids,
+        "image has no metadata row (or its row was rejected)",
+    )
+    masks = accept(mask_checks, MASK_NAME, "mask", images, "mask has no matching image")
 
     missing_images = sorted(known_ids - set(images))
     kept = metadata[metadata["image_id"].isin(images)].reset_index(drop=True)
@@ -239,14 +248,14 @@ def build_manifest(
 
     def image_key(image_id: str, check: FileCheck) -> str:
         ext = Path(check.source.name).suffix.lower()
-        return f"images/{image_id}{'.jpg' if ext == '.jpeg' else ext}"
+        return DatasetLayout.image_relative(image_id, ".jpg" if ext == ".jpeg" else ext)
 
     for kind, accepted in (("image", images), ("mask", masks)):
         for image_id, check in sorted(accepted.items()):
             key = (
                 image_key(image_id, check)
                 if kind == "image"
-                else f"masks/{image_id}_segmentation.png"
+                else DatasetLayout.mask_relative(image_id)
             )
             plan[key] = check.source
             files[key] = {
@@ -292,7 +301,8 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
     """Validate ``layout`` and upload it as a dataset version, unless that version already exists."""
     manifest, plan = build_manifest(layout, source)
     version = manifest["dataset_version"]
-    key = manifest_key(version)
+    dataset = DatasetLayout(version)
+    key = dataset.manifest
     log_validation(manifest)
     if store.exists(key):
         log.info(
@@ -300,7 +310,6 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
         )
         return IngestResult(version, key, False, read_manifest(store, key))
 
-    prefix = dataset_prefix(version)
     started = time.monotonic()
     # Group uploads by container so each zip is opened once per worker batch.
     by_container: dict[Path | None, list[tuple[str, SourceFile | bytes]]] = {}
@@ -313,7 +322,7 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
         reader = _ContainerReader()
         for rel, origin in batch:
             data = origin if isinstance(origin, bytes) else reader.read(origin)
-            store.put_bytes(f"{prefix}/{rel}", data)
+            store.put_bytes(dataset.file(rel), data)
         reader.close()
 
     batches = [
@@ -328,7 +337,7 @@ def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 
         version,
         len(plan),
         store.url,
-        prefix,
+        dataset.prefix,
         manifest["upload_seconds"],
     )
     return IngestResult(version, key, True, manifest)

@@ -1,4 +1,4 @@
-"""The pipeline's steps as plain functions: object-store keys in, object-store keys out.
+"""The pipeline's first steps as plain functions: download, pretrained weights, split.
 
 The DAG wraps each in an Airflow task; tests and the command line call them
 directly. Nothing here imports Airflow.
@@ -13,19 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-from melanoma import RESEARCH_NOTICE, sources
-from melanoma.config import PipelineConfig, safe_run_id
+from melanoma import sources
+from melanoma.config import PipelineConfig
 from melanoma.ham10000 import apply_label_task
-from melanoma.ingest import dataset_prefix, ingest
+from melanoma.ingest import ingest, read_dataset_file
 from melanoma.pretrained import place_pretrained_weights
+from melanoma.run import Run, RunConfig
 from melanoma.splits import split_by_lesion, split_summary
 from melanoma.store import open_store, read_manifest
 
 log = logging.getLogger(__name__)
-
-
-def run_prefix(run_id: str) -> str:
-    return f"runs/{safe_run_id(run_id)}"
 
 
 def download_dataset(config: PipelineConfig) -> dict[str, Any]:
@@ -58,42 +55,44 @@ def store_pretrained_weights(config: PipelineConfig) -> str | None:
     return record["key"] if record else None
 
 
-def write_split(config: PipelineConfig, run_id: str, manifest_key: str) -> str:
-    """Write the run's config and its lesion-grouped split; return the ``splits.csv`` key."""
-    store = open_store(config.store_url)
-    manifest = read_manifest(store, manifest_key)
+def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
+    """Stage split: the run's config and its lesion-grouped split; return the commit key."""
+    if run.run_id is None:
+        raise ValueError(f"{run}: writing a split needs the run id")
+    run.check_owner(run.run_id)
+    manifest = read_manifest(run.store, manifest_key)
     version = manifest["dataset_version"]
     metadata = pd.read_csv(
-        io.BytesIO(store.get_bytes(f"{dataset_prefix(version)}/metadata.csv")),
+        io.BytesIO(read_dataset_file(run.store, manifest, "metadata.csv")),
         dtype={"image_id": str, "lesion_id": str, "dx": str},
     )
     rows = apply_label_task(metadata, config.label_task)
     split = split_by_lesion(rows, config.split_ratios, config.seed)
-    prefix = run_prefix(run_id)
-    store.put_json(
-        f"{prefix}/config.json",
-        {
-            "run_id": run_id,
-            "dataset_version": version,
-            "manifest_key": manifest_key,
-            "config": config.to_dict(),
-            "notice": RESEARCH_NOTICE,
-        },
-    )
-    columns = ["image_id", "lesion_id", "dx", "label", "split"]
-    key = f"{prefix}/splits.csv"
     summary = split_summary(split)
-    store.put_json(
-        f"{prefix}/splits_summary.json",
-        {
-            "dataset_version": version,
-            "label_task": config.label_task,
-            "seed": config.seed,
-            "ratios": list(config.split_ratios),
-            "splits": summary,
-        },
-    )
-    store.put_bytes(key, split[columns].to_csv(index=False, lineterminator="\n").encode())
+    columns = ["image_id", "lesion_id", "dx", "label", "split"]
+    layout = run.layout
+    with run.stage("split") as stage:
+        stage.put_json(
+            "config",
+            layout.config,
+            RunConfig(run.run_id, version, manifest_key, config.to_dict()).to_json(),
+        )
+        stage.put_json(
+            "splits_summary",
+            layout.splits_summary,
+            {
+                "dataset_version": version,
+                "label_task": config.label_task,
+                "seed": config.seed,
+                "ratios": list(config.split_ratios),
+                "splits": summary,
+            },
+        )
+        stage.put_bytes(
+            "splits",
+            layout.splits,
+            split[columns].to_csv(index=False, lineterminator="\n").encode(),
+        )
     for name, entry in summary.items():
         log.info(
             "split %s: %d images, %d lesions, %d melanomas",
@@ -102,4 +101,4 @@ def write_split(config: PipelineConfig, run_id: str, manifest_key: str) -> str:
             entry["lesions"],
             entry["melanomas"],
         )
-    return key
+    return layout.commit("split")

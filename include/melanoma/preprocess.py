@@ -9,14 +9,17 @@ Output, under ``runs/<run_id>/preprocessed/``:
   read it for inspection, and row groups stream into ``tf.data`` batch by batch.
 * ``stats.json`` — counts per split and class, augmented copies, rejects with reasons,
   throughput and wall time;
-* ``MANIFEST.json`` — written last (the commit marker): every shard with its sha256,
-  row count and split. Training reads only the shards listed there.
+* ``commits/preprocess.json`` — written last (the commit record): every shard with its
+  size, sha256, row count and split. Training reads only the shards listed there, and
+  checks each against it.
+
+Each source image is checked against the dataset manifest's sha256 as it is read: an
+image changed in the store after ingest fails the job with its key named.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,9 +37,12 @@ from melanoma.images import (
     augment_seed,
     preprocess_image,
 )
-from melanoma.ingest import dataset_prefix
+from melanoma.layout import DatasetLayout, RunLayout
+from melanoma.run import Run
 from melanoma.splits import SPLITS
-from melanoma.store import ObjectStore, open_store, read_manifest
+from melanoma.store import ObjectStore, open_store, read_manifest, verified_bytes
+
+DATASET_MANIFEST = "the dataset manifest"
 
 ROW_GROUP = 128
 # At 224x224 a row is 150 KB: 1,024 rows keep a shard near 150 MB in an executor's memory.
@@ -50,8 +56,8 @@ class ImageTask:
     dx: str
     label: int
     split: str
-    key: str
-    mask_key: str | None
+    image: dict[str, Any]  # the stored image: {key, size, sha256} from the dataset manifest
+    mask: dict[str, Any] | None  # its official lesion mask, likewise, where there is one
     width: int
     height: int
     copies: int  # extra augmented copies to make of this image
@@ -66,24 +72,33 @@ class Shard:
 
 
 def plan_images(
-    splits: pd.DataFrame, manifest: dict[str, Any], prefix: str, augment_copies: int
+    splits: pd.DataFrame, manifest: dict[str, Any], augment_copies: int
 ) -> list[ImageTask]:
     """One task per image of the split; the training split's minority-class images get ``augment_copies``.
 
     Image size comes from the dataset MANIFEST (it enables the reduced decode without reading headers).
     """
     files = manifest["files"]
+    dataset = DatasetLayout(manifest["dataset_version"])
+
+    def entry(relative: str) -> dict[str, Any] | None:
+        if relative not in files:
+            return None
+        recorded = files[relative]
+        return {
+            "key": dataset.file(relative),
+            "size": recorded.get("bytes"),
+            "sha256": recorded.get("sha256"),
+        }
+
     train = splits[splits["split"] == "train"]["label"].value_counts()
     minority = int(train.idxmin()) if len(train) == 2 else None
     tasks = []
     for row in splits.sort_values("image_id").itertuples(index=False):
-        rel = (
-            f"images/{row.image_id}.jpg"
-            if f"images/{row.image_id}.jpg" in files
-            else f"images/{row.image_id}.png"
-        )
+        rel = DatasetLayout.image_relative(row.image_id, ".jpg")
+        if rel not in files:
+            rel = DatasetLayout.image_relative(row.image_id, ".png")
         info = files.get(rel, {})
-        mask_rel = f"masks/{row.image_id}_segmentation.png"
         tasks.append(
             ImageTask(
                 image_id=row.image_id,
@@ -91,8 +106,8 @@ def plan_images(
                 dx=row.dx,
                 label=int(row.label),
                 split=row.split,
-                key=f"{prefix}/{rel}",
-                mask_key=f"{prefix}/{mask_rel}" if mask_rel in files else None,
+                image=entry(rel) or {"key": dataset.file(rel), "size": None, "sha256": None},
+                mask=entry(DatasetLayout.mask_relative(row.image_id)),
                 width=int(info.get("width", 0)),
                 height=int(info.get("height", 0)),
                 copies=augment_copies if row.split == "train" and int(row.label) == minority else 0,
@@ -102,7 +117,7 @@ def plan_images(
 
 
 def plan_shards(
-    tasks: list[ImageTask], output_prefix: str, parallelism: int, tasks_per_core: int = 3
+    tasks: list[ImageTask], layout: RunLayout, parallelism: int, tasks_per_core: int = 3
 ) -> list[Shard]:
     """Cut each split into shards so the cluster gets about ``tasks_per_core`` tasks per core.
 
@@ -120,15 +135,11 @@ def plan_shards(
             current.append(task)
             load += 1 + task.copies
             if load >= per_shard:
-                shards.append(_shard(split, index, output_prefix, current))
+                shards.append(Shard(split, index, layout.shard(split, index), tuple(current)))
                 current, load, index = [], 0, index + 1
         if current:
-            shards.append(_shard(split, index, output_prefix, current))
+            shards.append(Shard(split, index, layout.shard(split, index), tuple(current)))
     return shards
-
-
-def _shard(split: str, index: int, output_prefix: str, tasks: list[ImageTask]) -> Shard:
-    return Shard(split, index, f"{output_prefix}/{split}/part-{index:05d}.parquet", tuple(tasks))
 
 
 SCHEMA_FIELDS = (
@@ -194,11 +205,11 @@ def process_shard(
 
         for task in shard.tasks:
             try:
-                data = store.get_bytes(task.key)
+                data = verified_bytes(store, task.image, DATASET_MANIFEST)
                 mask = None
-                if config.lesion_crop and task.mask_key:
+                if config.lesion_crop and task.mask:
                     mask = cv2.imdecode(
-                        np.frombuffer(store.get_bytes(task.mask_key), np.uint8),
+                        np.frombuffer(verified_bytes(store, task.mask, DATASET_MANIFEST), np.uint8),
                         cv2.IMREAD_GRAYSCALE,
                     )
                 image = preprocess_image(
@@ -208,7 +219,7 @@ def process_shard(
                 rejects.append(
                     {
                         "image_id": task.image_id,
-                        "key": task.key,
+                        "key": task.image["key"],
                         "reason": f"{type(e).__name__}: {e}",
                     }
                 )
@@ -244,6 +255,7 @@ def process_shard(
         "split": shard.split,
         "rows": written,
         "augmented": augmented,
+        "size": data.size,
         "sha256": sha256,
         "counts": dict(counts),
         "rejects": rejects,
@@ -288,15 +300,15 @@ def summarize(
     }
 
 
-def read_shards(store: ObjectStore, manifest: dict[str, Any], split: str) -> pd.DataFrame:
-    """All rows of one split, as listed by the preprocessing MANIFEST (for tests and inspection)."""
+def read_shards(run: Run, split: str) -> pd.DataFrame:
+    """All rows of one split, as the preprocess commit lists them (for tests and inspection)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frames = []
-    for shard in manifest["shards"]:
-        if shard["split"] == split:
-            frames.append(pq.read_table(pa.BufferReader(store.get_bytes(shard["key"]))).to_pandas())
+    frames = [
+        pq.read_table(pa.BufferReader(run.read_entry("preprocess", shard))).to_pandas()
+        for shard in run.shards(split)
+    ]
     return (
         pd.concat(frames, ignore_index=True)
         if frames
@@ -305,10 +317,7 @@ def read_shards(store: ObjectStore, manifest: dict[str, Any], split: str) -> pd.
 
 
 def run_preprocessing(
-    store: ObjectStore,
-    manifest_key: str,
-    splits_key: str,
-    output_prefix: str,
+    run: Run,
     config: PreprocessConfig,
     *,
     augment_copies: int,
@@ -318,53 +327,54 @@ def run_preprocessing(
     tasks_per_core: int = 3,
     extra_stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Plan, process (through ``map_shards``: Spark's map, or the builtin for a local run), commit.
+    """Stage preprocess: plan, process (through ``map_shards``: Spark's map, or the builtin
+    for a local run), commit.
 
-    Writes ``stats.json``, then ``MANIFEST.json`` last, then deletes shards under
-    ``output_prefix`` that an earlier attempt with another plan left and nothing lists.
+    Writes the shards and ``stats.json``, then the commit record last, then deletes shards
+    that an earlier attempt with another plan left and nothing lists.
     """
     started = time.monotonic()
-    manifest = read_manifest(store, manifest_key)
-    splits = pd.read_csv(
-        io.BytesIO(store.get_bytes(splits_key)),
-        dtype={"image_id": str, "lesion_id": str, "dx": str},
-    )
-    tasks = plan_images(
-        splits, manifest, dataset_prefix(manifest["dataset_version"]), augment_copies
-    )
-    shards = plan_shards(tasks, output_prefix, parallelism, tasks_per_core)
-    store_url = store.url
+    run_config = run.config()
+    manifest = read_manifest(run.store, run_config.manifest_key)
+    tasks = plan_images(run.splits(), manifest, augment_copies)
+    shards = plan_shards(tasks, run.layout, parallelism, tasks_per_core)
+    store_url = run.store.url
 
     def process(shard: Shard) -> dict[str, Any]:
         return process_shard(open_store(store_url), shard, config, seed)
 
-    results = map_shards(process, shards)
-    stats = summarize(
-        results,
-        config,
-        time.monotonic() - started,
-        {
-            "dataset_version": manifest["dataset_version"],
-            "splits_key": splits_key,
-            "seed": seed,
-            "augment_copies_per_minority_image": augment_copies,
-            "parallelism": parallelism,
-            "notice": RESEARCH_NOTICE,
-            **(extra_stats or {}),
-        },
-    )
-    store.put_json(f"{output_prefix}/stats.json", stats)
-    store.put_json(
-        f"{output_prefix}/MANIFEST.json",
-        {
+    with run.stage("preprocess") as stage:
+        results = map_shards(process, shards)
+        stats = summarize(
+            results,
+            config,
+            time.monotonic() - started,
+            {
+                "dataset_version": manifest["dataset_version"],
+                "seed": seed,
+                "augment_copies_per_minority_image": augment_copies,
+                "parallelism": parallelism,
+                "notice": RESEARCH_NOTICE,
+                **(extra_stats or {}),
+            },
+        )
+        stage.put_json("stats", run.layout.preprocess_stats, stats)
+        for r in results:
+            stage.record(
+                f"shard/{r['split']}/{r['key'].rsplit('/', 1)[-1]}",
+                r["key"],
+                r["size"],
+                r["sha256"],
+                split=r["split"],
+                rows=r["rows"],
+            )
+        stage.data = {
             "dataset_version": manifest["dataset_version"],
             "image_size": config.size,
-            "stats_key": f"{output_prefix}/stats.json",
-            "shards": [{k: r[k] for k in ("key", "split", "rows", "sha256")} for r in results],
-        },
-    )
+            "preprocess_config": asdict(config),
+        }
     listed = {r["key"] for r in results}
-    for obj in store.list(f"{output_prefix}/"):
+    for obj in run.store.list(run.layout.preprocessed + "/"):
         if obj.key.endswith(".parquet") and obj.key not in listed:
-            store.delete(obj.key)
+            run.store.delete(obj.key)
     return stats

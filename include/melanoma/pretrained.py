@@ -10,46 +10,18 @@ trained on unverified. ``none`` skips the step (random initialisation, for tests
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from melanoma.backbones import BACKBONES, backbone_spec
 from melanoma.download import DownloadError, RemoteFile, download, file_digest
+from melanoma.layout import pretrained_weights_key, record_of
 from melanoma.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 KERAS_WEIGHTS_URL = "https://storage.googleapis.com/tensorflow/keras-applications"
-
-
-@dataclass(frozen=True)
-class BackboneWeights:
-    keras_file: str  # Keras's own no-top ImageNet file
-    keras_md5: str | None  # the hash Keras checks on download, where it has one
-    known_sha256: frozenset[
-        str
-    ]  # other verified files for this backbone (Keras 3 .weights.h5 exports)
-
-
-BACKBONE_WEIGHTS: dict[str, BackboneWeights] = {
-    "resnet50": BackboneWeights(
-        "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        "4d473c1dd8becc155b73f8504c6f6626",
-        frozenset(),
-    ),
-    "mobilenet_v2": BackboneWeights(
-        "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
-        None,
-        # ImageNet MobileNetV2 1.0/224 without top, Keras 3 weights format (shared/data/weights).
-        frozenset({"6714965a05ee6d8568343664bb9cda7456c6eb1fa190a6f5eb39bf087068b100"}),
-    ),
-}
-
-
-def weights_key(backbone: str, filename: str) -> str:
-    suffix = ".weights.h5" if filename.endswith(".weights.h5") else Path(filename).suffix
-    return f"pretrained/{backbone}_imagenet_notop{suffix}"
 
 
 def fetch_keras_weights(backbone: str, weights_dir: Path) -> Path:
@@ -58,10 +30,10 @@ def fetch_keras_weights(backbone: str, weights_dir: Path) -> Path:
     A verified copy already there is used without any request: the Airflow image fetches
     the ResNet50 file when it is built, so runs need no internet.
     """
-    spec = BACKBONE_WEIGHTS[backbone]
-    name = Path(spec.keras_file).name
+    spec = backbone_spec(backbone)
+    name = Path(spec.keras_weights_file).name
     return download(
-        RemoteFile(name, f"{KERAS_WEIGHTS_URL}/{spec.keras_file}", md5=spec.keras_md5),
+        RemoteFile(name, f"{KERAS_WEIGHTS_URL}/{spec.keras_weights_file}", md5=spec.keras_md5),
         weights_dir / name,
     )
 
@@ -81,11 +53,9 @@ def place_pretrained_weights(
     if source == "none":
         log.info("pretrained weights: none (random initialisation)")
         return None
-    if backbone not in BACKBONE_WEIGHTS:
-        raise ValueError(
-            f"no pretrained weights known for backbone {backbone!r}; known: {sorted(BACKBONE_WEIGHTS)}"
-        )
-    spec = BACKBONE_WEIGHTS[backbone]
+    spec = backbone_spec(backbone)
+    if spec.keras_weights_file is None:
+        raise ValueError(f"backbone {backbone!r} has no pretrained weights; use `none`")
     if source == "keras":
         path = fetch_keras_weights(backbone, weights_dir)
         verified_by = (
@@ -114,7 +84,7 @@ def place_pretrained_weights(
         verified_by = f"sha256 {sha256}" + (
             " (user-supplied)" if expected_sha256 else " (known file)"
         )
-    key = weights_key(backbone, path.name)
+    key = pretrained_weights_key(backbone, path.name)
     record = {
         "key": key,
         "backbone": backbone,
@@ -123,11 +93,12 @@ def place_pretrained_weights(
         "source": source,
         "verified_by": verified_by,
     }
-    if store.exists(key + ".json") and store.get_json(key + ".json").get("sha256") == sha256:
+    record_key = record_of(key)
+    if store.exists(record_key) and store.get_json(record_key).get("sha256") == sha256:
         log.info("pretrained weights %s already in the store (sha256 %s)", key, sha256)
-        return store.get_json(key + ".json")
+        return store.get_json(record_key)
     store.put_file(key, path)
-    store.put_json(key + ".json", record)  # after the weights: the record marks them complete
+    store.put_json(record_key, record)  # after the weights: the record marks them complete
     log.info("pretrained weights %s stored, verified by %s", key, verified_by)
     return record
 
@@ -136,7 +107,9 @@ if __name__ == "__main__":  # python -m melanoma.pretrained resnet50 /opt/melano
     import argparse
 
     parser = argparse.ArgumentParser(description="Fetch a backbone's Keras ImageNet weights.")
-    parser.add_argument("backbone", choices=sorted(BACKBONE_WEIGHTS))
+    parser.add_argument(
+        "backbone", choices=sorted(n for n, s in BACKBONES.items() if s.keras_weights_file)
+    )
     parser.add_argument("weights_dir", type=Path)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.INFO)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from melanoma.calibration import THRESHOLD_METHODS
+from melanoma.layout import champion_key
 from melanoma.store import ObjectStore
 
 CHAMPION_FIELDS = (
@@ -51,10 +52,6 @@ class PromotionPolicy:
             raise ValueError(f"operating_point {self.operating_point!r} not in {THRESHOLD_METHODS}")
         if not 0 <= self.auroc_margin <= 1 or not 0 <= self.sensitivity_floor <= 1:
             raise ValueError("auroc_margin and sensitivity_floor must be in [0, 1]")
-
-
-def champion_key(label_task: str) -> str:
-    return f"champions/{label_task}/champion.json"
 
 
 def read_champion(store: ObjectStore, label_task: str) -> dict[str, Any] | None:

@@ -1,520 +1,69 @@
-"""``runs/<run_id>/report.html``: one self-contained page per run, doubling as its model card.
+"""Stage report: ``report.html``, one self-contained page per run, doubling as its model card.
 
-Everything comes from the run's artifacts in the store; figures are inlined as data
-URIs so the page can be mailed or archived on its own. Sections follow the model-card
-outline of Mitchell et al., "Model Cards for Model Reporting" (FAT* 2019): model
-details, intended use, data, metrics, considerations.
+Everything comes from the run's committed artifacts, each checked as it is read; figures
+are inlined as data URIs so the page can be mailed or archived on its own. The sections
+are in ``melanoma.report_sections``, the HTML building blocks in ``melanoma.report_html``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from datetime import UTC, datetime
-from typing import Any
-
-import cv2
-import numpy as np
-import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.store import ObjectStore, read_manifest
-
-RATE_NAMES = {
-    "sensitivity": "Sensitivity",
-    "specificity": "Specificity",
-    "ppv": "PPV",
-    "npv": "NPV",
-    "accuracy": "Accuracy",
-    "f1": "F1",
-}
-POINT_NAMES = {
-    "at_0.5": "Fixed 0.5",
-    "youden": "Youden's J",
-    "target_sensitivity": "Target sensitivity",
-    "max_f1": "Max F1",
-}
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.8em; }
-.notice { background: #fdecea; border: 2px solid #c62828; padding: 0.8em 1em; font-weight: 600; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-th { background: #f3f3f3; }
-td.text { text-align: left; }
-.ci { color: #666; font-size: 0.85em; }
-.figures img { max-width: 48%; margin: 0.5%; border: 1px solid #eee; }
-.wide img { max-width: 98%; }
-.decision { font-size: 1.1em; padding: 0.6em 1em; border-left: 6px solid; }
-.promoted { border-color: #2e7d32; background: #edf7ed; }
-.kept { border-color: #ef6c00; background: #fff4e5; }
-.gallery figure { display: inline-block; width: 31.5%; margin: 0.5%; vertical-align: top; font-size: 0.8em; }
-.gallery img { width: 100%; }
-pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
-"""
+from melanoma import report_sections as sections
+from melanoma.report_html import STYLE, escape, with_ci
+from melanoma.run import Run, RunConfig
+from melanoma.store import read_manifest
 
 
-def escape(value: Any) -> str:
-    return html.escape(str(value))
+def _data_section(run: Run, config: RunConfig, stats: dict) -> str:
+    dataset = read_manifest(run.store, config.manifest_key)
+    splits = run.read_json("split", "splits_summary")
+    return sections.data_section(config.dataset_version, dataset, splits, stats)
 
 
-def _number(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
-    return (
-        f"{_number(entry['value'], digits)} "
-        f"<span class='ci'>({_number(entry['ci_low'], digits)}&ndash;{_number(entry['ci_high'], digits)})</span>"
+def _gradcam_section(run: Run) -> str:
+    if not run.committed("explain"):
+        return sections.gradcam_section(None, None, lambda key: b"")
+    by_key = {entry["key"]: entry for entry in run.entries("explain", "image/")}
+    return sections.gradcam_section(
+        run.read_json("explain", "summary"),
+        run.read_csv("explain", "index"),
+        lambda key: run.read_entry("explain", by_key[key]),
     )
 
 
-def html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _external_sets(run: Run) -> list[tuple[dict, sections.Figure]]:
+    """Every external set committed for the run: its metrics and a reader of its figures."""
 
+    def figures(stage: str) -> sections.Figure:
+        return lambda name: run.read_bytes(stage, f"figure/{name}")
 
-def _image(store: ObjectStore, key: str, alt: str) -> str:
-    data = base64.b64encode(store.get_bytes(key)).decode()
-    return f"<img src='data:image/png;base64,{data}' alt='{escape(alt)}'>"
-
-
-def _optional_json(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    return store.get_json(key) if store.exists(key) else None
-
-
-def _data_section(store: ObjectStore, run: dict, prefix: str) -> str:
-    dataset = read_manifest(store, run["manifest_key"])
-    splits = store.get_json(f"{prefix}/splits_summary.json")
-    stats = store.get_json(f"{prefix}/preprocessed/stats.json")
-    counts = dataset["counts"]
-    validation = dataset["validation"]
-    dx_codes = sorted({dx for entry in splits["splits"].values() for dx in entry["by_dx"]})
-    rows = [
-        [name, str(e["images"]), str(e["lesions"]), str(e["positives"])]
-        + [str(e["by_dx"].get(dx, 0)) for dx in dx_codes]
-        for name, e in splits["splits"].items()
+    return [
+        (run.read_json(f"external/{name}", "metrics"), figures(f"external/{name}"))
+        for name in run.external_sets()
     ]
-    return f"""
-<h2>Data</h2>
-<p>HAM10000, dataset version <code>{escape(run["dataset_version"])}</code> from
-<code>{escape(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
-{counts["masks"]} lesion masks. Label task <code>{escape(splits["label_task"])}</code>; split grouped by
-lesion (no lesion in two splits), stratified by diagnosis, seed {splits["seed"]},
-ratios {", ".join(str(r) for r in splits["ratios"])}.</p>
-{html_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
-<p>Rejected or quarantined at ingest: {counts["rejected_rows"]} metadata rows,
-{counts["quarantined"]} files; {len(validation["metadata_rows_without_image"])} metadata rows had no
-image. Rejected at preprocessing: {stats["rejected"]}. Augmented training copies written:
-{stats["augmented_copies"]} (used only by the <code>oversample</code> strategy).</p>
-"""
 
 
-def _model_section(training: dict, history: dict, preprocessing: dict) -> str:
-    config = training["config"]
-    summary = history.get("summary", {})
-    timing = summary.get("timing", {})
-    rows = [
-        ["Backbone", escape(config["backbone"])],
-        [
-            "Pretrained weights",
-            escape(training.get("weights_key") or "none (random initialisation)"),
-        ],
-        ["Input", f"{preprocessing['size']}&times;{preprocessing['size']} RGB, uint8"],
-        [
-            "Preprocessing",
-            escape(
-                f"interpolation {preprocessing['interpolation']}, "
-                f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}"
-            ),
-        ],
-        [
-            "Phase 1 (backbone frozen)",
-            f"{config['phase1_epochs']} epochs max, lr {config['phase1_learning_rate']}, "
-            f"cached features: {training['feature_cache']}",
-        ],
-        [
-            "Phase 2 (fine-tuning)",
-            f"{config['phase2_epochs']} epochs max, lr {config['phase2_learning_rate']}, "
-            f"unfrozen: {escape(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
-        ],
-        [
-            "Class imbalance",
-            escape(config["imbalance"])
-            + (
-                f" (class weights {_class_weights(training['class_weight'])})"
-                if training.get("class_weight")
-                else ""
-            ),
-        ],
-        ["Training images", f"{training['train_images']} ({training['train_positives']} positive)"],
-        [
-            "Validation AUROC",
-            f"{_number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
-            f"{_number(summary.get('val_auroc_final'), 4)} final"
-            + (
-                " (phase 2 never beat phase 1: phase 1's weights were kept)"
-                if history.get("phase2", {}).get("best_epoch") == -1
-                else ""
-            ),
-        ],
-        [
-            "Device",
-            escape(
-                f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"
-            ),
-        ],
-        ["Timing", escape(_timing(timing))],
-    ]
-    body = "".join(f"<tr><th>{k}</th><td class='text'>{v}</td></tr>" for k, v in rows)
-    return f"<h2>Model details</h2><table>{body}</table>"
-
-
-def _class_weights(weights: dict) -> str:
-    return ", ".join(f"{k}: {float(v):.3g}" for k, v in sorted(weights.items()))
-
-
-def _timing(timing: dict) -> str:
-    """Training wall times in words, from history.json's summary."""
-    parts = []
-    one, two = timing.get("phase1", {}), timing.get("phase2", {})
-    if one.get("resumed"):
-        parts.append("phase 1 resumed from its checkpoint")
-    elif "seconds" in one:
-        text = f"phase 1 {one['seconds']:.0f} s"
-        if one.get("cached_features"):
-            text += (
-                f" (features {one['feature_seconds']:.0f} s at "
-                f"{one['feature_images_per_second']} images/s, head {one['head_seconds']:.0f} s)"
-            )
-        parts.append(text)
-    if "seconds" in two:
-        parts.append(
-            f"phase 2 {two['seconds']:.0f} s, {two['epochs']} epochs, "
-            f"{two['images_per_second']} images/s"
-        )
-    return "; ".join(parts) or "not recorded"
-
-
-def _calibration_section(calibration: dict) -> str:
-    rows = []
-    for name, entry in calibration["thresholds"].items():
-        v = entry["validation"]
-        rows.append(
-            [
-                POINT_NAMES.get(name, name),
-                f"{entry['threshold']:.4f}",
-                escape(entry["rule"]),
-                _number(v["sensitivity"]),
-                _number(v["specificity"]),
-                _number(v["ppv"]),
-            ]
-        )
-    method = calibration["probability_calibration"]["method"]
-    return f"""
-<h2>Thresholds (chosen on validation)</h2>
-<p>Every threshold was chosen on the validation split ({calibration["validation"]["images"]} images,
-{calibration["validation"]["positives"]} positive); the test split was not used. Probability
-calibration: <code>{escape(method)}</code>, fitted on validation.</p>
-{html_table(["threshold", "value", "rule", "val. sensitivity", "val. specificity", "val. PPV"], rows)}
-"""
-
-
-def _operating_points_table(metrics: dict) -> str:
-    header = ["operating point", "threshold", *list(RATE_NAMES.values()), "TN", "FP", "FN", "TP"]
-    rows = []
-    for name, point in metrics["operating_points"].items():
-        c = point["confusion"]
-        rows.append(
-            [POINT_NAMES.get(name, name), f"{point['threshold']:.4f}"]
-            + [with_ci(point[rate]) for rate in RATE_NAMES]
-            + [str(c[k]) for k in ("tn", "fp", "fn", "tp")]
-        )
-    return html_table(header, rows)
-
-
-def _metrics_section(store: ObjectStore, metrics: dict) -> str:
-    counts = metrics["counts"]
-    free = metrics["threshold_free"]
-    boot = metrics["bootstrap"]
-    probability = metrics["probability_calibration"]
-    calibration_rows = [
-        [name, _number(entry["brier"], 4), _number(entry["ece"], 4)]
-        for name, entry in probability["test"].items()
-    ]
-    fig = metrics["figures"]
-    return f"""
-<h2>Test metrics</h2>
-<p>Test split: {counts["images"]} images of {counts["lesions"]} lesions, {
-        counts["positives"]
-    } positive
-(prevalence {counts["prevalence"]:.3f}). Intervals: {int(boot["confidence"] * 100)}% percentile
-bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
-{boot["degenerate_replicates"]} single-class replicates left out).</p>
-{
-        html_table(
-            ["", "value (95% CI)"],
-            [
-                ["AUROC", with_ci(free["auroc"])],
-                ["AUPRC", with_ci(free["auprc"])],
-                ["AUPRC of a random classifier (prevalence)", _number(free["auprc_baseline"])],
-            ],
-        )
-    }
-{_operating_points_table(metrics)}
-<h3>Probability calibration on test ({escape(probability["method"])}, fitted on validation)</h3>
-{html_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
-<h2>Figures</h2>
-<div class="figures">
-{_image(store, fig["roc"], "ROC curve")}{
-        _image(store, fig["precision_recall"], "Precision-recall curve")
-    }
-</div>
-<div class="figures wide">{_image(store, fig["confusion_matrices"], "Confusion matrices")}</div>
-<div class="figures">
-{_image(store, fig["metrics_vs_threshold"], "Metrics against threshold")}{
-        _image(store, fig["reliability"], "Reliability diagram")
-    }
-</div>
-<h3>Training curves</h3>
-<div class="figures wide">{_image(store, fig["training_curves"], "Training curves")}</div>
-"""
-
-
-def _mix(mix: dict[str, float] | None) -> str:
-    return ", ".join(f"{dx} {share:.1%}" for dx, share in mix.items()) if mix else "n/a"
-
-
-def _spread(spread: dict[str, float] | None) -> str:
-    return (
-        f"{spread['min']:.0f}&ndash;{spread['median']:.0f}&ndash;{spread['max']:.0f}"
-        if spread
-        else "n/a"
-    )
-
-
-def _external_section(store: ObjectStore, prefix: str, test_metrics: dict) -> str:
-    """One subsection per external set evaluated (``external/<set>/metrics.json``)."""
-    keys = sorted(
-        o.key for o in store.list(f"{prefix}/external/") if o.key.endswith("/metrics.json")
-    )
-    if not keys:
-        return ""
-    parts = [
-        "<h2>External validation</h2><p>The run's model on labelled sets from outside "
-        "HAM10000, at the thresholds it chose on its own validation split.</p>"
-    ]
-    for key in keys:
-        m = store.get_json(key)
-        d = m["differences"]
-        counts, free = m["counts"], m["threshold_free"]
-        test_free = test_metrics["threshold_free"]
-        parts.append(
-            f"""<h3>{escape(m["external_set"])}</h3>
-<p>{counts["images"]} images ({counts["positives"]} positive for
-<code>{escape(m["label_task"])}</code>), labels in the {escape(m["labels_format"])} format.
-Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.</p>
-{
-                html_table(
-                    ["", "external (95% CI)", "HAM10000 test (95% CI)"],
-                    [
-                        ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
-                        ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
-                    ],
-                )
-            }
-{_operating_points_table(m)}
-<h4>How the set differs from the HAM10000 test split</h4>
-{
-                html_table(
-                    ["", "external set", "HAM10000 test split"],
-                    [
-                        [
-                            "prevalence",
-                            _number(d["prevalence"]),
-                            _number(d["reference_prevalence"]),
-                        ],
-                        [
-                            "diagnoses",
-                            escape(_mix(d["dx_mix"])),
-                            escape(_mix(d["reference_dx_mix"])),
-                        ],
-                        [
-                            "width, height (min&ndash;median&ndash;max px)",
-                            f"{_spread(d['width'])}, {_spread(d['height'])}",
-                            f"{_spread(d['reference_width'])}, {_spread(d['reference_height'])}",
-                        ],
-                        [
-                            "formats",
-                            escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
-                            "jpeg",
-                        ],
-                    ],
-                )
-            }
-<div class="figures">{_image(store, m["figures"]["roc"], "External ROC curve")}{
-                _image(store, m["figures"]["precision_recall"], "External precision-recall curve")
-            }</div>
-<div class="figures wide">{
-                _image(store, m["figures"]["confusion_matrices"], "External confusion matrices")
-            }</div>"""
-        )
-    return "\n".join(parts)
-
-
-def _promotion_section(promotion: dict | None) -> str:
-    if promotion is None:
-        return "<h2>Promotion</h2><p>No promotion decision was recorded for this run.</p>"
-    promoted = promotion["promote"]
-    reasons = "".join(f"<li>{escape(r)}</li>" for r in promotion["reasons"])
-    verdict = "Promoted to champion" if promoted else "Not promoted: the champion was kept"
-    policy = promotion["policy"]
-    return f"""
-<h2>Promotion</h2>
-<div class="decision {"promoted" if promoted else "kept"}">{verdict}</div>
-<ul>{reasons}</ul>
-<p class="ci">Rule: test sensitivity at the {escape(policy["operating_point"])} threshold at least
-{policy["sensitivity_floor"]}, and test AUROC not below the champion's (on the same test split) by
-more than {policy["auroc_margin"]}.</p>
-"""
-
-
-def _thumbnail(store: ObjectStore, key: str, width: int = 480) -> str:
-    """A stored PNG as an inlined JPEG at most ``width`` wide (the full-size PNG stays in the store)."""
-    image = cv2.imdecode(np.frombuffer(store.get_bytes(key), np.uint8), cv2.IMREAD_COLOR)
-    if image.shape[1] > width:
-        height = round(image.shape[0] * width / image.shape[1])
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    data = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]).decode()
-    return f"<img src='data:image/jpeg;base64,{data}' alt='{escape(key)}'>"
-
-
-def _gradcam_section(store: ObjectStore, prefix: str) -> str:
-    key = f"{prefix}/gradcam/summary.json"
-    if not store.exists(key):
-        return "<h2>Explanations (Grad-CAM)</h2><p>No Grad-CAM was computed for this run.</p>"
-    summary = store.get_json(key)
-    index = pd.read_csv(io.BytesIO(store.get_bytes(summary["index"])), dtype={"image_id": str})
-
-    def row(name: str, entry: dict) -> list[str]:
-        return [
-            name,
-            str(entry["images"]),
-            str(entry["maps_without_positive_evidence"]),
-            _number(entry["energy_in_lesion"]["mean"]),
-            _number(entry["energy_in_lesion"]["median"]),
-            _number(entry["lesion_area_fraction"]["mean"]),
-            _number(entry["background_to_lesion_ratio"]["median"]),
-        ]
-
-    rows = [row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
-    rows.append(row("all explained", summary["overall"]))
-    figures = []
-    for selected_as in ("TP", "FP", "FN", "TN", "random"):
-        for r in index[index["selected_as"] == selected_as].itertuples():
-            figures.append(
-                f"<figure>{_thumbnail(store, r.png)}<figcaption>{escape(selected_as)}: "
-                f"{escape(r.image_id)} ({escape(r.dx)}), p={r.probability:.3f}, outcome {escape(r.outcome)}, "
-                + (
-                    "all-zero map, "
-                    if np.isnan(r.energy_in_lesion)
-                    else f"energy in lesion {r.energy_in_lesion:.2f} "
-                    f"(lesion {r.lesion_area_fraction:.2f} of the image), "
-                )
-                + f"{escape(r.mask_source)} mask</figcaption></figure>"
-            )
-    sources = ", ".join(f"{v} {escape(k)}" for k, v in summary["mask_sources"].items())
-    return f"""
-<h2>Explanations (Grad-CAM)</h2>
-<p>{
-        "Grad-CAM++ (Chattopadhay et al., WACV 2018)"
-        if summary["method"] == "gradcam++"
-        else "Grad-CAM (Selvaraju et al., ICCV 2017)"
-    } for the melanoma score at layer
-<code>{
-        escape(summary["layer"])
-    }</code>, on the most confident true and false positives and negatives
-at the {escape(summary["operating_point"])} threshold ({
-        summary["threshold"]:.4f}) and a seeded random
-sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
-mask; a map spread evenly over the image would score the lesion's area share, so compare the two.
-<b>Background-to-lesion ratio</b>: mean activation outside the mask over mean activation inside
-(Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion.
-<b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
-negatives); they have no share and are left out of the means. Masks:
-{sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
-{
-        html_table(
-            [
-                "outcome",
-                "images",
-                "all-zero maps",
-                "energy in lesion (mean)",
-                "(median)",
-                "lesion area share (mean)",
-                "background/lesion ratio (median)",
-            ],
-            rows,
-        )
-    }
-<p>Energy in lesion over lesion area, all explained images: {
-        _number(summary["overall"]["energy_to_area"], 2)
-    }
-(1 means no preference for the lesion).</p>
-<p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
-<div class="gallery">{"".join(figures)}</div>
-"""
-
-
-def _considerations_section(metrics: dict) -> str:
-    return f"""
-<h2>Intended use</h2>
-<p><b>Research use only; not a diagnostic device.</b> For dermatology-AI researchers studying
-melanoma classification on dermoscopy images: comparing training recipes, thresholds and
-explanations on a reproducible, lesion-grouped split. Out of scope: diagnosing, treating or
-triaging any patient; use on clinical (non-dermoscopic) photographs; use on populations or
-devices unlike HAM10000's without external validation.</p>
-<h2>Limitations and considerations</h2>
-<ul>
-<li>One source: HAM10000 comes from two sites (Vienna and Queensland), mostly fair-skinned
-patients; performance on darker skin types and other cameras is unknown.</li>
-<li>The test split comes from the same archive as the training data; it estimates performance on
-HAM10000-like images only. No external test set was used for this report.</li>
-<li>Patients are not identified in HAM10000: the split keeps each lesion's images together, but
-one patient's different lesions may fall in different splits.</li>
-<li>PPV and NPV depend on prevalence ({metrics["counts"]["prevalence"]:.3f} here); they will
-differ where melanoma is rarer or commoner.</li>
-<li>Thresholds were chosen on the validation split; a new population needs its own.</li>
-<li>Histopathology confirms only part of HAM10000's diagnoses (the others by follow-up, expert
-consensus or confocal microscopy).</li>
-</ul>
-"""
-
-
-def write_report(store: ObjectStore, prefix: str) -> str:
-    """Render the run's report from its artifacts; return its key."""
-    run = store.get_json(f"{prefix}/config.json")
-    metrics = store.get_json(f"{prefix}/evaluation/metrics.json")
-    calibration = store.get_json(f"{prefix}/calibration.json")
-    training = store.get_json(f"{prefix}/model/training_config.json")
-    history = store.get_json(f"{prefix}/model/history.json")
-    stats = store.get_json(f"{prefix}/preprocessed/stats.json")
-    promotion = _optional_json(store, f"{prefix}/promotion.json")
+def write_report(run: Run) -> str:
+    """Stage report: render the run's report from its committed artifacts; return the commit key."""
+    config = run.config()
+    metrics = run.read_json("evaluate", "metrics")
+    calibration = run.read_json("calibrate", "calibration")
+    training = run.read_json("train", "training_config")
+    history = run.read_json("train", "history")
+    stats = run.read_json("preprocess", "stats")
+    promotion = run.read_json("promote", "promotion") if run.committed("promote") else None
     auroc = metrics["threshold_free"]["auroc"]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Melanoma classifier report: {escape(run["run_id"])}</title>
+<title>Melanoma classifier report: {escape(config.run_id)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Melanoma classifier: run report and model card</h1>
-<p>Run <code>{escape(run["run_id"])}</code> · dataset <code>{
-        escape(run["dataset_version"])
+<p>Run <code>{escape(config.run_id)}</code> · dataset <code>{
+        escape(config.dataset_version)
     }</code> ·
 label task <code>{escape(metrics["label_task"])}</code> · generated {generated}</p>
 <p class="notice">{escape(RESEARCH_NOTICE)}</p>
@@ -522,21 +71,21 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 <p>Test AUROC {with_ci(auroc)} on {metrics["counts"]["images"]} images
 ({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} positive for
 <code>{escape(metrics["label_task"])}</code>).</p>
-{_promotion_section(promotion)}
-{_model_section(training, history, stats["config"])}
-{_considerations_section(metrics)}
-{_data_section(store, run, prefix)}
-{_calibration_section(calibration)}
-{_metrics_section(store, metrics)}
-{_gradcam_section(store, prefix)}
-{_external_section(store, prefix, metrics)}
+{sections.promotion_section(promotion)}
+{sections.model_section(training, history, stats["config"])}
+{sections.considerations_section(metrics)}
+{_data_section(run, config, stats)}
+{sections.calibration_section(calibration)}
+{sections.metrics_section(metrics, lambda name: run.read_bytes("evaluate", f"figure/{name}"))}
+{_gradcam_section(run)}
+{sections.external_section(_external_sets(run), metrics)}
 <h2>Configuration</h2>
 <details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
 <pre>{
         escape(
             json.dumps(
                 {
-                    "pipeline": run["config"],
+                    "pipeline": config.config,
                     "training": training["config"],
                     "evaluation": calibration["config"],
                 },
@@ -547,6 +96,6 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 <p class="notice">{escape(RESEARCH_NOTICE)}</p>
 </body></html>
 """
-    key = f"{prefix}/report.html"
-    store.put_bytes(key, page.encode())
-    return key
+    with run.stage("report") as stage:
+        stage.put_bytes("report", run.layout.report, page.encode())
+    return run.layout.commit("report")

@@ -9,6 +9,7 @@ tested on a file store.
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,12 +18,12 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.config import safe_run_id
+from melanoma.layout import CHAMPIONS, RUN_KEY, RUNS, STAGES, RunLayout
 from melanoma.promotion import ChampionCorruptError, read_champion
-from melanoma.report import STYLE, escape, html_table, with_ci
+from melanoma.report_html import STYLE, escape, html_table, with_ci
+from melanoma.run import Run
 from melanoma.store import ObjectStore
 
-RUN_KEY = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]+$")  # what safe_run_id produces; never ".."
 # The only run artifacts served: what a person reads, never models, images or shards.
 SERVED_ARTIFACT = re.compile(
     r"^(report\.html|config\.json|calibration\.json|promotion\.json|evaluation/metrics\.json"
@@ -36,15 +37,17 @@ MEDIA_TYPES = {
     ".png": "image/png",
     ".csv": "text/csv; charset=utf-8",
 }
-# The last artifact each task commits, latest stage first: how far a run got.
-STAGES = (
-    ("report.html", "reported"),
-    ("promotion.json", "promotion decided"),
-    ("evaluation/metrics.json", "evaluated"),
-    ("model/MANIFEST.json", "trained"),
-    ("preprocessed/MANIFEST.json", "preprocessed"),
-    ("splits.csv", "split"),
-)
+# How far a run got: its latest committed stage, in words.
+STAGE_NAMES = {
+    "report": "reported",
+    "promote": "promotion decided",
+    "explain": "explained",
+    "evaluate": "evaluated",
+    "calibrate": "calibrated",
+    "train": "trained",
+    "preprocess": "preprocessed",
+    "split": "split",
+}
 # Airflow run ids carry the run's date: manual__2026-11-23T17:23:08.460512+00:00 (or its
 # store key, with _ for the colons).
 RUN_DATE = re.compile(r"__(\d{4}-\d\d-\d\d)T(\d\d)[:_](\d\d)[:_](\d\d)")
@@ -97,7 +100,7 @@ def run_started(run_id: str) -> datetime | None:
 def champion_prefixes(store: ObjectStore) -> dict[str, str]:
     """Run prefix -> label task, for every readable champion record."""
     prefixes = {}
-    for info in store.list("champions/"):
+    for info in store.list(f"{CHAMPIONS}/"):
         parts = info.key.split("/")
         if len(parts) == 3 and parts[2] == "champion.json":
             try:
@@ -109,22 +112,28 @@ def champion_prefixes(store: ObjectStore) -> dict[str, str]:
     return prefixes
 
 
-def _json(store: ObjectStore, key: str, present: set[str]) -> Any:
-    return store.get_json(key) if key in present else None
-
-
 def summarize_run(
     store: ObjectStore, key: str, present: set[str], champions: dict[str, str]
 ) -> RunSummary:
-    """Summarise ``runs/<key>/`` from the artifacts in ``present`` (full keys)."""
-    prefix = f"runs/{key}"
-    config = _json(store, f"{prefix}/config.json", present) or {}
-    metrics = _json(store, f"{prefix}/evaluation/metrics.json", present)
-    promotion = _json(store, f"{prefix}/promotion.json", present)
-    training = _json(store, f"{prefix}/model/training_config.json", present)
-    gradcam = _json(store, f"{prefix}/gradcam/summary.json", present)
+    """Summarise ``runs/<key>/`` from its committed stages (``present``: its keys)."""
+    run = Run(store, RunLayout(key))
+    committed = {stage for stage in STAGES if run.layout.commit(stage) in present}
+
+    def read(stage: str, name: str) -> Any:
+        return run.read_json(stage, name) if stage in committed else None
+
+    # config.json is written before its stage commits: it names an in-progress run too.
+    config = (store.get_json(run.layout.config) if run.layout.config in present else None) or {}
+    metrics = read("evaluate", "metrics")
+    promotion = read("promote", "promotion")
+    training = read("train", "training_config")
+    gradcam = read("explain", "summary")
     run_id = config.get("run_id", key)
-    stage = next((name for path, name in STAGES if f"{prefix}/{path}" in present), "started")
+    stage = next((STAGE_NAMES[s] for s in reversed(STAGES) if s in committed), None)
+    if stage is None:
+        legacy = any(k.endswith("/report.html") for k in present) and not committed
+        stage = "written before commit records: migrate the store" if legacy else "started"
+    prefix = run.layout.prefix
     values: dict[str, Any] = {
         "key": key,
         "run_id": run_id,
@@ -157,11 +166,9 @@ def summarize_run(
             "gradcam_images": gradcam["overall"]["images"],
             "energy_in_lesion": gradcam["overall"]["energy_in_lesion"]["mean"],
         }
-    external = sorted(
-        k for k in present if k.startswith(f"{prefix}/external/") and k.endswith("/metrics.json")
-    )
     values["external_auroc"] = tuple(
-        (k.split("/")[3], store.get_json(k)["threshold_free"]["auroc"]) for k in external
+        (name, run.read_json(f"external/{name}", "metrics")["threshold_free"]["auroc"])
+        for name in run.external_sets()
     )
     return RunSummary(**values)
 
@@ -169,7 +176,7 @@ def summarize_run(
 def list_runs(store: ObjectStore) -> list[RunSummary]:
     """Every run under ``runs/``, newest first (runs without a date last, by key)."""
     present: dict[str, set[str]] = {}
-    for info in store.list("runs/"):
+    for info in store.list(f"{RUNS}/"):
         parts = info.key.split("/", 2)
         if len(parts) == 3 and RUN_KEY.match(parts[1]):
             present.setdefault(parts[1], set()).add(info.key)
@@ -180,11 +187,28 @@ def list_runs(store: ObjectStore) -> list[RunSummary]:
     )
 
 
-def artifact_key(run_key: str, artifact: str) -> str:
+def artifact_key(key: str, artifact: str) -> str:
     """The store key of a run artifact the pages may serve; ValueError for anything else."""
-    if not RUN_KEY.match(run_key) or not SERVED_ARTIFACT.match(artifact):
-        raise ValueError(f"runs/{run_key}/{artifact} is not an artifact the runs page serves")
-    return f"runs/{run_key}/{artifact}"
+    if not RUN_KEY.match(key) or not SERVED_ARTIFACT.match(artifact):
+        raise ValueError(f"{key}/{artifact} is not a run artifact the runs page serves")
+    return RunLayout(key).artifact(artifact)
+
+
+def read_served_artifact(store: ObjectStore, key: str, artifact: str) -> bytes:
+    """A run artifact the pages serve, read through the commit record that lists it.
+
+    ValueError if it is not one the pages serve; FileNotFoundError if no committed stage
+    lists it; ArtifactCorruptError if it changed after its commit.
+    """
+    wanted = artifact_key(key, artifact)
+    run = Run(store, RunLayout(key))
+    for stage in (*STAGES, *(f"external/{name}" for name in run.external_sets())):
+        if not run.committed(stage):
+            continue
+        for entry in run.commit_record(stage)["artifacts"].values():
+            if entry["key"] == wanted:
+                return run.read_entry(stage, entry)
+    raise FileNotFoundError(f"{store.url}/{wanted}: no committed stage of the run lists it")
 
 
 def media_type(artifact: str) -> str:
@@ -196,7 +220,7 @@ def _interval(entry: dict[str, float | None] | None) -> str:
 
 
 def _run_row(run: RunSummary) -> list[str]:
-    base = f"runs/{escape(run.key)}"
+    base = escape(RunLayout(run.key).prefix)
     links = []
     if run.stage == "reported":
         links.append(f"<a href='{base}/report.html'><b>report</b></a>")
@@ -211,11 +235,7 @@ def _run_row(run: RunSummary) -> list[str]:
         )
     if run.gradcam_images:
         links.append(f"<a href='{base}/gradcam/'>Grad-CAM gallery</a>")
-    stored_as = (
-        ""
-        if safe_run_id(run.run_id) == run.key
-        else f"<br>stored as <code>{escape(run.key)}</code>"
-    )
+    stored_as = "" if run.key == run.run_id else f"<br>stored as <code>{escape(run.key)}</code>"
     champion = "<br><span class='champion'>&#9733; champion</span>" if run.is_champion else ""
     started = run.started.strftime("%Y-%m-%d %H:%M") if run.started else "date unknown"
     rates = ""
@@ -281,12 +301,13 @@ validation split. &#9733; marks the champion of its label task.</p>
 """
 
 
-def render_gradcam_gallery(store: ObjectStore, run_key: str) -> str:
+def render_gradcam_gallery(store: ObjectStore, key: str) -> str:
     """The run's Grad-CAM overlays at full size, with each image's outcome and attention."""
-    index = pd.read_csv(io.BytesIO(store.get_bytes(artifact_key(run_key, "gradcam/index.csv"))))
+    index = pd.read_csv(io.BytesIO(read_served_artifact(store, key, "gradcam/index.csv")))
+    gradcam = RunLayout(key).gradcam
     figures = []
     for row in index.itertuples():
-        relative = row.png.split("/gradcam/", 1)[1]
+        relative = posixpath.relpath(row.png, gradcam)
         figures.append(
             f"<figure><img src='{escape(relative)}' alt='{escape(row.image_id)}'>"
             f"<figcaption>{escape(row.image_id)} · {escape(row.outcome)} "
@@ -295,10 +316,10 @@ def render_gradcam_gallery(store: ObjectStore, run_key: str) -> str:
             "</figcaption></figure>"
         )
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Grad-CAM: {escape(run_key)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Grad-CAM: {escape(key)}</title>
 <style>{PAGE_STYLE}</style></head><body>
 <h1>Grad-CAM gallery</h1>
-<p>Run <code>{escape(run_key)}</code> · <a href='../report.html'>report</a></p>
+<p>Run <code>{escape(key)}</code> · <a href='../report.html'>report</a></p>
 <p class="notice">{escape(RESEARCH_NOTICE)}</p>
 <div class="gallery">{"".join(figures)}</div>
 </body></html>

@@ -7,14 +7,17 @@
 
 Commit protocol. Every single object is written atomically: the file backend
 writes a temporary file and renames it, an S3 PUT is atomic. An artifact made of
-several objects (a dataset version, a set of shards) is complete only when its
+several objects (a dataset version, a stage's outputs) is complete only when its
 manifest object exists, and the manifest is always written last, after every
-object it lists. Readers open the manifest first (:func:`read_manifest`) and read
-only what it lists, so a crash mid-write leaves objects that nothing reads.
+object it lists, with each object's size and sha256. Readers open the manifest
+first (:func:`read_manifest`) and read only what it lists, through
+:func:`verified_bytes`: a crash mid-write leaves objects that nothing reads, and an
+object changed after its commit is an error that names it, never silently used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,6 +35,10 @@ class ArtifactIncompleteError(RuntimeError):
     """A multi-object artifact has no manifest yet: it was never committed."""
 
 
+class ArtifactCorruptError(ValueError):
+    """A committed object's size or sha256 differs from what its manifest recorded."""
+
+
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
@@ -42,6 +49,15 @@ def _check_key(key: str) -> str:
     if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
         raise ValueError(f"invalid object key {key!r}: keys are relative, '/'-separated, no '..'")
     return key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_record(key: str, data: bytes) -> dict[str, Any]:
+    """What a manifest records of an object: its key, size and sha256."""
+    return {"key": key, "size": len(data), "sha256": sha256_hex(data)}
 
 
 class ObjectStore(ABC):
@@ -267,6 +283,15 @@ class _ClosingResponse(io.RawIOBase):
         super().close()
 
 
+# A checkout's own store (the embedded stack's): <project>/.store beside include/.
+CHECKOUT_STORE = Path(__file__).resolve().parents[2] / ".store"
+
+
+def default_store_url() -> str:
+    """``MELANOMA_STORE_URL``, else the checkout's ``.store/`` (where ``make run`` writes)."""
+    return os.environ.get("MELANOMA_STORE_URL") or CHECKOUT_STORE.as_uri()
+
+
 def open_store(url: str | None = None) -> ObjectStore:
     """The store named by ``url``, or by ``MELANOMA_STORE_URL``."""
     url = url or os.environ.get("MELANOMA_STORE_URL")
@@ -293,3 +318,21 @@ def read_manifest(store: ObjectStore, key: str) -> Any:
             f"{store.url}/{key} does not exist: the artifact was never committed "
             "(its producing task has not finished successfully)"
         ) from e
+
+
+def verify_bytes(url: str, entry: dict[str, Any], data: bytes, committed_by: str) -> bytes:
+    """``data`` if it matches ``entry``'s recorded size and sha256; else ArtifactCorruptError."""
+    size, digest = entry.get("size"), entry.get("sha256")
+    actual = sha256_hex(data)
+    if (size is not None and len(data) != int(size)) or (digest and actual != digest):
+        raise ArtifactCorruptError(
+            f"{url}/{entry['key']}: {len(data)} bytes with sha256 {actual[:16]}, but "
+            f"{committed_by} recorded {size} bytes with sha256 {str(digest)[:16]}: the object "
+            "changed after it was committed; rerun the stage that wrote it"
+        )
+    return data
+
+
+def verified_bytes(store: ObjectStore, entry: dict[str, Any], committed_by: str) -> bytes:
+    """The object a manifest ``entry`` ({key, size, sha256}) lists, checked against it."""
+    return verify_bytes(store.url, entry, store.get_bytes(entry["key"]), committed_by)

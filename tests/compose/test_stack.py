@@ -25,7 +25,7 @@ import pytest
 import requests
 
 from melanoma.compose_env import new_env, parse_dotenv
-from melanoma.config import safe_run_id
+from melanoma.layout import STAGES, RunLayout
 from melanoma.synthetic import write_archive
 from tests.compose import standins
 from tests.conftest import REPO_ROOT
@@ -377,23 +377,22 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
         )
         assert app_id in {e["appid"] for e in worker["finishedexecutors"]}, f"worker {index}"
 
-    # The run's artifacts are in the MinIO bucket.
-    prefix = f"runs/{safe_run_id(run_id)}/"
-    keys = bucket_keys(env, prefix)
-    for artifact in (
-        "config.json",
-        "splits.csv",
-        "preprocessed/MANIFEST.json",
-        "model/model.keras",
-        "model/MANIFEST.json",
-        "calibration.json",
-        "evaluation/metrics.json",
-        "gradcam/summary.json",
-        "report.html",
+    # The run's artifacts are in the MinIO bucket, every stage committed.
+    layout = RunLayout.for_run_id(run_id)
+    keys = bucket_keys(env, layout.prefix + "/")
+    for key in (
+        layout.config,
+        layout.splits,
+        layout.model,
+        layout.calibration,
+        layout.metrics,
+        layout.gradcam_summary,
+        layout.report,
+        *(layout.commit(stage) for stage in STAGES),
     ):
-        assert prefix + artifact in keys, artifact
-    assert any(k.startswith(prefix + "preprocessed/") and k.endswith(".parquet") for k in keys)
-    assert any(k.startswith(prefix + "gradcam/") and k.endswith(".png") for k in keys)
+        assert key in keys, key
+    assert any(k.startswith(layout.preprocessed + "/") and k.endswith(".parquet") for k in keys)
+    assert any(k.startswith(layout.gradcam + "/") and k.endswith(".png") for k in keys)
 
     # The dataset check: unpaused, it downloads a new version from a mirror into the cache
     # volume and emits the asset. The pipeline is paused first so that the asset queues no run.
@@ -453,7 +452,7 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     compose.wait_healthy()
     api = Api(int(env["AIRFLOW_PORT"]), env["AIRFLOW_ADMIN_USER"], env["AIRFLOW_ADMIN_PASSWORD"])
     assert api.json("GET", f"/dags/melanoma_pipeline/dagRuns/{run_id}")["state"] == "success"
-    assert bucket_keys(env, prefix) == keys
+    assert bucket_keys(env, layout.prefix + "/") == keys
     assert api.log("melanoma_pipeline", run_id, "train", 1).status_code == 200
 
 

@@ -1,15 +1,14 @@
 """The DAG end to end with `airflow dags test` (SQLite metadata DB), the real Spark standalone
 cluster, and an S3 store on moto's server."""
 
-import io
 import json
 import subprocess
 
-import pandas as pd
 import pytest
 
 from melanoma.embedded import airflow_environment, migrate_airflow_db
-from melanoma.store import read_manifest
+from melanoma.layout import DATASETS, RUNS, RunLayout, champion_key
+from melanoma.run import Run
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 
@@ -34,8 +33,12 @@ def dags_test(env, conf):
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-5000:]
-    return done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    if done.returncode:
+        # The failed task's error, not only the log's tail (which is the run's teardown).
+        errors = [line for line in output.splitlines() if "Error" in line or "error" in line]
+        pytest.fail("\n".join(errors[-40:]) + "\n...\n" + output[-3000:])
+    return output
 
 
 def test_dag_ingests_splits_and_second_run_reuses_the_version(
@@ -60,72 +63,76 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "external_validation": True,
         "external_images": str(mini_archive.root / "HAM10000_images_part_1.zip"),
         "external_labels": str(mini_archive.root / "HAM10000_metadata.csv"),
+        "external_name": "part1",
     }
 
     first_log = dags_test(airflow_env, conf)
-    manifests = [
-        o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")
-    ]
+    manifests = [o.key for o in s3_store.list(f"{DATASETS}/") if o.key.endswith("MANIFEST.json")]
     assert len(manifests) == 1
     manifest = s3_store.get_json(manifests[0])
     assert manifest["counts"]["images"] == len(mini_archive.metadata)
 
-    runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
-    assert len(runs) == 1
-    split = pd.read_csv(io.BytesIO(s3_store.get_bytes(f"runs/{runs[0]}/splits.csv")))
+    keys = sorted({o.key.split("/")[1] for o in s3_store.list(f"{RUNS}/")})
+    assert len(keys) == 1
+    run = Run(s3_store, RunLayout(keys[0]))
+    # Every stage committed, each record listing what it wrote (checked on each read below).
+    for stage in ("split", "preprocess", "train", "calibrate", "evaluate", "explain", "promote"):
+        assert run.committed(stage), stage
+    assert run.committed("report") and run.external_sets() == ["part1"]
+    split = run.splits()
     assert list(split.columns) == ["image_id", "lesion_id", "dx", "label", "split"]
     assert len(split) == len(mini_archive.metadata)
     assert split.groupby("lesion_id")["split"].nunique().max() == 1
     assert split["label"].eq(split["dx"].eq("mel").astype(int)).all()
-    config = s3_store.get_json(f"runs/{runs[0]}/config.json")
-    assert config["dataset_version"] == manifest["dataset_version"]
-    assert config["config"]["seed"] == 3
-    assert "Research use only" in config["notice"]
+    config = run.config()
+    assert run.layout == RunLayout.for_run_id(config.run_id)
+    assert config.dataset_version == manifest["dataset_version"]
+    assert config.config["seed"] == 3
+    assert "Research use only" in run.read_json("split", "config")["notice"]
     assert "dataset version" in first_log and "objects uploaded" in first_log
 
-    # preprocess: submitted by SparkSubmitOperator, committed by its MANIFEST
-    shards = read_manifest(s3_store, f"runs/{runs[0]}/preprocessed/MANIFEST.json")
-    stats = s3_store.get_json(f"runs/{runs[0]}/preprocessed/stats.json")
-    assert shards["image_size"] == 32
+    # preprocess: submitted by SparkSubmitOperator, committed by its record
+    stats = run.read_json("preprocess", "stats")
+    assert run.preprocess_data()["image_size"] == 32
     positives_in_train = int(split.loc[split["split"] == "train", "label"].sum())
     assert stats["rows_written"] == len(split) + positives_in_train
+    assert sum(s["rows"] for s in run.entries("preprocess", "shard/")) == stats["rows_written"]
     assert stats["augmented_copies"] == positives_in_train and stats["rejected"] == 0
 
-    # train: model, history and predictions, committed by the model MANIFEST
-    model = read_manifest(s3_store, f"runs/{runs[0]}/model/MANIFEST.json")
-    predictions = pd.read_csv(io.BytesIO(s3_store.get_bytes(model["outputs"]["predictions_test"])))
+    # train: model, history and predictions
+    predictions = run.predictions("test")
     assert len(predictions) == (split["split"] == "test").sum()
     assert predictions["probability"].between(0, 1).all()
-    assert s3_store.exists(f"runs/{runs[0]}/model/model.keras")
+    assert run.read_bytes("train", "model")
 
     # calibrate on validation, evaluate on test, branch on the promotion decision, report
-    calibration = s3_store.get_json(f"runs/{runs[0]}/calibration.json")
+    calibration = run.read_json("calibrate", "calibration")
     assert calibration["fitted_on"] == "val"
-    metrics = s3_store.get_json(f"runs/{runs[0]}/evaluation/metrics.json")
+    metrics = run.read_json("evaluate", "metrics")
     assert metrics["counts"]["images"] == len(predictions)
     assert (
         metrics["operating_points"]["youden"]["threshold"]
         == (calibration["thresholds"]["youden"]["threshold"])
     )
-    promotion = s3_store.get_json(f"runs/{runs[0]}/promotion.json")
-    champion = "champions/mel_vs_rest/champion.json"
+    promotion = run.read_json("promote", "promotion")
+    champion = champion_key("mel_vs_rest")
     if promotion["promote"]:
-        assert s3_store.get_json(champion)["run_id"] == config["run_id"]
+        assert s3_store.get_json(champion)["run_id"] == config.run_id
         assert "promote_model" in first_log
     else:  # the only reason a first run is not promoted
         assert "below the floor" in promotion["reasons"][0]
         assert not s3_store.exists(champion)
-    gradcam = s3_store.get_json(f"runs/{runs[0]}/gradcam/summary.json")
+    gradcam = run.read_json("explain", "summary")
     assert gradcam["overall"]["images"] > 0 and gradcam["layer"] == "tiny_block3_relu"
-    external = s3_store.get_json(f"runs/{runs[0]}/external/HAM10000_images_part_1/metrics.json")
+    external = run.read_json("external/part1", "metrics")
     assert external["labels_format"] == "ham10000" and external["counts"]["images"] > 0
     assert (
         external["operating_points"]["youden"]["threshold"]
         == calibration["thresholds"]["youden"]["threshold"]
     )
-    report = s3_store.get_bytes(f"runs/{runs[0]}/report.html").decode()
-    assert "External validation" in report
-    assert "Research use only" in report and config["run_id"] in report
+    report = run.read_bytes("report", "report").decode()
+    assert "External validation" in report and "<h3>part1</h3>" in report
+    assert "Research use only" in report and config.run_id in report
     assert "Explanations (Grad-CAM)" in report and "data:image/jpeg;base64," in report
 
     second_log = dags_test(
@@ -134,9 +141,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert "external validation is off" in second_log
     assert f"dataset version {manifest['dataset_version']} already exists" in second_log
     assert [
-        o.key for o in s3_store.list("datasets/ham10000/") if o.key.endswith("MANIFEST.json")
+        o.key for o in s3_store.list(f"{DATASETS}/") if o.key.endswith("MANIFEST.json")
     ] == manifests
-    runs = sorted({o.key.split("/")[1] for o in s3_store.list("runs/")})
-    assert len(runs) == 2
-    nv_split = pd.read_csv(io.BytesIO(s3_store.get_bytes(f"runs/{runs[-1]}/splits.csv")))
-    assert set(nv_split["dx"]) == {"mel", "nv"}
+    keys = sorted({o.key.split("/")[1] for o in s3_store.list(f"{RUNS}/")})
+    assert len(keys) == 2
+    second = next(Run(s3_store, RunLayout(k)) for k in keys if k != run.layout.key)
+    assert set(second.splits()["dx"]) == {"mel", "nv"}

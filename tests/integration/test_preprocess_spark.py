@@ -1,21 +1,22 @@
 """The preprocessing Spark job on the real standalone cluster, reading from and writing to each store."""
 
-import io
+import hashlib
+import json
 import subprocess
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from melanoma.ham10000 import apply_label_task
-from melanoma.ingest import dataset_prefix, ingest
+from melanoma.config import PipelineConfig
+from melanoma.ingest import ingest
+from melanoma.layout import DatasetLayout
+from melanoma.pipeline import write_split
+from melanoma.run import Run
 from melanoma.sources import find_layout
-from melanoma.splits import split_by_lesion
-from melanoma.store import read_manifest
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 
-def submit(spark, store, manifest_key, splits_key, run_id, env_extra=None):
+def submit(spark, store, run_id, env_extra=None, check=True):
     env = {**spark.environment(), **(env_extra or {})}
     command = [
         str(REPO_ROOT / ".venv/bin/spark-submit")
@@ -30,35 +31,37 @@ def submit(spark, store, manifest_key, splits_key, run_id, env_extra=None):
         str(REPO_ROOT / "spark_jobs/preprocess.py"),
         "--store-url",
         store.url,
-        "--manifest-key",
-        manifest_key,
-        "--splits-key",
-        splits_key,
         "--run-id",
         run_id,
-        "--image-size",
-        "64",
-        "--augment-copies",
-        "2",
-        "--seed",
-        "5",
+        "--params",
+        json.dumps({"image_size": 64, "augment_copies": 2, "split_seed": 5}),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    return done.stdout
+    if check:
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return done
 
 
-def prepare(store, archive_root, corrupt=True):
-    """Ingest the mini archive, then corrupt one stored image (after validation, as bit rot would)."""
+def prepare(store, archive_root, undecodable=True):
+    """Ingest the mini archive and split it as run r1; optionally replace one validation
+    image, and its manifest entry, with bytes that do not decode (as if ingest had let
+    them through), so that preprocessing rejects it."""
     result = ingest(find_layout(archive_root), store, "test")
-    prefix = dataset_prefix(result.dataset_version)
-    meta = pd.read_csv(io.BytesIO(store.get_bytes(f"{prefix}/metadata.csv")))
-    splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), seed=0)
-    store.put_bytes("runs/r1/splits.csv", splits.to_csv(index=False).encode())
+    run = Run.for_run_id(store, "r1")
+    write_split(run, PipelineConfig(seed=0), result.manifest_key)
+    splits = run.splits()
     broken = splits[splits["split"] == "val"]["image_id"].iloc[0]
-    if corrupt:
-        store.put_bytes(f"{prefix}/images/{broken}.jpg", b"\xff\xd8\xff truncated")
-    return result.manifest_key, splits, broken
+    if undecodable:
+        manifest = store.get_json(result.manifest_key)
+        relative = DatasetLayout.image_relative(broken, ".jpg")
+        data = b"\xff\xd8\xff truncated"
+        store.put_bytes(DatasetLayout(result.dataset_version).file(relative), data)
+        manifest["files"][relative] |= {
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        store.put_json(result.manifest_key, manifest)
+    return run, splits, broken
 
 
 @pytest.mark.parametrize("backend", ["file", "s3"])
@@ -67,12 +70,10 @@ def test_job_writes_shards_that_tf_data_reads_back(
 ):
     store = request.getfixturevalue("file_store" if backend == "file" else "s3_store")
     env = {**MOTO_KEYS, "S3_ENDPOINT_URL": moto_endpoint} if backend == "s3" else {}
-    manifest_key, splits, broken = prepare(store, mini_archive.root)
-    stdout = submit(spark_cluster, store, manifest_key, "runs/r1/splits.csv", "r1", env)
-    assert "1 rejected" in stdout
+    run, splits, broken = prepare(store, mini_archive.root)
+    assert "1 rejected" in submit(spark_cluster, store, "r1", env).stdout
 
-    manifest = read_manifest(store, "runs/r1/preprocessed/MANIFEST.json")
-    stats = store.get_json("runs/r1/preprocessed/stats.json")
+    stats = run.read_json("preprocess", "stats")
     assert (
         stats["rejects"][0]["image_id"] == broken and "undecodable" in stats["rejects"][0]["reason"]
     )
@@ -88,7 +89,7 @@ def test_job_writes_shards_that_tf_data_reads_back(
     for split in ("train", "val", "test"):
         expected = splits[splits["split"] == split]
         expected = expected[expected["image_id"] != broken]
-        examples = list(shard_dataset(store, manifest, split).as_numpy_iterator())
+        examples = list(shard_dataset(run, split).as_numpy_iterator())
         n_copies = 2 if split == "train" else 0
         positives = int(expected["label"].sum())
         assert len(examples) == len(expected) + n_copies * positives
@@ -101,14 +102,29 @@ def test_job_writes_shards_that_tf_data_reads_back(
 def test_rerun_gives_identical_shards_and_removes_stale_ones(
     spark_cluster, mini_archive, file_store
 ):
-    manifest_key, _, _ = prepare(file_store, mini_archive.root, corrupt=False)
-    file_store.put_bytes(
-        "runs/r1/preprocessed/train/part-00999.parquet", b"left by a crashed attempt"
+    run, _, _ = prepare(file_store, mini_archive.root, undecodable=False)
+    stale = run.layout.shard("train", 999)
+    file_store.put_bytes(stale, b"left by a crashed attempt")
+    submit(spark_cluster, file_store, "r1")
+    first = run.entries("preprocess", "shard/")
+    assert not file_store.exists(stale)
+    submit(spark_cluster, file_store, "r1")
+    second = run.entries("preprocess", "shard/")
+    assert first == second, "same inputs, same shard bytes (sha256)"
+    assert len(first) >= 3
+
+
+def test_an_image_changed_after_ingest_fails_the_job_naming_it(
+    spark_cluster, mini_archive, file_store
+):
+    run, splits, _ = prepare(file_store, mini_archive.root, undecodable=False)
+    dataset = DatasetLayout(run.config().dataset_version)
+    changed = dataset.file(DatasetLayout.image_relative(splits["image_id"].iloc[3], ".jpg"))
+    other = dataset.file(DatasetLayout.image_relative(splits["image_id"].iloc[4], ".jpg"))
+    file_store.put_bytes(changed, file_store.get_bytes(other))  # bit rot, or a tampered file
+    done = submit(spark_cluster, file_store, "r1", check=False)
+    assert done.returncode != 0
+    assert f"{changed}: " in done.stdout + done.stderr and "changed after it was committed" in (
+        done.stdout + done.stderr
     )
-    submit(spark_cluster, file_store, manifest_key, "runs/r1/splits.csv", "r1")
-    first = read_manifest(file_store, "runs/r1/preprocessed/MANIFEST.json")
-    assert not file_store.exists("runs/r1/preprocessed/train/part-00999.parquet")
-    submit(spark_cluster, file_store, manifest_key, "runs/r1/splits.csv", "r1")
-    second = read_manifest(file_store, "runs/r1/preprocessed/MANIFEST.json")
-    assert first["shards"] == second["shards"], "same inputs, same shard bytes (sha256)"
-    assert len(first["shards"]) >= 3
+    assert not run.committed("preprocess")

@@ -13,12 +13,14 @@ import pytest
 import requests
 
 from melanoma.embedded import SparkStandalone, airflow_environment
+from melanoma.layout import RunLayout, run_key
 from melanoma.store import FileStore
 from tests.browser import Chromium, chromium_binary
 from tests.conftest import REPO_ROOT, free_port
 from tests.scored_run import write_reported_run
 
-RUN_KEY = "manual__2026-11-20T09_00_00_00_00"
+RUN_ID = "manual__2026-11-20T09:00:00+00:00"
+RUN_KEY = run_key(RUN_ID)
 PASSWORD = "runs-page-test"
 
 
@@ -27,7 +29,7 @@ def standalone(tmp_path_factory):
     """`airflow standalone` on a free port, a store holding one reported run, an admin login."""
     root = tmp_path_factory.mktemp("runs_page")
     store = FileStore(root / "store")
-    write_reported_run(store, RUN_KEY)
+    write_reported_run(store, RUN_ID)
     home = root / "airflow"
     home.mkdir()
     (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
@@ -80,21 +82,36 @@ def test_runs_page_needs_a_login_and_serves_the_run_and_its_report(standalone):
     page = requests.get(f"{base}/melanoma-runs/", headers=auth, timeout=30)
     assert page.status_code == 200 and "Research use only" in page.text
     assert RUN_KEY in page.text and "&#9733; champion" in page.text
-    auroc = store.get_json(f"runs/{RUN_KEY}/evaluation/metrics.json")["threshold_free"]["auroc"]
+    layout = RunLayout(RUN_KEY)
+    auroc = store.get_json(layout.metrics)["threshold_free"]["auroc"]
     assert f"{auroc['value']:.3f}" in page.text
     report = requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/report.html", headers=auth)
     assert report.headers["content-type"].startswith("text/html")
-    assert report.content == store.get_bytes(f"runs/{RUN_KEY}/report.html")
+    assert report.content == store.get_bytes(layout.report)
     roc = requests.get(
         f"{base}/melanoma-runs/runs/{RUN_KEY}/evaluation/figures/roc.png", headers=auth
     )
     assert roc.headers["content-type"] == "image/png" and roc.content.startswith(b"\x89PNG")
     # models, data and anything outside the run stay private
-    for path in ("model/MANIFEST.json", "predictions/test.csv", "../../champions"):
+    for path in (
+        "model/model.keras",
+        "predictions/test.csv",
+        "commits/train.json",
+        "../../champions",
+    ):
         assert (
             requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/{path}", headers=auth).status_code
             == 404
         )
+    # A run's home redirects to its report, inside the page; nothing else is redirected.
+    home = requests.get(
+        f"{base}/melanoma-runs/runs/{RUN_KEY}", headers=auth, allow_redirects=False, timeout=30
+    )
+    assert home.status_code in (302, 307) and home.headers["location"] == f"./{RUN_KEY}/report.html"
+    evil = requests.get(
+        f"{base}/melanoma-runs/runs/https:evil.example", headers=auth, allow_redirects=False
+    )
+    assert evil.status_code == 404 and "location" not in evil.headers
     plugins = requests.get(f"{base}/api/v2/plugins", headers=auth).json()["plugins"]
     view = next(p for p in plugins if p["name"] == "melanoma_runs")["external_views"][0]
     assert (view["name"], view["href"], view["url_route"]) == (
@@ -121,5 +138,5 @@ def test_airflow_ui_shows_the_runs_page_and_opens_the_report(standalone, tmp_pat
         browser.evaluate(f"{frame}.querySelector(\"a[href$='report.html']\").click()")
         browser.wait_for(f"{frame}?.title?.startsWith('Melanoma classifier report')")
         report = browser.evaluate(f"{frame}.body.innerText")
-        assert RUN_KEY in report and "Research use only" in report and "Promotion" in report
+        assert RUN_ID in report and "Research use only" in report and "Promotion" in report
         browser.screenshot(screenshot / "runs_page_report.png")

@@ -1,16 +1,16 @@
 """A small preprocessed run (generated images, no Spark) for the training tests."""
 
-import io
+import json
 
-import pandas as pd
 import pytest
 
-from melanoma.ham10000 import apply_label_task
+from melanoma.config import PipelineConfig
 from melanoma.images import PreprocessConfig
-from melanoma.ingest import dataset_prefix, ingest
+from melanoma.ingest import ingest
+from melanoma.pipeline import write_split
 from melanoma.preprocess import run_preprocessing
+from melanoma.run import Run
 from melanoma.sources import find_layout
-from melanoma.splits import split_by_lesion, split_summary
 from melanoma.store import FileStore
 from melanoma.synthetic import write_archive
 
@@ -31,8 +31,8 @@ LESIONS = {"nv": 70, "mel": 30, "bkl": 20, "bcc": 10}
 
 
 @pytest.fixture(scope="session")
-def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
-    """(store, run prefix) with 32x32 shards, two augmented copies per training melanoma."""
+def preprocessed_run(tmp_path_factory) -> Run:
+    """Run ``t`` with 32x32 shards, two augmented copies per training melanoma."""
     root = tmp_path_factory.mktemp("training")
     store = FileStore(root / "store")
     # Some images without an official mask, as in HAM10000: Grad-CAM falls back to an automatic one.
@@ -40,65 +40,44 @@ def preprocessed_run(tmp_path_factory) -> tuple[FileStore, str]:
         root / "ham10000", LESIONS, seed=1, size=(64, 48), images_without_mask=25
     )
     result = ingest(find_layout(archive.root), store, "test")
-    meta = pd.read_csv(
-        io.BytesIO(store.get_bytes(f"{dataset_prefix(result.dataset_version)}/metadata.csv"))
-    )
-    splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), ratios=(0.6, 0.2, 0.2), seed=0)
-    store.put_bytes("runs/t/splits.csv", splits.to_csv(index=False).encode())
-    store.put_json(
-        "runs/t/splits_summary.json",
-        {
-            "label_task": "mel_vs_rest",
-            "seed": 0,
-            "ratios": [0.6, 0.2, 0.2],
-            "splits": split_summary(splits),
-        },
-    )
-    store.put_json(
-        "runs/t/config.json",
-        {
-            "run_id": "t",
-            "dataset_version": result.dataset_version,
-            "manifest_key": result.manifest_key,
-            "config": {"label_task": "mel_vs_rest", "seed": 0},
-        },
-    )
+    run = Run.for_run_id(store, "t")
+    write_split(run, PipelineConfig(split_ratios=(0.6, 0.2, 0.2), seed=0), result.manifest_key)
     run_preprocessing(
-        store,
-        result.manifest_key,
-        "runs/t/splits.csv",
-        "runs/t/preprocessed",
+        run,
         PreprocessConfig(size=32),
         augment_copies=2,
         seed=0,
         parallelism=1,
         map_shards=lambda f, shards: list(map(f, shards)),
     )
-    return store, "runs/t"
+    return run
 
 
-def copy_run(store: FileStore, run: str, prefix: str) -> str:
-    """A run of its own at ``prefix`` with ``run``'s config and preprocessed shards."""
-    for obj in store.list(f"{run}/"):
-        if obj.key.startswith((f"{run}/preprocessed/", f"{run}/config.json", f"{run}/splits")):
-            store.put_bytes(obj.key.replace(run, prefix, 1), store.get_bytes(obj.key))
-    manifest = store.get_json(f"{prefix}/preprocessed/MANIFEST.json")
-    manifest["shards"] = [
-        {**s, "key": s["key"].replace(run, prefix, 1)} for s in manifest["shards"]
-    ]
-    store.put_json(f"{prefix}/preprocessed/MANIFEST.json", manifest)
-    return prefix
+def copy_run(run: Run, run_id: str) -> Run:
+    """A run of its own, ``run_id``, with ``run``'s committed split and preprocessed shards."""
+    copy = Run.for_run_id(run.store, run_id)
+    old, new = run.layout.prefix, copy.layout.prefix
+    for stage in ("split", "preprocess"):
+        record = run.commit_record(stage)
+        with copy.stage(stage) as writer:
+            for name, entry in record["artifacts"].items():
+                data = run.read_entry(stage, entry)
+                if name == "config":
+                    data = json.dumps({**json.loads(data), "run_id": run_id}).encode()
+                meta = {k: v for k, v in entry.items() if k not in ("key", "size", "sha256")}
+                writer.put_bytes(name, entry["key"].replace(old, new, 1), data, **meta)
+            writer.data = record["data"]
+    return copy
 
 
 @pytest.fixture(scope="session")
-def evaluated_run(preprocessed_run) -> tuple[FileStore, str]:
-    """(store, prefix) of a run trained with FAST, calibrated and evaluated."""
+def evaluated_run(preprocessed_run) -> Run:
+    """A run trained with FAST, calibrated and evaluated."""
     from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
     from training.train import TrainConfig, train_run
 
-    store, run = preprocessed_run
-    prefix = copy_run(store, run, f"{run}-evaluated")
-    train_run(store, prefix, TrainConfig(**FAST))
-    calibrate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
-    evaluate_run(store, prefix, EvaluationConfig(bootstrap_replicates=100))
-    return store, prefix
+    run = copy_run(preprocessed_run, "t-evaluated")
+    train_run(run, TrainConfig(**FAST))
+    calibrate_run(run, EvaluationConfig(bootstrap_replicates=100))
+    evaluate_run(run, EvaluationConfig(bootstrap_replicates=100))
+    return run

@@ -2,8 +2,8 @@ import keras
 import numpy as np
 import pytest
 
+from melanoma.backbones import BACKBONES
 from training.model import (
-    BACKBONES,
     build_model,
     feature_extractor,
     head_model,
@@ -35,10 +35,12 @@ def test_resnet50_default_structure_and_parameter_counts():
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_each_backbone_declares_a_reachable_last_conv_layer(name):
+def test_each_registered_backbone_builds_with_its_declared_layers_and_blocks(name):
+    # The one registry (melanoma.backbones) is all the builder, Grad-CAM and unfreezing use.
     model = build_model(name, 32 if name == "tiny_cnn" else 96)
     layer = model.get_layer(BACKBONES[name].last_conv_layer)
     assert len(layer.output.shape) == 4
+    assert unfreeze_last_blocks(model, name, 1), "its block pattern matches the built layers"
 
 
 def test_unfreezing_keeps_batch_norm_frozen():

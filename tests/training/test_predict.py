@@ -1,27 +1,24 @@
 """melanoma-predict on generated images: the pipeline's probabilities, any format, bad files listed."""
 
-import io
-
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from melanoma.evaluation import EvaluationConfig
-from melanoma.promotion import CHAMPION_FIELDS, champion_key
-from training.predict import load_run_scorer, main, resolve_run_prefix, score_images
+from melanoma.layout import DatasetLayout, champion_key
+from melanoma.promotion import CHAMPION_FIELDS
+from training.predict import main, score_images
+from training.run_model import find_run, load_run_scorer
 
 
 @pytest.fixture
 def test_images(evaluated_run, tmp_path):
     """The run's test images as files: as stored, and re-encoded losslessly as PNG and BMP."""
-    store, prefix = evaluated_run
-    version = store.get_json(f"{prefix}/config.json")["dataset_version"]
-    stored = {
-        o.key.rsplit("/", 1)[1].split(".")[0]: o.key
-        for o in store.list(f"datasets/ham10000/{version}/images/")
-    }
-    test = pd.read_csv(io.BytesIO(store.get_bytes(f"{prefix}/predictions/test.csv")))
+    store = evaluated_run.store
+    images = DatasetLayout(evaluated_run.config().dataset_version).file("images/")
+    stored = {o.key.rsplit("/", 1)[1].split(".")[0]: o.key for o in store.list(images)}
+    test = evaluated_run.predictions("test")
     folder = tmp_path / "images"
     (folder / "nested").mkdir(parents=True)
     names = {}
@@ -40,9 +37,8 @@ def test_images(evaluated_run, tmp_path):
 
 
 def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_images):
-    store, prefix = evaluated_run
     folder, names, test = test_images
-    scorer = load_run_scorer(store, prefix)
+    scorer = load_run_scorer(evaluated_run)
     paths = sorted(p for p in folder.rglob("*") if p.is_file())
     scores, failures, _ = score_images(scorer, paths, folder)
     assert failures.empty and len(scores) == len(test)
@@ -50,7 +46,7 @@ def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_i
     both = scores.assign(image_id=scores["image"].map(names)).merge(test, on="image_id")
     assert len(both) == len(test)
     assert np.allclose(both["probability_x"], both["probability_y"], atol=1e-5)
-    calibration = store.get_json(f"{prefix}/calibration.json")
+    calibration = evaluated_run.read_json("calibrate", "calibration")
     threshold = calibration["thresholds"]["target_sensitivity"]["threshold"]
     assert (scores["threshold"] == threshold).all()
     assert (scores["decision"] == (scores["probability"] >= threshold)).all()
@@ -59,7 +55,6 @@ def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_i
 def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
     evaluated_run, test_images, tmp_path, capsys
 ):
-    store, prefix = evaluated_run
     folder, names, _ = test_images
     good = next(iter(names))
     (folder / "truncated.jpg").write_bytes((folder / good).read_bytes()[:30])
@@ -70,9 +65,9 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
         [
             str(folder),
             "--store",
-            store.url,
+            evaluated_run.store.url,
             "--run",
-            prefix,
+            evaluated_run.layout.prefix,
             "--output",
             str(output),
             "--operating-point",
@@ -98,19 +93,23 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
 
 
 def test_the_champion_is_used_unless_a_run_is_given(evaluated_run):
-    store, prefix = evaluated_run
+    store, prefix = evaluated_run.store, evaluated_run.layout.prefix
     with pytest.raises(LookupError, match="no champion for mel_vs_nv"):
-        resolve_run_prefix(store, None, "mel_vs_nv")
+        find_run(store, None, "mel_vs_nv")
     record = {field: 0.5 for field in CHAMPION_FIELDS}
     store.put_json(
         champion_key("mel_vs_nv"), {**record, "run_prefix": prefix, "label_task": "mel_vs_nv"}
     )
     try:
-        assert resolve_run_prefix(store, None, "mel_vs_nv") == prefix
+        assert find_run(store, None, "mel_vs_nv").layout == evaluated_run.layout
     finally:
         store.delete(champion_key("mel_vs_nv"))
+    for ref in ("t-evaluated", "runs/t-evaluated", "runs/t-evaluated/"):
+        assert find_run(store, ref, "mel_vs_rest").layout == evaluated_run.layout
+    with pytest.raises(LookupError, match="has no run"):
+        find_run(store, "manual__2020-01-01T00:00:00+00:00", "mel_vs_rest")
     with pytest.raises(LookupError, match="has no trained model"):
-        resolve_run_prefix(store, "manual__2020-01-01T00:00:00+00:00", "mel_vs_rest")
+        find_run(store, "t", "mel_vs_rest")  # split and preprocessed, never trained
 
 
 @pytest.mark.parametrize("label_format", ["ham10000", "binary"])
@@ -123,7 +122,7 @@ def test_external_validation_uses_the_validation_thresholds(
     from melanoma.report import write_report
     from training.external import validate_external
 
-    store, prefix = evaluated_run
+    run = evaluated_run
     folder, names, test = test_images
     truth = test.set_index("image_id")
     ids = list(names.values())
@@ -139,14 +138,15 @@ def test_external_validation_uses_the_validation_thresholds(
     labels_path = tmp_path / "labels.csv"
     labels.to_csv(labels_path, index=False)
 
+    set_name = f"generated-{label_format}"
     key = validate_external(
-        store,
-        prefix,
-        ExternalSet(f"generated-{label_format}", folder, labels_path),
+        run,
+        ExternalSet(set_name, folder, labels_path),
         EvaluationConfig(bootstrap_replicates=100),
     )
-    metrics = store.get_json(key)
-    calibration = store.get_json(f"{prefix}/calibration.json")
+    assert key == run.layout.commit(f"external/{set_name}")
+    metrics = run.read_json(f"external/{set_name}", "metrics")
+    calibration = run.read_json("calibrate", "calibration")
     for name, entry in calibration["thresholds"].items():
         assert metrics["operating_points"][name]["threshold"] == entry["threshold"]
         assert metrics["operating_points"][name]["chosen_on"] == "val"
@@ -156,9 +156,7 @@ def test_external_validation_uses_the_validation_thresholds(
         "labelled, but no image file": 1,
         "image file without a label": 1,
     }
-    scored = pd.read_csv(
-        io.BytesIO(store.get_bytes(key.replace("metrics.json", "predictions.csv")))
-    )
+    scored = run.read_csv(f"external/{set_name}", "predictions")
     assert len(scored) == len(ids) - 1 == metrics["counts"]["images"]
     expected = truth.loc[scored["image_id"]]
     assert np.allclose(scored["probability"], expected["probability"], atol=1e-5)
@@ -166,5 +164,52 @@ def test_external_validation_uses_the_validation_thresholds(
         roc_auc_score(expected["label"], expected["probability"]), abs=1e-4
     )
     assert metrics["differences"]["formats"].keys() >= {"png", "bmp"}
-    page = store.get_bytes(write_report(store, prefix)).decode()
-    assert "External validation" in page and f"generated-{label_format}" in page
+    write_report(run)
+    page = run.read_bytes("report", "report").decode()
+    assert "External validation" in page and set_name in page
+
+
+def test_two_external_sets_from_like_named_folders_both_stay(evaluated_run, test_images, tmp_path):
+    from melanoma.external import resolve_external_set
+    from melanoma.report import write_report
+    from training.external import validate_external
+
+    run = evaluated_run
+    folder, names, test = test_images
+    other = tmp_path / "clinic_b" / "images"  # the same folder name as the first set's
+    other.mkdir(parents=True)
+    labels = {}
+    for set_name, images, chosen in (
+        ("ph2", folder, list(names)[::2]),
+        ("derm7pt", other, list(names)[1::2]),
+    ):
+        rows = []
+        for name in chosen:
+            target = images / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if images is other:
+                target.write_bytes((folder / name).read_bytes())
+            rows.append(
+                {
+                    "image_id": names[name],
+                    "melanoma": int(test.set_index("image_id").at[names[name], "label"]),
+                }
+            )
+        labels[set_name] = tmp_path / f"{set_name}.csv"
+        pd.DataFrame(rows).to_csv(labels[set_name], index=False)
+    config = EvaluationConfig(bootstrap_replicates=100)
+    for set_name, images in (("ph2", folder), ("derm7pt", other)):
+        external = resolve_external_set(str(images), str(labels[set_name]), tmp_path / "cache")
+        assert external.name == set_name  # from the labels file, never the folder
+        validate_external(run, external, config)
+    assert {"ph2", "derm7pt"} <= set(run.external_sets())
+    assert run.read_json("external/ph2", "metrics")["counts"]["images"] == len(list(names)[::2])
+    write_report(run)
+    page = run.read_bytes("report", "report").decode()
+    assert "<h3>ph2</h3>" in page and "<h3>derm7pt</h3>" in page
+
+    # The same name for other files is refused, not silently replaced.
+    clash = resolve_external_set(str(other), str(labels["derm7pt"]), tmp_path / "cache", "ph2")
+    with pytest.raises(ValueError, match="give this set another name"):
+        validate_external(run, clash, config)
+    assert run.read_json("external/ph2", "metrics")["counts"]["images"] == len(list(names)[::2])

@@ -1,58 +1,75 @@
 """Training end to end on generated images: the model learns the visible signal, for each strategy."""
 
-import io
+import re
 
-import keras
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from melanoma.config import IMBALANCE_STRATEGIES, TrainConfig
+from melanoma.store import ArtifactCorruptError
 from tests.training.conftest import FAST, copy_run
-from training.data import split_arrays
-from training.train import IMBALANCE_STRATEGIES, TrainConfig, class_weights, train_run
+from training.data import split_arrays, split_rows
+from training.run_model import load_model
+from training.train import class_weights, train_run
 
 
 @pytest.mark.parametrize("strategy", [s for s in IMBALANCE_STRATEGIES if s != "none"])
 def test_model_learns_the_pattern_with_each_imbalance_strategy(preprocessed_run, strategy):
-    store, run = preprocessed_run
-    prefix = copy_run(store, run, f"{run}-{strategy}")  # a run of its own per strategy
+    run = copy_run(preprocessed_run, f"t-{strategy}")  # a run of its own per strategy
 
-    key = train_run(store, prefix, TrainConfig(**FAST, imbalance=strategy))
-    summary = store.get_json(key)["summary"]
+    key = train_run(run, TrainConfig(**FAST, imbalance=strategy))
+    assert key == run.layout.commit("train")
+    summary = run.commit_record("train")["data"]["summary"]
     assert summary["val_auroc_final"] > 0.9, summary
-    config = store.get_json(f"{prefix}/model/training_config.json")
+    config = run.read_json("train", "training_config")
     assert config["config"]["imbalance"] == strategy
     if strategy == "oversample":
         assert config["train_positives"] > 0 and config["train_images"] > len(
-            store.get_json(f"{prefix}/preprocessed/stats.json")["splits"]["train"]
+            run.read_json("preprocess", "stats")["splits"]["train"]
         )
 
 
 def test_outputs_predictions_and_saved_model_agree(preprocessed_run):
-    store, run = preprocessed_run
-    key = train_run(store, run, TrainConfig(**FAST))
-    outputs = store.get_json(key)["outputs"]
-    history = store.get_json(outputs["history"])
+    run = preprocessed_run
+    train_run(run, TrainConfig(**FAST))
+    history = run.read_json("train", "history")
     assert len(history["phase1"]["loss"]) >= 1 and len(history["phase2"]["val_auroc"]) >= 1
-    manifest = store.get_json(f"{run}/preprocessed/MANIFEST.json")
-    images, rows = split_arrays(store, manifest, "test")
-    predictions = pd.read_csv(io.BytesIO(store.get_bytes(outputs["predictions_test"])))
+    images, rows = split_arrays(run, "test")
+    predictions = run.predictions("test")
     assert list(predictions.columns) == ["image_id", "lesion_id", "dx", "label", "probability"]
     assert list(predictions["image_id"]) == list(rows["image_id"])
     assert predictions["probability"].between(0, 1).all()
     assert roc_auc_score(predictions["label"], predictions["probability"]) > 0.9
 
-    store.get_file(outputs["model"], store.root / "model.keras")
-    model = keras.saving.load_model(store.root / "model.keras")
+    model = load_model(run)
     np.testing.assert_allclose(
         model.predict(images, verbose=0).reshape(-1), predictions["probability"], atol=1e-5
     )
 
     # A retried task resumes from the store's checkpoints instead of training again.
-    store.delete(key)
-    train_run(store, run, TrainConfig(**FAST))
-    assert store.get_json(outputs["history"])["summary"]["timing"] == {"phase1": {"resumed": True}}
+    train_run(run, TrainConfig(**FAST))
+    assert run.read_json("train", "history")["summary"]["timing"] == {"phase1": {"resumed": True}}
+
+
+def test_a_changed_shard_or_model_is_named_when_read(preprocessed_run):
+    run = copy_run(preprocessed_run, "t-changed")
+    shard = run.shards("train")[0]["key"]
+    store = run.store
+    original = store.get_bytes(shard)
+    store.put_bytes(shard, original[:-8] + bytes(8))
+    with pytest.raises(ArtifactCorruptError, match=re.escape(shard)):
+        split_rows(run, "train")
+    with pytest.raises(ArtifactCorruptError, match=re.escape(shard)):
+        train_run(run, TrainConfig(**FAST))
+    assert not run.committed("train")
+    store.put_bytes(shard, original)
+
+    train_run(run, TrainConfig(**FAST))
+    model = run.layout.model
+    store.put_bytes(model, store.get_bytes(model)[:-1])
+    with pytest.raises(ArtifactCorruptError, match=re.escape(model)):
+        load_model(run)
 
 
 def test_class_weights():

@@ -1,6 +1,6 @@
 import pytest
 
-from melanoma.config import PipelineConfig, safe_run_id
+from melanoma.config import PipelineConfig
 
 
 def test_environment_then_params_override_defaults():
@@ -23,9 +23,3 @@ def test_invalid_values_are_refused():
         PipelineConfig(split_ratios=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="unknown configuration"):
         PipelineConfig.from_env({}, epochs=3)
-
-
-def test_safe_run_id():
-    assert safe_run_id("manual__2026-01-01T00:00:00+00:00") == "manual__2026-01-01T00_00_00_00_00"
-    with pytest.raises(ValueError):
-        safe_run_id("::")

@@ -5,17 +5,20 @@ import pytest
 from melanoma.calibration import target_sensitivity_threshold
 from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run, split_fingerprint
 from melanoma.report import write_report
+from melanoma.store import ArtifactCorruptError
 from tests.scored_run import scored_split, write_scored_run
 
 CONFIG = EvaluationConfig(bootstrap_replicates=200)
 
 
 def test_thresholds_come_from_validation_only(file_store):
-    prefix = write_scored_run(file_store, "a")
-    calibration = file_store.get_json(calibrate_run(file_store, prefix, CONFIG))
+    run = write_scored_run(file_store, "a")
+    calibrate_run(run, CONFIG)
+    calibration = run.read_json("calibrate", "calibration")
     # Replacing the test predictions leaves the calibration unchanged.
     other = write_scored_run(file_store, "b", test=scored_split(300, 99, 0.5, "t"))
-    assert file_store.get_json(calibrate_run(file_store, other, CONFIG)) == calibration
+    calibrate_run(other, CONFIG)
+    assert other.read_json("calibrate", "calibration") == calibration
     assert calibration["fitted_on"] == "val"
     val = scored_split(300, 0, 3.0, "v")
     target = calibration["thresholds"]["target_sensitivity"]
@@ -26,9 +29,10 @@ def test_thresholds_come_from_validation_only(file_store):
 
 
 def test_evaluation_writes_the_documented_schema_and_figures(file_store):
-    prefix = write_scored_run(file_store, "a")
-    calibrate_run(file_store, prefix, CONFIG)
-    metrics = file_store.get_json(evaluate_run(file_store, prefix, CONFIG))
+    run = write_scored_run(file_store, "a")
+    calibrate_run(run, CONFIG)
+    evaluate_run(run, CONFIG)
+    metrics = run.read_json("evaluate", "metrics")
     assert metrics["schema_version"] == 1 and metrics["split"] == "test"
     assert set(metrics["operating_points"]) == {"at_0.5", "youden", "target_sensitivity", "max_f1"}
     for name, point in metrics["operating_points"].items():
@@ -44,21 +48,31 @@ def test_evaluation_writes_the_documented_schema_and_figures(file_store):
     calibration = metrics["probability_calibration"]
     assert calibration["fitted_on"] == "val" and calibration["method"] == "platt"
     assert set(calibration["test"]) == {"raw", "calibrated"}
-    for key in metrics["figures"].values():
-        assert file_store.get_bytes(key).startswith(b"\x89PNG")
+    for name, key in metrics["figures"].items():
+        assert run.entry("evaluate", f"figure/{name}")["key"] == key
+        assert run.read_bytes("evaluate", f"figure/{name}").startswith(b"\x89PNG")
     assert "Research use only" in metrics["notice"]
 
 
 def test_a_bad_prediction_row_is_named(file_store):
-    prefix = write_scored_run(file_store, "a")
     test = scored_split(50, 1, 3.0, "t")
     test.loc[7, "probability"] = 1.5
-    file_store.put_bytes(f"{prefix}/predictions/test.csv", test.to_csv(index=False).encode())
-    calibrate_run(file_store, prefix, CONFIG)
+    run = write_scored_run(file_store, "a", test=test)
+    calibrate_run(run, CONFIG)
     with pytest.raises(
         ValueError, match=r"test\.csv: row 9 \(image ISIC_t000007\): probability is 1\.5"
     ):
-        evaluate_run(file_store, prefix, CONFIG)
+        evaluate_run(run, CONFIG)
+    assert not run.committed("evaluate")
+
+
+def test_predictions_changed_after_their_commit_are_refused(file_store):
+    run = write_scored_run(file_store, "a")
+    key = run.layout.predictions("val")
+    file_store.put_bytes(key, file_store.get_bytes(key).replace(b"0.", b"0.9", 1))
+    with pytest.raises(ArtifactCorruptError, match=re.escape(key)):
+        calibrate_run(run, CONFIG)
+    assert not run.committed("calibrate")
 
 
 def test_split_fingerprint_identifies_the_test_split():
@@ -69,10 +83,12 @@ def test_split_fingerprint_identifies_the_test_split():
 
 
 def test_report_is_self_contained_and_carries_the_notice(file_store):
-    prefix = write_scored_run(file_store, "a")
-    calibrate_run(file_store, prefix, CONFIG)
-    metrics = file_store.get_json(evaluate_run(file_store, prefix, CONFIG))
-    page = file_store.get_bytes(write_report(file_store, prefix)).decode()
+    run = write_scored_run(file_store, "a")
+    calibrate_run(run, CONFIG)
+    evaluate_run(run, CONFIG)
+    metrics = run.read_json("evaluate", "metrics")
+    write_report(run)
+    page = run.read_bytes("report", "report").decode()
     assert page.count("Research use only") >= 2
     assert page.count("data:image/png;base64,") == len(metrics["figures"])
     assert not re.search(r"(src|href)=['\"]https?://", page), "no external resources"

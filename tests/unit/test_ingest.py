@@ -10,7 +10,8 @@ import pytest
 
 from melanoma.download import DownloadError
 from melanoma.ham10000 import MetadataSchemaError
-from melanoma.ingest import build_manifest, dataset_prefix, ingest
+from melanoma.ingest import build_manifest, ingest
+from melanoma.layout import DatasetLayout
 from melanoma.sources import fetch, find_layout
 from melanoma.synthetic import write_archive
 
@@ -40,13 +41,13 @@ def test_ingest_versions_the_dataset_and_second_ingest_is_a_noop(mini_archive, f
     n = len(mini_archive.metadata)
     assert manifest["counts"]["images"] == n and manifest["counts"]["masks"] == n
     assert manifest["counts"]["by_dx"]["mel"] == (mini_archive.metadata["dx"] == "mel").sum()
-    prefix = dataset_prefix(first.dataset_version)
+    dataset = DatasetLayout(first.dataset_version)
     # Every listed object exists with its recorded hash; the manifest is the last thing written.
     for key, entry in manifest["files"].items():
         assert (
-            hashlib.sha256(file_store.get_bytes(f"{prefix}/{key}")).hexdigest() == entry["sha256"]
+            hashlib.sha256(file_store.get_bytes(dataset.file(key))).hexdigest() == entry["sha256"]
         )
-    stored = pd.read_csv(file_store.root / prefix / "metadata.csv")
+    stored = pd.read_csv(file_store.root / dataset.metadata)
     assert len(stored) == n and stored["has_mask"].eq(1).all()
 
     second = ingest(layout, file_store, "test")
@@ -89,13 +90,17 @@ def test_bad_files_are_quarantined_with_reasons_and_raw_inputs_untouched(mini_ar
     assert reasons[missing] == "not a JPEG or PNG file"
     assert any("notes.txt" in f for f in report["ignored_files"])
     # Rejected images are kept in the version's quarantine, and their rows leave metadata.csv.
-    prefix = dataset_prefix(result.dataset_version)
+    dataset = DatasetLayout(result.dataset_version)
     assert (
-        file_store.get_bytes(f"{prefix}/quarantine/HAM10000_images_part_1.zip/{ids[1]}.jpg")
+        file_store.get_bytes(
+            dataset.file(
+                DatasetLayout.quarantine_relative("HAM10000_images_part_1.zip", f"{ids[1]}.jpg")
+            )
+        )
         == good[: len(good) // 2]
     )
     assert set(report["metadata_rows_without_image"]) == {ids[0], ids[1], missing}
-    stored_ids = set(pd.read_csv(file_store.root / prefix / "metadata.csv")["image_id"])
+    stored_ids = set(pd.read_csv(file_store.root / dataset.metadata)["image_id"])
     assert not stored_ids & {ids[0], ids[1], missing}
     assert (
         result.manifest["counts"]["quarantined"] == len(report["quarantined"]) >= 4 + 3
@@ -138,7 +143,7 @@ def test_unknown_dx_row_is_rejected_and_counted(mini_archive, file_store):
         meta.loc[4, "image_id"] in q["file"] for q in result.manifest["validation"]["quarantined"]
     )
     assert file_store.exists(
-        f"{dataset_prefix(result.dataset_version)}/quarantine/metadata_rejected_rows.csv"
+        DatasetLayout(result.dataset_version).file("quarantine/metadata_rejected_rows.csv")
     )
 
 

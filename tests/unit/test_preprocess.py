@@ -7,25 +7,28 @@ import pytest
 
 from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig
-from melanoma.ingest import dataset_prefix, ingest
+from melanoma.ingest import ingest
+from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.preprocess import plan_images, plan_shards, process_shard, read_shards, summarize
+from melanoma.run import Run
 from melanoma.sources import find_layout
 from melanoma.splits import split_by_lesion
+from melanoma.store import ArtifactCorruptError
+
+OUT = RunLayout("out")
 
 
 @pytest.fixture
 def ingested(mini_archive, file_store):
     result = ingest(find_layout(mini_archive.root), file_store, "test")
-    meta = pd.read_csv(file_store.root / dataset_prefix(result.dataset_version) / "metadata.csv")
+    meta = pd.read_csv(file_store.root / DatasetLayout(result.dataset_version).metadata)
     splits = split_by_lesion(apply_label_task(meta, "mel_vs_rest"), seed=0)
     return result.manifest, splits
 
 
 def test_only_minority_training_images_get_augmented_copies(ingested):
     manifest, splits = ingested
-    tasks = plan_images(
-        splits, manifest, dataset_prefix(manifest["dataset_version"]), augment_copies=3
-    )
+    tasks = plan_images(splits, manifest, augment_copies=3)
     by_id = {t.image_id: t for t in tasks}
     for row in splits.itertuples():
         expected = 3 if (row.split == "train" and row.label == 1) else 0  # melanoma is the minority
@@ -35,10 +38,10 @@ def test_only_minority_training_images_get_augmented_copies(ingested):
 
 def test_shards_stay_within_a_split_and_cover_every_image_once(ingested):
     manifest, splits = ingested
-    tasks = plan_images(splits, manifest, "p", augment_copies=2)
-    shards = plan_shards(tasks, "out", parallelism=2, tasks_per_core=3)
+    tasks = plan_images(splits, manifest, augment_copies=2)
+    shards = plan_shards(tasks, OUT, parallelism=2, tasks_per_core=3)
     assert all(
-        len({t.split for t in s.tasks}) == 1 and s.key.startswith(f"out/{s.split}/part-")
+        len({t.split for t in s.tasks}) == 1 and s.key == OUT.shard(s.split, s.index)
         for s in shards
     )
     covered = [t.image_id for s in shards for t in s.tasks]
@@ -49,12 +52,16 @@ def test_shards_stay_within_a_split_and_cover_every_image_once(ingested):
 
 def test_shard_rows_rejects_and_identical_bytes_on_rerun(ingested, file_store):
     manifest, splits = ingested
-    prefix = dataset_prefix(manifest["dataset_version"])
-    tasks = plan_images(splits, manifest, prefix, augment_copies=2)
+    # An image that ingest accepted but that does not decode: its manifest entry matches it.
+    broken_id = sorted(splits.loc[splits["split"] == "train", "image_id"])[0]
+    relative = DatasetLayout.image_relative(broken_id, ".jpg")
+    data = b"\xff\xd8\xff not an image"
+    file_store.put_bytes(DatasetLayout(manifest["dataset_version"]).file(relative), data)
+    manifest["files"][relative] |= {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    tasks = plan_images(splits, manifest, augment_copies=2)
     train = [t for t in tasks if t.split == "train"]
-    broken = train[0]
-    file_store.put_bytes(broken.key, b"\xff\xd8\xff not an image")  # corrupt one stored image
-    shard = plan_shards(train, "out", parallelism=1, tasks_per_core=1)[0]
+    broken = next(t for t in train if t.image_id == broken_id)
+    shard = plan_shards(train, OUT, parallelism=1, tasks_per_core=1)[0]
     config = PreprocessConfig(size=48)
     first = process_shard(file_store, shard, config, seed=1)
     digest = hashlib.sha256(file_store.get_bytes(shard.key)).hexdigest()
@@ -64,7 +71,7 @@ def test_shard_rows_rejects_and_identical_bytes_on_rerun(ingested, file_store):
     assert first["rejects"] == [
         {
             "image_id": broken.image_id,
-            "key": broken.key,
+            "key": broken.image["key"],
             "reason": "ImageDecodeError: undecodable image",
         }
     ]
@@ -72,7 +79,10 @@ def test_shard_rows_rejects_and_identical_bytes_on_rerun(ingested, file_store):
     assert first["rows"] == sum(1 + t.copies for t in good)
     assert first["augmented"] == sum(t.copies for t in good)
 
-    rows = read_shards(file_store, {"shards": [first]}, "train")
+    run = Run(file_store, OUT)
+    with run.stage("preprocess") as stage:
+        stage.record("shard/train/0", first["key"], first["size"], first["sha256"], split="train")
+    rows = read_shards(run, "train")
     assert len(rows) == first["rows"]
     assert set(rows["height"]) == {48} and all(len(b) == 48 * 48 * 3 for b in rows["image"])
     assert (
@@ -83,3 +93,14 @@ def test_shard_rows_rejects_and_identical_bytes_on_rerun(ingested, file_store):
     assert (
         stats["splits"]["train"]["label_1"] + stats["splits"]["train"]["label_0"] == first["rows"]
     )
+
+
+def test_an_image_changed_after_ingest_stops_preprocessing_with_its_key(ingested, file_store):
+    manifest, splits = ingested
+    train = [t for t in plan_images(splits, manifest, augment_copies=0) if t.split == "train"]
+    changed = train[1]
+    file_store.put_bytes(changed.image["key"], file_store.get_bytes(train[0].image["key"]))
+    shard = plan_shards(train, OUT, parallelism=1, tasks_per_core=1)[0]
+    with pytest.raises(ArtifactCorruptError, match=changed.image["key"]):
+        process_shard(file_store, shard, PreprocessConfig(size=48), seed=1)
+    assert not file_store.exists(shard.key)

@@ -7,10 +7,10 @@ from melanoma.evaluation import (
     evaluate_run,
     promote_run,
 )
+from melanoma.layout import champion_key, previous_champion_key
 from melanoma.promotion import (
     ChampionCorruptError,
     PromotionPolicy,
-    champion_key,
     decide_promotion,
     read_champion,
 )
@@ -79,67 +79,67 @@ def test_a_corrupt_champion_is_an_error_not_a_promotion(file_store, content, pro
     with pytest.raises(ChampionCorruptError, match=problem) as error:
         read_champion(file_store, "mel_vs_rest")
     assert "champions/mel_vs_rest/champion.json" in str(error.value)
-    prefix = evaluated_run(file_store, "new")
+    run = evaluated_run(file_store, "new")
     with pytest.raises(ChampionCorruptError):
-        decide_run_promotion(file_store, prefix, POLICY)
-    assert not file_store.exists(f"{prefix}/promotion.json")
+        decide_run_promotion(run, POLICY)
+    assert not run.committed("promote")
 
 
 def evaluated_run(store, run_id, **kwargs):
-    prefix = write_scored_run(store, run_id, **kwargs)
+    run = write_scored_run(store, run_id, **kwargs)
     config = EvaluationConfig(bootstrap_replicates=100)
-    calibrate_run(store, prefix, config)
-    evaluate_run(store, prefix, config)
-    return prefix
+    calibrate_run(run, config)
+    evaluate_run(run, config)
+    return run
 
 
 def test_first_run_is_promoted_then_a_worse_run_keeps_the_champion(file_store):
     policy = PromotionPolicy(sensitivity_floor=0.5)
     test = scored_split(300, 5, 3.0, "t")  # both runs on one test split
     good = evaluated_run(file_store, "good", strength=3.0, test=test)
-    assert decide_run_promotion(file_store, good, policy)["promote"]
-    promote_run(file_store, good)
+    assert decide_run_promotion(good, policy)["promote"]
+    promote_run(good)
     champion = read_champion(file_store, "mel_vs_rest")
     assert champion["run_id"] == "good"
 
     worse_test = test.assign(probability=0.5 + (test["probability"] - 0.5) * 0.1)
     worse_test.loc[::3, "probability"] = 1 - worse_test.loc[::3, "probability"]
     worse = evaluated_run(file_store, "worse", test=worse_test)
-    decision = decide_run_promotion(file_store, worse, policy)
+    decision = decide_run_promotion(worse, policy)
     assert not decision["promote"] and not decision["champion_rescored"]
-    assert file_store.get_json(f"{worse}/promotion.json")["promote"] is False
+    assert worse.read_json("promote", "promotion")["promote"] is False
     with pytest.raises(ValueError, match="says not to promote"):
-        promote_run(file_store, worse)
+        promote_run(worse)
     assert read_champion(file_store, "mel_vs_rest")["run_id"] == "good"
 
     # Rerunning the decision for the champion itself changes nothing.
-    assert not decide_run_promotion(file_store, good, policy)["promote"]
+    assert not decide_run_promotion(good, policy)["promote"]
 
 
 def test_a_champion_tested_on_another_split_is_rescored_on_this_one(file_store):
     policy = PromotionPolicy(sensitivity_floor=0.5)
     old = evaluated_run(file_store, "old", test=scored_split(300, 5, 3.0, "t"))
-    decide_run_promotion(file_store, old, policy)
-    promote_run(file_store, old)
+    decide_run_promotion(old, policy)
+    promote_run(old)
     new = evaluated_run(file_store, "new", test=scored_split(300, 6, 3.0, "t"))
     with pytest.raises(ValueError, match="re-scored"):
-        decide_run_promotion(file_store, new, policy)
+        decide_run_promotion(new, policy)
 
     calls = []
     new_test = scored_split(300, 6, 3.0, "t")
 
-    def rescore(model_key, prefix):
-        calls.append((model_key, prefix))
+    def rescore(champion_run, run):
+        calls.append((champion_run.layout.key, run.layout.key))
         return new_test.assign(probability=new_test["label"] * 0.9 + 0.05)  # a perfect champion
 
-    decision = decide_run_promotion(file_store, new, policy, rescore)
-    assert calls == [("runs/old/model/model.keras", new)]
+    decision = decide_run_promotion(new, policy, rescore)
+    assert calls == [("old", "new")]
     assert decision["champion_rescored"] and decision["champion_auroc_on_this_test_split"] == 1.0
     assert not decision["promote"]
     promoted_again = decide_run_promotion(
-        file_store, new, policy, lambda key, prefix: new_test.assign(probability=0.5)
+        new, policy, lambda champion_run, run: new_test.assign(probability=0.5)
     )
     assert promoted_again["promote"]
-    promote_run(file_store, new)
-    assert file_store.exists("champions/mel_vs_rest/previous/old.json")
+    promote_run(new)
+    assert file_store.exists(previous_champion_key("mel_vs_rest", "old"))
     assert read_champion(file_store, "mel_vs_rest")["run_id"] == "new"

@@ -4,14 +4,18 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
+from melanoma.layout import RunLayout, run_key
+from melanoma.run import Run, RunConfig
 from melanoma.runs_page import (
     artifact_key,
     list_runs,
     media_type,
+    read_served_artifact,
     render_gradcam_gallery,
     render_runs_page,
     run_started,
 )
+from melanoma.store import ArtifactCorruptError
 from tests.scored_run import write_reported_run
 
 FIRST = "manual__2026-11-20T09:00:00+00:00"
@@ -19,17 +23,22 @@ SECOND = "scheduled__2026-11-22T00:00:00+00:00"
 
 
 def _key(run_id: str) -> str:
-    return run_id.replace(":", "_").replace("+", "_")
+    return run_key(run_id)
 
 
 @pytest.fixture
 def store_with_runs(file_store):
-    write_reported_run(file_store, _key(FIRST), strength=3.0)
+    first = write_reported_run(file_store, FIRST, strength=3.0)
     # Much weaker: below the champion by more than the margin, so it is not promoted.
-    write_reported_run(file_store, _key(SECOND), strength=0.5)
-    file_store.put_bytes("runs/crashed_run/splits.csv", b"image_id\n")
+    write_reported_run(file_store, SECOND, strength=0.5)
+    crashed = Run.for_run_id(file_store, "crashed_run")
+    with crashed.stage("split") as stage:
+        stage.put_json(
+            "config", crashed.layout.config, RunConfig("crashed_run", "v1", "m").to_json()
+        )
     external = {"threshold_free": {"auroc": {"value": 0.81, "ci_low": 0.75, "ci_high": 0.86}}}
-    file_store.put_json(f"runs/{_key(FIRST)}/external/isic2018/metrics.json", external)
+    with first.stage("external/isic2018") as stage:
+        stage.put_json("metrics", first.layout.external_file("isic2018", "metrics.json"), external)
     return file_store
 
 
@@ -42,7 +51,7 @@ def test_every_run_is_listed_newest_first_with_its_stage_and_decision(store_with
     assert first.promoted is True and first.is_champion
     assert second.promoted is False and not second.is_champion
     assert "margin" in second.promotion_reason
-    metrics = store_with_runs.get_json(f"runs/{_key(FIRST)}/evaluation/metrics.json")
+    metrics = store_with_runs.get_json(RunLayout(_key(FIRST)).metrics)
     assert first.auroc == metrics["threshold_free"]["auroc"]
     assert first.sensitivity == metrics["operating_points"]["target_sensitivity"]["sensitivity"]
     assert first.dataset_version == "v1" and first.backbone == "tiny_cnn"
@@ -68,8 +77,20 @@ def test_page_shows_metrics_with_intervals_marks_the_champion_and_links_artifact
     assert f"runs/{_key(FIRST)}/evaluation/figures/roc.png" in links
     assert "runs/crashed_run/report.html" not in links  # no report yet, no link
     for link in links:
-        run_key, artifact = link.removeprefix("runs/").split("/", 1)
-        assert store_with_runs.exists(artifact_key(run_key, artifact))
+        key, artifact = link.removeprefix("runs/").split("/", 1)
+        assert read_served_artifact(store_with_runs, key, artifact)
+
+
+def test_served_artifacts_are_committed_and_unchanged(store_with_runs):
+    key = _key(FIRST)
+    layout = RunLayout(key)
+    # In the store but listed by no commit record: not served.
+    store_with_runs.put_bytes(layout.artifact("gradcam/summary.json"), b"{}")
+    with pytest.raises(FileNotFoundError, match="no committed stage"):
+        read_served_artifact(store_with_runs, key, "gradcam/summary.json")
+    store_with_runs.put_bytes(layout.report, b"<html>changed</html>")
+    with pytest.raises(ArtifactCorruptError, match=layout.report):
+        read_served_artifact(store_with_runs, key, "report.html")
 
 
 def test_only_readable_artifacts_are_served():
@@ -77,7 +98,7 @@ def test_only_readable_artifacts_are_served():
     assert artifact_key("r1", "gradcam/TP/ISIC_1.png") == "runs/r1/gradcam/TP/ISIC_1.png"
     assert artifact_key("r1", "external/isic2018/figures/roc.png").endswith("roc.png")
     assert media_type("evaluation/figures/roc.png") == "image/png"
-    for run_key, artifact in [
+    for key, artifact in [
         ("r1", "model/model.keras"),
         ("r1", "preprocessed/MANIFEST.json"),
         ("r1", "../../champions/mel_vs_rest/champion.json"),
@@ -87,12 +108,13 @@ def test_only_readable_artifacts_are_served():
         ("..", "report.html"),
         ("r1/../r2", "report.html"),
     ]:
-        with pytest.raises(ValueError, match="not an artifact the runs page serves"):
-            artifact_key(run_key, artifact)
+        with pytest.raises(ValueError, match="not a run artifact the runs page serves"):
+            artifact_key(key, artifact)
 
 
 def test_run_dates_come_from_airflow_run_ids_or_their_store_keys():
     assert run_started(FIRST) == run_started(_key(FIRST)) == datetime(2026, 11, 20, 9)
+    assert run_started("manual__2026-11-20T09_00_00_00_00") == datetime(2026, 11, 20, 9)
     assert run_started("asset_triggered__2026-01-02T03:04:05.1+00:00") == datetime(
         2026, 1, 2, 3, 4, 5
     )
@@ -100,7 +122,7 @@ def test_run_dates_come_from_airflow_run_ids_or_their_store_keys():
 
 
 def test_gradcam_gallery_shows_each_overlay_with_its_outcome(file_store):
-    prefix = "runs/r1"
+    run = Run.for_run_id(file_store, "r1")
     index = pd.DataFrame(
         {
             "image_id": ["ISIC_1", "ISIC_2"],
@@ -109,10 +131,14 @@ def test_gradcam_gallery_shows_each_overlay_with_its_outcome(file_store):
             "probability": [0.91, 0.12],
             "energy_in_lesion": [0.7, float("nan")],
             "mask_source": ["official", "automatic"],
-            "png": [f"{prefix}/gradcam/TP/ISIC_1.png", f"{prefix}/gradcam/random/ISIC_2.png"],
+            "png": [
+                run.layout.gradcam_image("TP", "ISIC_1"),
+                run.layout.gradcam_image("random", "ISIC_2"),
+            ],
         }
     )
-    file_store.put_bytes(f"{prefix}/gradcam/index.csv", index.to_csv(index=False).encode())
+    with run.stage("explain") as stage:
+        stage.put_bytes("index", run.layout.gradcam_index, index.to_csv(index=False).encode())
     page = render_gradcam_gallery(file_store, "r1")
     assert re.findall(r"src='([^']+)'", page) == ["TP/ISIC_1.png", "random/ISIC_2.png"]
     assert "FN (selected as random)" in page and "automatic mask" in page

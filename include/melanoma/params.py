@@ -1,0 +1,122 @@
+"""The DAG's params, mapped to each stage's typed configuration in one place.
+
+``from_params(params)`` is all the DAG knows about configuration: each task takes its
+stage's config from the result. Imports stay free of TensorFlow and Spark, so the
+scheduler can parse the DAG cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from melanoma.config import ExplainConfig, PipelineConfig, TrainConfig
+from melanoma.evaluation import EvaluationConfig
+from melanoma.images import PreprocessConfig
+from melanoma.promotion import PromotionPolicy
+
+
+@dataclass(frozen=True)
+class ExternalSetParams:
+    images: str  # isic2018, or a local folder or zip
+    labels: str | None
+    name: str | None
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    config: PreprocessConfig
+    augment_copies: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class StageConfigs:
+    pipeline: PipelineConfig
+    preprocess: PreprocessParams
+    train: TrainConfig
+    evaluation: EvaluationConfig
+    explain: ExplainConfig
+    promotion: PromotionPolicy
+    external: ExternalSetParams | None  # None: external validation is off
+
+
+def from_params(params: Mapping[str, Any]) -> StageConfigs:
+    """Every stage's configuration from the DAG's params (defaults where a param is absent)."""
+    p = dict(params)
+    pipeline = PipelineConfig.from_env(
+        source=p.get("source"),
+        label_task=p.get("label_task"),
+        seed=p.get("split_seed"),
+        backbone=p.get("backbone"),
+        pretrained_weights=p.get("pretrained_weights"),
+    )
+    seed = pipeline.seed
+
+    def given(**fields: Any) -> dict[str, Any]:
+        return {name: value for name, value in fields.items() if value is not None}
+
+    return StageConfigs(
+        pipeline=pipeline,
+        preprocess=PreprocessParams(
+            PreprocessConfig(
+                **given(
+                    size=p.get("image_size"),
+                    interpolation=p.get("interpolation"),
+                    hair_removal=p.get("hair_removal"),
+                    lesion_crop=p.get("lesion_crop"),
+                )
+            ),
+            augment_copies=p.get("augment_copies", 2),
+            seed=seed,
+        ),
+        train=TrainConfig(
+            backbone=pipeline.backbone,
+            seed=seed,
+            **given(
+                batch_size=p.get("batch_size"),
+                phase1_epochs=p.get("phase1_epochs"),
+                phase2_epochs=p.get("phase2_epochs"),
+                unfreeze_blocks=p.get("unfreeze_blocks"),
+                phase2_learning_rate=p.get("phase2_learning_rate"),
+                patience=p.get("early_stopping_patience"),
+                imbalance=p.get("imbalance"),
+                class_weight=p.get("class_weight"),
+            ),
+        ),
+        evaluation=EvaluationConfig(
+            seed=seed,
+            **given(
+                target_sensitivity=p.get("target_sensitivity"),
+                probability_calibration=p.get("probability_calibration"),
+                bootstrap_replicates=p.get("bootstrap_replicates"),
+            ),
+        ),
+        explain=ExplainConfig(
+            seed=seed,
+            **given(
+                per_outcome=p.get("gradcam_per_outcome"),
+                random_count=p.get("gradcam_random"),
+                method=p.get("gradcam_method"),
+                operating_point=p.get("operating_point"),
+            ),
+        ),
+        promotion=PromotionPolicy(
+            **given(
+                auroc_margin=p.get("promotion_auroc_margin"),
+                sensitivity_floor=p.get("sensitivity_floor"),
+                operating_point=p.get("operating_point"),
+            )
+        ),
+        external=ExternalSetParams(
+            p.get("external_images") or "isic2018",
+            p.get("external_labels") or None,
+            p.get("external_name") or None,
+            Path(pipeline.cache_dir),
+        )
+        if p.get("external_validation")
+        else None,
+    )

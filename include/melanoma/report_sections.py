@@ -1,0 +1,403 @@
+"""The run report's sections, each rendered from the run's artifacts as plain data.
+
+Sections follow the model-card outline of Mitchell et al., "Model Cards for Model
+Reporting" (FAT* 2019): model details, intended use, data, metrics, considerations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from melanoma.report_html import (
+    POINT_NAMES,
+    escape,
+    html_table,
+    jpeg_thumbnail,
+    number,
+    operating_points_table,
+    png_image,
+    with_ci,
+)
+
+# name (or key) -> PNG bytes, read and checked through the run's commit records
+Figure = Callable[[str], bytes]
+
+
+def data_section(dataset_version: str, dataset: dict, splits: dict, stats: dict) -> str:
+    """The dataset version, its ingest rejects, the split and preprocessing's rejects."""
+    counts = dataset["counts"]
+    validation = dataset["validation"]
+    dx_codes = sorted({dx for entry in splits["splits"].values() for dx in entry["by_dx"]})
+    rows = [
+        [name, str(e["images"]), str(e["lesions"]), str(e["positives"])]
+        + [str(e["by_dx"].get(dx, 0)) for dx in dx_codes]
+        for name, e in splits["splits"].items()
+    ]
+    return f"""
+<h2>Data</h2>
+<p>HAM10000, dataset version <code>{escape(dataset_version)}</code> from
+<code>{escape(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
+{counts["masks"]} lesion masks. Label task <code>{escape(splits["label_task"])}</code>; split grouped by
+lesion (no lesion in two splits), stratified by diagnosis, seed {splits["seed"]},
+ratios {", ".join(str(r) for r in splits["ratios"])}.</p>
+{html_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
+<p>Rejected or quarantined at ingest: {counts["rejected_rows"]} metadata rows,
+{counts["quarantined"]} files; {len(validation["metadata_rows_without_image"])} metadata rows had no
+image. Rejected at preprocessing: {stats["rejected"]}. Augmented training copies written:
+{stats["augmented_copies"]} (used only by the <code>oversample</code> strategy).</p>
+"""
+
+
+def model_section(training: dict, history: dict, preprocessing: dict) -> str:
+    config = training["config"]
+    summary = history.get("summary", {})
+    timing = summary.get("timing", {})
+    rows = [
+        ["Backbone", escape(config["backbone"])],
+        [
+            "Pretrained weights",
+            escape(training.get("weights_key") or "none (random initialisation)"),
+        ],
+        ["Input", f"{preprocessing['size']}&times;{preprocessing['size']} RGB, uint8"],
+        [
+            "Preprocessing",
+            escape(
+                f"interpolation {preprocessing['interpolation']}, "
+                f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}"
+            ),
+        ],
+        [
+            "Phase 1 (backbone frozen)",
+            f"{config['phase1_epochs']} epochs max, lr {config['phase1_learning_rate']}, "
+            f"cached features: {training['feature_cache']}",
+        ],
+        [
+            "Phase 2 (fine-tuning)",
+            f"{config['phase2_epochs']} epochs max, lr {config['phase2_learning_rate']}, "
+            f"unfrozen: {escape(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
+        ],
+        [
+            "Class imbalance",
+            escape(config["imbalance"])
+            + (
+                f" (class weights {_class_weights(training['class_weight'])})"
+                if training.get("class_weight")
+                else ""
+            ),
+        ],
+        ["Training images", f"{training['train_images']} ({training['train_positives']} positive)"],
+        [
+            "Validation AUROC",
+            f"{number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
+            f"{number(summary.get('val_auroc_final'), 4)} final"
+            + (
+                " (phase 2 never beat phase 1: phase 1's weights were kept)"
+                if history.get("phase2", {}).get("best_epoch") == -1
+                else ""
+            ),
+        ],
+        [
+            "Device",
+            escape(
+                f"{', '.join(training['device']['devices'])}, {training['device']['precision']}"
+            ),
+        ],
+        ["Timing", escape(_timing(timing))],
+    ]
+    body = "".join(f"<tr><th>{k}</th><td class='text'>{v}</td></tr>" for k, v in rows)
+    return f"<h2>Model details</h2><table>{body}</table>"
+
+
+def _class_weights(weights: dict) -> str:
+    return ", ".join(f"{k}: {float(v):.3g}" for k, v in sorted(weights.items()))
+
+
+def _timing(timing: dict) -> str:
+    """Training wall times in words, from history.json's summary."""
+    parts = []
+    one, two = timing.get("phase1", {}), timing.get("phase2", {})
+    if one.get("resumed"):
+        parts.append("phase 1 resumed from its checkpoint")
+    elif "seconds" in one:
+        text = f"phase 1 {one['seconds']:.0f} s"
+        if one.get("cached_features"):
+            text += (
+                f" (features {one['feature_seconds']:.0f} s at "
+                f"{one['feature_images_per_second']} images/s, head {one['head_seconds']:.0f} s)"
+            )
+        parts.append(text)
+    if "seconds" in two:
+        parts.append(
+            f"phase 2 {two['seconds']:.0f} s, {two['epochs']} epochs, "
+            f"{two['images_per_second']} images/s"
+        )
+    return "; ".join(parts) or "not recorded"
+
+
+def calibration_section(calibration: dict) -> str:
+    rows = []
+    for name, entry in calibration["thresholds"].items():
+        v = entry["validation"]
+        rows.append(
+            [
+                POINT_NAMES.get(name, name),
+                f"{entry['threshold']:.4f}",
+                escape(entry["rule"]),
+                number(v["sensitivity"]),
+                number(v["specificity"]),
+                number(v["ppv"]),
+            ]
+        )
+    method = calibration["probability_calibration"]["method"]
+    return f"""
+<h2>Thresholds (chosen on validation)</h2>
+<p>Every threshold was chosen on the validation split ({calibration["validation"]["images"]} images,
+{calibration["validation"]["positives"]} positive); the test split was not used. Probability
+calibration: <code>{escape(method)}</code>, fitted on validation.</p>
+{html_table(["threshold", "value", "rule", "val. sensitivity", "val. specificity", "val. PPV"], rows)}
+"""
+
+
+def metrics_section(metrics: dict, figure: Figure) -> str:
+    """Test metrics with intervals, and the evaluation's figures (``figure(name)``: PNG)."""
+    counts = metrics["counts"]
+    free = metrics["threshold_free"]
+    boot = metrics["bootstrap"]
+    probability = metrics["probability_calibration"]
+    calibration_rows = [
+        [name, number(entry["brier"], 4), number(entry["ece"], 4)]
+        for name, entry in probability["test"].items()
+    ]
+    return f"""
+<h2>Test metrics</h2>
+<p>Test split: {counts["images"]} images of {counts["lesions"]} lesions, {
+        counts["positives"]
+    } positive
+(prevalence {counts["prevalence"]:.3f}). Intervals: {int(boot["confidence"] * 100)}% percentile
+bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
+{boot["degenerate_replicates"]} single-class replicates left out).</p>
+{
+        html_table(
+            ["", "value (95% CI)"],
+            [
+                ["AUROC", with_ci(free["auroc"])],
+                ["AUPRC", with_ci(free["auprc"])],
+                ["AUPRC of a random classifier (prevalence)", number(free["auprc_baseline"])],
+            ],
+        )
+    }
+{operating_points_table(metrics)}
+<h3>Probability calibration on test ({escape(probability["method"])}, fitted on validation)</h3>
+{html_table(["probabilities", "Brier score", "ECE"], calibration_rows)}
+<h2>Figures</h2>
+<div class="figures">
+{png_image(figure("roc"), "ROC curve")}{
+        png_image(figure("precision_recall"), "Precision-recall curve")
+    }
+</div>
+<div class="figures wide">{png_image(figure("confusion_matrices"), "Confusion matrices")}</div>
+<div class="figures">
+{png_image(figure("metrics_vs_threshold"), "Metrics against threshold")}{
+        png_image(figure("reliability"), "Reliability diagram")
+    }
+</div>
+<h3>Training curves</h3>
+<div class="figures wide">{png_image(figure("training_curves"), "Training curves")}</div>
+"""
+
+
+def _mix(mix: dict[str, float] | None) -> str:
+    return ", ".join(f"{dx} {share:.1%}" for dx, share in mix.items()) if mix else "n/a"
+
+
+def _spread(spread: dict[str, float] | None) -> str:
+    return (
+        f"{spread['min']:.0f}&ndash;{spread['median']:.0f}&ndash;{spread['max']:.0f}"
+        if spread
+        else "n/a"
+    )
+
+
+def external_section(sets: list[tuple[dict, Figure]], test_metrics: dict) -> str:
+    """One subsection per external set: its metrics.json and its figures."""
+    if not sets:
+        return ""
+    parts = [
+        "<h2>External validation</h2><p>The run's model on labelled sets from outside "
+        "HAM10000, at the thresholds it chose on its own validation split.</p>"
+    ]
+    for m, figure in sets:
+        d = m["differences"]
+        counts, free = m["counts"], m["threshold_free"]
+        test_free = test_metrics["threshold_free"]
+        parts.append(
+            f"""<h3>{escape(m["external_set"])}</h3>
+<p>{counts["images"]} images ({counts["positives"]} positive for
+<code>{escape(m["label_task"])}</code>), labels in the {escape(m["labels_format"])} format.
+Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.</p>
+{
+                html_table(
+                    ["", "external (95% CI)", "HAM10000 test (95% CI)"],
+                    [
+                        ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
+                        ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
+                    ],
+                )
+            }
+{operating_points_table(m)}
+<h4>How the set differs from the HAM10000 test split</h4>
+{
+                html_table(
+                    ["", "external set", "HAM10000 test split"],
+                    [
+                        [
+                            "prevalence",
+                            number(d["prevalence"]),
+                            number(d["reference_prevalence"]),
+                        ],
+                        [
+                            "diagnoses",
+                            escape(_mix(d["dx_mix"])),
+                            escape(_mix(d["reference_dx_mix"])),
+                        ],
+                        [
+                            "width, height (min&ndash;median&ndash;max px)",
+                            f"{_spread(d['width'])}, {_spread(d['height'])}",
+                            f"{_spread(d['reference_width'])}, {_spread(d['reference_height'])}",
+                        ],
+                        [
+                            "formats",
+                            escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
+                            "jpeg",
+                        ],
+                    ],
+                )
+            }
+<div class="figures">{png_image(figure("roc"), "External ROC curve")}{
+                png_image(figure("precision_recall"), "External precision-recall curve")
+            }</div>
+<div class="figures wide">{
+                png_image(figure("confusion_matrices"), "External confusion matrices")
+            }</div>"""
+        )
+    return "\n".join(parts)
+
+
+def promotion_section(promotion: dict | None) -> str:
+    if promotion is None:
+        return "<h2>Promotion</h2><p>No promotion decision was recorded for this run.</p>"
+    promoted = promotion["promote"]
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in promotion["reasons"])
+    verdict = "Promoted to champion" if promoted else "Not promoted: the champion was kept"
+    policy = promotion["policy"]
+    return f"""
+<h2>Promotion</h2>
+<div class="decision {"promoted" if promoted else "kept"}">{verdict}</div>
+<ul>{reasons}</ul>
+<p class="ci">Rule: test sensitivity at the {escape(policy["operating_point"])} threshold at least
+{policy["sensitivity_floor"]}, and test AUROC not below the champion's (on the same test split) by
+more than {policy["auroc_margin"]}.</p>
+"""
+
+
+def gradcam_section(summary: dict | None, index: pd.DataFrame | None, image: Figure) -> str:
+    """The attention summary and a gallery of the explained images (``image(png key)``)."""
+    if summary is None:
+        return "<h2>Explanations (Grad-CAM)</h2><p>No Grad-CAM was computed for this run.</p>"
+
+    def row(name: str, entry: dict) -> list[str]:
+        return [
+            name,
+            str(entry["images"]),
+            str(entry["maps_without_positive_evidence"]),
+            number(entry["energy_in_lesion"]["mean"]),
+            number(entry["energy_in_lesion"]["median"]),
+            number(entry["lesion_area_fraction"]["mean"]),
+            number(entry["background_to_lesion_ratio"]["median"]),
+        ]
+
+    rows = [row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
+    rows.append(row("all explained", summary["overall"]))
+    figures = []
+    for selected_as in ("TP", "FP", "FN", "TN", "random"):
+        for r in index[index["selected_as"] == selected_as].itertuples():
+            figures.append(
+                f"<figure>{jpeg_thumbnail(image(r.png), r.image_id)}<figcaption>{escape(selected_as)}: "
+                f"{escape(r.image_id)} ({escape(r.dx)}), p={r.probability:.3f}, outcome {escape(r.outcome)}, "
+                + (
+                    "all-zero map, "
+                    if np.isnan(r.energy_in_lesion)
+                    else f"energy in lesion {r.energy_in_lesion:.2f} "
+                    f"(lesion {r.lesion_area_fraction:.2f} of the image), "
+                )
+                + f"{escape(r.mask_source)} mask</figcaption></figure>"
+            )
+    sources = ", ".join(f"{v} {escape(k)}" for k, v in summary["mask_sources"].items())
+    return f"""
+<h2>Explanations (Grad-CAM)</h2>
+<p>{
+        "Grad-CAM++ (Chattopadhay et al., WACV 2018)"
+        if summary["method"] == "gradcam++"
+        else "Grad-CAM (Selvaraju et al., ICCV 2017)"
+    } for the melanoma score at layer
+<code>{
+        escape(summary["layer"])
+    }</code>, on the most confident true and false positives and negatives
+at the {escape(summary["operating_point"])} threshold ({
+        summary["threshold"]:.4f}) and a seeded random
+sample of the test split. <b>Energy in lesion</b>: the share of the heat map inside the lesion
+mask; a map spread evenly over the image would score the lesion's area share, so compare the two.
+<b>Background-to-lesion ratio</b>: mean activation outside the mask over mean activation inside
+(Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion.
+<b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
+negatives); they have no share and are left out of the means. Masks:
+{sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
+{
+        html_table(
+            [
+                "outcome",
+                "images",
+                "all-zero maps",
+                "energy in lesion (mean)",
+                "(median)",
+                "lesion area share (mean)",
+                "background/lesion ratio (median)",
+            ],
+            rows,
+        )
+    }
+<p>Energy in lesion over lesion area, all explained images: {
+        number(summary["overall"]["energy_to_area"], 2)
+    }
+(1 means no preference for the lesion).</p>
+<p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
+<div class="gallery">{"".join(figures)}</div>
+"""
+
+
+def considerations_section(metrics: dict) -> str:
+    return f"""
+<h2>Intended use</h2>
+<p><b>Research use only; not a diagnostic device.</b> For dermatology-AI researchers studying
+melanoma classification on dermoscopy images: comparing training recipes, thresholds and
+explanations on a reproducible, lesion-grouped split. Out of scope: diagnosing, treating or
+triaging any patient; use on clinical (non-dermoscopic) photographs; use on populations or
+devices unlike HAM10000's without external validation.</p>
+<h2>Limitations and considerations</h2>
+<ul>
+<li>One source: HAM10000 comes from two sites (Vienna and Queensland), mostly fair-skinned
+patients; performance on darker skin types and other cameras is unknown.</li>
+<li>The test split comes from the same archive as the training data; it estimates performance on
+HAM10000-like images only. No external test set was used for this report.</li>
+<li>Patients are not identified in HAM10000: the split keeps each lesion's images together, but
+one patient's different lesions may fall in different splits.</li>
+<li>PPV and NPV depend on prevalence ({metrics["counts"]["prevalence"]:.3f} here); they will
+differ where melanoma is rarer or commoner.</li>
+<li>Thresholds were chosen on the validation split; a new population needs its own.</li>
+<li>Histopathology confirms only part of HAM10000's diagnoses (the others by follow-up, expert
+consensus or confocal microscopy).</li>
+</ul>
+"""

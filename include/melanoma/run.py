@@ -1,0 +1,269 @@
+"""A pipeline run in the store: typed reads and committed writes of its artifacts.
+
+Every stage has one shape, ``stage(run, config) -> commit key``, and writes through
+:meth:`Run.stage`::
+
+    with run.stage("calibrate") as stage:        # removes the stage's old commit record
+        stage.put_json("calibration", run.layout.calibration, record)
+    # leaving the block commits: commits/calibrate.json lists each artifact's key, size, sha256
+
+A stage that raises commits nothing, and a retried stage first removes the previous
+attempt's record, so a commit record never describes a mix of attempts. Readers go
+through the record (:meth:`Run.read_bytes` and the typed readers) and every read is
+checked against it: an object changed after its commit raises ``ArtifactCorruptError``
+naming the key.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.layout import RUNS, RunLayout, check_run_key, run_key
+from melanoma.store import (
+    ArtifactIncompleteError,
+    ObjectStore,
+    object_record,
+    sha256_hex,
+    verified_bytes,
+)
+
+COMMIT_SCHEMA = 1
+ID_COLUMNS = {"image_id": str, "lesion_id": str, "dx": str}
+
+
+class RunOwnershipError(ValueError):
+    """A run's prefix already holds another run's config.json."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``config.json``: which run, on which dataset version, with which configuration."""
+
+    run_id: str
+    dataset_version: str
+    manifest_key: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label_task(self) -> str:
+        return self.config["label_task"]
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RunConfig:
+        return cls(
+            payload["run_id"],
+            payload["dataset_version"],
+            payload["manifest_key"],
+            payload.get("config", {}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "dataset_version": self.dataset_version,
+            "manifest_key": self.manifest_key,
+            "config": self.config,
+            "notice": RESEARCH_NOTICE,
+        }
+
+
+class StageWriter:
+    """Collects what a stage writes; :meth:`Run.stage` commits it when the stage succeeds."""
+
+    def __init__(self, run: Run, name: str):
+        self.run, self.name = run, name
+        self.artifacts: dict[str, dict[str, Any]] = {}
+        self.data: dict[str, Any] = {}
+
+    def put_bytes(self, name: str, key: str, data: bytes, **meta: Any) -> str:
+        self.run.store.put_bytes(key, data)
+        self.artifacts[name] = {**object_record(key, data), **meta}
+        return key
+
+    def put_json(self, name: str, key: str, payload: Any) -> str:
+        return self.put_bytes(name, key, json.dumps(payload, indent=2, sort_keys=True).encode())
+
+    def put_file(self, name: str, key: str, path: str | os.PathLike[str]) -> str:
+        data = Path(path).read_bytes()
+        return self.put_bytes(name, key, data)
+
+    def record(self, name: str, key: str, size: int, sha256: str, **meta: Any) -> None:
+        """An artifact written elsewhere (a Spark executor): its record, checked on read."""
+        self.artifacts[name] = {"key": key, "size": int(size), "sha256": sha256, **meta}
+
+
+class Run:
+    """One run's artifacts in ``store`` at ``layout``."""
+
+    def __init__(self, store: ObjectStore, layout: RunLayout, run_id: str | None = None):
+        self.store, self.layout, self.run_id = store, layout, run_id
+
+    def __repr__(self) -> str:
+        return f"Run({self.store.url}/{self.layout.prefix})"
+
+    @classmethod
+    def for_run_id(cls, store: ObjectStore, run_id: str) -> Run:
+        """The run ``run_id``, where its config.json is (see :func:`locate_run_key`)."""
+        return cls(store, RunLayout(locate_run_key(store, run_id)), run_id)
+
+    @classmethod
+    def find(cls, store: ObjectStore, ref: str) -> Run:
+        """A stored run by run id, run key or ``runs/<key>``; LookupError if none is there."""
+        text = ref.strip().rstrip("/")
+        candidates = []
+        if text.startswith(f"{RUNS}/"):
+            candidates.append(RunLayout.from_prefix(text).key)
+        else:
+            candidates.append(locate_run_key(store, text))
+            with suppress(ValueError):
+                candidates.append(check_run_key(text))
+        for key in candidates:
+            run = cls(store, RunLayout(key))
+            if store.exists(run.layout.config):
+                return run
+        raise LookupError(f"{store.url} has no run {ref!r} (no {RUNS}/<key>/config.json)")
+
+    # --- writing -------------------------------------------------------------------
+
+    def check_owner(self, run_id: str) -> None:
+        """Refuse to write run ``run_id`` into a prefix whose config.json names another run."""
+        if self.store.exists(self.layout.config):
+            owner = self.store.get_json(self.layout.config).get("run_id")
+            if owner != run_id:
+                raise RunOwnershipError(
+                    f"{self.store.url}/{self.layout.config} belongs to run {owner!r}, "
+                    f"not {run_id!r}: refusing to write into another run's prefix"
+                )
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[StageWriter]:
+        """Write a stage's artifacts; commit them (record last) if the block succeeds."""
+        commit_key = self.layout.commit(name)
+        self.store.delete(commit_key)  # a retry must not leave the last attempt's record
+        writer = StageWriter(self, name)
+        yield writer
+        self.store.put_json(
+            commit_key,
+            {
+                "schema_version": COMMIT_SCHEMA,
+                "stage": name,
+                "run_key": self.layout.key,
+                "artifacts": writer.artifacts,
+                "data": writer.data,
+                "notice": RESEARCH_NOTICE,
+            },
+        )
+
+    # --- reading -------------------------------------------------------------------
+
+    def committed(self, stage: str) -> bool:
+        return self.store.exists(self.layout.commit(stage))
+
+    def commit_record(self, stage: str) -> dict[str, Any]:
+        key = self.layout.commit(stage)
+        try:
+            return self.store.get_json(key)
+        except FileNotFoundError:
+            legacy = (
+                " (a run written before commit records: `melanoma-store migrate` converts it)"
+                if self.store.exists(self.layout.config)
+                and not any(True for _ in self.store.list(self.layout.commits + "/"))
+                else ""
+            )
+            raise ArtifactIncompleteError(
+                f"{self.store.url}/{key} does not exist: stage {stage} of "
+                f"{self.layout.prefix} was never committed{legacy}"
+            ) from None
+
+    def entry(self, stage: str, name: str) -> dict[str, Any]:
+        artifacts = self.commit_record(stage)["artifacts"]
+        if name not in artifacts:
+            raise KeyError(
+                f"{self.store.url}/{self.layout.commit(stage)} lists no artifact {name!r}"
+            )
+        return artifacts[name]
+
+    def entries(self, stage: str, prefix: str) -> list[dict[str, Any]]:
+        """The stage's artifacts whose names start with ``prefix``, in name order."""
+        artifacts = self.commit_record(stage)["artifacts"]
+        return [artifacts[n] for n in sorted(artifacts) if n.startswith(prefix)]
+
+    def read_entry(self, stage: str, entry: dict[str, Any]) -> bytes:
+        return verified_bytes(self.store, entry, self.layout.commit(stage))
+
+    def read_bytes(self, stage: str, name: str) -> bytes:
+        return self.read_entry(stage, self.entry(stage, name))
+
+    def read_json(self, stage: str, name: str) -> Any:
+        return json.loads(self.read_bytes(stage, name))
+
+    def read_csv(self, stage: str, name: str) -> pd.DataFrame:
+        return pd.read_csv(io.BytesIO(self.read_bytes(stage, name)), dtype=ID_COLUMNS)
+
+    @contextmanager
+    def local_file(self, stage: str, name: str) -> Iterator[Path]:
+        """The artifact as a verified local file (for loaders that take a path)."""
+        entry = self.entry(stage, name)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(entry["key"]).name
+            self.store.get_file(entry["key"], path)
+            data = path.read_bytes()
+            if sha256_hex(data) != entry["sha256"] or len(data) != entry["size"]:
+                self.read_entry(stage, entry)  # raises ArtifactCorruptError naming the key
+            yield path
+
+    # --- typed artifacts -----------------------------------------------------------
+
+    def config(self) -> RunConfig:
+        return RunConfig.from_json(self.read_json("split", "config"))
+
+    def splits(self) -> pd.DataFrame:
+        return self.read_csv("split", "splits")
+
+    def shards(self, split: str) -> list[dict[str, Any]]:
+        """The preprocessing shards of ``split``: {key, size, sha256, split, rows}."""
+        return [e for e in self.entries("preprocess", "shard/") if e["split"] == split]
+
+    def preprocess_data(self) -> dict[str, Any]:
+        """image_size, dataset_version and the preprocessing config."""
+        return self.commit_record("preprocess")["data"]
+
+    def predictions(self, split: str) -> pd.DataFrame:
+        return self.read_csv("train", f"predictions_{split}")
+
+    def external_sets(self) -> list[str]:
+        """The names of the external sets validated and committed for this run."""
+        prefix = self.layout.commits + "/external/"
+        return sorted(Path(o.key).stem for o in self.store.list(prefix) if o.key.endswith(".json"))
+
+
+def locate_run_key(store: ObjectStore, run_id: str) -> str:
+    """The key of run ``run_id``: :func:`run_key`, or where a store written before that
+    kept it (the cleaned id without a hash) when its config.json there names this run."""
+    key = run_key(run_id)
+    if store.exists(RunLayout(key).config):
+        return key
+    legacy = legacy_run_key(run_id)
+    if legacy and legacy != key:
+        config = RunLayout(legacy).config
+        if store.exists(config) and store.get_json(config).get("run_id") == run_id:
+            return legacy
+    return key
+
+
+def legacy_run_key(run_id: str) -> str | None:
+    """The key the first layout gave ``run_id`` (not injective: only for reading old stores)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")
+    return cleaned or None

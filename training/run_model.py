@@ -1,0 +1,93 @@
+"""A run's trained model, loaded with everything needed to score images as the run did.
+
+Used by ``predict`` (new images), ``explain`` (Grad-CAM) and ``external`` (external
+validation), so that the model is loaded, and checked against its commit, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+import training.model  # noqa: F401  (registers BackbonePreprocess for deserialisation)
+from melanoma.calibration import probability_calibrator
+from melanoma.images import PreprocessConfig
+from melanoma.promotion import read_champion
+from melanoma.run import Run
+from melanoma.store import ObjectStore
+
+
+def load_model(run: Run) -> keras.Model:
+    """The run's ``model.keras``, checked against the train stage's commit record."""
+    with run.local_file("train", "model") as path:
+        return keras.saving.load_model(path, compile=False)
+
+
+def preprocess_config(run: Run) -> PreprocessConfig:
+    """The preprocessing the run's images had (so new images can have the same)."""
+    return PreprocessConfig(**run.preprocess_data()["preprocess_config"])
+
+
+@dataclass(frozen=True)
+class RunScorer:
+    """A run's model with everything needed to score new images exactly as the run did."""
+
+    run: Run
+    run_id: str
+    label_task: str
+    backbone: str
+    model: keras.Model
+    preprocess: PreprocessConfig
+    operating_point: str
+    threshold: float
+    calibrate: Callable[[np.ndarray], np.ndarray]
+
+
+def find_run(store: ObjectStore, ref: str | None, label_task: str) -> Run:
+    """The run ``ref`` names (run id, run key or ``runs/<key>``), or the label task's champion.
+
+    LookupError names what is missing.
+    """
+    if ref is None:
+        champion = read_champion(store, label_task)
+        if champion is None:
+            raise LookupError(
+                f"no champion for {label_task} in {store.url}; pass --run or run the pipeline"
+            )
+        ref = champion["run_prefix"]
+    run = Run.find(store, ref)
+    if not run.committed("train"):
+        raise LookupError(f"{store.url}/{run.layout.prefix} has no trained model (stage train)")
+    return run
+
+
+def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
+    """Load the run's model, preprocessing, calibration and operating threshold.
+
+    ``operating_point`` defaults to the one the run's promotion decision used.
+    """
+    config = run.config()
+    training_config = run.read_json("train", "training_config")
+    calibration = run.read_json("calibrate", "calibration")
+    if operating_point is None:
+        promotion = run.read_json("promote", "promotion") if run.committed("promote") else {}
+        operating_point = promotion.get("candidate", {}).get(
+            "operating_point", "target_sensitivity"
+        )
+    thresholds = calibration["thresholds"]
+    if operating_point not in thresholds:
+        raise ValueError(f"operating point {operating_point!r} not in {sorted(thresholds)}")
+    return RunScorer(
+        run=run,
+        run_id=config.run_id,
+        label_task=config.label_task,
+        backbone=training_config["config"]["backbone"],
+        model=load_model(run),
+        preprocess=preprocess_config(run),
+        operating_point=operating_point,
+        threshold=float(thresholds[operating_point]["threshold"]),
+        calibrate=probability_calibrator(calibration["probability_calibration"]),
+    )
