@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
+from melanoma.backbones import backbone_spec
 from training.gradcam import grad_cam
-from training.model import backbone, build_model
+from training.model import build_model
 from training.train import configure_device
 
 
@@ -30,7 +31,7 @@ def main() -> None:
     print(f"device: {configure_device()}")
     x = np.random.default_rng(0).integers(0, 256, (args.images, 224, 224, 3), dtype=np.uint8)
     model = build_model(args.backbone, 224)
-    layer = backbone(args.backbone).last_conv_layer
+    layer = backbone_spec(args.backbone).last_conv_layer
 
     model.predict(x[: args.batch_size], batch_size=args.batch_size, verbose=0)  # warm up
     started = time.perf_counter()

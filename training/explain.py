@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.backbones import backbone_spec
 from melanoma.cam import (
     draw_mask_outline,
     lesion_attention,
@@ -33,7 +34,6 @@ from melanoma.run import Run
 from melanoma.store import read_manifest, verified_bytes
 from training.data import split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
-from training.model import backbone
 from training.run_model import load_model, preprocess_config
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
     images, rows = split_arrays(run, "test")
     position = {image_id: i for i, image_id in enumerate(rows["image_id"])}
     inputs = images[[position[i] for i in selected["image_id"]]]
-    layer = backbone(backbone_name).last_conv_layer
+    layer = backbone_spec(backbone_name).last_conv_layer
     maps = grad_cam(load_model(run), inputs, layer, config.batch_size, config.method)
     tasks = {t.image_id: t for t in plan_images(selected.assign(split="test"), dataset, 0)}
 

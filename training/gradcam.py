@@ -56,7 +56,7 @@ def grad_cam(
     non-negative, not normalised.
 
     ``layer_name`` must be the layer feeding the head's pooling (the backbone's last
-    convolutional layer, as ``training.model.BACKBONES`` declares it). The model is split
+    convolutional layer, as ``melanoma.backbones`` declares it). The model is split
     there, so the gradient is taken with respect to the feature maps themselves whatever
     is trainable.
     """

@@ -60,11 +60,6 @@ def _tiny_cnn(input_tensor):
     return keras.Model(get_source_inputs(input_tensor), x, name="tiny_cnn")
 
 
-def backbone(name: str) -> BackboneSpec:
-    """The registry's entry for ``name`` (``melanoma.backbones``)."""
-    return backbone_spec(name)
-
-
 def build_backbone(spec: BackboneSpec, input_tensor) -> keras.Model:
     """The backbone without its top, built on ``input_tensor``, random weights."""
     if spec.application is None:
@@ -80,7 +75,7 @@ def build_model(
     backbone_name: str, image_size: int = 224, weights_path: str | None = None, seed: int = 42
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet weights file."""
-    spec = backbone(backbone_name)
+    spec = backbone_spec(backbone_name)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(inputs)
     base = build_backbone(spec, x)
@@ -121,7 +116,7 @@ def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) ->
     Frozen batch norm runs in inference mode in Keras 3, so fine-tuning on small
     batches does not disturb the ImageNet statistics. Returns the unfrozen block ids.
     """
-    spec = backbone(backbone_name)
+    spec = backbone_spec(backbone_name)
     order: list[str] = []
     for layer in model.layers:
         block = spec.block_of(layer.name)

@@ -20,6 +20,7 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.backbones import backbone_spec
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
 from melanoma.config import OPERATING_POINTS
 from melanoma.external import image_files
@@ -28,7 +29,6 @@ from melanoma.run import Run
 from melanoma.store import default_store_url, open_store
 from training.data import split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
-from training.model import backbone
 from training.run_model import RunScorer, find_run, load_model, load_run_scorer
 
 
@@ -116,7 +116,7 @@ def write_gradcam_overlays(
     scorer: RunScorer, batch: np.ndarray, paths: list[Path], out_dir: Path, names: list[str]
 ) -> None:
     """Each scored image (long side at most 600 px) beside its Grad-CAM overlay, as PNG."""
-    maps = grad_cam(scorer.model, batch, backbone(scorer.backbone).last_conv_layer)
+    maps = grad_cam(scorer.model, batch, backbone_spec(scorer.backbone).last_conv_layer)
     for path, name, raw_map in zip(paths, names, maps, strict=True):
         image = decode_image(path.read_bytes())
         scale = 600 / max(image.shape[:2])

@@ -41,7 +41,6 @@ RUNS = "runs"
 CHAMPIONS = "champions"
 PRETRAINED = "pretrained"
 
-SPLITS = ("train", "val", "test")
 # Stages that commit artifacts, in pipeline order; external sets commit as external/<set>.
 STAGES = ("split", "preprocess", "train", "calibrate", "evaluate", "explain", "promote", "report")
 

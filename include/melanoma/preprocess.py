@@ -1,13 +1,13 @@
 """Preprocessing plan and shard writing, independent of Spark (Spark only distributes the shards).
 
-Output, under ``runs/<run_id>/preprocessed/``:
+Output, under ``runs/<run key>/`` (keys from ``melanoma.layout``):
 
-* ``<split>/part-NNNNN.parquet`` — one row per image (and per augmented copy): ``image_id,
+* ``preprocessed/<split>/part-NNNNN.parquet`` — one row per image (and per augmented copy): ``image_id,
   lesion_id, dx, label, split, augmented`` (0 for the original, k for the k-th copy),
   ``height, width`` and ``image`` (raw RGB uint8 bytes, row-major). Parquet because
   executors write it with pyarrow (no TensorFlow on the Spark side), pandas and Spark
   read it for inspection, and row groups stream into ``tf.data`` batch by batch.
-* ``stats.json`` — counts per split and class, augmented copies, rejects with reasons,
+* ``preprocessed/stats.json`` — counts per split and class, augmented copies, rejects with reasons,
   throughput and wall time;
 * ``commits/preprocess.json`` — written last (the commit record): every shard with its
   size, sha256, row count and split. Training reads only the shards listed there, and
