@@ -354,7 +354,8 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     for task_id, end in seen["done_before_restart"].items():
         assert tis[task_id]["end_date"] == end, task_id
     finished_log = api.log("melanoma_pipeline", run_id, "split_dataset", 1)
-    assert finished_log.status_code == 200 and "splits.csv" in log_text(finished_log)
+    split_commit = RunLayout.for_run_id(run_id).commit("split")
+    assert finished_log.status_code == 200 and split_commit in log_text(finished_log)
 
     # train was taken by a worker that listens on the gpu queue.
     assert tis["train"]["queue"] == "gpu"
