@@ -46,7 +46,7 @@ class StageConfigs:
 
 def from_params(params: Mapping[str, Any]) -> StageConfigs:
     """Every stage's configuration from the DAG's params (defaults where a param is absent)."""
-    p = dict(params)
+    p = params
     pipeline = PipelineConfig.from_env(
         source=p.get("source"),
         label_task=p.get("label_task"),

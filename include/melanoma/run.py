@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.layout import RUNS, RunLayout, check_run_key, run_key
+from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
     ArtifactIncompleteError,
     ObjectStore,
@@ -256,7 +256,7 @@ def locate_run_key(store: ObjectStore, run_id: str) -> str:
     if store.exists(RunLayout(key).config):
         return key
     legacy = legacy_run_key(run_id)
-    if legacy and legacy != key:
+    if legacy and legacy != key and RUN_KEY.match(legacy):
         config = RunLayout(legacy).config
         if store.exists(config) and store.get_json(config).get("run_id") == run_id:
             return legacy

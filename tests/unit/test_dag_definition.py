@@ -67,3 +67,26 @@ def test_spark_driver_host_auto_renders_the_workers_own_address(monkeypatch):
     assert ipaddress.ip_address(rendered) == ipaddress.ip_address(module.worker_address())
     fixed = load_dag_module(monkeypatch, SPARK_DRIVER_HOST="airflow-worker")
     assert fixed.pipeline_dag.get_task("preprocess").conf["spark.driver.host"] == ("airflow-worker")
+
+
+def test_every_param_reaches_a_stage_config_through_from_params(dags):
+    from melanoma.config import TrainConfig
+    from melanoma.params import from_params
+
+    class Recorded(dict):
+        read: set[str] = set()
+
+        def get(self, key, default=None):
+            self.read.add(key)
+            return super().get(key, default)
+
+    defaults = {name: param.value for name, param in dags.PARAMS.items()}
+    from_params(Recorded({**defaults, "external_validation": True}))
+    assert set(dags.PARAMS) <= Recorded.read, "a param that no stage reads"
+    stages = from_params(defaults)
+    # The form's defaults are the configs' own (the CPU/GPU-neutral defaults in code).
+    assert stages.train == TrainConfig(backbone=stages.pipeline.backbone, seed=42)
+    assert stages.preprocess.config.size == 224 and stages.external is None
+    assert stages.explain.operating_point == stages.promotion.operating_point
+    custom = from_params({"phase2_epochs": 3, "external_validation": True, "external_name": "ph2"})
+    assert custom.train.phase2_epochs == 3 and custom.external.name == "ph2"
