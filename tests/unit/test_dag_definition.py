@@ -73,16 +73,16 @@ def test_every_param_reaches_a_stage_config_through_from_params(dags):
     from melanoma.config import TrainConfig
     from melanoma.params import from_params
 
-    class Recorded(dict):
-        read: set[str] = set()
+    read: set[str] = set()
 
+    class Recorded(dict):
         def get(self, key, default=None):
-            self.read.add(key)
+            read.add(key)
             return super().get(key, default)
 
     defaults = {name: param.value for name, param in dags.PARAMS.items()}
     from_params(Recorded({**defaults, "external_validation": True}))
-    assert set(dags.PARAMS) <= Recorded.read, "a param that no stage reads"
+    assert set(dags.PARAMS) <= read, "a param that no stage reads"
     stages = from_params(defaults)
     # The form's defaults are the configs' own (the CPU/GPU-neutral defaults in code).
     assert stages.train == TrainConfig(backbone=stages.pipeline.backbone, seed=42)
