@@ -126,6 +126,9 @@ def _param(default: Any, title: str, description: str | None = None, **schema: A
     return Param(default, title=title, description=description, **schema)
 
 
+# A failed task (the store down, a lost Spark worker) is retried twice, this long after.
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("MELANOMA_RETRY_DELAY_S", 60)))
+
 # The trigger form. Each stage's typed config is made from these in one place:
 # melanoma.params.from_params.
 PARAMS: dict[str, Param] = {
@@ -133,6 +136,13 @@ PARAMS: dict[str, Param] = {
         os.environ.get("HAM10000_SOURCE", "dataverse"),
         "HAM10000 source",
         "`dataverse`, `dataverse:<url>`, an http(s) mirror URL, or a local directory",
+    ),
+    "min_image_share": _param(
+        0.9,
+        "Least share of metadata rows with an image",
+        "ingest fails below it: an archive with empty or cut-short image zips is refused",
+        minimum=0,
+        maximum=1,
     ),
     "label_task": _param("mel_vs_rest", "Label task", enum=sorted(LABEL_TASKS)),
     "split_seed": _param(42, "Split seed", minimum=0),
@@ -235,7 +245,7 @@ PARAMS: dict[str, Param] = {
     doc_md=__doc__,
     user_defined_macros={"worker_address": worker_address},
     tags=["melanoma", "ham10000"],
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY},
     params=PARAMS,
 )
 def melanoma_pipeline() -> None:

@@ -17,6 +17,9 @@ from melanoma.embedded import SparkStandalone
 from melanoma.store import FileStore, S3Store
 from melanoma.synthetic import SyntheticArchive, write_archive
 
+# The trained-run fixtures, shared by tests/training and tests/faults (one instance a session).
+pytest_plugins = ["tests.trained_runs"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MOTO_KEYS = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
 

@@ -27,11 +27,13 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.cli import run_command
 from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
 from melanoma.external import (
+    ExternalLabelsError,
     ExternalSet,
     describe_differences,
-    images_by_id,
+    index_images,
     labels_for_task,
     read_external_labels,
     resolve_external_set,
@@ -94,11 +96,21 @@ def validate_external(
 ) -> str:
     """Score ``external`` with the run's model and measure it; return the commit key."""
     check_set_name(run, external)
-    scorer = load_run_scorer(run)
+    # The inputs are checked before the model loads: a bad file fails in a second.
+    label_task = run.config().label_task
     raw_labels, fmt = read_external_labels(external.labels)
-    labels = labels_for_task(raw_labels, scorer.label_task, fmt)
-    files = images_by_id(external.images)
+    labels = labels_for_task(raw_labels, label_task, fmt)
+    index = index_images(external.images)
+    files = index.by_id
     matched = labels[labels["image_id"].isin(list(files))].reset_index(drop=True)
+    if matched.empty:
+        raise ExternalLabelsError(
+            f"{external.images}: none of the {len(labels)} image ids of {external.labels} "
+            f"(label task {label_task}) has exactly one image file there "
+            f"({len(files)} usable files, {len(index.ambiguous)} ambiguous ids, "
+            f"{len(index.hidden)} hidden files)"
+        )
+    scorer = load_run_scorer(run)
     paths = [files[i] for i in matched["image_id"]]
     scores, failures, _ = score_images(scorer, paths, external.images, batch_size)
     by_name = {str(files[i].relative_to(external.images)): i for i in matched["image_id"]}
@@ -108,6 +120,11 @@ def validate_external(
         ],
         on="image_id",
     )
+
+    def relative(paths: list[Path]) -> str:
+        return ", ".join(str(p.relative_to(external.images)) for p in paths)
+
+    known = set(files) | set(index.ambiguous)
     not_scored = pd.concat(
         [
             failures.assign(
@@ -115,7 +132,22 @@ def validate_external(
             ),
             pd.DataFrame(
                 {
-                    "image_id": sorted(set(labels["image_id"]) - set(files)),
+                    "image_id": sorted(index.ambiguous),
+                    "reason": [
+                        f"ambiguous: several files have this id: {relative(index.ambiguous[i])}"
+                        for i in sorted(index.ambiguous)
+                    ],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": [p.stem for p in index.hidden],
+                    "reason": [f"hidden file, skipped: {relative([p])}" for p in index.hidden],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "image_id": sorted(set(labels["image_id"]) - known),
                     "reason": "labelled, but no image file",
                 }
             ),
@@ -217,12 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run_command(parser.prog, lambda: validate_external_command(args))
 
+
+def validate_external_command(args: argparse.Namespace) -> int:
+    """``melanoma-validate-external``: the set and the run are found before the model loads."""
     from melanoma.report import write_report
 
-    store = open_store(args.store or default_store_url())
-    run = find_run(store, args.run, args.label_task)
     external = resolve_external_set(args.images, args.labels, args.cache_dir, args.name)
+    store = open_store(args.store or default_store_url(), create=False)
+    run = find_run(store, args.run, args.label_task)
     config = EvaluationConfig(bootstrap_replicates=args.bootstrap_replicates, seed=args.seed)
     validate_external(run, external, config)
     metrics = run.read_json(f"external/{external.name}", "metrics")

@@ -22,9 +22,18 @@ import PIL.Image
 from melanoma import RESEARCH_NOTICE
 from melanoma.backbones import backbone_spec
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
+from melanoma.cli import run_command
 from melanoma.config import OPERATING_POINTS
-from melanoma.external import image_files
-from melanoma.images import ImageDecodeError, PreprocessConfig, decode_image, preprocess_image
+from melanoma.external import image_files, is_hidden
+from melanoma.images import (
+    JPEG_MAGIC,
+    PNG_MAGIC,
+    ImageDecodeError,
+    PreprocessConfig,
+    check_image,
+    decode_image,
+    preprocess_image,
+)
 from melanoma.run import Run
 from melanoma.store import default_store_url, open_store
 from training.data import split_arrays
@@ -65,11 +74,17 @@ def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageDecodeError(f"not an image format we read ({path.suffix or 'no suffix'})")
     data = path.read_bytes()
+    if not data:
+        raise ImageDecodeError("empty file")
+    if data[:3] == JPEG_MAGIC or data[:8] == PNG_MAGIC:
+        # Strictly, as at ingest: a damaged JPEG or a transparent PNG is not scored.
+        return preprocess_image(data, config, check_image(data))
     try:
         with PIL.Image.open(io.BytesIO(data)) as header:
             source_wh = header.size
     except (PIL.UnidentifiedImageError, OSError) as error:
-        raise ImageDecodeError(f"unreadable image: {error}") from error
+        reason = str(error).split(" <_io.", 1)[0]  # PIL names the in-memory buffer
+        raise ImageDecodeError(f"unreadable image: {reason}") from error
     return preprocess_image(data, config, source_wh)
 
 
@@ -151,18 +166,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return run_command(parser.prog, lambda: predict(args))
 
-    store = open_store(args.store or default_store_url())
-    scorer = load_run_scorer(find_run(store, args.run, args.label_task), args.operating_point)
-    prefix = scorer.run.layout.prefix
-    paths = image_files(args.images)
+
+def predict(args: argparse.Namespace) -> int:
+    """``melanoma-predict``: the inputs are checked before the model loads."""
     root = args.images if args.images.is_dir() else args.images.parent
+    files = image_files(args.images)
+    if not files:
+        raise FileNotFoundError(f"{args.images}: no files in this folder")
+    paths = [p for p in files if not is_hidden(p, root)]
+    store = open_store(args.store or default_store_url(), create=False)
+    run = find_run(store, args.run, args.label_task)
+    scorer = load_run_scorer(run, args.operating_point)
+    prefix = scorer.run.layout.prefix
     started = time.monotonic()
     scores, failures, batch = score_images(scorer, paths, root, args.batch_size)
     elapsed = time.monotonic() - started
+    skipped = pd.DataFrame(
+        {
+            "image": [str(p.relative_to(root)) for p in files if is_hidden(p, root)],
+            "reason": "hidden file (its name starts with '.'), skipped",
+        }
+    )
+    failures = pd.concat([failures, skipped], ignore_index=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     scores.to_csv(args.output, index=False, lineterminator="\n")
     failures_path = args.output.with_name(args.output.stem + ".failures.csv")
+    failures_path.unlink(missing_ok=True)  # never leave an earlier call's failures beside
     if len(failures):
         failures.to_csv(failures_path, index=False, lineterminator="\n")
     if args.gradcam and len(scores):
@@ -183,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(failures):
         print(f"{len(failures)} file(s) not scored, listed in {failures_path}", file=sys.stderr)
     return 0 if len(scores) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

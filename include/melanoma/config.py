@@ -43,6 +43,9 @@ class PipelineConfig:
     # Where `keras` weights are fetched to (and found, pre-fetched, in the Airflow image);
     # empty: <cache_dir>/weights.
     weights_dir: str = ""
+    # Ingest fails when fewer of the metadata rows than this have a readable image (an
+    # archive whose image zips are empty or cut short must not become a dataset version).
+    min_image_share: float = 0.9
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -54,6 +57,8 @@ class PipelineConfig:
                 f"split_ratios must be three non-negative numbers summing to 1, got {self.split_ratios}"
             )
         object.__setattr__(self, "split_ratios", ratios)
+        if not 0 <= float(self.min_image_share) <= 1:
+            raise ValueError(f"min_image_share must be in 0..1, got {self.min_image_share}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> PipelineConfig:

@@ -54,13 +54,17 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify_file(path: Path, remote: RemoteFile) -> None:
-    """Raise :class:`ChecksumMismatchError` naming the file if size or a checksum differs."""
+def verify_file(path: Path, remote: RemoteFile) -> list[str]:
+    """What was checked (``size``, ``sha256``, ``md5``); ChecksumMismatchError naming the
+    file if any differs. An empty list means nothing was known to check against."""
+    checked = []
     actual_size = path.stat().st_size
-    if remote.size is not None and actual_size != remote.size:
-        raise ChecksumMismatchError(
-            f"{remote.name} ({remote.url}): size {actual_size} bytes, expected {remote.size}"
-        )
+    if remote.size is not None:
+        if actual_size != remote.size:
+            raise ChecksumMismatchError(
+                f"{remote.name} ({remote.url}): size {actual_size} bytes, expected {remote.size}"
+            )
+        checked.append("size")
     for algorithm, expected in (("sha256", remote.sha256), ("md5", remote.md5)):
         if expected:
             actual = file_digest(path, algorithm)
@@ -68,6 +72,15 @@ def verify_file(path: Path, remote: RemoteFile) -> None:
                 raise ChecksumMismatchError(
                     f"{remote.name} ({remote.url}): {algorithm} {actual}, expected {expected}"
                 )
+            checked.append(algorithm)
+    return checked
+
+
+def verification(checked: list[str]) -> str:
+    """How a log line says what ``verify_file`` checked."""
+    if not checked:
+        return "NOT verified: the source gives no size or checksum for it"
+    return "verified: " + ", ".join(checked)
 
 
 def download(
@@ -87,8 +100,8 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists():
         try:
-            verify_file(dest, remote)
-            log.info("%s: already downloaded and verified (%s)", remote.name, dest)
+            checked = verify_file(dest, remote)
+            log.info("%s: already downloaded (%s); %s", remote.name, dest, verification(checked))
             return dest
         except ChecksumMismatchError as e:
             log.warning(
@@ -120,12 +133,18 @@ def download(
             )
             time.sleep(wait)
     try:
-        verify_file(part, remote)
+        checked = verify_file(part, remote)
     except ChecksumMismatchError:
         os.replace(part, dest.with_name(dest.name + ".corrupt"))
         raise
     os.replace(part, dest)
-    log.info("%s: downloaded and verified (%s, %d bytes)", remote.name, dest, dest.stat().st_size)
+    log.info(
+        "%s: downloaded (%s, %d bytes); %s",
+        remote.name,
+        dest,
+        dest.stat().st_size,
+        verification(checked),
+    )
     return dest
 
 

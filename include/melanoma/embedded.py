@@ -44,7 +44,7 @@ def spark_home() -> Path:
 
 @dataclass(frozen=True)
 class SparkStandalone:
-    """A one-master, one-worker Spark standalone cluster on 127.0.0.1."""
+    """A Spark standalone master and ``workers`` workers (one by default) on 127.0.0.1."""
 
     state_dir: Path
     master_port: int = 7077
@@ -52,6 +52,11 @@ class SparkStandalone:
     worker_webui_port: int = 8081
     worker_cores: int = max(1, os.cpu_count() or 1)
     worker_memory: str = "4g"
+    workers: int = 1  # more than one only to test losing a worker mid-job
+
+    @property
+    def roles(self) -> list[str]:
+        return ["master", "worker", *(f"worker-{i}" for i in range(2, self.workers + 1))]
 
     @property
     def master_url(self) -> str:
@@ -97,28 +102,30 @@ class SparkStandalone:
                 str(self.master_webui_port),
             ],
         )
-        self._launch(
-            "worker",
-            [
-                spark_class,
-                "org.apache.spark.deploy.worker.Worker",
-                self.master_url,
-                "--host",
-                "127.0.0.1",
-                "--cores",
-                str(self.worker_cores),
-                "--memory",
-                self.worker_memory,
-                "--webui-port",
-                str(self.worker_webui_port),
-                "--work-dir",
-                str(self.state_dir / "work"),
-            ],
-        )
+        for number, role in enumerate(self.roles[1:]):
+            self._launch(
+                role,
+                [
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    self.master_url,
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    str(self.worker_cores),
+                    "--memory",
+                    self.worker_memory,
+                    "--webui-port",
+                    str(self.worker_webui_port if number == 0 else 0),  # 0: any free port
+                    "--work-dir",
+                    str(self.state_dir / "work"),
+                ],
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.master_status()
-            if status and status.get("status") == "ALIVE" and status.get("aliveworkers", 0) >= 1:
+            alive = status.get("aliveworkers", 0) if status else 0
+            if status and status.get("status") == "ALIVE" and alive >= self.workers:
                 log.info(
                     "Spark standalone up: %s, %d worker(s), %s cores; UI http://127.0.0.1:%d",
                     self.master_url,
@@ -127,8 +134,8 @@ class SparkStandalone:
                     self.master_webui_port,
                 )
                 return
-            for role in ("master", "worker"):
-                if not _alive(self._read_pid(role)):
+            for role in self.roles:
+                if not _alive(self.read_pid(role)):
                     self.stop()
                     raise RuntimeError(
                         f"Spark {role} exited during start-up; see {self.log_dir}/spark-{role}.out"
@@ -161,18 +168,18 @@ class SparkStandalone:
         except (OSError, ValueError):
             return None
 
-    def _read_pid(self, role: str) -> int | None:
+    def read_pid(self, role: str) -> int | None:
         try:
             return int(self._pid_file(role).read_text())
         except (FileNotFoundError, ValueError):
             return None
 
     def running(self) -> bool:
-        return all(_alive(self._read_pid(r)) for r in ("master", "worker"))
+        return all(_alive(self.read_pid(r)) for r in self.roles)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        for role in ("worker", "master"):
-            pid = self._read_pid(role)
+        for role in reversed(self.roles):
+            pid = self.read_pid(role)
             if _alive(pid):
                 _terminate(pid, timeout_s)  # type: ignore[arg-type]
                 log.info("Spark %s (pid %d) stopped", role, pid)
@@ -228,6 +235,8 @@ def airflow_environment(
             "PYSPARK_DRIVER_PYTHON": sys.executable,
             "SPARK_HOME": str(spark_home()),
             "SPARK_LOCAL_IP": "127.0.0.1",
+            # The UI (`make ui`) on loopback only; MELANOMA_UI_HOST=0.0.0.0 opens it up.
+            "AIRFLOW__API__HOST": env.get("MELANOMA_UI_HOST", "127.0.0.1"),
             # spark-submit and airflow from this environment, whatever the caller's PATH.
             "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
         }
@@ -285,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "PYSPARK_DRIVER_PYTHON",
             "SPARK_HOME",
             "SPARK_LOCAL_IP",
+            "AIRFLOW__API__HOST",
             "PATH",
         ]
         print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys))

@@ -15,10 +15,11 @@ thresholds are applied (see ``training.external``).
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -56,7 +57,14 @@ class ExternalSet:
 
 def read_external_labels(path: Path) -> tuple[pd.DataFrame, str]:
     """(image_id, dx or None, melanoma, lesion_id) per row, and the format detected."""
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ExternalLabelsError(f"{path}: empty file (no header row)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ExternalLabelsError(f"{path}: cannot be parsed as CSV ({e})") from None
+    if raw.empty:
+        raise ExternalLabelsError(f"{path}: a header but no label rows")
     columns = set(raw.columns)
     if {"image", *ONE_HOT} <= columns:
         fmt = "isic2018"
@@ -114,36 +122,80 @@ def labels_for_task(frame: pd.DataFrame, label_task: str, fmt: str) -> pd.DataFr
 
 
 def image_files(path: Path) -> list[Path]:
-    """The file itself, or every file in the folder (recursively, hidden ones skipped), sorted."""
+    """The file itself, or every file in the folder (recursively, hidden ones too), sorted."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    return sorted(
-        p
-        for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """A name starting with '.' anywhere below ``root`` (.DS_Store, ._x.jpg, .git/...)."""
+    relative = path.relative_to(root).parts if path != root else (path.name,)
+    return any(part.startswith(".") for part in relative)
+
+
+@dataclass(frozen=True)
+class ImageIndex:
+    """The files under a folder by image id (file stem), and those that cannot be scored."""
+
+    by_id: dict[str, Path]
+    ambiguous: dict[str, list[Path]]  # an id several files share: which is meant is unknown
+    hidden: list[Path]  # skipped, and listed as such
+
+
+def index_images(folder: Path) -> ImageIndex:
+    """Every visible file under ``folder`` by its stem; an id two files share (``x.jpg``
+    beside ``x.png``, or ``a/x.jpg`` beside ``x.jpg``) is ambiguous, and neither is used."""
+    by_stem: dict[str, list[Path]] = {}
+    hidden = []
+    for path in image_files(folder):
+        if is_hidden(path, folder):
+            hidden.append(path)
+        else:
+            by_stem.setdefault(path.stem, []).append(path)
+    return ImageIndex(
+        {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1},
+        {stem: paths for stem, paths in by_stem.items() if len(paths) > 1},
+        hidden,
     )
 
 
-def images_by_id(folder: Path) -> dict[str, Path]:
-    """Every file under ``folder`` by its stem."""
-    return {p.stem: p for p in image_files(folder)}
-
-
 def extract_images(archive: Path, target: Path) -> Path:
-    """Unpack an images zip once (a marker file says it is complete); return the folder."""
-    done = target / ".extracted"
-    if done.exists() and done.read_text() == f"{archive.name} {archive.stat().st_size}":
+    """Unpack an images zip once, keeping member paths; return the folder.
+
+    Nothing is dropped or overwritten: a second member of the same name goes to
+    ``duplicate-<n>/``, so that its id is seen as ambiguous. Members whose path would
+    leave the folder (``..``, absolute) are refused. The folder is built beside
+    ``target`` and renamed into place, and a marker beside it names the archive, so an
+    interrupted extraction is never taken for a complete one.
+    """
+    marker = target.with_name(target.name + ".extracted")
+    stamp = f"{archive.name} {archive.stat().st_size}"
+    if target.is_dir() and marker.exists() and marker.read_text() == stamp:
         return target
-    target.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    written: Counter[str] = Counter()
     with zipfile.ZipFile(archive) as zipped:
         for member in zipped.infolist():
-            name = Path(member.filename)
-            if member.is_dir() or name.name.startswith(".") or "__MACOSX" in name.parts:
+            name = PurePosixPath(member.filename)
+            if member.is_dir():
                 continue
-            (target / name.name).write_bytes(zipped.read(member))
-    done.write_text(f"{archive.name} {archive.stat().st_size}")
+            if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
+                raise ValueError(f"{archive}: member {member.filename!r} leaves the archive's folder")
+            written[str(name)] += 1
+            copies = written[str(name)]
+            path = partial / (f"duplicate-{copies}/{name}" if copies > 1 else str(name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(zipped.read(member))
+    partial.mkdir(exist_ok=True)
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    marker.write_text(stamp)
     return target
 
 
@@ -175,6 +227,10 @@ def resolve_external_set(
     if not labels:
         raise ExternalLabelsError(f"{source}: a local external set needs a labels CSV")
     labels_path = Path(labels).expanduser()
+    if not labels_path.is_file():
+        raise ExternalLabelsError(f"{labels}: no such labels file")
+    if not path.exists():
+        raise FileNotFoundError(f"{source}: no such folder or zip")
     chosen = set_name(name or labels_path.stem)
     if path.suffix == ".zip":
         path = extract_images(path, cache_dir / "external" / chosen)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import simplejpeg
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -28,7 +29,51 @@ _REDUCED = {
 
 
 class ImageDecodeError(ValueError):
-    pass
+    """The bytes are not an image we accept; the message says why, for a failures list."""
+
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def check_image(data: bytes, grayscale: bool = False) -> tuple[int, int]:
+    """(width, height) of a JPEG or PNG that decodes cleanly; else ImageDecodeError saying why.
+
+    Stricter than :func:`decode_image`, which, like every lenient decoder, patches over
+    damage: libjpeg fills a cut-short JPEG with grey and decodes a corrupt entropy segment
+    into garbage, with only a warning on stderr. Here a JPEG is decoded in full by
+    libjpeg-turbo (``simplejpeg``) with every decoder warning an error. Bytes after the
+    end-of-image marker are allowed (cameras and editors append them; decoders stop at
+    the marker). A PNG must end with IEND, and, unless ``grayscale`` (a mask), have no
+    transparent pixel: the model would score the colours under the alpha.
+    """
+    if not data:
+        raise ImageDecodeError("empty file")
+    if data[:3] == JPEG_MAGIC:
+        try:
+            image = simplejpeg.decode_jpeg(
+                data, colorspace="GRAY" if grayscale else "RGB", strict=True
+            )
+        except ValueError as error:
+            if "Premature end" in str(error):
+                raise ImageDecodeError("truncated JPEG (the data ends early)") from None
+            raise ImageDecodeError(f"corrupt JPEG ({error})") from None
+        return int(image.shape[1]), int(image.shape[0])
+    if data[:8] != PNG_MAGIC:
+        raise ImageDecodeError("not a JPEG or PNG file")
+    if b"IEND" not in data[-16:]:
+        raise ImageDecodeError("truncated PNG (no IEND chunk)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageDecodeError("undecodable PNG")
+    if not grayscale and image.ndim == 3 and image.shape[2] in (2, 4):
+        alpha = image[:, :, -1]
+        if alpha.min() < np.iinfo(image.dtype).max:
+            share = float(np.mean(alpha < np.iinfo(image.dtype).max))
+            raise ImageDecodeError(
+                f"PNG with transparent pixels ({share:.0%} of the image): flatten it first"
+            )
+    return int(image.shape[1]), int(image.shape[0])
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma.ham10000 import DX_CODES, MetadataSchemaError, validate_metadata
+from melanoma.images import ImageDecodeError, check_image
 from melanoma.layout import DatasetLayout
 from melanoma.sources import LocalLayout
 from melanoma.store import ObjectStore, read_manifest, verified_bytes
@@ -84,6 +83,10 @@ class FileCheck:
     height: int = 0
 
 
+class TooFewImagesError(ValueError):
+    """Too few metadata rows have a readable image: the source is incomplete."""
+
+
 @dataclass(frozen=True)
 class IngestResult:
     dataset_version: str
@@ -115,23 +118,12 @@ def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str
 
 
 def check_image_bytes(data: bytes, grayscale: bool = False) -> tuple[str | None, int, int]:
-    """(problem or None, width, height) for an encoded JPEG/PNG."""
-    if data[:3] == b"\xff\xd8\xff":
-        # A JPEG missing its end-of-image marker was cut short; OpenCV would still decode
-        # the top part and fill the rest with grey, so check the marker explicitly.
-        if b"\xff\xd9" not in data[-64:]:
-            return "truncated JPEG (no end-of-image marker)", 0, 0
-    elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        if b"IEND" not in data[-16:]:
-            return "truncated PNG (no IEND chunk)", 0, 0
-    else:
-        return "not a JPEG or PNG file", 0, 0
-    image = cv2.imdecode(
-        np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    )
-    if image is None or image.size == 0:
-        return "undecodable image", 0, 0
-    return None, int(image.shape[1]), int(image.shape[0])
+    """(problem or None, width, height) for an encoded JPEG/PNG (see ``images.check_image``)."""
+    try:
+        width, height = check_image(data, grayscale)
+    except ImageDecodeError as error:
+        return str(error), 0, 0
+    return None, width, height
 
 
 def _check(item: tuple[SourceFile, bytes | str], grayscale: bool) -> FileCheck:
@@ -163,13 +155,19 @@ def _scan(
 
 
 def build_manifest(
-    layout: LocalLayout, source: str, workers: int = 4
+    layout: LocalLayout, source: str, workers: int = 4, min_image_share: float = 0.0
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate the source; return (manifest, plan) where plan maps each store key to its origin."""
+    """Validate the source; return (manifest, plan) where plan maps each store key to its origin.
+
+    TooFewImagesError when no image, or fewer than ``min_image_share`` of the valid
+    metadata rows, has a readable image.
+    """
     started = time.monotonic()
     raw_metadata = layout.metadata.read_bytes()
     try:
         raw = pd.read_csv(io.BytesIO(raw_metadata), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise MetadataSchemaError(f"{layout.metadata}: empty file (no header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise MetadataSchemaError(f"{layout.metadata}: cannot be parsed as CSV ({e})") from e
     metadata, row_problems = validate_metadata(raw, str(layout.metadata))
@@ -226,6 +224,13 @@ def build_manifest(
     masks = accept(mask_checks, MASK_NAME, "mask", images, "mask has no matching image")
 
     missing_images = sorted(known_ids - set(images))
+    if not images or len(images) < min_image_share * len(known_ids):
+        parts = ", ".join(str(p) for p in layout.image_parts)
+        raise TooFewImagesError(
+            f"{parts}: {len(images)} readable image(s) for {len(known_ids)} metadata rows of "
+            f"{layout.metadata} (at least {min_image_share:.0%} needed, min_image_share); "
+            f"{len(quarantined)} file(s) rejected: are the image archives empty or cut short?"
+        )
     kept = metadata[metadata["image_id"].isin(images)].reset_index(drop=True)
     kept.insert(len(kept.columns), "has_mask", kept["image_id"].isin(masks).astype(int))
     metadata_csv = kept.to_csv(index=False, lineterminator="\n").encode()
@@ -297,9 +302,15 @@ def build_manifest(
     return manifest, plan
 
 
-def ingest(layout: LocalLayout, store: ObjectStore, source: str, workers: int = 8) -> IngestResult:
+def ingest(
+    layout: LocalLayout,
+    store: ObjectStore,
+    source: str,
+    workers: int = 8,
+    min_image_share: float = 0.9,
+) -> IngestResult:
     """Validate ``layout`` and upload it as a dataset version, unless that version already exists."""
-    manifest, plan = build_manifest(layout, source)
+    manifest, plan = build_manifest(layout, source, min_image_share=min_image_share)
     version = manifest["dataset_version"]
     dataset = DatasetLayout(version)
     key = dataset.manifest

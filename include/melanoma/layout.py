@@ -175,10 +175,11 @@ class RunLayout:
     def shard(self, split: str, index: int) -> str:
         return self._at("preprocessed", split, f"part-{index:05d}.parquet")
 
-    def checkpoint(self, phase: str) -> tuple[str, str]:
-        """A training phase's (weights, state) checkpoint keys."""
+    def checkpoint(self, phase: str) -> tuple[str, str, str]:
+        """A training phase's checkpoint keys: (last weights, best weights, state)."""
         return (
             self._at("model", "checkpoints", f"{phase}.weights.h5"),
+            self._at("model", "checkpoints", f"{phase}.best.npz"),
             self._at("model", "checkpoints", f"{phase}.json"),
         )
 

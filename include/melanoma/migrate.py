@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.cli import run_command
 from melanoma.layout import RUN_KEY, RUNS, RunLayout
 from melanoma.run import Run
 from melanoma.store import ObjectStore, default_store_url, object_record, open_store
@@ -197,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("--store", help="store URL (default MELANOMA_STORE_URL, else .store/)")
     migrate.add_argument("--dry-run", action="store_true", help="report what would be committed")
     args = parser.parse_args(argv)
-    store = open_store(args.store or default_store_url())
+    return run_command(parser.prog, lambda: migrate_store(args))
+
+
+def migrate_store(args: argparse.Namespace) -> int:
+    """``melanoma-store migrate``: on an existing store only."""
+    store = open_store(args.store or default_store_url(), create=False)
     keys = legacy_runs(store)
     if not keys:
         print(f"{store.url}: every run already has commit records; nothing to migrate")

@@ -44,15 +44,22 @@ class StageConfigs:
     external: ExternalSetParams | None  # None: external validation is off
 
 
+# PipelineConfig field -> DAG param (absent or None: the environment, then the default).
+PIPELINE_PARAMS = {
+    "source": "source",
+    "label_task": "label_task",
+    "seed": "split_seed",
+    "backbone": "backbone",
+    "pretrained_weights": "pretrained_weights",
+    "min_image_share": "min_image_share",
+}
+
+
 def from_params(params: Mapping[str, Any]) -> StageConfigs:
     """Every stage's configuration from the DAG's params (defaults where a param is absent)."""
     p = params
     pipeline = PipelineConfig.from_env(
-        source=p.get("source"),
-        label_task=p.get("label_task"),
-        seed=p.get("split_seed"),
-        backbone=p.get("backbone"),
-        pretrained_weights=p.get("pretrained_weights"),
+        **{field: p.get(param) for field, param in PIPELINE_PARAMS.items()}
     )
     seed = pipeline.seed
 

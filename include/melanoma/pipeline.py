@@ -29,7 +29,9 @@ def download_dataset(config: PipelineConfig) -> dict[str, Any]:
     """Fetch, validate and version HAM10000; return the version and its manifest key."""
     store = open_store(config.store_url)
     layout = sources.fetch(config.source, Path(config.cache_dir))
-    result = ingest(layout, store, sources.describe(config.source))
+    result = ingest(
+        layout, store, sources.describe(config.source), min_image_share=config.min_image_share
+    )
     if not result.created:
         log.info("dataset version %s already exists: ingest was a no-op", result.dataset_version)
     counts = result.manifest["counts"]
@@ -67,6 +69,11 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
         dtype={"image_id": str, "lesion_id": str, "dx": str},
     )
     rows = apply_label_task(metadata, config.label_task)
+    if rows.empty:
+        raise ValueError(
+            f"{run.store.url}/{manifest_key}: no image of dataset version {version} is in "
+            f"label task {config.label_task}: nothing to split"
+        )
     split = split_by_lesion(rows, config.split_ratios, config.seed)
     summary = split_summary(split)
     columns = ["image_id", "lesion_id", "dx", "label", "split"]

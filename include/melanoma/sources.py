@@ -136,7 +136,8 @@ def mirror_files(base_url: str, session: requests.Session | None = None) -> list
         sums = parse_sha256sums(response.text)
     else:
         log.warning(
-            "%sSHA256SUMS not found (HTTP %d): downloads are checked by size only",
+            "%sSHA256SUMS not found (HTTP %d): the downloads cannot be verified (a mirror "
+            "gives no sizes or checksums); only a connection cut short is detected",
             base,
             response.status_code,
         )

@@ -3,7 +3,11 @@
 * ``file:///abs/path`` — a directory on local disk (the embedded stack's default).
 * ``s3://bucket[/prefix]`` — any S3 endpoint (MinIO under docker compose) through the
   ``minio`` client; endpoint and credentials come from the environment
-  (``S3_ENDPOINT_URL``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``).
+  (``S3_ENDPOINT_URL``, ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``). Every call has a connect
+  and a read timeout and a bounded retry with backoff (``S3_CONNECT_TIMEOUT_S``,
+  ``S3_READ_TIMEOUT_S``, ``S3_RETRIES``), so an endpoint that is down or stops answering
+  is a :class:`StoreUnavailableError` naming it, never a hang; Airflow's task retry
+  takes it from there.
 
 Commit protocol. Every single object is written atomically: the file backend
 writes a temporary file and renames it, an S3 PUT is atomic. An artifact made of
@@ -25,6 +29,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -37,6 +42,10 @@ class ArtifactIncompleteError(RuntimeError):
 
 class ArtifactCorruptError(ValueError):
     """A committed object's size or sha256 differs from what its manifest recorded."""
+
+
+class StoreUnavailableError(ConnectionError):
+    """The store cannot be reached, or its bucket or root does not exist; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -124,10 +133,14 @@ class ObjectStore(ABC):
 
 
 class FileStore(ObjectStore):
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], create: bool = True):
+        """The store at ``root``; made if absent, unless ``create`` is False (readers)."""
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.url = self.root.as_uri()
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.root.is_dir():
+            raise StoreUnavailableError(f"{self.url}: no store there (no such folder)")
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -157,6 +170,8 @@ class FileStore(ObjectStore):
         return ObjectInfo(key, path.stat().st_size)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        if prefix:
+            _check_key(prefix.rstrip("/") or prefix)  # no "..", no absolute path
         # Walk only the deepest directory the prefix names, not the whole store.
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
@@ -176,6 +191,14 @@ class FileStore(ObjectStore):
         self._path(key).unlink(missing_ok=True)
 
 
+def _env_number(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise ValueError(f"{name}={value!r} is not a number") from None
+
+
 class S3Store(ObjectStore):
     """S3 backend on the ``minio`` client. ``s3://bucket/optional/prefix``."""
 
@@ -187,6 +210,8 @@ class S3Store(ObjectStore):
         secret_key: str | None = None,
         region: str | None = None,
     ):
+        import certifi
+        import urllib3
         from minio import Minio  # imported here so the file backend needs no S3 client
 
         parsed = urlparse(url)
@@ -195,20 +220,75 @@ class S3Store(ObjectStore):
         self.url = url.rstrip("/")
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        endpoint = urlparse(
-            endpoint_url or os.environ.get("S3_ENDPOINT_URL", "http://127.0.0.1:9000")
-        )
-        if not endpoint.netloc:
+        self.endpoint = endpoint_url or os.environ.get("S3_ENDPOINT_URL", "http://127.0.0.1:9000")
+        endpoint = urlparse(self.endpoint)
+        if endpoint.scheme not in ("http", "https") or not endpoint.netloc:
             raise ValueError(
-                f"S3 endpoint must be a URL such as http://minio:9000, got {endpoint_url!r}"
+                f"S3 endpoint must be a URL such as http://minio:9000, got {self.endpoint!r}"
             )
+        # minio's defaults wait 5 minutes per connect and per read, 5 times over: about
+        # 30 minutes on an endpoint that accepts and never answers.
+        retries = int(_env_number("S3_RETRIES", 3))
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(
+                connect=_env_number("S3_CONNECT_TIMEOUT_S", 10),
+                read=_env_number("S3_READ_TIMEOUT_S", 60),
+            ),
+            retries=urllib3.Retry(
+                total=retries,
+                connect=retries,
+                read=retries,
+                backoff_factor=0.5,
+                status_forcelist=[500, 502, 503, 504],
+            ),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        )
         self.client = Minio(
             endpoint.netloc,
             access_key=access_key or os.environ.get("S3_ACCESS_KEY"),
             secret_key=secret_key or os.environ.get("S3_SECRET_KEY"),
             secure=endpoint.scheme == "https",
             region=region or os.environ.get("S3_REGION", "us-east-1"),
+            http_client=http,
         )
+        self._bucket_checked = False
+
+    @contextmanager
+    def _reaching(self, key: str = "") -> Iterator[None]:
+        """Connection failures and timeouts as StoreUnavailableError naming the endpoint;
+        a missing bucket as itself, never as a missing object."""
+        import urllib3
+        from minio.error import S3Error
+
+        try:
+            yield
+        except urllib3.exceptions.HTTPError as e:  # MaxRetryError, timeouts, dropped connections
+            reason = getattr(e, "reason", None) or e
+            raise StoreUnavailableError(
+                f"S3 endpoint {self.endpoint} did not answer for {self.url}/{key} "
+                f"({type(reason).__name__}: {reason}); is the object store up?"
+            ) from None
+        except S3Error as e:
+            if e.code == "NoSuchBucket":
+                raise self._no_bucket() from None
+            raise
+
+    def _no_bucket(self) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"bucket {self.bucket!r} does not exist at {self.endpoint} (store {self.url})"
+        )
+
+    def _missing(self, key: str) -> FileNotFoundError:
+        """FileNotFoundError for ``key``, once the bucket is known to exist (S3 answers a
+        HEAD on a missing bucket with the same 404 as on a missing object)."""
+        if not self._bucket_checked:
+            with self._reaching(key):
+                if not self.client.bucket_exists(self.bucket):
+                    raise self._no_bucket()
+            self._bucket_checked = True
+        return FileNotFoundError(f"{self.url}/{key}: no such object")
 
     def _name(self, key: str) -> str:
         _check_key(key)
@@ -218,63 +298,77 @@ class S3Store(ObjectStore):
         return name[len(self.prefix) + 1 :] if self.prefix else name
 
     def ensure_bucket(self) -> None:
-        if not self.client.bucket_exists(self.bucket):
-            self.client.make_bucket(self.bucket)
+        with self._reaching():
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
 
     def put_stream(self, key: str, stream: BinaryIO, size: int = -1) -> None:
         # Unknown sizes go up as a multipart upload in 16 MiB parts; S3 makes the
         # object visible only when the upload completes, which is the atomicity we need.
-        self.client.put_object(
-            self.bucket, self._name(key), stream, length=size, part_size=16 << 20 if size < 0 else 0
-        )
+        with self._reaching(key):
+            self.client.put_object(
+                self.bucket,
+                self._name(key),
+                stream,
+                length=size,
+                part_size=16 << 20 if size < 0 else 0,
+            )
 
     def get_stream(self, key: str) -> BinaryIO:
         from minio.error import S3Error
 
         try:
-            response = self.client.get_object(self.bucket, self._name(key))
+            with self._reaching(key):
+                response = self.client.get_object(self.bucket, self._name(key))
         except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchBucket"):
-                raise FileNotFoundError(f"{self.url}/{key}: no such object") from e
+            if e.code == "NoSuchKey":
+                raise self._missing(key) from e
             raise
-        return _ClosingResponse(response)
+        return _ClosingResponse(response, self, key)
 
     def stat(self, key: str) -> ObjectInfo:
         from minio.error import S3Error
 
         try:
-            st = self.client.stat_object(self.bucket, self._name(key))
+            with self._reaching(key):
+                st = self.client.stat_object(self.bucket, self._name(key))
         except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchBucket", "ResourceNotFound"):
-                raise FileNotFoundError(f"{self.url}/{key}: no such object") from e
+            if e.code in ("NoSuchKey", "ResourceNotFound"):
+                raise self._missing(key) from e
             raise
         return ObjectInfo(key, int(st.size or 0))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
-        for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True):
-            yield ObjectInfo(self._key(obj.object_name), int(obj.size or 0))
+        with self._reaching(prefix):
+            for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True):
+                yield ObjectInfo(self._key(obj.object_name), int(obj.size or 0))
 
     def delete(self, key: str) -> None:
-        self.client.remove_object(self.bucket, self._name(key))
+        with self._reaching(key):
+            self.client.remove_object(self.bucket, self._name(key))
 
 
 class _ClosingResponse(io.RawIOBase):
     """A urllib3 response as a context-managed binary stream that releases its connection."""
 
-    def __init__(self, response: Any):
-        self._response = response
+    def __init__(self, response: Any, store: S3Store, key: str):
+        self._response, self._store, self._key = response, store, key
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
-        data = self._response.read(len(buffer))
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
-    def read(self, size: int = -1) -> bytes:
-        return self._response.read() if size is None or size < 0 else self._response.read(size)
+    def read(self, size: int | None = -1) -> bytes:
+        # A read timeout mid-body is the endpoint's failure too, named as such.
+        with self._store._reaching(self._key):
+            if size is None or size < 0:
+                return self._response.read()
+            return self._response.read(size)
 
     def close(self) -> None:
         if not self.closed:
@@ -292,8 +386,12 @@ def default_store_url() -> str:
     return os.environ.get("MELANOMA_STORE_URL") or CHECKOUT_STORE.as_uri()
 
 
-def open_store(url: str | None = None) -> ObjectStore:
-    """The store named by ``url``, or by ``MELANOMA_STORE_URL``."""
+def open_store(url: str | None = None, create: bool = True) -> ObjectStore:
+    """The store named by ``url``, or by ``MELANOMA_STORE_URL``.
+
+    ``create=False`` is for commands that only read (or add to existing runs): a file
+    store that does not exist is then an error, not a new empty folder.
+    """
     url = url or os.environ.get("MELANOMA_STORE_URL")
     if not url:
         raise ValueError(
@@ -303,7 +401,7 @@ def open_store(url: str | None = None) -> ObjectStore:
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ValueError(f"file store URL must be file:///absolute/path, got {url!r}")
-        return FileStore(parsed.path)
+        return FileStore(parsed.path, create=create)
     if parsed.scheme == "s3":
         return S3Store(url)
     raise ValueError(f"unsupported object store URL {url!r}: use file:///path or s3://bucket")

@@ -117,7 +117,7 @@ def test_dataverse_source_uses_the_api_listing(mini_archive, tmp_path):
 
 def test_isic2018_test_set_comes_from_the_same_dataverse_record(tmp_path):
     """The ISIC 2018 Task 3 test images and ground truth, picked from the record's listing."""
-    from melanoma.external import ISIC2018_IMAGES, ISIC2018_LABELS, fetch_isic2018, images_by_id
+    from melanoma.external import ISIC2018_IMAGES, ISIC2018_LABELS, fetch_isic2018, index_images
 
     root = tmp_path / "served"
     root.mkdir()
@@ -164,6 +164,6 @@ def test_isic2018_test_set_comes_from_the_same_dataverse_record(tmp_path):
         server.state.routes["/api/access/datafile/8"] = ISIC2018_LABELS
         external = fetch_isic2018(tmp_path / "cache", server.url)
     assert external.name == "isic2018"
-    assert sorted(images_by_id(external.images)) == [f"ISIC_00345{i:02d}" for i in range(3)]
+    assert sorted(index_images(external.images).by_id) == [f"ISIC_00345{i:02d}" for i in range(3)]
     assert external.labels.read_bytes() == (root / ISIC2018_LABELS).read_bytes()
     assert "/api/access/datafile/1" not in {p for p, _ in server.state.requests}

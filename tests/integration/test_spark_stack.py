@@ -20,7 +20,7 @@ def spark(tmp_path):
 
 
 def test_spark_submit_operator_runs_on_the_standalone_cluster(spark, tmp_path, monkeypatch):
-    pids = [spark._read_pid(role) for role in ("master", "worker")]
+    pids = [spark.read_pid(role) for role in ("master", "worker")]
     status = spark.master_status()
     assert status["status"] == "ALIVE" and status["aliveworkers"] == 1 and status["cores"] == 2
 

@@ -73,7 +73,7 @@ def test_a_rerun_with_fewer_images_leaves_no_stale_overlays(explained_run):
 def test_a_changed_stored_image_is_named_and_nothing_is_committed(preprocessed_run):
     from melanoma.evaluation import EvaluationConfig, calibrate_run
     from melanoma.preprocess import plan_images
-    from tests.training.conftest import FAST, copy_run
+    from tests.trained_runs import FAST, copy_run
     from training.train import TrainConfig, train_run
 
     run = copy_run(preprocessed_run, "t-explain-changed")

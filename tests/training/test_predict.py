@@ -84,7 +84,7 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
     reasons = dict(zip(failures["image"], failures["reason"], strict=True))
     assert set(reasons) == {"truncated.jpg", "notes.txt", "empty.png"}
     assert "not an image format" in reasons["notes.txt"]
-    assert "unreadable image" in reasons["empty.png"]
+    assert reasons["empty.png"] == "empty file"
     err = capsys.readouterr().err
     assert "3 file(s) not scored" in err and "Research use only" in err
     overlay = cv2.imread(str(tmp_path / "cams" / f"{good}.gradcam.png"))

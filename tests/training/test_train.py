@@ -8,7 +8,7 @@ from sklearn.metrics import roc_auc_score
 
 from melanoma.config import IMBALANCE_STRATEGIES, TrainConfig
 from melanoma.store import ArtifactCorruptError
-from tests.training.conftest import FAST, copy_run
+from tests.trained_runs import FAST, copy_run
 from training.data import split_arrays, split_rows
 from training.run_model import load_model
 from training.train import class_weights, train_run

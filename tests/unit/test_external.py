@@ -8,7 +8,7 @@ from melanoma.external import (
     ExternalLabelsError,
     describe_differences,
     extract_images,
-    images_by_id,
+    index_images,
     labels_for_task,
     read_external_labels,
     resolve_external_set,
@@ -73,10 +73,12 @@ def test_a_zip_of_images_is_extracted_once_and_matched_by_stem(tmp_path):
         z.writestr("__MACOSX/set/._ISIC_1.jpg", b"junk")
     labels = _csv(tmp_path, "image_id,melanoma\nISIC_1,1\n")
     external = resolve_external_set(str(archive), str(labels), tmp_path / "cache")
-    assert sorted(images_by_id(external.images)) == ["ISIC_1", "ISIC_2"]
-    (external.images / "ISIC_1.jpg").write_bytes(b"changed")
+    index = index_images(external.images)
+    assert sorted(index.by_id) == ["ISIC_1", "ISIC_2"]
+    assert [p.name for p in index.hidden] == ["._ISIC_1.jpg"]  # listed, not silently dropped
+    (external.images / "set/ISIC_1.jpg").write_bytes(b"changed")
     extract_images(archive, external.images)  # already complete: not extracted again
-    assert (external.images / "ISIC_1.jpg").read_bytes() == b"changed"
+    assert (external.images / "set/ISIC_1.jpg").read_bytes() == b"changed"
     with pytest.raises(ExternalLabelsError, match="needs a labels CSV"):
         resolve_external_set(str(archive), None, tmp_path / "cache")
 

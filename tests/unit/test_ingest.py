@@ -84,10 +84,10 @@ def test_bad_files_are_quarantined_with_reasons_and_raw_inputs_untouched(mini_ar
     result = ingest(find_layout(root), file_store, "test")
     report = result.manifest["validation"]
     reasons = {Path(q["file"].split("::")[-1]).stem: q["reason"] for q in report["quarantined"]}
-    assert reasons[ids[0]] == "undecodable image"
+    assert reasons[ids[0]].startswith("corrupt JPEG")
     assert "truncated JPEG" in reasons[ids[1]]
     assert reasons["ISIC_9999999"].startswith("image has no metadata row")
-    assert reasons[missing] == "not a JPEG or PNG file"
+    assert reasons[missing] == "empty file"
     assert any("notes.txt" in f for f in report["ignored_files"])
     # Rejected images are kept in the version's quarantine, and their rows leave metadata.csv.
     dataset = DatasetLayout(result.dataset_version)

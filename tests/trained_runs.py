@@ -1,4 +1,5 @@
-"""A small preprocessed run (generated images, no Spark) for the training tests."""
+"""A small preprocessed run (generated images, no Spark), and the same run trained: fixtures
+for the training and fault tests (a pytest plugin: see tests/conftest.py)."""
 
 import json
 

@@ -1,0 +1,248 @@
+"""The bad-input matrix at the commands: melanoma-predict and melanoma-validate-external
+(issue 16). A user's mistake is one line and exit status 2, found before the model loads;
+a bad file among good ones is listed as not scored, with its reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import training.external
+import training.predict
+from melanoma.layout import DatasetLayout
+from tests.conftest import free_port
+from tests.faults.cases import IMAGE_CASES
+from training.external import main as validate_main
+from training.predict import main as predict_main
+
+
+@pytest.fixture
+def images(evaluated_run, tmp_path) -> tuple[Path, dict[str, str]]:
+    """Six of the run's test images as files (three melanomas), by file name -> image id."""
+    store = evaluated_run.store
+    prefix = DatasetLayout(evaluated_run.config().dataset_version).file("images/")
+    stored = {o.key.rsplit("/", 1)[1].split(".")[0]: o.key for o in store.list(prefix)}
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = {}
+    test = evaluated_run.predictions("test")
+    # Three of each class, alternating, so that any four of them still hold both classes.
+    chosen = zip(
+        test[test["label"] == 1]["image_id"][:3],
+        test[test["label"] == 0]["image_id"][:3],
+        strict=True,
+    )
+    for image_id in [i for pair in chosen for i in pair]:
+        (folder / f"{image_id}.jpg").write_bytes(store.get_bytes(stored[image_id]))
+        names[f"{image_id}.jpg"] = image_id
+    return folder, names
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """A command that reaches the model here has not checked its inputs first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(training.predict, "load_run_scorer", refuse)
+    monkeypatch.setattr(training.external, "load_run_scorer", refuse)
+
+
+def one_line_error(capsys, prog: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith(f"{prog}: error: "), err
+    return err
+
+
+def _closed_s3(monkeypatch) -> str:
+    monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("S3_ACCESS_KEY", "testing")
+    monkeypatch.setenv("S3_SECRET_KEY", "testing")
+    monkeypatch.setenv("S3_RETRIES", "0")
+    return "s3://bucket"
+
+
+# (case, arguments given the images folder, the store URL and tmp_path; the error's text)
+PREDICT_CASES = [
+    ("missing images path", lambda f, s, t: [str(t / "nowhere"), "--store", s], "no such file"),
+    ("empty images folder", lambda f, s, t: [str(t / "empty"), "--store", s], "no files in"),
+    ("unknown run", lambda f, s, t: [str(f), "--store", s, "--run", "nope"], "has no run 'nope'"),
+    (
+        "run path leaving the store",
+        lambda f, s, t: [str(f), "--store", s, "--run", "runs/../../etc"],
+        "'../../etc' is not a run key",
+    ),
+    ("malformed store URL", lambda f, s, t: [str(f), "--store", "ftp://x/y"], "unsupported object"),
+    (
+        "store that does not exist",
+        lambda f, s, t: [str(f), "--store", (t / "no" / "such").as_uri()],
+        "no store there",
+    ),
+    ("unreachable S3 endpoint", lambda f, s, t: [str(f), "--store", "S3"], "did not answer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments", "message"), PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES]
+)
+def test_predict_user_errors_are_one_line(
+    case, arguments, message, evaluated_run, images, tmp_path, capsys, monkeypatch, no_model_load
+):
+    folder, _ = images
+    (tmp_path / "empty").mkdir()
+    args = arguments(folder, evaluated_run.store.url, tmp_path)
+    args = [(_closed_s3(monkeypatch) if a == "S3" else a) for a in args]
+    assert predict_main([*args, "--output", str(tmp_path / "out.csv")]) == 2
+    assert message in one_line_error(capsys, "melanoma-predict")
+    assert not (tmp_path / "no").exists()  # a reader never creates a store
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_lists_each_bad_file_with_its_reason_and_scores_the_rest(
+    evaluated_run, images, tmp_path, capsys
+):
+    folder, names = images
+    good = (folder / next(iter(names))).read_bytes()
+    expected = {}
+    for case, edit, reason in IMAGE_CASES:
+        data = edit(good)
+        name = case.replace(" ", "_").replace(",", "") + (
+            ".png" if data[:4] == b"\x89PNG" else ".jpg"
+        )
+        (folder / name).write_bytes(data)
+        expected[name] = reason
+    (folder / ".hidden.jpg").write_bytes(good)
+    output = tmp_path / "predictions.csv"
+    code = predict_main(
+        [
+            str(folder),
+            "--store",
+            evaluated_run.store.url,
+            "--run",
+            evaluated_run.layout.prefix,
+            "--output",
+            str(output),
+        ]
+    )
+    assert code == 0
+    scored = set(pd.read_csv(output)["image"])
+    failures = pd.read_csv(output.with_name("predictions.failures.csv"))
+    reasons = dict(zip(failures["image"], failures["reason"], strict=True))
+    for name, reason in expected.items():
+        if reason is None:
+            assert name in scored
+        else:
+            assert name not in scored and reason in reasons[name], (name, reasons.get(name))
+    assert set(names) <= scored
+    assert reasons[".hidden.jpg"].startswith("hidden file")
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _labels(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    return str(path)
+
+
+VALIDATE_CASES = [
+    ("labels file missing", lambda f, t: ["--labels", str(t / "none.csv")], "no such labels file"),
+    ("labels file empty", lambda f, t: ["--labels", _labels(t, "")], "empty file"),
+    (
+        "labels with a bad column",
+        lambda f, t: ["--labels", _labels(t, "file,label\nISIC_1,1\n")],
+        "match no known format",
+    ),
+    (
+        "labels with a bad value",
+        lambda f, t: ["--labels", _labels(t, "image_id,melanoma\nISIC_1,maybe\n")],
+        "melanoma must be 0 or 1 (line(s) 2",
+    ),
+    (
+        "empty images folder",
+        lambda f, t: [
+            "--images",
+            str(t / "empty"),
+            "--labels",
+            _labels(t, "image_id,melanoma\nISIC_1,1\n"),
+        ],
+        "has exactly one image file there",
+    ),
+    (
+        "missing images folder",
+        lambda f, t: [
+            "--images",
+            str(t / "nowhere"),
+            "--labels",
+            _labels(t, "image_id,melanoma\nISIC_1,1\n"),
+        ],
+        "no such folder or zip",
+    ),
+    (
+        "unknown run",
+        lambda f, t: ["--run", "nope", "--labels", _labels(t, "image_id,melanoma\nISIC_1,1\n")],
+        "has no run 'nope'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "arguments", "message"), VALIDATE_CASES, ids=[c[0] for c in VALIDATE_CASES]
+)
+def test_validate_external_user_errors_are_one_line(
+    case, arguments, message, evaluated_run, images, tmp_path, capsys, no_model_load
+):
+    folder, _ = images
+    (tmp_path / "empty").mkdir()
+    args = [
+        "--images",
+        str(folder),
+        "--store",
+        evaluated_run.store.url,
+        "--run",
+        evaluated_run.layout.prefix,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    code = validate_main([*args, *arguments(folder, tmp_path)])
+    assert code == 2
+    assert message in one_line_error(capsys, "melanoma-validate-external")
+
+
+def test_external_ids_two_files_share_are_not_scored_and_both_paths_listed(
+    evaluated_run, images, tmp_path
+):
+    from melanoma.evaluation import EvaluationConfig
+    from melanoma.external import ExternalSet
+    from training.external import validate_external
+
+    folder, names = images
+    ids = list(names.values())
+    labels = evaluated_run.predictions("test").set_index("image_id").loc[ids, ["label"]]
+    (folder / "nested").mkdir()
+    shutil.copy(folder / f"{ids[0]}.jpg", folder / "nested" / f"{ids[0]}.jpg")  # a/x beside x
+    shutil.copy(folder / f"{ids[1]}.jpg", folder / f"{ids[1]}.png")  # x.jpg beside x.png
+    (folder / f".{ids[2]}.jpg").write_bytes(b"hidden")
+    labels_path = tmp_path / "set.csv"
+    labels.rename(columns={"label": "melanoma"}).reset_index().to_csv(labels_path, index=False)
+
+    run = evaluated_run
+    validate_external(
+        run,
+        ExternalSet("ambiguous", folder, labels_path),
+        EvaluationConfig(bootstrap_replicates=100),
+    )
+    not_scored = run.read_csv("external/ambiguous", "not_scored")
+    reasons = dict(zip(not_scored["image_id"], not_scored["reason"], strict=True))
+    assert (
+        reasons[ids[0]]
+        == f"ambiguous: several files have this id: {ids[0]}.jpg, nested/{ids[0]}.jpg"
+    )
+    assert reasons[ids[1]] == f"ambiguous: several files have this id: {ids[1]}.jpg, {ids[1]}.png"
+    assert reasons[f".{ids[2]}"] == f"hidden file, skipped: .{ids[2]}.jpg"
+    scored = run.read_csv("external/ambiguous", "predictions")
+    assert set(scored["image_id"]) == set(ids[2:])
