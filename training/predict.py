@@ -175,7 +175,10 @@ def predict(args: argparse.Namespace) -> int:
     files = image_files(args.images)
     if not files:
         raise FileNotFoundError(f"{args.images}: no files in this folder")
-    paths = [p for p in files if not is_hidden(p, root)]
+    # In a folder, hidden files (.DS_Store, ._x.jpg) are skipped and listed; a file named
+    # on the command line is scored whatever its name.
+    hidden = [p for p in files if args.images.is_dir() and is_hidden(p, root)]
+    paths = [p for p in files if p not in hidden]
     store = open_store(args.store or default_store_url(), create=False)
     run = find_run(store, args.run, args.label_task)
     scorer = load_run_scorer(run, args.operating_point)
@@ -185,7 +188,7 @@ def predict(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     skipped = pd.DataFrame(
         {
-            "image": [str(p.relative_to(root)) for p in files if is_hidden(p, root)],
+            "image": [str(p.relative_to(root)) for p in hidden],
             "reason": "hidden file (its name starts with '.'), skipped",
         }
     )
@@ -214,6 +217,7 @@ def predict(args: argparse.Namespace) -> int:
     if len(failures):
         print(f"{len(failures)} file(s) not scored, listed in {failures_path}", file=sys.stderr)
     return 0 if len(scores) else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -296,13 +296,13 @@ class StoreCheckpoints:
             return None
         state = self.store.get_json(state_key)
         monitor = None
-        if not state["complete"]:
-            best_weights = None
-            if state.get("best_sha256"):
-                best_weights = self._get_arrays(best_key, state["best_sha256"])
-                if best_weights is None:
-                    log.warning("%s: best weights differ from the state's; starting over", phase)
-                    return None
+        # A checkpoint from before best weights were kept carries no early-stopping
+        # state: the phase goes on from its last epoch with a fresh one.
+        if not state["complete"] and state.get("best_sha256"):
+            best_weights = self._get_arrays(best_key, state["best_sha256"])
+            if best_weights is None:
+                log.warning("%s: best weights differ from the state's; starting over", phase)
+                return None
             monitor = MonitorState(
                 state["best"] if state.get("best") is not None else -np.inf,
                 state.get("best_epoch", -1),

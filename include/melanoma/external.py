@@ -181,11 +181,13 @@ def extract_images(archive: Path, target: Path) -> Path:
     written: Counter[str] = Counter()
     with zipfile.ZipFile(archive) as zipped:
         for member in zipped.infolist():
-            name = PurePosixPath(member.filename)
+            name = PurePosixPath(member.filename.replace("\\", "/"))  # zips made on Windows
             if member.is_dir():
                 continue
-            if name.is_absolute() or ".." in name.parts or "\\" in member.filename:
-                raise ValueError(f"{archive}: member {member.filename!r} leaves the archive's folder")
+            if name.is_absolute() or ".." in name.parts:
+                raise ValueError(
+                    f"{archive}: member {member.filename!r} leaves the archive's folder"
+                )
             written[str(name)] += 1
             copies = written[str(name)]
             path = partial / (f"duplicate-{copies}/{name}" if copies > 1 else str(name))
