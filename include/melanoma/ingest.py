@@ -117,21 +117,16 @@ def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str
                 yield SourceFile(container, info.filename), f"unreadable zip member: {e}"
 
 
-def check_image_bytes(data: bytes, grayscale: bool = False) -> tuple[str | None, int, int]:
-    """(problem or None, width, height) for an encoded JPEG/PNG (see ``images.check_image``)."""
-    try:
-        width, height = check_image(data, grayscale)
-    except ImageDecodeError as error:
-        return str(error), 0, 0
-    return None, width, height
-
-
 def _check(item: tuple[SourceFile, bytes | str], grayscale: bool) -> FileCheck:
     source, data = item
     if isinstance(data, str):
         return FileCheck(source, "", 0, data)
-    problem, width, height = check_image_bytes(data, grayscale)
-    return FileCheck(source, hashlib.sha256(data).hexdigest(), len(data), problem, width, height)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        width, height = check_image(data, grayscale)
+    except ImageDecodeError as error:
+        return FileCheck(source, digest, len(data), str(error))
+    return FileCheck(source, digest, len(data), None, width, height)
 
 
 def _scan(
