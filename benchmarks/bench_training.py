@@ -8,11 +8,19 @@ frozen backbone, each epoch through the backbone; (b) phase 1 cached, pooled fea
 computed once, then the head trained on them, counted over the same epochs; (c)
 phase 2, the last 3 blocks unfrozen. Prints images/s for each and (b)/(a). Uses a
 GPU with mixed precision when TensorFlow sees one: run the same command there.
+
+``--compare-threads`` runs the benchmark twice, in fresh processes (TensorFlow's thread
+pools are fixed once it starts): with one thread (``MELANOMA_TF_THREADS=1``, the
+baseline) and with every core (training's default), and prints the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import subprocess
+import sys
 import time
 
 import keras
@@ -40,7 +48,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--compare-threads", action="store_true")
     args = parser.parse_args()
+    if args.compare_threads:
+        compare_threads()
+        return
     device = configure_device()
     print(f"device: {device}")
     rng = np.random.default_rng(0)
@@ -75,6 +87,22 @@ def main() -> None:
     print(
         f"(c) phase 2 (3 blocks unfrozen): {seen / t_phase2:.1f} images/s; ratio to phase 1 plain {t_plain / t_phase2:.2f}x"
     )
+
+
+def compare_threads() -> None:
+    argv = [a for a in sys.argv[1:] if a != "--compare-threads"]
+    rates: dict[str, list[float]] = {}
+    for name, threads in (("1 thread", "1"), ("all cores", "")):
+        env = {**os.environ, "MELANOMA_TF_THREADS": threads}
+        out = subprocess.run(
+            [sys.executable, __file__, *argv], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        print(f"--- {name}\n{out}", end="")
+        rates[name] = [float(x) for x in re.findall(r"^\(\w\) .*?: ([\d.]+) images/s", out, re.M)]
+    for label, one, every in zip(
+        ("(a)", "(b)", "(c)"), rates["1 thread"], rates["all cores"], strict=True
+    ):
+        print(f"{label} all cores / 1 thread: {every / one:.2f}x")
 
 
 if __name__ == "__main__":

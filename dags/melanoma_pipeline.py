@@ -62,9 +62,11 @@ from airflow.sdk import (
 from melanoma.backbones import BACKBONE_NAMES
 from melanoma.config import (
     CAM_METHODS,
+    HEADS,
     IMBALANCE_STRATEGIES,
     OPERATING_POINTS,
     PROBABILITY_CALIBRATIONS,
+    SCHEDULES,
     PipelineConfig,
 )
 from melanoma.ham10000 import LABEL_TASKS
@@ -146,6 +148,13 @@ PARAMS: dict[str, Param] = {
     ),
     "label_task": _param("mel_vs_rest", "Label task", enum=sorted(LABEL_TASKS)),
     "split_seed": _param(42, "Split seed", minimum=0),
+    "holdout_source": _param(
+        "",
+        "Held-out source (unseen clinic)",
+        "empty: the usual split. A source of HAM10000's `dataset` column (rosendahl, "
+        "vidir_modern, vidir_molemax, vienna_dias): train and validate without it, test on it "
+        "alone. Such a run is an estimate, never promoted",
+    ),
     "backbone": _param(
         os.environ.get("MELANOMA_BACKBONE", "resnet50"), "Backbone", enum=list(BACKBONE_NAMES)
     ),
@@ -153,6 +162,9 @@ PARAMS: dict[str, Param] = {
     "interpolation": _param("area", "Resize interpolation", enum=sorted(INTERPOLATIONS)),
     "hair_removal": _param(False, "Hair removal (black-hat + inpainting)"),
     "lesion_crop": _param(False, "Lesion-centred crop"),
+    "color_constancy": _param(
+        False, "Colour constancy (Shades of Gray, p = 6)", "the same in preprocessing and predict"
+    ),
     "augment_copies": _param(
         2, "Augmented copies per minority-class training image", minimum=0, maximum=20
     ),
@@ -163,6 +175,22 @@ PARAMS: dict[str, Param] = {
         enum=list(IMBALANCE_STRATEGIES),
     ),
     "class_weight": _param("balanced", "Class weights", "`balanced` or `w0,w1`"),
+    "head": _param(
+        "binary",
+        "Classifier head",
+        "binary: one sigmoid for the label task; multiclass: a softmax over the seven "
+        "diagnoses, scored as the sum of the task's positive classes",
+        enum=list(HEADS),
+    ),
+    "tta_views": _param(
+        1,
+        "Test-time augmentation views",
+        "flips and 90-degree rotations averaged at validation, test, external and predict",
+        type="integer",
+        enum=[1, 2, 4, 8],
+    ),
+    "phase2_schedule": _param("constant", "Learning-rate schedule, phase 2", enum=list(SCHEDULES)),
+    "label_smoothing": _param(0.0, "Label smoothing", minimum=0, exclusiveMaximum=0.5),
     "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", minimum=0),
     "phase2_epochs": _param(20, "Epochs, phase 2 (fine-tuning)", minimum=0),
     "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", minimum=0),

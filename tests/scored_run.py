@@ -38,8 +38,13 @@ def write_scored_run(
     seed: int = 0,
     test: pd.DataFrame | None = None,
     label_task: str = "mel_vs_rest",
+    metadata: bool = False,
 ) -> Run:
-    """A run with committed split, preprocess and train stages (fabricated predictions)."""
+    """A run with committed split, preprocess and train stages (fabricated predictions).
+
+    ``metadata``: splits.csv lists every image with a source, sex, age and body site (as a
+    split of real HAM10000 does); otherwise only its header (as a split from before that).
+    """
     run = Run.for_run_id(store, run_id)
     layout = run.layout
     val = scored_split(300, seed, strength, "v")
@@ -81,7 +86,20 @@ def write_scored_run(
                 },
             },
         )
-        stage.put_bytes("splits", layout.splits, b"image_id,lesion_id,dx,label,split\n")
+        splits = pd.DataFrame(columns=["image_id", "lesion_id", "dx", "label", "split"])
+        if metadata:
+            train = scored_split(300, seed + 2, strength, "r")
+            splits = pd.concat(
+                [f.assign(split=n) for f, n in ((train, "train"), (val, "val"), (test, "test"))]
+            ).drop(columns="probability")
+            i = np.arange(len(splits))
+            splits = splits.assign(
+                dataset=np.where(i % 3 == 0, "clinic_b", "clinic_a"),
+                sex=np.where(i % 2 == 0, "male", "female"),
+                age=20.0 + i % 60,
+                localization=np.where(i % 5 == 0, "face", "back"),
+            )
+        stage.put_bytes("splits", layout.splits, splits.to_csv(index=False).encode())
     preprocess_config = {
         "size": 32,
         "interpolation": "area",

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from melanoma.ham10000 import DX_CODES
 from melanoma.run import Run
 
 
@@ -21,15 +22,23 @@ def read_shard(run: Run, entry: dict[str, Any]) -> pa.BufferReader:
     return pa.BufferReader(run.read_entry("preprocess", entry))
 
 
-def iter_shard(run: Run, entry: dict[str, Any]) -> Iterator[tuple[np.ndarray, int, int]]:
-    """(RGB uint8 image, label, augmented) rows of one shard, one Parquet row group at a time."""
+TARGETS = ("label", "dx")
+
+
+def iter_shard(
+    run: Run, entry: dict[str, Any], target: str = "label"
+) -> Iterator[tuple[np.ndarray, int, int]]:
+    """(RGB uint8 image, target, augmented) rows of one shard, one Parquet row group at a
+    time. ``target``: the task's 0/1 ``label``, or ``dx`` as its index in ``DX_CODES``."""
     shard = pq.ParquetFile(read_shard(run, entry))
-    for batch in shard.iter_batches(columns=["image", "label", "augmented", "height", "width"]):
+    dx_index = {dx: i for i, dx in enumerate(DX_CODES)}
+    for batch in shard.iter_batches(columns=["image", target, "augmented", "height", "width"]):
         c = batch.to_pydict()
-        for image, label, augmented, height, width in zip(
-            c["image"], c["label"], c["augmented"], c["height"], c["width"], strict=True
+        targets = c[target] if target == "label" else [dx_index[dx] for dx in c["dx"]]
+        for image, y, augmented, height, width in zip(
+            c["image"], targets, c["augmented"], c["height"], c["width"], strict=True
         ):
-            yield np.frombuffer(image, np.uint8).reshape(height, width, 3), label, augmented
+            yield np.frombuffer(image, np.uint8).reshape(height, width, 3), y, augmented
 
 
 def split_rows(run: Run, split: str) -> pd.DataFrame:
@@ -63,8 +72,10 @@ def shard_dataset(
     include_augmented: bool = True,
     shuffle_seed: int | None = None,
     parallel_shards: int = 4,
+    target: str = "label",
 ) -> tf.data.Dataset:
-    """Unbatched ``(image uint8 [size, size, 3], label int32)`` examples of ``split``.
+    """Unbatched ``(image uint8 [size, size, 3], target int32)`` examples of ``split``;
+    ``target`` is the task's ``label`` or the ``dx`` index (the multiclass head's).
 
     Shards are read ``parallel_shards`` at a time and interleaved; with a seed the
     shard order is shuffled (examples within shards are shuffled by the caller's
@@ -82,7 +93,9 @@ def shard_dataset(
 
     def read(index: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_generator(
-            lambda i: iter_shard(run, entries[int(i)]), output_signature=signature, args=(index,)
+            lambda i: iter_shard(run, entries[int(i)], target),
+            output_signature=signature,
+            args=(index,),
         )
 
     indices = tf.data.Dataset.range(len(entries))

@@ -3,8 +3,9 @@
 Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
 Gradient-based Localization", ICCV 2017): the feature maps A^k of the last convolutional
 layer, weighted by the spatial mean of d(score)/dA^k, summed over k, ReLU. The score is
-the melanoma logit (the output layer before its sigmoid), as the paper uses the
-pre-softmax score: a confident prediction's sigmoid is flat and its gradient vanishes.
+the melanoma logit (the output layer before its sigmoid; for the multiclass head, the
+log-odds of the task's classes), as the paper uses the pre-softmax score: a confident
+prediction's sigmoid is flat and its gradient vanishes.
 
 Post-processing (normalising, upsampling, overlays, lesion attention) is in
 ``melanoma.cam``; the ``explain`` stage that uses both is ``training.explain``.
@@ -45,6 +46,17 @@ def channel_weights(maps: tf.Tensor, grads: tf.Tensor, method: str) -> tf.Tensor
     raise ValueError(f"CAM method {method!r} not in {CAM_METHODS}")
 
 
+def task_logit(logits: tf.Tensor, positive: list[int] | None) -> tf.Tensor:
+    """The task's pre-activation score: the sigmoid's logit, or for a softmax over classes
+    the log-odds of the positive classes, log sum exp(z_pos) - log sum exp(z_neg)."""
+    if positive is None:
+        return logits[:, 0]
+    is_positive = np.isin(np.arange(logits.shape[-1]), positive)
+    pos = tf.gather(logits, np.flatnonzero(is_positive), axis=-1)
+    neg = tf.gather(logits, np.flatnonzero(~is_positive), axis=-1)
+    return tf.reduce_logsumexp(pos, axis=-1) - tf.reduce_logsumexp(neg, axis=-1)
+
+
 def grad_cam(
     model: keras.Model,
     images: np.ndarray,
@@ -61,8 +73,10 @@ def grad_cam(
     is trainable.
     """
     to_maps = keras.Model(model.input, model.get_layer(layer_name).output)
-    head = [model.get_layer(name) for name in ("head_gap", *HEAD_LAYERS[1:-1])]
-    output = model.get_layer(HEAD_LAYERS[-1])
+    names = {layer.name for layer in model.layers}
+    head = [model.get_layer(name) for name in HEAD_LAYERS[:4]]
+    output = model.get_layer("head_dx" if "head_dx" in names else "head_output")
+    positive = model.get_layer("head_output").positive if "head_dx" in names else None
 
     out = []
     for start in range(0, len(images), batch_size):
@@ -73,8 +87,8 @@ def grad_cam(
             for layer in head:
                 x = layer(x, training=False)
             # The logit, not the probability: a saturated sigmoid has zero gradient.
-            logit = tf.matmul(tf.cast(x, tf.float32), tf.cast(output.kernel, tf.float32))
-            score = (logit + tf.cast(output.bias, tf.float32))[:, 0]
+            logits = tf.matmul(tf.cast(x, tf.float32), tf.cast(output.kernel, tf.float32))
+            score = task_logit(logits + tf.cast(output.bias, tf.float32), positive)
         grads = tape.gradient(score, maps)
         weights = channel_weights(maps, grads, method)
         out.append(tf.nn.relu(tf.einsum("bhwc,bc->bhw", maps, weights)).numpy())

@@ -1,21 +1,32 @@
-"""The classifier: one flat functional graph, backbone + GAP + Dropout/Dense head, sigmoid output.
+"""The classifier: one flat functional graph, backbone + GAP + Dropout/Dense head, task score out.
 
 uint8 image → the backbone's own preprocessing → backbone without top →
-GlobalAveragePooling → Dropout 0.5 → Dense 256 ReLU → Dropout 0.5 → Dense 1 sigmoid
-(float32 even under mixed precision). The backbone's layers are built on our input
-tensor (``input_tensor=``), never wrapped as a nested Model, so Grad-CAM can reach its
-last convolutional layer by name.
+GlobalAveragePooling → Dropout 0.5 → Dense 256 ReLU → Dropout 0.5 → then either
+
+- ``binary``: Dense 1 sigmoid, the label task's probability; or
+- ``multiclass``: Dense 7 softmax over HAM10000's diagnoses (``head_dx``), then
+  ``TaskScore``: the sum of the task's positive classes' probabilities (P(mel) for
+  ``mel_vs_rest``; P(mel) + P(bcc) + P(akiec) for ``malignant_vs_benign``).
+
+Either way the model's one output, ``head_output``, is the task score (float32 even under
+mixed precision), so calibration, evaluation, Grad-CAM and predict take it unchanged. The
+backbone's layers are built on our input tensor (``input_tensor=``), never wrapped as a
+nested Model, so Grad-CAM can reach its last convolutional layer by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import keras
+import numpy as np
 from keras import layers, ops
 from keras.src.ops.operation_utils import get_source_inputs
 
 from melanoma.backbones import BackboneSpec, backbone_spec
+from melanoma.ham10000 import DX_CODES, label_task
+from melanoma.images import dihedral_views
+
+# The multiclass head's class order.
+DX_ORDER: tuple[str, ...] = tuple(DX_CODES)
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -68,13 +79,49 @@ def build_backbone(spec: BackboneSpec, input_tensor) -> keras.Model:
     return application(include_top=False, weights=None, input_tensor=input_tensor)
 
 
-HEAD_LAYERS = ("head_gap", "head_dropout_1", "head_dense", "head_dropout_2", "head_output")
+# The head's layers in order; the multiclass head adds head_dx (the binary one has no such layer).
+HEAD_LAYERS = (
+    "head_gap",
+    "head_dropout_1",
+    "head_dense",
+    "head_dropout_2",
+    "head_dx",
+    "head_output",
+)
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class TaskScore(layers.Layer):
+    """Class probabilities → the label task's score: the sum of its positive classes'."""
+
+    def __init__(self, positive: list[int], **kwargs):
+        super().__init__(**kwargs)
+        self.positive = [int(i) for i in positive]
+
+    def call(self, probabilities):
+        chosen = ops.take(probabilities, ops.convert_to_tensor(self.positive), axis=-1)
+        return ops.sum(chosen, axis=-1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "positive": self.positive}
+
+
+def positive_classes(task: str) -> list[int]:
+    """Indices in ``DX_ORDER`` of the label task's positive diagnoses."""
+    positive = label_task(task).positive
+    return [i for i, dx in enumerate(DX_ORDER) if dx in positive]
 
 
 def build_model(
-    backbone_name: str, image_size: int = 224, weights_path: str | None = None, seed: int = 42
+    backbone_name: str,
+    image_size: int = 224,
+    weights_path: str | None = None,
+    seed: int = 42,
+    head: str = "binary",
+    task: str = "mel_vs_rest",
 ) -> keras.Model:
-    """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet weights file."""
+    """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet
+    weights file. ``head``: ``binary`` or ``multiclass`` (scored for label task ``task``)."""
     spec = backbone_spec(backbone_name)
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(inputs)
@@ -84,24 +131,43 @@ def build_model(
     for layer in base.layers:
         layer.trainable = False
     features = layers.GlobalAveragePooling2D(name="head_gap")(base.output)
-    outputs = build_head(seed)(features)
+    x = layers.Dropout(0.5, seed=seed, name="head_dropout_1")(features)
+    x = layers.Dense(256, activation="relu", name="head_dense")(x)
+    x = layers.Dropout(0.5, seed=seed + 1, name="head_dropout_2")(x)
+    if head == "binary":
+        outputs = layers.Dense(1, activation="sigmoid", dtype="float32", name="head_output")(x)
+    elif head == "multiclass":
+        dx = layers.Dense(len(DX_ORDER), activation="softmax", dtype="float32", name="head_dx")(x)
+        outputs = TaskScore(positive_classes(task), dtype="float32", name="head_output")(dx)
+    else:
+        raise ValueError(f"head {head!r} is not binary or multiclass")
     return keras.Model(inputs, outputs, name=f"melanoma_{backbone_name}")
 
 
-def build_head(seed: int) -> Callable:
-    dropout_1 = layers.Dropout(0.5, seed=seed, name="head_dropout_1")
-    dense = layers.Dense(256, activation="relu", name="head_dense")
-    dropout_2 = layers.Dropout(0.5, seed=seed + 1, name="head_dropout_2")
-    output = layers.Dense(1, activation="sigmoid", dtype="float32", name="head_output")
-    return lambda features: output(dropout_2(dense(dropout_1(features))))
+def is_multiclass(model: keras.Model) -> bool:
+    return any(layer.name == "head_dx" for layer in model.layers)
 
 
-def head_model(model: keras.Model) -> keras.Model:
-    """The head alone, on pooled features, sharing its layers (and weights) with ``model``."""
+def training_view(model: keras.Model) -> keras.Model:
+    """What the loss is computed on, sharing every weight with ``model``: the model itself
+    (binary head), or the model up to its seven-class softmax (multiclass head)."""
+    if not is_multiclass(model):
+        return model
+    return keras.Model(model.input, model.get_layer("head_dx").output, name=f"{model.name}_dx")
+
+
+def head_model(model: keras.Model, through: str | None = None) -> keras.Model:
+    """The head alone, on pooled features, sharing its layers (and weights) with ``model``;
+    up to layer ``through`` (default: the training view's output)."""
+    through = through or ("head_dx" if is_multiclass(model) else "head_output")
     features = keras.Input(model.get_layer("head_gap").output.shape[1:], name="features")
     x = features
+    names = {layer.name for layer in model.layers}
     for name in HEAD_LAYERS[1:]:
-        x = model.get_layer(name)(x)
+        if name in names:
+            x = model.get_layer(name)(x)
+        if name == through:
+            break
     return keras.Model(features, x, name="head")
 
 
@@ -128,3 +194,20 @@ def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) ->
         if block in chosen:
             layer.trainable = not isinstance(layer, layers.BatchNormalization)
     return [b for b in order if b in chosen]
+
+
+def predict_scores(
+    model: keras.Model, images: np.ndarray, batch_size: int = 64, tta_views: int = 1
+) -> np.ndarray:
+    """The model's task score per image, averaged over ``tta_views`` flips/rotations.
+
+    Every split (validation, test, external) and every new image is scored this one way,
+    so thresholds chosen on validation apply unchanged.
+    """
+    if len(images) == 0:
+        return np.zeros(0)
+    scores = [
+        model.predict(view, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
+        for view in dihedral_views(images, tta_views)
+    ]
+    return np.mean(scores, axis=0)

@@ -38,7 +38,8 @@ from melanoma.run import Run
 from melanoma.store import default_store_url, open_store
 from training.data import split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
-from training.run_model import RunScorer, find_run, load_model, load_run_scorer
+from training.model import predict_scores
+from training.run_model import RunScorer, find_run, load_model, load_run_scorer, tta_views
 
 
 def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64) -> pd.DataFrame:
@@ -55,10 +56,8 @@ def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64)
             f"preprocessed at {data_size}px"
         )
     images, rows = split_arrays(data_run, split)
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0).reshape(-1)
-    return rows[["image_id", "lesion_id", "dx", "label"]].assign(
-        probability=probabilities.astype(float)
-    )
+    probabilities = predict_scores(model, images, batch_size, tta_views(model_run))
+    return rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probabilities)
 
 
 # What `melanoma-predict` reads; anything else in a folder is listed as not scored.
@@ -108,11 +107,7 @@ def score_images(
     size = scorer.preprocess.size
     batch = np.stack(inputs) if inputs else np.zeros((0, size, size, 3), np.uint8)
     # Rounded as the run's predictions CSV is, so thresholds compare like for like.
-    probabilities = (
-        scorer.model.predict(batch, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
-        if len(batch)
-        else np.zeros(0)
-    ).round(6)
+    probabilities = predict_scores(scorer.model, batch, batch_size, scorer.tta_views).round(6)
     scores = pd.DataFrame(
         {
             "image": names,

@@ -44,6 +44,12 @@ class RunScorer:
     operating_point: str
     threshold: float
     calibrate: Callable[[np.ndarray], np.ndarray]
+    tta_views: int = 1  # flips/rotations averaged, as the run scored its splits
+
+
+def tta_views(run: Run) -> int:
+    """The test-time augmentation the run scored with (1 for runs from before it)."""
+    return int(run.read_json("train", "training_config")["config"].get("tta_views", 1))
 
 
 def find_run(store: ObjectStore, ref: str | None, label_task: str) -> Run:
@@ -90,4 +96,5 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         operating_point=operating_point,
         threshold=float(thresholds[operating_point]["threshold"]),
         calibrate=probability_calibrator(calibration["probability_calibration"]),
+        tta_views=int(training_config["config"].get("tta_views", 1)),
     )

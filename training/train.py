@@ -38,23 +38,54 @@ from melanoma.layout import record_of
 from melanoma.run import Run
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
 from training.data import shard_dataset, split_arrays, split_rows
-from training.model import build_model, feature_extractor, head_model, unfreeze_last_blocks
+from training.model import (
+    DX_ORDER,
+    build_model,
+    feature_extractor,
+    head_model,
+    predict_scores,
+    training_view,
+    unfreeze_last_blocks,
+)
 
 log = logging.getLogger(__name__)
 
 
-def class_weights(config: TrainConfig, labels: np.ndarray) -> dict[int, float] | None:
+def class_weights(config: TrainConfig, targets: np.ndarray) -> dict[int, float] | None:
+    """Per-class loss weights for the training targets (0/1 labels, or dx indices for the
+    multiclass head); ``balanced``: n / (classes x count), each class weighing the same."""
     if config.imbalance != "class_weight":
         return None
+    classes = len(DX_ORDER) if config.head == "multiclass" else 2
     if config.class_weight == "balanced":
-        counts = np.bincount(labels.astype(int), minlength=2)
-        return {k: float(len(labels) / (2 * max(1, counts[k]))) for k in (0, 1)}
+        counts = np.bincount(targets.astype(int), minlength=classes)
+        return {k: float(len(targets) / (classes * max(1, counts[k]))) for k in range(classes)}
+    if classes != 2:
+        raise ValueError("the multiclass head takes class_weight 'balanced' only")
     w0, w1 = parse_class_weight(config.class_weight)
     return {0: w0, 1: w1}
 
 
+def cpu_threads(environ: dict[str, str] | None = None) -> int:
+    """The CPU threads TensorFlow may use: ``MELANOMA_TF_THREADS`` or every core this
+    process may run on (its affinity, which a container's cpuset narrows)."""
+    env = os.environ if environ is None else environ
+    if env.get("MELANOMA_TF_THREADS"):
+        return max(1, int(env["MELANOMA_TF_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def configure_device() -> dict[str, Any]:
-    """Mixed precision and XLA on a GPU; plain float32 on a CPU."""
+    """Every core for TensorFlow's ops; mixed precision and XLA on a GPU, float32 on a CPU.
+
+    The thread pools are set before TensorFlow starts its runtime: after, they are fixed.
+    """
+    threads = cpu_threads()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # the runtime already started (a second call in one process)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -65,15 +96,48 @@ def configure_device() -> dict[str, Any]:
         "devices": [d.name for d in gpus] or ["CPU"],
         "precision": keras.mixed_precision.global_policy().name,
         "xla": bool(gpus),
+        "cpu_threads": threads,
     }
 
 
 def loss_for(config: TrainConfig) -> keras.losses.Loss:
+    smoothing = config.label_smoothing
+    if config.head == "multiclass":
+        return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
     if config.imbalance == "focal":
         return keras.losses.BinaryFocalCrossentropy(
-            apply_class_balancing=True, alpha=config.focal_alpha, gamma=config.focal_gamma
+            apply_class_balancing=True,
+            alpha=config.focal_alpha,
+            gamma=config.focal_gamma,
+            label_smoothing=smoothing,
         )
-    return keras.losses.BinaryCrossentropy()
+    return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+
+
+def training_target(config: TrainConfig) -> str:
+    """What the loss learns from: the task's label, or the diagnosis (multiclass head)."""
+    return "dx" if config.head == "multiclass" else "label"
+
+
+def one_hot_dx(images, dx):
+    return images, tf.one_hot(dx, len(DX_ORDER))
+
+
+def steps_per_epoch(config: TrainConfig, targets: np.ndarray) -> int:
+    if config.imbalance == "undersample":
+        return math.ceil(2 * int((targets == 1).sum()) / config.batch_size)
+    return math.ceil(len(targets) / config.batch_size)
+
+
+def phase2_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.Optimizer:
+    """Adam at the phase-2 rate, constant or decaying to 0 on a cosine over the phase's
+    steps (Loshchilov & Hutter, "SGDR", ICLR 2017, without restarts)."""
+    rate: float | keras.optimizers.schedules.LearningRateSchedule = config.phase2_learning_rate
+    if config.phase2_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(
+            config.phase2_learning_rate, decay_steps=max(1, config.phase2_epochs * steps)
+        )
+    return keras.optimizers.Adam(rate)
 
 
 def augment_batch_fn(seed: int):
@@ -108,6 +172,7 @@ def train_dataset(
         "train",
         include_augmented=config.imbalance == "oversample",
         shuffle_seed=config.seed,
+        target=training_target(config),
     )
     if config.imbalance == "undersample":
         positives = examples.filter(lambda x, y: y == 1).repeat().shuffle(512, seed=config.seed)
@@ -117,16 +182,20 @@ def train_dataset(
         examples = tf.data.Dataset.sample_from_datasets(
             [positives, negatives], [0.5, 0.5], seed=config.seed
         )
-        steps = math.ceil(2 * int((labels == 1).sum()) / config.batch_size)
+        steps = steps_per_epoch(config, labels)
         batches = examples.batch(config.batch_size).take(steps)
     else:
-        steps = math.ceil(len(labels) / config.batch_size)
+        steps = steps_per_epoch(config, labels)
         batches = examples.shuffle(2048, seed=config.seed, reshuffle_each_iteration=True).batch(
             config.batch_size
         )
     if augment:
         batches = batches.map(augment_batch_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE)
-    return batches.prefetch(tf.data.AUTOTUNE), steps
+    if config.head == "multiclass":
+        batches = batches.map(one_hot_dx)
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = cpu_threads()
+    return batches.prefetch(tf.data.AUTOTUNE).with_options(options), steps
 
 
 @dataclass
@@ -323,10 +392,6 @@ class StoreCheckpoints:
         return state, monitor
 
 
-def predict_probabilities(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
-    return model.predict(images, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
-
-
 def fetch_pretrained(store: ObjectStore, weights_key: str, directory: Path) -> Path:
     """The stored ImageNet weights file, checked against its record's sha256."""
     path = directory / Path(weights_key).name
@@ -345,6 +410,7 @@ class TrainingData:
     """What both phases fit and monitor on, read once from the run's shards."""
 
     train_labels: np.ndarray  # original images' labels (with the copies when oversampling)
+    train_targets: np.ndarray  # what the loss learns: the labels, or the dx indices (multiclass)
     val_images: np.ndarray
     val_rows: Any  # pandas DataFrame: image_id, lesion_id, dx, label, ...
     class_weight: dict[int, float] | None
@@ -356,19 +422,19 @@ class TrainingData:
     @classmethod
     def read(cls, run: Run, config: TrainConfig) -> TrainingData:
         rows = split_rows(run, "train")
-        train_labels = (
-            rows["label"].to_numpy()
-            if config.imbalance == "oversample"
-            else rows.loc[rows["augmented"] == 0, "label"].to_numpy()
-        )
+        if config.imbalance != "oversample":
+            rows = rows[rows["augmented"] == 0]
+        train_labels = rows["label"].to_numpy()
+        dx_index = {dx: i for i, dx in enumerate(DX_ORDER)}
+        targets = train_labels if config.head == "binary" else rows["dx"].map(dx_index).to_numpy()
         val_images, val_rows = split_arrays(run, "val")
-        return cls(train_labels, val_images, val_rows, class_weights(config, train_labels))
+        return cls(train_labels, targets, val_images, val_rows, class_weights(config, targets))
 
 
 def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> str:
     """Stage train: both phases, then predictions, model and history; return the commit key."""
-    keras.utils.set_random_seed(config.seed)
     device = configure_device()
+    keras.utils.set_random_seed(config.seed)
     use_cache = config.feature_cache == "on" or (
         config.feature_cache == "auto" and not device["gpu"]
     )
@@ -377,7 +443,14 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
         weights_path = (
             str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
         )
-        model = build_model(config.backbone, image_size, weights_path, config.seed)
+        model = build_model(
+            config.backbone,
+            image_size,
+            weights_path,
+            config.seed,
+            config.head,
+            run.config().label_task,
+        )
     data = TrainingData.read(run, config)
     fitted = fit_phases(model, run, config, data, device, use_cache)
     return write_training_outputs(run, model, config, data, fitted, weights_key)
@@ -393,7 +466,9 @@ def fit_phases(
 ) -> dict[str, Any]:
     """Phase 1 (frozen backbone), then phase 2 (last blocks fine-tuned), each resumed from
     its checkpoint when a retried task finds one. Returns history, timing and summary."""
-    checkpoints = StoreCheckpoints(run, model)
+    # What the loss sees (the model, or its 7-class softmax); it shares the model's weights.
+    fit_model = training_view(model)
+    checkpoints = StoreCheckpoints(run, fit_model)
     history: dict[str, Any] = {"phase1": {}, "phase2": {}}
     timing: dict[str, Any] = {}
     compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
@@ -407,15 +482,17 @@ def fit_phases(
     ) -> int:
         """Fit the full model on the shards with online augmentation; return the steps per epoch."""
         batches, steps = train_dataset(run, config, config.online_augmentation, data.train_labels)
+        # Monitored on the images as they are: test-time augmentation would multiply
+        # every epoch's validation cost by its views.
         monitor = ValidationAUROC(
-            lambda: predict_probabilities(model, data.val_images, 64),
+            lambda: predict_scores(model, data.val_images, 64),
             data.val_labels,
             config.patience,
             checkpoints.saver(phase, history[phase]),
             baseline,
             resumed,
         )
-        model.fit(
+        fit_model.fit(
             batches,
             epochs=epochs,
             initial_epoch=initial_epoch,
@@ -438,7 +515,7 @@ def fit_phases(
                 model, run, config, data, checkpoints, history["phase1"], compile_kwargs
             )
         else:
-            model.compile(
+            fit_model.compile(
                 optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs
             )
             fit_phase("phase1", config.phase1_epochs, 0)
@@ -447,13 +524,14 @@ def fit_phases(
         checkpoints.mark_complete(
             "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
         )
-    phase1_auroc = float(
-        roc_auc_score(data.val_labels, predict_probabilities(model, data.val_images, 64))
-    )
+    phase1_auroc = float(roc_auc_score(data.val_labels, predict_scores(model, data.val_images, 64)))
 
     # Phase 2: the last blocks fine-tuned, batch norm frozen.
     unfrozen = unfreeze_last_blocks(model, config.backbone, config.unfreeze_blocks)
-    model.compile(optimizer=keras.optimizers.Adam(config.phase2_learning_rate), **compile_kwargs)
+    fit_model.compile(
+        optimizer=phase2_optimizer(config, steps_per_epoch(config, data.train_targets)),
+        **compile_kwargs,
+    )
     resumed = checkpoints.resume("phase2") if config.phase2_epochs else None
     state, monitor = resumed or ({}, None)
     initial_epoch = 0
@@ -502,7 +580,7 @@ def write_training_outputs(
                 (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
             )
             frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(
-                probability=predict_probabilities(model, images, 64)
+                probability=predict_scores(model, images, 64, config.tta_views)
             )
             stage.put_bytes(
                 f"predictions_{split}",
@@ -553,17 +631,24 @@ def _phase1_cached(
     """Phase 1 on pooled features computed once: the frozen backbone runs once per image, not per epoch."""
     extractor = feature_extractor(model)
     started = time.monotonic()
-    examples = shard_dataset(run, "train", include_augmented=config.imbalance == "oversample")
-    features, labels = [], []
+    examples = shard_dataset(
+        run,
+        "train",
+        include_augmented=config.imbalance == "oversample",
+        target=training_target(config),
+    )
+    features, targets = [], []
     for images, y in examples.batch(64).prefetch(2):
         features.append(extractor.predict_on_batch(images))
-        labels.append(y.numpy())
-    train_features, train_labels = np.concatenate(features), np.concatenate(labels)
+        targets.append(y.numpy())
+    train_features, train_targets = np.concatenate(features), np.concatenate(targets)
     val_features = extractor.predict(data.val_images, batch_size=64, verbose=0)
     extract_seconds = time.monotonic() - started
-    head = head_model(model)
+    head, score_head = head_model(model), head_model(model, through="head_output")
     head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
-    x, y = train_features, train_labels
+    x, y = train_features, train_targets
+    if config.head == "multiclass":
+        y = np.eye(len(DX_ORDER), dtype="float32")[y]
     if config.imbalance == "undersample":
         rng = np.random.default_rng(config.seed)
         positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -575,7 +660,7 @@ def _phase1_cached(
         )
         x, y = x[np.sort(keep)], y[np.sort(keep)]
     monitor = ValidationAUROC(
-        lambda: head.predict(val_features, batch_size=256, verbose=0).reshape(-1),
+        lambda: score_head.predict(val_features, batch_size=256, verbose=0).reshape(-1),
         data.val_labels,
         config.patience,
         checkpoints.saver("phase1", history),
@@ -596,7 +681,7 @@ def _phase1_cached(
         "cached_features": True,
         "feature_seconds": round(extract_seconds, 1),
         "feature_images_per_second": round(
-            (len(train_labels) + len(data.val_labels)) / extract_seconds, 1
+            (len(train_targets) + len(data.val_labels)) / extract_seconds, 1
         ),
         "head_seconds": round(time.monotonic() - fit_started, 1),
     }

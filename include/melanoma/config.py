@@ -46,6 +46,9 @@ class PipelineConfig:
     # Ingest fails when fewer of the metadata rows than this have a readable image (an
     # archive whose image zips are empty or cut short must not become a dataset version).
     min_image_share: float = 0.9
+    # A source (HAM10000's `dataset` column) to test on alone, trained and validated
+    # without it: the "unseen clinic" estimate. Empty: the usual split of all sources.
+    holdout_source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,6 +80,8 @@ class PipelineConfig:
 
 
 IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
+HEADS = ("binary", "multiclass")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,30 @@ class TrainConfig:
     focal_alpha: float = 0.25
     online_augmentation: bool = True
     feature_cache: str = "auto"  # auto: on for CPU, off for GPU
+    # binary: one sigmoid for the label task; multiclass: a softmax over HAM10000's seven
+    # diagnoses, the task's score being the sum of its positive classes' probabilities.
+    head: str = "binary"
+    # Flips/90° rotations averaged when scoring (validation, test, external, predict).
+    tta_views: int = 1
+    phase2_schedule: str = "constant"  # or cosine: decays to 0 over phase 2's epochs
+    label_smoothing: float = 0.0
     seed: int = 42
 
     def __post_init__(self) -> None:
         if self.imbalance not in IMBALANCE_STRATEGIES:
             raise ValueError(f"imbalance {self.imbalance!r} not in {IMBALANCE_STRATEGIES}")
+        if self.head not in HEADS:
+            raise ValueError(f"head {self.head!r} not in {HEADS}")
+        if self.head == "multiclass" and self.imbalance not in ("class_weight", "none"):
+            raise ValueError(
+                f"the multiclass head takes imbalance class_weight or none, not {self.imbalance!r}"
+            )
+        if self.tta_views not in (1, 2, 4, 8):
+            raise ValueError(f"tta_views must be 1, 2, 4 or 8, got {self.tta_views}")
+        if self.phase2_schedule not in SCHEDULES:
+            raise ValueError(f"phase2_schedule {self.phase2_schedule!r} not in {SCHEDULES}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
         if self.feature_cache not in ("auto", "on", "off"):
             raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
         if self.class_weight != "balanced":

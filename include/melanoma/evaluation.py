@@ -20,6 +20,10 @@ committing its artifacts (see ``melanoma.run``):
                               ppv: CI, npv: CI, f1: CI}}
     probability_calibration: {method, fitted_on: "val",
                               test: {raw: {brier, ece, bins}, calibrated: {brier, ece, bins}}}
+    holdout_source: the source tested alone ("unseen clinic"), or null
+    source_confounding: {sources, within_source_auroc: CI, source_only_auroc: CI,
+                         train_rates: {source: rate}}            (when the split has sources)
+    subgroups: {attribute: {group: {images, lesions, positives, auroc: CI | null, note}}}
     figures: {name: key}
 
 where ``CI`` is ``{value, ci_low, ci_high}``; undefined values are ``null``.
@@ -56,6 +60,7 @@ from melanoma.metrics import (
 )
 from melanoma.promotion import PromotionPolicy, decide_promotion, read_champion
 from melanoma.run import Run
+from melanoma.subgroups import METADATA_COLUMNS, source_confounding, source_rates, subgroup_metrics
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +253,7 @@ def evaluate_run(run: Run, config: EvaluationConfig) -> str:
     except ValueError as error:
         raise ValueError(f"{run.layout.prefix}: {error}") from None
     run_config = run.config()
+    groups = subgroup_measures(run, test, config)
     pngs["training_curves"] = figures.training_curves_figure(run.read_json("train", "history"))
     with run.stage("evaluate") as stage:
         figure_keys = {
@@ -263,6 +269,8 @@ def evaluate_run(run: Run, config: EvaluationConfig) -> str:
             "counts": measured["counts"],
             "test_fingerprint": split_fingerprint(test),
             **{k: v for k, v in measured.items() if k != "counts"},
+            "holdout_source": run_config.config.get("holdout_source") or None,
+            **groups,
             "figures": figure_keys,
             "notice": RESEARCH_NOTICE,
         }
@@ -275,6 +283,21 @@ def evaluate_run(run: Run, config: EvaluationConfig) -> str:
         auroc["ci_high"],
     )
     return run.layout.commit("evaluate")
+
+
+def subgroup_measures(run: Run, test: pd.DataFrame, config: EvaluationConfig) -> dict[str, Any]:
+    """``source_confounding`` and ``subgroups`` of the test predictions, from the metadata
+    the split carries (none for a split written before it carried them)."""
+    splits = run.splits()
+    present = [c for c in METADATA_COLUMNS if c in splits.columns]
+    if not present:
+        return {}
+    frame = test.merge(splits[["image_id", *present]], on="image_id", how="left")
+    args = (config.bootstrap_replicates, config.seed, config.confidence)
+    measures: dict[str, Any] = {"subgroups": subgroup_metrics(frame, *args)}
+    if "dataset" in present:
+        measures["source_confounding"] = source_confounding(frame, source_rates(splits), *args)
+    return measures
 
 
 def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
@@ -298,6 +321,7 @@ def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
         "image_size": run.preprocess_data()["image_size"],
         "model_key": run.entry("train", "model")["key"],
         "run_prefix": run.layout.prefix,
+        "holdout_source": metrics.get("holdout_source"),
     }
 
 
@@ -313,7 +337,8 @@ def decide_run_promotion(
     candidate = candidate_summary(run, policy)
     champion = read_champion(run.store, candidate["label_task"])
     champion_auroc, rescored = None, False
-    if champion is not None and champion["run_id"] != candidate["run_id"]:
+    comparable = champion is not None and not candidate["holdout_source"]
+    if comparable and champion["run_id"] != candidate["run_id"]:
         if champion["test_fingerprint"] == candidate["test_fingerprint"]:
             champion_auroc = float(champion["auroc"])
         elif rescore is None:

@@ -84,6 +84,9 @@ class PreprocessConfig:
     hair_removal: bool = False
     lesion_crop: bool = False
     crop_margin: float = 0.25  # fraction of the lesion's box added on each side
+    # Shades of Gray colour constancy (Minkowski p = 6): one white balance for every
+    # clinic's camera and light.
+    color_constancy: bool = False
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -119,6 +122,24 @@ def decode_image(
     if image is None or image.size == 0:
         raise ImageDecodeError("undecodable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def shades_of_gray(image: np.ndarray, p: float = 6.0) -> np.ndarray:
+    """White-balance an RGB uint8 image by the Shades of Gray estimate of its illuminant.
+
+    The illuminant is the Minkowski p-norm mean of each channel (Finlayson & Trezzi,
+    "Shades of Gray and Colour Constancy", CIC 2004; p = 1 is Gray World, p = inf
+    max-RGB). Each channel is scaled so that the illuminant becomes neutral grey of the
+    same intensity. p = 6 is what Barata et al., "Improving dermoscopy image
+    classification using color constancy" (IEEE JBHI 2015), found best for dermoscopy.
+    """
+    x = image.astype(np.float32)
+    illuminant = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
+    norm = float(np.linalg.norm(illuminant))
+    if norm == 0:  # an all-black image has no colour to correct
+        return image
+    gains = norm / (np.sqrt(3.0) * np.maximum(illuminant, 1e-6))
+    return np.clip(x * gains + 0.5, 0, 255).astype(np.uint8)
 
 
 def remove_hair(image: np.ndarray, kernel_size: int = 17, threshold: int = 10) -> np.ndarray:
@@ -200,12 +221,15 @@ def preprocess_image(
     source_wh: tuple[int, int] | None = None,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), hair removal, crop, resize.
+    """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), colour constancy,
+    hair removal, crop, resize.
 
     With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep.
     """
     reduced = config.reduced_decode and not config.lesion_crop
     image = decode_image(data, config.size if reduced else None, source_wh)
+    if config.color_constancy:
+        image = shades_of_gray(image)
     if config.hair_removal:
         image = remove_hair(image)
     if config.lesion_crop:
@@ -242,3 +266,31 @@ def augment(image: np.ndarray, seed: int) -> np.ndarray:
     )
     factor = float(rng.uniform(0.85, 1.15))
     return np.clip(out.astype(np.float32) * factor, 0, 255).astype(np.uint8)
+
+
+TTA_VIEWS = (1, 2, 4, 8)
+
+
+def dihedral_views(images: np.ndarray, views: int) -> list[np.ndarray]:
+    """The first ``views`` of the 8 flips and 90° rotations of a (N, H, W, C) batch.
+
+    1: the images; 2: + horizontal flip; 4: + vertical flip and 180°; 8: + 90°, 270°
+    and both transposes. Dermoscopy has no up or down, so each view is as valid an image
+    of the lesion as the original; test-time augmentation averages the model's scores.
+    Rotations by 90° need square images (the model's are).
+    """
+    if views not in TTA_VIEWS:
+        raise ValueError(f"test-time augmentation views must be one of {TTA_VIEWS}, got {views}")
+    flip_h, flip_v = images[:, :, ::-1], images[:, ::-1, :]
+    transposed = images.transpose(0, 2, 1, 3)
+    candidates = (
+        images,
+        flip_h,
+        flip_v,
+        flip_v[:, :, ::-1],  # 180°
+        transposed[:, ::-1, :],  # 90° anticlockwise
+        transposed[:, :, ::-1],  # 90° clockwise
+        transposed,
+        transposed[:, ::-1, ::-1],  # anti-transpose
+    )
+    return [np.ascontiguousarray(v) for v in candidates[:views]]

@@ -175,3 +175,71 @@ def expected_calibration_error(
             for b in reliability_bins(labels, probabilities, bins)
         )
     )
+
+
+def weighted_pair_counts(
+    labels: np.ndarray, scores: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concordant and total positive-negative pairs, each image counted ``weight`` times.
+
+    ``weights`` is (replicates, n) or (n,); ties count one half. AUROC is
+    ``concordant / pairs`` (the Mann-Whitney statistic), computed for every replicate at
+    once from one sort: for each positive, the negative weight below its score and at it.
+    """
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=float)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    order = np.argsort(s, kind="stable")
+    s_sorted, w_sorted, y_sorted = s[order], w[:, order], y[order]
+    negative_mass = np.concatenate(
+        [np.zeros((len(w), 1)), np.cumsum(w_sorted * ~y_sorted, axis=1)], axis=1
+    )
+    positives = np.flatnonzero(y_sorted)
+    below = np.searchsorted(s_sorted, s_sorted[positives], side="left")
+    up_to = np.searchsorted(s_sorted, s_sorted[positives], side="right")
+    beaten = negative_mass[:, below] + 0.5 * (negative_mass[:, up_to] - negative_mass[:, below])
+    concordant = np.sum(w_sorted[:, positives] * beaten, axis=1)
+    pairs = w_sorted[:, positives].sum(axis=1) * negative_mass[:, -1]
+    return concordant, pairs
+
+
+def within_group_auroc_replicates(
+    labels: np.ndarray, scores: np.ndarray, groups: Sequence, weights: np.ndarray
+) -> np.ndarray:
+    """AUROC over positive-negative pairs of the same group only, per replicate (nan: no pairs).
+
+    A stratified AUROC: it ignores whatever separates the groups (a clinic's camera and
+    its melanoma rate), so it measures ranking lesions against lesions seen alike.
+    """
+    g = np.asarray(groups, dtype=str)
+    w = np.atleast_2d(np.asarray(weights, dtype=float))
+    concordant, pairs = np.zeros(len(w)), np.zeros(len(w))
+    for value in np.unique(g):
+        members = g == value
+        c, p = weighted_pair_counts(labels[members], scores[members], w[:, members])
+        concordant, pairs = concordant + c, pairs + p
+    return _ratio(concordant, pairs)
+
+
+def auroc_with_interval(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    lesions: Sequence,
+    replicates: int,
+    seed: int,
+    confidence: float,
+    groups: Sequence | None = None,
+) -> dict[str, float | None]:
+    """AUROC (within ``groups`` when given) with its lesion-bootstrap percentile interval.
+
+    ``{"value", "ci_low", "ci_high"}``; nan where the data hold no positive-negative pair.
+    """
+    y = np.asarray(labels).astype(int)
+    s = np.asarray(scores, dtype=float)
+    group_of = np.zeros(len(y), dtype=int) if groups is None else np.asarray(groups)
+    point = within_group_auroc_replicates(y, s, group_of, np.ones(len(y)))[0]
+    weights = lesion_bootstrap_weights(lesions, replicates, seed)
+    low, high = percentile_interval(
+        within_group_auroc_replicates(y, s, group_of, weights), confidence
+    )
+    return {"value": float(point), "ci_low": low, "ci_high": high}

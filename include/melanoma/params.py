@@ -52,6 +52,24 @@ PIPELINE_PARAMS = {
     "backbone": "backbone",
     "pretrained_weights": "pretrained_weights",
     "min_image_share": "min_image_share",
+    "holdout_source": "holdout_source",
+}
+
+
+# TrainConfig field -> DAG param (absent or None: the default).
+TRAIN_PARAMS = {
+    "batch_size": "batch_size",
+    "phase1_epochs": "phase1_epochs",
+    "phase2_epochs": "phase2_epochs",
+    "unfreeze_blocks": "unfreeze_blocks",
+    "phase2_learning_rate": "phase2_learning_rate",
+    "patience": "early_stopping_patience",
+    "imbalance": "imbalance",
+    "class_weight": "class_weight",
+    "head": "head",
+    "tta_views": "tta_views",
+    "phase2_schedule": "phase2_schedule",
+    "label_smoothing": "label_smoothing",
 }
 
 
@@ -75,6 +93,7 @@ def from_params(params: Mapping[str, Any]) -> StageConfigs:
                     interpolation=p.get("interpolation"),
                     hair_removal=p.get("hair_removal"),
                     lesion_crop=p.get("lesion_crop"),
+                    color_constancy=p.get("color_constancy"),
                 )
             ),
             augment_copies=p.get("augment_copies", 2),
@@ -83,16 +102,7 @@ def from_params(params: Mapping[str, Any]) -> StageConfigs:
         train=TrainConfig(
             backbone=pipeline.backbone,
             seed=seed,
-            **given(
-                batch_size=p.get("batch_size"),
-                phase1_epochs=p.get("phase1_epochs"),
-                phase2_epochs=p.get("phase2_epochs"),
-                unfreeze_blocks=p.get("unfreeze_blocks"),
-                phase2_learning_rate=p.get("phase2_learning_rate"),
-                patience=p.get("early_stopping_patience"),
-                imbalance=p.get("imbalance"),
-                class_weight=p.get("class_weight"),
-            ),
+            **given(**{field: p.get(param) for field, param in TRAIN_PARAMS.items()}),
         ),
         evaluation=EvaluationConfig(
             seed=seed,

@@ -19,8 +19,9 @@ from melanoma.ham10000 import apply_label_task
 from melanoma.ingest import ingest, read_dataset_file
 from melanoma.pretrained import place_pretrained_weights
 from melanoma.run import Run, RunConfig
-from melanoma.splits import split_by_lesion, split_summary
+from melanoma.splits import split_by_lesion, split_holding_out_source, split_summary
 from melanoma.store import open_store, read_manifest
+from melanoma.subgroups import METADATA_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,17 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
             f"{run.store.url}/{manifest_key}: no image of dataset version {version} is in "
             f"label task {config.label_task}: nothing to split"
         )
-    split = split_by_lesion(rows, config.split_ratios, config.seed)
+    if config.holdout_source:
+        split = split_holding_out_source(
+            rows, config.holdout_source, config.split_ratios, config.seed
+        )
+    else:
+        split = split_by_lesion(rows, config.split_ratios, config.seed)
     summary = split_summary(split)
-    columns = ["image_id", "lesion_id", "dx", "label", "split"]
+    # The metadata travel with the split, so evaluation can measure per source, sex, age, site.
+    columns = ["image_id", "lesion_id", "dx", "label", "split"] + [
+        c for c in METADATA_COLUMNS if c in split.columns
+    ]
     layout = run.layout
     with run.stage("split") as stage:
         stage.put_json(
@@ -92,6 +101,9 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
                 "label_task": config.label_task,
                 "seed": config.seed,
                 "ratios": list(config.split_ratios),
+                "holdout_source": config.holdout_source or None,
+                # images of lesions shared with the held-out source, in no split
+                "excluded_images": len(rows) - len(split),
                 "splits": summary,
             },
         )

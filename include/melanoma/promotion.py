@@ -92,7 +92,13 @@ def decide_promotion(
         f"test sensitivity {sensitivity:.4f} at the {policy.operating_point} threshold "
         f"{'meets' if passes_floor else 'is below'} the floor {floor:.2f}"
     )
-    if not passes_floor:
+    if candidate.get("holdout_source"):
+        promote = False
+        reasons.append(
+            f"tested on the held-out source {candidate['holdout_source']!r} only: an "
+            "unseen-clinic estimate, never a champion"
+        )
+    elif not passes_floor:
         promote = False
     elif champion is None:
         promote = True

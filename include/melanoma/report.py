@@ -70,13 +70,14 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 <h2>Summary</h2>
 <p>Test AUROC {with_ci(auroc)} on {metrics["counts"]["images"]} images
 ({metrics["counts"]["lesions"]} lesions, {metrics["counts"]["positives"]} positive for
-<code>{escape(metrics["label_task"])}</code>).</p>
+<code>{escape(metrics["label_task"])}</code>).{sections.source_summary(metrics)}</p>
 {sections.promotion_section(promotion)}
 {sections.model_section(training, history, stats["config"])}
 {sections.considerations_section(metrics)}
 {_data_section(run, config, stats)}
 {sections.calibration_section(calibration)}
 {sections.metrics_section(metrics, lambda name: run.read_bytes("evaluate", f"figure/{name}"))}
+{sections.subgroups_section(metrics)}
 {_gradcam_section(run)}
 {sections.external_section(_external_sets(run), metrics)}
 <h2>Configuration</h2>

@@ -401,3 +401,77 @@ differ where melanoma is rarer or commoner.</li>
 consensus or confocal microscopy).</li>
 </ul>
 """
+
+
+def source_summary(metrics: dict) -> str:
+    """The summary's sentence on the sources: within-source and source-only AUROC."""
+    confounding = metrics.get("source_confounding")
+    text = ""
+    if metrics.get("holdout_source"):
+        text += f" Unseen clinic: tested on <code>{escape(metrics['holdout_source'])}</code> alone."
+    if confounding:
+        text += (
+            f" Within a source: {with_ci(confounding['within_source_auroc'])}; "
+            f"the source alone: {with_ci(confounding['source_only_auroc'])}."
+        )
+    return text
+
+
+def subgroups_section(metrics: dict) -> str:
+    """What the source alone explains, and AUROC per source, sex, age band and body site."""
+    confounding, subgroups = metrics.get("source_confounding"), metrics.get("subgroups")
+    if not subgroups:
+        return """
+<h2>Within source and per subgroup</h2>
+<p>This run's split carries no metadata (it predates them): no subgroup metrics.</p>
+"""
+    parts = ["<h2>Within source and per subgroup</h2>"]
+    holdout = metrics.get("holdout_source")
+    if holdout:
+        parts.append(
+            f"<p><b>Unseen clinic.</b> This run trained and validated without the source "
+            f"<code>{escape(holdout)}</code> and tested on it alone: its test metrics are an "
+            "estimate for a clinic and device the model never saw.</p>"
+        )
+    if confounding:
+        rates = ", ".join(
+            f"{escape(k)} {v:.3f}" for k, v in sorted(confounding["train_rates"].items())
+        )
+        parts.append(
+            f"""<p>HAM10000 pools sources (clinics and devices) whose positive rates differ
+(training split: {rates}). A model can rank well overall by telling the sources apart. The
+within-source AUROC counts only positive/negative pairs from the same source; the source-only
+AUROC scores each test image by its source's training rate and nothing else.</p>
+{
+                html_table(
+                    ["", "value (95% CI)"],
+                    [
+                        ["AUROC, all pairs", with_ci(metrics["threshold_free"]["auroc"])],
+                        [
+                            "AUROC, pairs within a source",
+                            with_ci(confounding["within_source_auroc"]),
+                        ],
+                        ["AUROC of the source alone", with_ci(confounding["source_only_auroc"])],
+                    ],
+                )
+            }"""
+        )
+    for attribute, groups in subgroups.items():
+        rows = [
+            [
+                escape(name),
+                str(entry["images"]),
+                str(entry["lesions"]),
+                str(entry["positives"]),
+                with_ci(entry["auroc"]) if entry["auroc"] else "n/a",
+                escape(entry["note"]),
+            ]
+            for name, entry in groups.items()
+        ]
+        parts.append(
+            f"<h3>By {escape(attribute)}</h3>"
+            + html_table(
+                ["group", "images", "lesions", "positives", "AUROC (95% CI)", "note"], rows
+            )
+        )
+    return "\n".join(parts)

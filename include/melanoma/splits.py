@@ -58,6 +58,37 @@ def split_by_lesion(
     return rows.assign(split=rows["lesion_id"].map(assignment))
 
 
+def split_holding_out_source(
+    rows: pd.DataFrame,
+    source: str,
+    ratios: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Test on one source (HAM10000's ``dataset`` column) alone; train and validate on the rest.
+
+    An estimate of how the model does at a clinic it never saw. The other sources are
+    split by lesion with the train:val ratio of ``ratios``. A lesion with images in the
+    held-out source is kept out of train and val (its other images are left out of the
+    result), so that no lesion is both learned and tested.
+    """
+    if "dataset" not in rows.columns:
+        raise ValueError("holdout_source needs the metadata's 'dataset' column (the source)")
+    sources = rows["dataset"].astype("string").fillna("")
+    held = sources == source
+    if not held.any():
+        known = sorted(s for s in sources.unique() if s)
+        raise ValueError(
+            f"holdout_source {source!r} is not a source of this data; sources: {known}"
+        )
+    train, val = float(ratios[0]), float(ratios[1])
+    if train + val <= 0:
+        raise ValueError(f"split ratios {ratios} leave nothing to train and validate on")
+    held_lesions = set(rows.loc[held, "lesion_id"])
+    rest = rows[~held & ~rows["lesion_id"].isin(held_lesions)]
+    assigned = split_by_lesion(rest, (train / (train + val), val / (train + val), 0.0), seed)
+    return pd.concat([assigned, rows[held].assign(split="test")]).sort_index()
+
+
 def split_summary(split_rows: pd.DataFrame) -> dict[str, Any]:
     """Images, lesions and positives per split, and images per diagnosis per split."""
     summary: dict[str, Any] = {}

@@ -67,8 +67,11 @@ def write_archive(
                     "dx": dx,
                     "dx_type": "histo",
                     "age": str(int(rng.integers(20, 85))),
-                    "sex": "female",
-                    "localization": "back",
+                    # Two sources, two sexes, three sites, drawn without the rng, so
+                    # the images stay what they were before these columns.
+                    "sex": ("female", "male")[(lesion_number // 2) % 2],
+                    "localization": ("back", "face", "trunk")[lesion_number % 3],
+                    "dataset": ("vidir_modern", "rosendahl")[lesion_number % 2],
                 }
             )
             number += 1

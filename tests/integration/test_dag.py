@@ -80,7 +80,14 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         assert run.committed(stage), stage
     assert run.committed("report") and run.external_sets() == ["part1"]
     split = run.splits()
-    assert list(split.columns) == ["image_id", "lesion_id", "dx", "label", "split"]
+    assert list(split.columns) == [
+        "image_id",
+        "lesion_id",
+        "dx",
+        "label",
+        "split",
+        *("dataset", "sex", "age", "localization"),  # the metadata, for subgroup metrics
+    ]
     assert len(split) == len(mini_archive.metadata)
     assert split.groupby("lesion_id")["split"].nunique().max() == 1
     assert split["label"].eq(split["dx"].eq("mel").astype(int)).all()
@@ -110,6 +117,7 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert calibration["fitted_on"] == "val"
     metrics = run.read_json("evaluate", "metrics")
     assert metrics["counts"]["images"] == len(predictions)
+    assert metrics["source_confounding"]["sources"] == 2 and "body site" in metrics["subgroups"]
     assert (
         metrics["operating_points"]["youden"]["threshold"]
         == (calibration["thresholds"]["youden"]["threshold"])

@@ -97,3 +97,88 @@ def test_fine_tuning_that_never_beats_its_baseline_keeps_the_starting_weights():
     monitor.on_train_end()
     assert monitor.best_epoch == -1
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), start, strict=True))
+
+
+def _three_class_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """mel, nv and bkl as red, green and blue tinted noise: a signal only colour separates."""
+    from training.model import DX_ORDER
+
+    rng = np.random.default_rng(seed)
+    classes = np.array([DX_ORDER.index(dx) for dx in ("mel", "nv", "bkl")])
+    dx = rng.choice(classes, n)
+    images = rng.integers(40, 120, (n, 32, 32, 3))
+    for channel, c in enumerate(classes):
+        images[dx == c, :, :, channel] += 100
+    return images.astype(np.uint8), dx
+
+
+@pytest.mark.parametrize("task", ["mel_vs_rest", "malignant_vs_benign"])
+def test_multiclass_head_learns_three_classes_and_scores_the_task_as_their_sum(task):
+    from training.model import DX_ORDER, positive_classes, training_view
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny_cnn", 32, head="multiclass", task=task)
+    for layer in model.layers:  # the tiny backbone has no pretrained weights to keep
+        layer.trainable = True
+    fit = training_view(model)
+    images, dx = _three_class_images(600, 0)
+    fit.compile(optimizer=keras.optimizers.Adam(1e-2), loss="categorical_crossentropy")
+    fit.fit(images, np.eye(len(DX_ORDER))[dx], batch_size=32, epochs=8, verbose=0)
+
+    test_images, test_dx = _three_class_images(200, 1)
+    probabilities = fit.predict(test_images, verbose=0)
+    assert (probabilities.argmax(axis=1) == test_dx).mean() > 0.9
+    score = model.predict(test_images, verbose=0).reshape(-1)
+    expected = probabilities[:, positive_classes(task)].sum(axis=1)
+    np.testing.assert_allclose(score, expected, atol=1e-6)
+    assert positive_classes("mel_vs_rest") == [DX_ORDER.index("mel")]
+    assert len(positive_classes("malignant_vs_benign")) == 3
+
+
+def test_multiclass_model_saves_loads_and_explains(tmp_path):
+    from melanoma.backbones import BACKBONES
+    from training.gradcam import grad_cam
+
+    model = build_model("tiny_cnn", 32, head="multiclass")
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    images, _ = _three_class_images(8, 2)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
+    maps = grad_cam(loaded, images, BACKBONES["tiny_cnn"].last_conv_layer, 4)
+    assert maps.shape[0] == 8 and np.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_task_logit_is_the_log_odds_of_the_positive_classes():
+    import tensorflow as tf
+
+    from training.gradcam import task_logit
+
+    logits = np.random.default_rng(0).normal(size=(5, 7)).astype("float32")
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    positive = [0, 1, 4]
+    odds = p[:, positive].sum(axis=1) / (1 - p[:, positive].sum(axis=1))
+    np.testing.assert_allclose(task_logit(tf.constant(logits), positive), np.log(odds), rtol=1e-5)
+    np.testing.assert_array_equal(task_logit(tf.constant(logits), None), logits[:, 0])
+
+
+def test_test_time_augmentation_leaves_a_symmetric_image_unchanged():
+    from melanoma.images import dihedral_views
+    from training.model import predict_scores
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny_cnn", 32)
+    # Rings around the centre: the same under every flip and 90-degree rotation.
+    y, x = np.mgrid[:32, :32] - 15.5
+    rings = (np.hypot(x, y) * 9 % 256).astype(np.uint8)
+    symmetric = np.repeat(rings[None, :, :, None], 3, axis=3)
+    rng = np.random.default_rng(0)
+    asymmetric = rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    plain = predict_scores(model, symmetric, tta_views=1)
+    for views in (2, 4, 8):
+        np.testing.assert_allclose(
+            predict_scores(model, symmetric, tta_views=views), plain, atol=1e-6
+        )
+    # Otherwise it is the mean over the views.
+    each = [predict_scores(model, v)[0] for v in dihedral_views(asymmetric, 8)]
+    assert predict_scores(model, asymmetric, tta_views=8)[0] == pytest.approx(np.mean(each))

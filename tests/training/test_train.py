@@ -79,3 +79,39 @@ def test_class_weights():
     assert class_weights(TrainConfig(imbalance="focal"), labels) is None
     with pytest.raises(ValueError, match="w0,w1"):
         TrainConfig(class_weight="heavy")
+
+
+def test_multiclass_head_with_tta_cosine_schedule_and_label_smoothing(preprocessed_run):
+    from training.model import DX_ORDER, is_multiclass, predict_scores
+
+    run = copy_run(preprocessed_run, "t-levers")
+    config = TrainConfig(
+        **FAST,
+        head="multiclass",
+        tta_views=4,
+        phase2_schedule="cosine",
+        label_smoothing=0.1,
+    )
+    train_run(run, config)
+    summary = run.commit_record("train")["data"]["summary"]
+    assert summary["val_auroc_final"] > 0.9, summary
+    model = load_model(run)
+    assert is_multiclass(model)
+    training_config = run.read_json("train", "training_config")
+    # Balanced over the diagnoses the training split holds (the generated run has four).
+    weights = training_config["class_weight"]
+    assert len(weights) == len(DX_ORDER)
+    images, _ = split_arrays(run, "test")
+    np.testing.assert_allclose(
+        predict_scores(model, images, tta_views=4),
+        run.predictions("test")["probability"],
+        atol=1e-5,
+    )
+
+
+def test_multiclass_head_class_weights_balance_the_diagnoses():
+    targets = np.array([5] * 60 + [4] * 30 + [2] * 10)
+    weights = class_weights(TrainConfig(head="multiclass"), targets)
+    assert weights[5] * 60 == pytest.approx(weights[4] * 30) == pytest.approx(weights[2] * 10)
+    with pytest.raises(ValueError, match="class_weight or none"):
+        TrainConfig(head="multiclass", imbalance="undersample")

@@ -90,3 +90,17 @@ def test_every_param_reaches_a_stage_config_through_from_params(dags):
     assert stages.explain.operating_point == stages.promotion.operating_point
     custom = from_params({"phase2_epochs": 3, "external_validation": True, "external_name": "ph2"})
     assert custom.train.phase2_epochs == 3 and custom.external.name == "ph2"
+    levers = from_params(
+        {
+            "head": "multiclass",
+            "tta_views": 4,
+            "color_constancy": True,
+            "phase2_schedule": "cosine",
+            "label_smoothing": 0.1,
+            "holdout_source": "rosendahl",
+        }
+    )
+    assert (levers.train.head, levers.train.tta_views) == ("multiclass", 4)
+    assert (levers.train.phase2_schedule, levers.train.label_smoothing) == ("cosine", 0.1)
+    assert levers.preprocess.config.color_constancy
+    assert levers.pipeline.holdout_source == "rosendahl"

@@ -96,3 +96,37 @@ def test_report_is_self_contained_and_carries_the_notice(file_store):
     assert f"{auroc:.3f}" in page
     for section in ("Intended use", "Limitations", "Model details", "Thresholds", "Promotion"):
         assert section in page
+
+
+def test_every_report_measures_within_source_per_subgroup_and_the_source_alone(file_store):
+    run = write_scored_run(file_store, "a", metadata=True)
+    calibrate_run(run, CONFIG)
+    evaluate_run(run, CONFIG)
+    metrics = run.read_json("evaluate", "metrics")
+    confounding = metrics["source_confounding"]
+    assert confounding["sources"] == 2
+    assert set(confounding["train_rates"]) == {"clinic_a", "clinic_b"}
+    for name in ("within_source_auroc", "source_only_auroc"):
+        entry = confounding[name]
+        assert entry["ci_low"] <= entry["value"] <= entry["ci_high"]
+    # Sources assigned regardless of the label: the source alone predicts nothing.
+    assert abs(confounding["source_only_auroc"]["value"] - 0.5) < 0.1
+    assert set(metrics["subgroups"]) == {"source", "sex", "age band", "body site"}
+    for groups in metrics["subgroups"].values():
+        assert sum(g["images"] for g in groups.values()) == metrics["counts"]["images"]
+    assert metrics["holdout_source"] is None
+
+    write_report(run)
+    page = run.read_bytes("report", "report").decode()
+    assert "pairs within a source" in page and "AUROC of the source alone" in page
+    assert "By body site" in page and "Within a source:" in page
+
+
+def test_a_split_without_metadata_has_no_subgroups_and_the_report_says_so(file_store):
+    run = write_scored_run(file_store, "a")
+    calibrate_run(run, CONFIG)
+    evaluate_run(run, CONFIG)
+    metrics = run.read_json("evaluate", "metrics")
+    assert "subgroups" not in metrics and "source_confounding" not in metrics
+    write_report(run)
+    assert "carries no metadata" in run.read_bytes("report", "report").decode()

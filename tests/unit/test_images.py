@@ -99,3 +99,51 @@ def test_segmentation_and_crop_find_the_lesion(fullres):
 def test_invalid_config():
     with pytest.raises(ValueError, match="interpolation"):
         PreprocessConfig(interpolation="nearest-ish")
+
+
+def test_shades_of_gray_maps_a_colour_cast_grey_card_to_neutral():
+    from melanoma.images import shades_of_gray
+
+    rng = np.random.default_rng(0)
+    card = np.full((60, 80, 3), 128.0) + rng.normal(0, 4, (60, 80, 3))  # a textured grey card
+    cast = np.clip(card * np.array([1.35, 1.0, 0.6]), 0, 255).astype(np.uint8)  # warm light
+    corrected = shades_of_gray(cast).astype(float)
+    means = corrected.reshape(-1, 3).mean(axis=0)
+    assert np.ptp(cast.reshape(-1, 3).mean(axis=0)) > 60
+    assert np.ptp(means) < 2, means  # neutral: the channels agree
+    assert shades_of_gray(np.zeros((4, 4, 3), np.uint8)).max() == 0
+
+
+def test_colour_constancy_is_one_step_of_preprocessing():
+    from melanoma.images import PreprocessConfig, preprocess_image, shades_of_gray
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
+    plain = preprocess_image(data, PreprocessConfig(size=32))
+    balanced = preprocess_image(data, PreprocessConfig(size=32, color_constancy=True))
+    np.testing.assert_array_equal(
+        balanced,
+        preprocess_image(
+            cv2.imencode(".png", cv2.cvtColor(shades_of_gray(image), cv2.COLOR_RGB2BGR))[
+                1
+            ].tobytes(),
+            PreprocessConfig(size=32),
+        ),
+    )
+    assert not np.array_equal(plain, balanced)
+
+
+def test_the_eight_dihedral_views_are_distinct_rearrangements():
+    from melanoma.images import dihedral_views
+
+    batch = np.arange(2 * 5 * 5 * 3).reshape(2, 5, 5, 3)
+    views = dihedral_views(batch, 8)
+    assert len({v.tobytes() for v in views}) == 8
+    for v in views:
+        assert sorted(v[0].ravel()) == sorted(batch[0].ravel())
+    np.testing.assert_array_equal(views[4][0], np.rot90(batch[0]))
+    np.testing.assert_array_equal(views[5][0], np.rot90(batch[0], -1))
+    assert [len(dihedral_views(batch, n)) for n in (1, 2, 4)] == [1, 2, 4]
+    with pytest.raises(ValueError, match="1, 2, 4, 8"):
+        dihedral_views(batch, 3)

@@ -110,3 +110,32 @@ def test_brier_and_expected_calibration_error():
     calibrated_labels = (rng.random(20000) < p).astype(int)
     assert expected_calibration_error(calibrated_labels, p) < 0.02
     assert expected_calibration_error(calibrated_labels, p**3) > 0.15
+
+
+def test_weighted_pair_counts_give_scikit_learns_auroc_with_ties_and_weights():
+    from melanoma.metrics import weighted_pair_counts
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300), 1)  # many ties
+    weights = rng.integers(0, 3, (5, 300)).astype(float)
+    concordant, pairs = weighted_pair_counts(labels, scores, weights)
+    for w, c, p in zip(weights, concordant, pairs, strict=True):
+        assert c / p == pytest.approx(roc_auc_score(labels, scores, sample_weight=w))
+
+
+def test_within_group_auroc_ignores_what_separates_the_groups():
+    from melanoma.metrics import auroc_with_interval
+
+    # Group b has the positives' rate and higher scores everywhere; within each group the
+    # score is pure noise, so only the between-group pairs make the pooled AUROC high.
+    rng = np.random.default_rng(0)
+    groups = np.repeat(["a", "b"], 400)
+    labels = np.concatenate([rng.random(400) < 0.05, rng.random(400) < 0.5]).astype(int)
+    scores = np.concatenate([rng.random(400), rng.random(400) + 1.0])
+    lesions = np.arange(800)
+    pooled = auroc_with_interval(labels, scores, lesions, 200, 0, 0.95)
+    within = auroc_with_interval(labels, scores, lesions, 200, 0, 0.95, groups=groups)
+    assert pooled["value"] > 0.7
+    assert abs(within["value"] - 0.5) < 0.08
+    assert within["ci_low"] <= within["value"] <= within["ci_high"]

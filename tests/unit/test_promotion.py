@@ -41,6 +41,13 @@ CHAMPION = {"run_id": "old", "label_task": "mel_vs_rest", "auroc": 0.86}
         (candidate(auroc=0.90), CHAMPION, 0.86, True, "not worse"),
         (candidate(auroc=0.845), CHAMPION, 0.86, True, "not worse"),  # within the margin
         (candidate(auroc=0.83), CHAMPION, 0.86, False, "worse by more than the margin"),
+        (
+            {**candidate(auroc=0.99), "holdout_source": "rosendahl"},
+            None,
+            None,
+            False,
+            "unseen-clinic estimate, never a champion",
+        ),
     ],
 )
 def test_every_branch_of_the_promotion_rule(run, champion, champion_auroc, promote, reason):

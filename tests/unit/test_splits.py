@@ -85,3 +85,27 @@ def test_summary_counts_images_lesions_melanomas():
     assert sum(s["lesions"] for s in summary.values()) == meta["lesion_id"].nunique()
     assert sum(s["melanomas"] for s in summary.values()) == (meta["dx"] == "mel").sum()
     assert all(s["positives"] == s["melanomas"] for s in summary.values())
+
+
+def test_holding_out_a_source_tests_on_it_alone_and_keeps_lesions_whole():
+    import pandas as pd
+
+    from melanoma.splits import split_holding_out_source
+
+    rows = pd.DataFrame(
+        {
+            "image_id": [f"ISIC_{i:07d}" for i in range(12)],
+            "lesion_id": ["L0", "L0", "L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L9", "L9"],
+            "dx": ["mel", "mel", "nv", "nv", "mel", "nv", "nv", "nv", "mel", "nv", "nv", "nv"],
+            # L0 has an image in each of a and b: it must not be learned and tested.
+            "dataset": ["a", "b", "a", "a", "a", "a", "b", "b", "a", "a", "a", "a"],
+        }
+    )
+    split = split_holding_out_source(rows, "b", (0.7, 0.15, 0.15), 0)
+    assert set(split.loc[split["split"] == "test", "dataset"]) == {"b"}
+    assert set(split.loc[split["split"] != "test", "dataset"]) == {"a"}
+    assert "ISIC_0000000" not in set(split["image_id"])  # L0's image from source a: left out
+    assert split.groupby("lesion_id")["split"].nunique().max() == 1
+    assert set(split["split"]) == {"train", "val", "test"}
+    with pytest.raises(ValueError, match=r"not a source.*'a', 'b'"):
+        split_holding_out_source(rows, "c")

@@ -1,0 +1,151 @@
+"""The model ablation: today's configuration, each lever alone, then a combination, on real data.
+
+    HAM10000_SOURCE=../shared/data/ham10000 MELANOMA_BACKBONE=mobilenet_v2 \\
+    MELANOMA_PRETRAINED_WEIGHTS=../shared/data/weights/mobilenet_v2_1.0_224_no_top.weights.h5 \\
+    .venv/bin/python benchmarks/ablation.py --seeds 42 7 [--levers today multiclass ...] \\
+        [--holdout rosendahl] [--base '{"phase2_epochs": 0}'] [--out ablation.md]
+
+Each (lever, seed) is one full DAG run on the embedded stack (``melanoma-stack run``),
+one at a time, in a store of its own (``.ablation-store``: no champion of yours changes).
+The seed is the DAG's ``split_seed``, which seeds the split and the training. With
+``--holdout``, each also runs again with ``holdout_source`` set: the unseen-clinic AUROC.
+
+Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
+with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
+source's AUROC, and the DAG's wall time; then each lever's mean over seeds and its
+difference from ``today`` (the baseline, measured in the same invocation). Choose on the
+validation and hold-out columns; the test column is reported, not tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoma.layout import RUNS, RunLayout
+from melanoma.run import Run
+from melanoma.store import open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The README's CPU configuration: what "today" means.
+TODAY = {
+    "phase1_epochs": 40,
+    "phase2_epochs": 3,
+    "unfreeze_blocks": 4,
+    "phase2_learning_rate": 1e-4,
+}
+
+# Each lever alone, as DAG params on top of the base.
+LEVERS: dict[str, dict[str, Any]] = {
+    "today": {},
+    "multiclass": {"head": "multiclass"},
+    "tta4": {"tta_views": 4},
+    "color_constancy": {"color_constancy": True},
+    "schedule": {"phase2_schedule": "cosine", "label_smoothing": 0.1},
+    "combination": {
+        "head": "multiclass",
+        "tta_views": 4,
+        "color_constancy": True,
+        "phase2_schedule": "cosine",
+        "label_smoothing": 0.1,
+    },
+}
+
+
+def run_keys(store) -> set[str]:
+    return {o.key.split("/")[1] for o in store.list(f"{RUNS}/")}
+
+
+def run_dag(store_url: str, conf: dict[str, Any]) -> tuple[Run, float]:
+    """One DAG run with ``conf``; the run it wrote and its wall time (seconds)."""
+    store = open_store(store_url)
+    before = run_keys(store)
+    started = time.monotonic()
+    subprocess.run(
+        [str(Path(sys.executable).parent / "melanoma-stack"), "run", "--conf", json.dumps(conf)],
+        env={**os.environ, "MELANOMA_STORE_URL": store_url},
+        cwd=ROOT,
+        check=True,
+    )
+    seconds = time.monotonic() - started
+    (key,) = run_keys(store) - before
+    return Run(store, RunLayout(key)), seconds
+
+
+def measure(run: Run) -> dict[str, Any]:
+    metrics = run.read_json("evaluate", "metrics")
+    summary = run.read_json("train", "history")["summary"]
+    within = metrics.get("source_confounding", {}).get("within_source_auroc")
+    return {
+        "val_auroc": summary["val_auroc_final"],
+        "test_auroc": metrics["threshold_free"]["auroc"],
+        "within_source": within,
+    }
+
+
+def ci(entry: dict[str, float] | None) -> str:
+    if not entry:
+        return "n/a"
+    return f"{entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
+    parser.add_argument("--holdout", default="", help="a source to hold out, e.g. rosendahl")
+    parser.add_argument("--base", default="{}", help="DAG params on top of today's, as JSON")
+    parser.add_argument("--store", default=(ROOT / ".ablation-store").as_uri())
+    parser.add_argument("--out", default=str(ROOT / "ablation.md"))  # git-ignored
+    args = parser.parse_args()
+    base = {**TODAY, **json.loads(args.base)}
+    header = "| lever | seed | val AUROC | test AUROC (95% CI) | within-source test AUROC | "
+    header += f"{args.holdout or 'held-out source'} AUROC | DAG wall time |"
+    lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 7]
+    results: dict[str, list[dict[str, Any]]] = {}
+    for lever in args.levers:
+        for seed in args.seeds:
+            conf = {**base, **LEVERS[lever], "split_seed": seed}
+            run, seconds = run_dag(args.store, conf)
+            row = measure(run) | {"seconds": seconds, "holdout": None}
+            if args.holdout:
+                held, _ = run_dag(args.store, {**conf, "holdout_source": args.holdout})
+                row["holdout"] = measure(held)["test_auroc"]
+            results.setdefault(lever, []).append(row)
+            line = (
+                f"| {lever} | {seed} | {row['val_auroc']:.3f} | {ci(row['test_auroc'])} | "
+                f"{ci(row['within_source'])} | {ci(row['holdout'])} | "
+                f"{seconds / 60:.1f} min |"
+            )
+            print(line, flush=True)
+            lines.append(line)
+    lines += ["", "| lever | mean val AUROC | mean test AUROC | vs today (val / test) |"]
+    lines.append("|" + " --- |" * 4)
+    means = {
+        lever: (
+            float(np.mean([r["val_auroc"] for r in rows])),
+            float(np.mean([r["test_auroc"]["value"] for r in rows])),
+        )
+        for lever, rows in results.items()
+    }
+    for lever, (val, test) in means.items():
+        base_val, base_test = means.get("today", (float("nan"), float("nan")))
+        lines.append(
+            f"| {lever} | {val:.3f} | {test:.3f} | {val - base_val:+.3f} / {test - base_test:+.3f} |"
+        )
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[-len(means) - 2 :]))
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
