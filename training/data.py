@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from melanoma.ham10000 import DX_CODES
+from melanoma.ham10000 import DX_INDEX
 from melanoma.run import Run
 
 
@@ -31,10 +31,9 @@ def iter_shard(
     """(RGB uint8 image, target, augmented) rows of one shard, one Parquet row group at a
     time. ``target``: the task's 0/1 ``label``, or ``dx`` as its index in ``DX_CODES``."""
     shard = pq.ParquetFile(read_shard(run, entry))
-    dx_index = {dx: i for i, dx in enumerate(DX_CODES)}
     for batch in shard.iter_batches(columns=["image", target, "augmented", "height", "width"]):
         c = batch.to_pydict()
-        targets = c[target] if target == "label" else [dx_index[dx] for dx in c["dx"]]
+        targets = c[target] if target == "label" else [DX_INDEX[dx] for dx in c["dx"]]
         for image, y, augmented, height, width in zip(
             c["image"], targets, c["augmented"], c["height"], c["width"], strict=True
         ):

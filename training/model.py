@@ -22,11 +22,11 @@ from keras import layers, ops
 from keras.src.ops.operation_utils import get_source_inputs
 
 from melanoma.backbones import BackboneSpec, backbone_spec
-from melanoma.ham10000 import DX_CODES, label_task
+from melanoma.ham10000 import DX_INDEX, label_task
 from melanoma.images import dihedral_views
 
 # The multiclass head's class order.
-DX_ORDER: tuple[str, ...] = tuple(DX_CODES)
+DX_ORDER: tuple[str, ...] = tuple(DX_INDEX)
 
 
 @keras.saving.register_keras_serializable(package="melanoma")

@@ -96,5 +96,5 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         operating_point=operating_point,
         threshold=float(thresholds[operating_point]["threshold"]),
         calibrate=probability_calibrator(calibration["probability_calibration"]),
-        tta_views=int(training_config["config"].get("tta_views", 1)),
+        tta_views=tta_views(run),
     )

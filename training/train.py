@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 from melanoma import RESEARCH_NOTICE
 from melanoma.config import TrainConfig, parse_class_weight
 from melanoma.download import file_digest
+from melanoma.ham10000 import DX_INDEX
 from melanoma.layout import record_of
 from melanoma.run import Run
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
@@ -167,6 +168,7 @@ def train_dataset(
     labels: np.ndarray,
 ) -> tuple[tf.data.Dataset, int]:
     """Batched training data for the configured imbalance strategy, and its steps per epoch."""
+    steps = steps_per_epoch(config, labels)
     examples = shard_dataset(
         run,
         "train",
@@ -182,10 +184,8 @@ def train_dataset(
         examples = tf.data.Dataset.sample_from_datasets(
             [positives, negatives], [0.5, 0.5], seed=config.seed
         )
-        steps = steps_per_epoch(config, labels)
         batches = examples.batch(config.batch_size).take(steps)
     else:
-        steps = steps_per_epoch(config, labels)
         batches = examples.shuffle(2048, seed=config.seed, reshuffle_each_iteration=True).batch(
             config.batch_size
         )
@@ -425,8 +425,7 @@ class TrainingData:
         if config.imbalance != "oversample":
             rows = rows[rows["augmented"] == 0]
         train_labels = rows["label"].to_numpy()
-        dx_index = {dx: i for i, dx in enumerate(DX_ORDER)}
-        targets = train_labels if config.head == "binary" else rows["dx"].map(dx_index).to_numpy()
+        targets = train_labels if config.head == "binary" else rows["dx"].map(DX_INDEX).to_numpy()
         val_images, val_rows = split_arrays(run, "val")
         return cls(train_labels, targets, val_images, val_rows, class_weights(config, targets))
 

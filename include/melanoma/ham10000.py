@@ -23,6 +23,8 @@ DX_CODES: dict[str, str] = {
     "nv": "melanocytic nevus",
     "vasc": "vascular lesion",
 }
+# Each diagnosis's index in DX_CODES: the multiclass head's class order.
+DX_INDEX: dict[str, int] = {dx: i for i, dx in enumerate(DX_CODES)}
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
 # Present in the official file; checked for type when present, not required.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")

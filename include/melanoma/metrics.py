@@ -107,11 +107,13 @@ def bootstrap_intervals(
     usable = (positives > 0) & (positives < weights.sum(axis=1))
 
     result: dict = {"replicates": replicates, "degenerate_replicates": int((~usable).sum())}
-    for name, fn in (("auroc", roc_auc_score), ("auprc", average_precision_score)):
-        replicate_values = np.array(
-            [fn(y, s, sample_weight=w) for w in weights[usable]], dtype=float
-        )
-        low, high = percentile_interval(replicate_values, confidence)
+    auroc_replicates = within_group_auroc_replicates(y, s, np.zeros(len(y)), weights[usable])
+    auprc_replicates = [average_precision_score(y, s, sample_weight=w) for w in weights[usable]]
+    for name, fn, replicate_values in (
+        ("auroc", roc_auc_score, auroc_replicates),
+        ("auprc", average_precision_score, auprc_replicates),
+    ):
+        low, high = percentile_interval(np.asarray(replicate_values, dtype=float), confidence)
         result[name] = {"value": float(fn(y, s)), "ci_low": low, "ci_high": high}
 
     result["thresholds"] = {}
