@@ -51,6 +51,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "tta4": {"tta_views": 4},
     "color_constancy": {"color_constancy": True},
     "schedule": {"phase2_schedule": "cosine", "label_smoothing": 0.1},
+    "metadata": {"metadata_fusion": True},
     "combination": {
         "head": "multiclass",
         "tta_views": 4,
@@ -87,6 +88,8 @@ def measure(run: Run) -> dict[str, Any]:
     within = metrics.get("source_confounding", {}).get("within_source_auroc")
     return {
         "val_auroc": summary["val_auroc_final"],
+        # Metadata fusion only: what images without metadata (external sets) can expect.
+        "val_without_metadata": summary.get("val_auroc_without_metadata"),
         "test_auroc": metrics["threshold_free"]["auroc"],
         "within_source": within,
     }
@@ -96,6 +99,11 @@ def ci(entry: dict[str, float] | None) -> str:
     if not entry:
         return "n/a"
     return f"{entry['value']:.3f} ({entry['ci_low']:.3f}-{entry['ci_high']:.3f})"
+
+
+def without(row: dict[str, Any]) -> str:
+    value = row["val_without_metadata"]
+    return "" if value is None else f" ({value:.3f})"
 
 
 def main() -> None:
@@ -108,7 +116,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "ablation.md"))  # git-ignored
     args = parser.parse_args()
     base = {**TODAY, **json.loads(args.base)}
-    header = "| lever | seed | val AUROC | test AUROC (95% CI) | within-source test AUROC | "
+    header = "| lever | seed | val AUROC (without metadata) | test AUROC (95% CI) | "
+    header += "within-source test AUROC | "
     header += f"{args.holdout or 'held-out source'} AUROC | DAG wall time |"
     lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 7]
     results: dict[str, list[dict[str, Any]]] = {}
@@ -122,7 +131,8 @@ def main() -> None:
                 row["holdout"] = measure(held)["test_auroc"]
             results.setdefault(lever, []).append(row)
             line = (
-                f"| {lever} | {seed} | {row['val_auroc']:.3f} | {ci(row['test_auroc'])} | "
+                f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
+                f"{ci(row['test_auroc'])} | "
                 f"{ci(row['within_source'])} | {ci(row['holdout'])} | "
                 f"{seconds / 60:.1f} min |"
             )

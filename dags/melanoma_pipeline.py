@@ -191,6 +191,19 @@ PARAMS: dict[str, Param] = {
     ),
     "phase2_schedule": _param("constant", "Learning-rate schedule, phase 2", enum=list(SCHEDULES)),
     "label_smoothing": _param(0.0, "Label smoothing", minimum=0, exclusiveMaximum=0.5),
+    "metadata_fusion": _param(
+        False,
+        "Metadata fusion (age, sex, body site)",
+        "joined to the image features; images without metadata (predict, external sets) "
+        "still score, and their predictions say so",
+    ),
+    "metadata_dropout": _param(
+        0.3,
+        "Metadata dropout",
+        "the chance a training image's metadata is hidden, so the model also learns without it",
+        minimum=0,
+        exclusiveMaximum=1,
+    ),
     "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", minimum=0),
     "phase2_epochs": _param(20, "Epochs, phase 2 (fine-tuning)", minimum=0),
     "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", minimum=0),

@@ -5,7 +5,7 @@ Every shard is checked against its recorded size and sha256 as it is read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import tensorflow as tf
 
+from melanoma import clinical
 from melanoma.ham10000 import DX_INDEX
 from melanoma.run import Run
 
@@ -26,18 +27,50 @@ TARGETS = ("label", "dx")
 
 
 def iter_shard(
-    run: Run, entry: dict[str, Any], target: str = "label"
-) -> Iterator[tuple[np.ndarray, int, int]]:
+    run: Run,
+    entry: dict[str, Any],
+    target: str = "label",
+    metadata: Mapping[str, np.ndarray] | None = None,
+) -> Iterator[tuple[Any, int, int]]:
     """(RGB uint8 image, target, augmented) rows of one shard, one Parquet row group at a
-    time. ``target``: the task's 0/1 ``label``, or ``dx`` as its index in ``DX_CODES``."""
+    time. ``target``: the task's 0/1 ``label``, or ``dx`` as its index in ``DX_CODES``.
+    With ``metadata`` (image id → vector) the first item is (image, its vector)."""
     shard = pq.ParquetFile(read_shard(run, entry))
-    for batch in shard.iter_batches(columns=["image", target, "augmented", "height", "width"]):
+    columns = ["image", target, "augmented", "height", "width", "image_id"]
+    for batch in shard.iter_batches(columns=columns):
         c = batch.to_pydict()
         targets = c[target] if target == "label" else [DX_INDEX[dx] for dx in c["dx"]]
-        for image, y, augmented, height, width in zip(
-            c["image"], targets, c["augmented"], c["height"], c["width"], strict=True
+        for image, y, augmented, height, width, image_id in zip(
+            c["image"], targets, c["augmented"], c["height"], c["width"], c["image_id"], strict=True
         ):
-            yield np.frombuffer(image, np.uint8).reshape(height, width, 3), y, augmented
+            pixels = np.frombuffer(image, np.uint8).reshape(height, width, 3)
+            if metadata is None:
+                yield pixels, y, augmented
+            else:
+                yield (pixels, metadata.get(image_id, clinical.absent(1)[0])), y, augmented
+
+
+def run_metadata(run: Run) -> dict[str, np.ndarray]:
+    """Every image's metadata vector (``melanoma.clinical``), from the run's splits.csv.
+
+    ValueError if the splits carry no age, sex and body site (written before they did,
+    or from metadata without them): metadata fusion has nothing to fuse.
+    """
+    splits = run.splits()
+    if not clinical.has_columns(splits):
+        raise ValueError(
+            f"{run.store.url}/{run.layout.splits} has no {', '.join(clinical.COLUMNS)} columns: "
+            "metadata fusion needs them (rerun the split stage, or turn metadata_fusion off)"
+        )
+    return clinical.vectors_by_image(splits)
+
+
+def metadata_for(run: Run, image_ids: Any) -> np.ndarray:
+    """The metadata vectors of ``image_ids`` from the run's splits.csv; absent (all zeros)
+    where the splits carry no metadata (a run from before they did)."""
+    splits = run.splits()
+    vectors = clinical.vectors_by_image(splits) if clinical.has_columns(splits) else {}
+    return clinical.matrix(image_ids, vectors)
 
 
 def split_rows(run: Run, split: str) -> pd.DataFrame:
@@ -72,9 +105,11 @@ def shard_dataset(
     shuffle_seed: int | None = None,
     parallel_shards: int = 4,
     target: str = "label",
+    metadata: Mapping[str, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
     """Unbatched ``(image uint8 [size, size, 3], target int32)`` examples of ``split``;
-    ``target`` is the task's ``label`` or the ``dx`` index (the multiclass head's).
+    ``target`` is the task's ``label`` or the ``dx`` index (the multiclass head's). With
+    ``metadata`` (image id → vector) the inputs are ``{"image": ..., "metadata": ...}``.
 
     Shards are read ``parallel_shards`` at a time and interleaved; with a seed the
     shard order is shuffled (examples within shards are shuffled by the caller's
@@ -84,15 +119,13 @@ def shard_dataset(
     if not entries:
         raise ValueError(f"{run}: the preprocess commit lists no shards for split {split!r}")
     size = int(run.preprocess_data()["image_size"])
-    signature = (
-        tf.TensorSpec((size, size, 3), tf.uint8),
-        tf.TensorSpec((), tf.int32),
-        tf.TensorSpec((), tf.int32),
-    )
+    image = tf.TensorSpec((size, size, 3), tf.uint8)
+    inputs = image if metadata is None else (image, tf.TensorSpec((clinical.WIDTH,), tf.float32))
+    signature = (inputs, tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32))
 
     def read(index: tf.Tensor) -> tf.data.Dataset:
         return tf.data.Dataset.from_generator(
-            lambda i: iter_shard(run, entries[int(i)], target),
+            lambda i: iter_shard(run, entries[int(i)], target, metadata),
             output_signature=signature,
             args=(index,),
         )
@@ -116,6 +149,9 @@ def _is_original(image: tf.Tensor, label: tf.Tensor, augmented: tf.Tensor) -> tf
 
 
 def _drop_augmented_flag(
-    image: tf.Tensor, label: tf.Tensor, augmented: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    return image, label
+    inputs: Any, label: tf.Tensor, augmented: tf.Tensor
+) -> tuple[Any, tf.Tensor]:
+    """(inputs, label): the image, or the model's named inputs ``{"image", "metadata"}``."""
+    if isinstance(inputs, tuple):
+        return {"image": inputs[0], "metadata": inputs[1]}, label
+    return inputs, label

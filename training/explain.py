@@ -32,8 +32,9 @@ from melanoma.images import decode_image, segment_lesion
 from melanoma.preprocess import DATASET_MANIFEST, plan_images
 from melanoma.run import Run
 from melanoma.store import read_manifest, verified_bytes
-from training.data import split_arrays
+from training.data import metadata_for, split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
+from training.model import takes_metadata
 from training.run_model import load_model, preprocess_config
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,10 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
     position = {image_id: i for i, image_id in enumerate(rows["image_id"])}
     inputs = images[[position[i] for i in selected["image_id"]]]
     layer = backbone_spec(backbone_name).last_conv_layer
-    maps = grad_cam(load_model(run), inputs, layer, config.batch_size, config.method)
+    model = load_model(run)
+    # A model that fuses metadata is explained with the metadata it scored the test images with.
+    metadata = metadata_for(run, selected["image_id"]) if takes_metadata(model) else None
+    maps = grad_cam(model, inputs, layer, config.batch_size, config.method, metadata)
     tasks = {t.image_id: t for t in plan_images(selected.assign(split="test"), dataset, 0)}
 
     with run.stage("explain") as stage:

@@ -116,7 +116,7 @@ def validate_external(
     by_name = {str(files[i].relative_to(external.images)): i for i in matched["image_id"]}
     scored = matched.merge(
         scores.assign(image_id=scores["image"].map(by_name))[
-            ["image_id", "image", "probability", "calibrated_probability"]
+            ["image_id", "image", "probability", "calibrated_probability", "metadata"]
         ],
         on="image_id",
     )

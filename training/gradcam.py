@@ -20,9 +20,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from melanoma import clinical
 from melanoma.config import CAM_METHODS
 from melanoma.images import PreprocessConfig, lesion_crop_box, remove_hair, segment_lesion
-from training.model import HEAD_LAYERS
+from training.model import apply_head, image_input, takes_metadata
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +64,21 @@ def grad_cam(
     layer_name: str,
     batch_size: int = 16,
     method: str = "gradcam",
+    metadata: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw Grad-CAM (or Grad-CAM++) maps (n, h, w) at ``layer_name``'s resolution,
-    non-negative, not normalised.
+    non-negative, not normalised. ``metadata``: the images' vectors for a model that
+    fuses it (None: explained as scored without metadata).
 
     ``layer_name`` must be the layer feeding the head's pooling (the backbone's last
     convolutional layer, as ``melanoma.backbones`` declares it). The model is split
     there, so the gradient is taken with respect to the feature maps themselves whatever
     is trainable.
     """
-    to_maps = keras.Model(model.input, model.get_layer(layer_name).output)
+    to_maps = keras.Model(image_input(model), model.get_layer(layer_name).output)
     names = {layer.name for layer in model.layers}
-    head = [model.get_layer(name) for name in HEAD_LAYERS[:4]]
+    if takes_metadata(model) and metadata is None:
+        metadata = clinical.absent(len(images))
     output = model.get_layer("head_dx" if "head_dx" in names else "head_output")
     positive = model.get_layer("head_output").positive if "head_dx" in names else None
 
@@ -83,9 +87,10 @@ def grad_cam(
         maps = tf.cast(to_maps(images[start : start + batch_size], training=False), tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(maps)
-            x = maps
-            for layer in head:
-                x = layer(x, training=False)
+            # The head's layers up to its last dropout (inference mode: they pass through).
+            x = model.get_layer("head_gap")(maps)
+            batch = None if metadata is None else metadata[start : start + batch_size]
+            x = apply_head(model, x, batch, through="head_dropout_2")
             # The logit, not the probability: a saturated sigmoid has zero gradient.
             logits = tf.matmul(tf.cast(x, tf.float32), tf.cast(output.kernel, tf.float32))
             score = task_logit(logits + tf.cast(output.bias, tf.float32), positive)

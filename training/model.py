@@ -1,12 +1,18 @@
 """The classifier: one flat functional graph, backbone + GAP + Dropout/Dense head, task score out.
 
 uint8 image → the backbone's own preprocessing → backbone without top →
-GlobalAveragePooling → Dropout 0.5 → Dense 256 ReLU → Dropout 0.5 → then either
+GlobalAveragePooling → [metadata fusion] → Dropout 0.5 → Dense 256 ReLU → Dropout 0.5 → then either
 
 - ``binary``: Dense 1 sigmoid, the label task's probability; or
 - ``multiclass``: Dense 7 softmax over HAM10000's diagnoses (``head_dx``), then
   ``TaskScore``: the sum of the task's positive classes' probabilities (P(mel) for
   ``mel_vs_rest``; P(mel) + P(bcc) + P(akiec) for ``malignant_vs_benign``).
+
+With ``metadata_fusion`` the model takes a second input, ``metadata`` (age, sex and body
+site as ``melanoma.clinical`` encodes them): ``MetadataDropout`` → Dense 32 ReLU, joined
+to the pooled image features, layer-normalised first so that neither side drowns the
+other by scale (``head_image_norm``, ``head_fusion``). All zeros means "scored without
+metadata", which training shows the model by dropping whole vectors at random.
 
 Either way the model's one output, ``head_output``, is the task score (float32 even under
 mixed precision), so calibration, evaluation, Grad-CAM and predict take it unchanged. The
@@ -16,11 +22,14 @@ nested Model, so Grad-CAM can reach its last convolutional layer by name.
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import layers, ops
 from keras.src.ops.operation_utils import get_source_inputs
 
+from melanoma import clinical
 from melanoma.backbones import BackboneSpec, backbone_spec
 from melanoma.ham10000 import DX_INDEX, label_task
 from melanoma.images import dihedral_views
@@ -79,15 +88,44 @@ def build_backbone(spec: BackboneSpec, input_tensor) -> keras.Model:
     return application(include_top=False, weights=None, input_tensor=input_tensor)
 
 
-# The head's layers in order; the multiclass head adds head_dx (the binary one has no such layer).
+# The head's layers from pooling on, in order. The multiclass head adds head_dx (the binary
+# one has no such layer); metadata fusion adds head_image_norm and head_fusion, which
+# joins the output of the two metadata layers (metadata_dropout, metadata_dense).
 HEAD_LAYERS = (
     "head_gap",
+    "head_image_norm",
+    "head_fusion",
     "head_dropout_1",
     "head_dense",
     "head_dropout_2",
     "head_dx",
     "head_output",
 )
+IMAGE_INPUT, METADATA_INPUT = "image", "metadata"
+
+
+@keras.saving.register_keras_serializable(package="melanoma")
+class MetadataDropout(layers.Layer):
+    """In training, each sample's whole metadata vector is zeroed with probability ``rate``.
+
+    All zeros is how an image without metadata is encoded, so the model learns to score
+    both ways (as ModDrop does for missing modalities: Neverova et al., "ModDrop: adaptive
+    multi-modal gesture recognition", IEEE TPAMI 2016). At inference it passes through.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = float(rate), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0:
+            return inputs
+        draw = keras.random.uniform((ops.shape(inputs)[0], 1), seed=self.seed_generator)
+        return inputs * ops.cast(draw >= self.rate, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="melanoma")
@@ -119,18 +157,28 @@ def build_model(
     seed: int = 42,
     head: str = "binary",
     task: str = "mel_vs_rest",
+    metadata_dropout: float | None = None,
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet
-    weights file. ``head``: ``binary`` or ``multiclass`` (scored for label task ``task``)."""
+    weights file. ``head``: ``binary`` or ``multiclass`` (scored for label task ``task``).
+    ``metadata_dropout``: None for an image-only model; a rate for metadata fusion."""
     spec = backbone_spec(backbone_name)
-    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
-    x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(inputs)
+    image = keras.Input((image_size, image_size, 3), dtype="uint8", name=IMAGE_INPUT)
+    x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(image)
     base = build_backbone(spec, x)
     if weights_path:
         base.load_weights(weights_path)
     for layer in base.layers:
         layer.trainable = False
     features = layers.GlobalAveragePooling2D(name="head_gap")(base.output)
+    inputs: Any = image
+    if metadata_dropout is not None:
+        metadata = keras.Input((clinical.WIDTH,), dtype="float32", name=METADATA_INPUT)
+        m = MetadataDropout(metadata_dropout, seed=seed + 2, name="metadata_dropout")(metadata)
+        m = layers.Dense(32, activation="relu", name="metadata_dense")(m)
+        features = layers.LayerNormalization(name="head_image_norm")(features)
+        features = layers.Concatenate(name="head_fusion")([features, m])
+        inputs = {IMAGE_INPUT: image, METADATA_INPUT: metadata}
     x = layers.Dropout(0.5, seed=seed, name="head_dropout_1")(features)
     x = layers.Dense(256, activation="relu", name="head_dense")(x)
     x = layers.Dropout(0.5, seed=seed + 1, name="head_dropout_2")(x)
@@ -148,6 +196,29 @@ def is_multiclass(model: keras.Model) -> bool:
     return any(layer.name == "head_dx" for layer in model.layers)
 
 
+def takes_metadata(model: keras.Model) -> bool:
+    """Whether the model fuses metadata (a second input, ``metadata``)."""
+    return any(layer.name == "head_fusion" for layer in model.layers)
+
+
+def image_input(model: keras.Model):
+    return model.input[IMAGE_INPUT] if isinstance(model.input, dict) else model.input
+
+
+def image_size(model: keras.Model) -> int:
+    return int(image_input(model).shape[1])
+
+
+def model_inputs(model: keras.Model, images: np.ndarray, metadata: np.ndarray | None = None):
+    """What ``model`` takes for ``images``: the images, or with metadata fusion the images
+    and their metadata vectors (absent, all zeros, where ``metadata`` is None)."""
+    if not takes_metadata(model):
+        return images
+    if metadata is None:
+        metadata = clinical.absent(len(images))
+    return {IMAGE_INPUT: images, METADATA_INPUT: metadata}
+
+
 def training_view(model: keras.Model) -> keras.Model:
     """What the loss is computed on, sharing every weight with ``model``: the model itself
     (binary head), or the model up to its seven-class softmax (multiclass head)."""
@@ -156,24 +227,38 @@ def training_view(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("head_dx").output, name=f"{model.name}_dx")
 
 
-def head_model(model: keras.Model, through: str | None = None) -> keras.Model:
-    """The head alone, on pooled features, sharing its layers (and weights) with ``model``;
-    up to layer ``through`` (default: the training view's output)."""
-    through = through or ("head_dx" if is_multiclass(model) else "head_output")
-    features = keras.Input(model.get_layer("head_gap").output.shape[1:], name="features")
-    x = features
+def apply_head(model: keras.Model, features, metadata=None, through: str = "head_output"):
+    """``model``'s head layers on pooled ``features`` (and ``metadata`` when it fuses them),
+    up to layer ``through``: on symbolic tensors (``head_model``) or eager ones (Grad-CAM)."""
     names = {layer.name for layer in model.layers}
+    x = features
     for name in HEAD_LAYERS[1:]:
-        if name in names:
+        if name == "head_fusion" and name in names:
+            m = model.get_layer("metadata_dense")(model.get_layer("metadata_dropout")(metadata))
+            x = model.get_layer(name)([x, m])
+        elif name in names:
             x = model.get_layer(name)(x)
         if name == through:
             break
-    return keras.Model(features, x, name="head")
+    return x
+
+
+def head_model(model: keras.Model, through: str | None = None) -> keras.Model:
+    """The head alone, on pooled features (and metadata when the model fuses it), sharing
+    its layers (and weights) with ``model``; up to layer ``through`` (default: the
+    training view's output)."""
+    through = through or ("head_dx" if is_multiclass(model) else "head_output")
+    features = keras.Input(model.get_layer("head_gap").output.shape[1:], name="features")
+    if not takes_metadata(model):
+        return keras.Model(features, apply_head(model, features, through=through), name="head")
+    metadata = keras.Input((clinical.WIDTH,), name=METADATA_INPUT)
+    outputs = apply_head(model, features, metadata, through)
+    return keras.Model({"features": features, METADATA_INPUT: metadata}, outputs, name="head")
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
     """Image → pooled backbone features (what the frozen phase 1 would recompute every epoch)."""
-    return keras.Model(model.input, model.get_layer("head_gap").output, name="features")
+    return keras.Model(image_input(model), model.get_layer("head_gap").output, name="features")
 
 
 def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) -> list[str]:
@@ -197,17 +282,24 @@ def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) ->
 
 
 def predict_scores(
-    model: keras.Model, images: np.ndarray, batch_size: int = 64, tta_views: int = 1
+    model: keras.Model,
+    images: np.ndarray,
+    batch_size: int = 64,
+    tta_views: int = 1,
+    metadata: np.ndarray | None = None,
 ) -> np.ndarray:
     """The model's task score per image, averaged over ``tta_views`` flips/rotations.
 
     Every split (validation, test, external) and every new image is scored this one way,
-    so thresholds chosen on validation apply unchanged.
+    so thresholds chosen on validation apply unchanged. ``metadata``: the images' vectors
+    for a model that fuses it (None: scored without metadata).
     """
     if len(images) == 0:
         return np.zeros(0)
     scores = [
-        model.predict(view, batch_size=batch_size, verbose=0).reshape(-1).astype(float)
+        model.predict(model_inputs(model, view, metadata), batch_size=batch_size, verbose=0)
+        .reshape(-1)
+        .astype(float)
         for view in dihedral_views(images, tta_views)
     ]
     return np.mean(scores, axis=0)

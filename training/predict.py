@@ -36,9 +36,9 @@ from melanoma.images import (
 )
 from melanoma.run import Run
 from melanoma.store import default_store_url, open_store
-from training.data import split_arrays
+from training.data import metadata_for, split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
-from training.model import predict_scores
+from training.model import image_size, predict_scores, takes_metadata
 from training.run_model import RunScorer, find_run, load_model, load_run_scorer, tta_views
 
 
@@ -49,14 +49,15 @@ def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64)
     Columns: image_id, lesion_id, dx, label, probability, as in ``predictions/<split>.csv``.
     """
     model = load_model(model_run)
-    size, data_size = int(model.input_shape[1]), int(data_run.preprocess_data()["image_size"])
+    size, data_size = image_size(model), int(data_run.preprocess_data()["image_size"])
     if size != data_size:
         raise ValueError(
             f"{model_run.layout.model} takes {size}px images; {data_run.layout.prefix} was "
             f"preprocessed at {data_size}px"
         )
     images, rows = split_arrays(data_run, split)
-    probabilities = predict_scores(model, images, batch_size, tta_views(model_run))
+    metadata = metadata_for(data_run, rows["image_id"]) if takes_metadata(model) else None
+    probabilities = predict_scores(model, images, batch_size, tta_views(model_run), metadata)
     return rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probabilities)
 
 
@@ -94,7 +95,8 @@ def score_images(
 
     scores: image (relative to ``root``), probability (the model's, as in the run's
     predictions), calibrated_probability, decision (1 = positive for the label task),
-    threshold, operating_point, run_id. failures: image, reason.
+    threshold, operating_point, run_id, metadata (``absent``: the model fuses metadata and
+    scored the image without it; ``not used``: an image-only model). failures: image, reason.
     """
     inputs, names, failures = [], [], []
     for path in paths:
@@ -117,6 +119,7 @@ def score_images(
             "threshold": scorer.threshold,
             "operating_point": scorer.operating_point,
             "run_id": scorer.run_id,
+            "metadata": "absent" if takes_metadata(scorer.model) else "not used",
         }
     )
     return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch

@@ -31,19 +31,21 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from melanoma import RESEARCH_NOTICE
+from melanoma import RESEARCH_NOTICE, clinical
 from melanoma.config import TrainConfig, parse_class_weight
 from melanoma.download import file_digest
 from melanoma.ham10000 import DX_INDEX
 from melanoma.layout import record_of
 from melanoma.run import Run
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
-from training.data import shard_dataset, split_arrays, split_rows
+from training.data import run_metadata, shard_dataset, split_arrays, split_rows
 from training.model import (
     DX_ORDER,
+    METADATA_INPUT,
     build_model,
     feature_extractor,
     head_model,
+    positive_classes,
     predict_scores,
     training_view,
     unfreeze_last_blocks,
@@ -52,17 +54,30 @@ from training.model import (
 log = logging.getLogger(__name__)
 
 
-def class_weights(config: TrainConfig, targets: np.ndarray) -> dict[int, float] | None:
+def class_weights(
+    config: TrainConfig, targets: np.ndarray, task: str = "mel_vs_rest"
+) -> dict[int, float] | None:
     """Per-class loss weights for the training targets (0/1 labels, or dx indices for the
-    multiclass head); ``balanced``: n / (classes x count), each class weighing the same."""
+    multiclass head). ``balanced`` balances the label task: the positives together weigh
+    as much as the negatives together, n / (2 x count). For the multiclass head each
+    diagnosis gets its side's weight, n / (2 x the count of its side), so the task is
+    balanced while the diagnoses within a side keep their proportions."""
     if config.imbalance != "class_weight":
         return None
-    classes = len(DX_ORDER) if config.head == "multiclass" else 2
+    if config.head == "multiclass":
+        if config.class_weight != "balanced":
+            raise ValueError("the multiclass head takes class_weight 'balanced' only")
+        positive = np.isin(np.arange(len(DX_ORDER)), positive_classes(task))
+        sides = positive[targets.astype(int)]
+        n_positive = max(1, int(sides.sum()))
+        n_negative = max(1, len(targets) - int(sides.sum()))
+        return {
+            k: float(len(targets) / (2 * (n_positive if positive[k] else n_negative)))
+            for k in range(len(DX_ORDER))
+        }
     if config.class_weight == "balanced":
-        counts = np.bincount(targets.astype(int), minlength=classes)
-        return {k: float(len(targets) / (classes * max(1, counts[k]))) for k in range(classes)}
-    if classes != 2:
-        raise ValueError("the multiclass head takes class_weight 'balanced' only")
+        counts = np.bincount(targets.astype(int), minlength=2)
+        return {k: float(len(targets) / (2 * max(1, counts[k]))) for k in range(2)}
     w0, w1 = parse_class_weight(config.class_weight)
     return {0: w0, 1: w1}
 
@@ -151,12 +166,15 @@ def augment_batch_fn(seed: int):
         ]
     )
 
-    def apply(images, labels):
+    def apply(inputs, labels):
+        # The images alone, or the "image" of the model's named inputs (metadata fusion).
+        images = inputs["image"] if isinstance(inputs, dict) else inputs
         x = geometric(tf.cast(images, tf.float32), training=True) / 255.0
         x = tf.image.random_brightness(x, 0.1, seed=seed + 3)
         x = tf.image.random_contrast(x, 0.85, 1.15, seed=seed + 4)
         x = tf.image.random_saturation(x, 0.85, 1.15, seed=seed + 5)
-        return tf.cast(tf.clip_by_value(x, 0.0, 1.0) * 255.0 + 0.5, tf.uint8), labels
+        augmented = tf.cast(tf.clip_by_value(x, 0.0, 1.0) * 255.0 + 0.5, tf.uint8)
+        return ({**inputs, "image": augmented} if isinstance(inputs, dict) else augmented), labels
 
     return apply
 
@@ -165,16 +183,17 @@ def train_dataset(
     run: Run,
     config: TrainConfig,
     augment: bool,
-    labels: np.ndarray,
+    data: TrainingData,
 ) -> tuple[tf.data.Dataset, int]:
     """Batched training data for the configured imbalance strategy, and its steps per epoch."""
-    steps = steps_per_epoch(config, labels)
+    steps = steps_per_epoch(config, data.train_labels)
     examples = shard_dataset(
         run,
         "train",
         include_augmented=config.imbalance == "oversample",
         shuffle_seed=config.seed,
         target=training_target(config),
+        metadata=data.metadata,
     )
     if config.imbalance == "undersample":
         positives = examples.filter(lambda x, y: y == 1).repeat().shuffle(512, seed=config.seed)
@@ -414,10 +433,22 @@ class TrainingData:
     val_images: np.ndarray
     val_rows: Any  # pandas DataFrame: image_id, lesion_id, dx, label, ...
     class_weight: dict[int, float] | None
+    # Metadata fusion: image id -> metadata vector (melanoma.clinical); None without it.
+    metadata: dict[str, np.ndarray] | None = None
 
     @property
     def val_labels(self) -> np.ndarray:
         return self.val_rows["label"].to_numpy()
+
+    @property
+    def val_metadata(self) -> np.ndarray | None:
+        return self.metadata_of(self.val_rows)
+
+    def metadata_of(self, rows: Any) -> np.ndarray | None:
+        """The rows' metadata vectors, in order (None without metadata fusion)."""
+        if self.metadata is None:
+            return None
+        return clinical.matrix(rows["image_id"], self.metadata)
 
     @classmethod
     def read(cls, run: Run, config: TrainConfig) -> TrainingData:
@@ -427,7 +458,9 @@ class TrainingData:
         train_labels = rows["label"].to_numpy()
         targets = train_labels if config.head == "binary" else rows["dx"].map(DX_INDEX).to_numpy()
         val_images, val_rows = split_arrays(run, "val")
-        return cls(train_labels, targets, val_images, val_rows, class_weights(config, targets))
+        metadata = run_metadata(run) if config.metadata_fusion else None
+        weights = class_weights(config, targets, run.config().label_task)
+        return cls(train_labels, targets, val_images, val_rows, weights, metadata)
 
 
 def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> str:
@@ -449,6 +482,7 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
             config.seed,
             config.head,
             run.config().label_task,
+            config.metadata_dropout if config.metadata_fusion else None,
         )
     data = TrainingData.read(run, config)
     fitted = fit_phases(model, run, config, data, device, use_cache)
@@ -480,11 +514,11 @@ def fit_phases(
         resumed: MonitorState | None = None,
     ) -> int:
         """Fit the full model on the shards with online augmentation; return the steps per epoch."""
-        batches, steps = train_dataset(run, config, config.online_augmentation, data.train_labels)
+        batches, steps = train_dataset(run, config, config.online_augmentation, data)
         # Monitored on the images as they are: test-time augmentation would multiply
         # every epoch's validation cost by its views.
         monitor = ValidationAUROC(
-            lambda: predict_scores(model, data.val_images, 64),
+            lambda: predict_scores(model, data.val_images, 64, metadata=data.val_metadata),
             data.val_labels,
             config.patience,
             checkpoints.saver(phase, history[phase]),
@@ -523,7 +557,11 @@ def fit_phases(
         checkpoints.mark_complete(
             "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
         )
-    phase1_auroc = float(roc_auc_score(data.val_labels, predict_scores(model, data.val_images, 64)))
+    phase1_auroc = float(
+        roc_auc_score(
+            data.val_labels, predict_scores(model, data.val_images, 64, metadata=data.val_metadata)
+        )
+    )
 
     # Phase 2: the last blocks fine-tuned, batch norm frozen.
     unfrozen = unfreeze_last_blocks(model, config.backbone, config.unfreeze_blocks)
@@ -578,9 +616,12 @@ def write_training_outputs(
             images, rows = (
                 (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
             )
+            metadata = data.metadata_of(rows)
             frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(
-                probability=predict_scores(model, images, 64, config.tta_views)
+                probability=predict_scores(model, images, 64, config.tta_views, metadata)
             )
+            if metadata is not None:
+                frame["metadata"] = np.where(metadata[:, 0] > 0, "used", "absent")
             stage.put_bytes(
                 f"predictions_{split}",
                 layout.predictions(split),
@@ -590,6 +631,12 @@ def write_training_outputs(
                 summary["val_auroc_final"] = round(
                     float(roc_auc_score(frame["label"], frame["probability"])), 4
                 )
+                if metadata is not None:
+                    # What images without metadata (predict, external sets) can expect.
+                    alone = predict_scores(model, images, 64, config.tta_views)
+                    summary["val_auroc_without_metadata"] = round(
+                        float(roc_auc_score(frame["label"], alone)), 4
+                    )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.keras"
             model.save(path)
@@ -635,17 +682,26 @@ def _phase1_cached(
         "train",
         include_augmented=config.imbalance == "oversample",
         target=training_target(config),
+        metadata=data.metadata,
     )
-    features, targets = [], []
-    for images, y in examples.batch(64).prefetch(2):
+    features, metadata, targets = [], [], []
+    for inputs, y in examples.batch(64).prefetch(2):
+        images = inputs["image"] if data.metadata is not None else inputs
         features.append(extractor.predict_on_batch(images))
+        if data.metadata is not None:
+            metadata.append(inputs[METADATA_INPUT].numpy())
         targets.append(y.numpy())
     train_features, train_targets = np.concatenate(features), np.concatenate(targets)
     val_features = extractor.predict(data.val_images, batch_size=64, verbose=0)
     extract_seconds = time.monotonic() - started
     head, score_head = head_model(model), head_model(model, through="head_output")
     head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
-    x, y = train_features, train_targets
+    x: Any = train_features
+    val_x: Any = val_features
+    if data.metadata is not None:
+        x = {"features": train_features, METADATA_INPUT: np.concatenate(metadata)}
+        val_x = {"features": val_features, METADATA_INPUT: data.val_metadata}
+    y = train_targets
     if config.head == "multiclass":
         y = np.eye(len(DX_ORDER), dtype="float32")[y]
     if config.imbalance == "undersample":
@@ -657,9 +713,11 @@ def _phase1_cached(
                 rng.choice(negatives, size=min(len(negatives), len(positives)), replace=False),
             ]
         )
-        x, y = x[np.sort(keep)], y[np.sort(keep)]
+        keep = np.sort(keep)
+        x = {k: v[keep] for k, v in x.items()} if isinstance(x, dict) else x[keep]
+        y = y[keep]
     monitor = ValidationAUROC(
-        lambda: score_head.predict(val_features, batch_size=256, verbose=0).reshape(-1),
+        lambda: score_head.predict(val_x, batch_size=256, verbose=0).reshape(-1),
         data.val_labels,
         config.patience,
         checkpoints.saver("phase1", history),

@@ -109,6 +109,10 @@ class TrainConfig:
     tta_views: int = 1
     phase2_schedule: str = "constant"  # or cosine: decays to 0 over phase 2's epochs
     label_smoothing: float = 0.0
+    # Age, sex and body site joined to the image features; each training sample's
+    # metadata is dropped with probability metadata_dropout, so images without it score too.
+    metadata_fusion: bool = False
+    metadata_dropout: float = 0.3
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -126,6 +130,8 @@ class TrainConfig:
             raise ValueError(f"phase2_schedule {self.phase2_schedule!r} not in {SCHEDULES}")
         if not 0 <= self.label_smoothing < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0 <= self.metadata_dropout < 1:
+            raise ValueError(f"metadata_dropout must be in [0, 1), got {self.metadata_dropout}")
         if self.feature_cache not in ("auto", "on", "off"):
             raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
         if self.class_weight != "balanced":

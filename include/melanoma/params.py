@@ -70,6 +70,8 @@ TRAIN_PARAMS = {
     "tta_views": "tta_views",
     "phase2_schedule": "phase2_schedule",
     "label_smoothing": "label_smoothing",
+    "metadata_fusion": "metadata_fusion",
+    "metadata_dropout": "metadata_dropout",
 }
 
 

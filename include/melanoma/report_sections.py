@@ -66,9 +66,11 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
             "Preprocessing",
             escape(
                 f"interpolation {preprocessing['interpolation']}, "
-                f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}"
+                f"hair removal {preprocessing['hair_removal']}, lesion crop {preprocessing['lesion_crop']}, "
+                f"colour constancy {preprocessing.get('color_constancy', False)}"
             ),
         ],
+        ["Head and scoring", escape(_head_and_scoring(config, summary))],
         [
             "Phase 1 (backbone frozen)",
             f"{config['phase1_epochs']} epochs max, lr {config['phase1_learning_rate']}, "
@@ -109,6 +111,26 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
     ]
     body = "".join(f"<tr><th>{k}</th><td class='text'>{v}</td></tr>" for k, v in rows)
     return f"<h2>Model details</h2><table>{body}</table>"
+
+
+def _head_and_scoring(config: dict, summary: dict) -> str:
+    """The model levers in words (a run from before them: binary head, one view, no metadata)."""
+    parts = [
+        f"{config.get('head', 'binary')} head",
+        f"test-time views {config.get('tta_views', 1)}",
+    ]
+    if config.get("metadata_fusion"):
+        fusion = f"metadata fusion (age, sex, body site; dropout {config['metadata_dropout']})"
+        without = summary.get("val_auroc_without_metadata")
+        if without is not None:
+            fusion += f", validation AUROC without metadata {without:.4f}"
+        parts.append(fusion)
+    else:
+        parts.append("no metadata")
+    parts.append(f"phase-2 schedule {config.get('phase2_schedule', 'constant')}")
+    if config.get("label_smoothing"):
+        parts.append(f"label smoothing {config['label_smoothing']}")
+    return "; ".join(parts)
 
 
 def _class_weights(weights: dict) -> str:

@@ -182,3 +182,61 @@ def test_test_time_augmentation_leaves_a_symmetric_image_unchanged():
     # Otherwise it is the mean over the views.
     each = [predict_scores(model, v)[0] for v in dihedral_views(asymmetric, 8)]
     assert predict_scores(model, asymmetric, tta_views=8)[0] == pytest.approx(np.mean(each))
+
+
+def _metadata_signal(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise images whose label is in the metadata only: older patients' lesions are positive."""
+    from melanoma import clinical
+
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    ages = rng.integers(20, 85, n)
+    metadata = np.stack([clinical.encode(a, "male", "back") for a in ages])
+    return images, metadata, (ages > 55).astype("float32")
+
+
+def test_metadata_fusion_learns_from_metadata_and_scores_with_and_without_it(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from training.gradcam import grad_cam
+    from training.model import predict_scores, takes_metadata
+
+    keras.utils.set_random_seed(0)
+    model = build_model("tiny_cnn", 32, metadata_dropout=0.3)
+    assert takes_metadata(model) and not takes_metadata(build_model("tiny_cnn", 32))
+    images, metadata, labels = _metadata_signal(800, 0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    model.fit({"image": images, "metadata": metadata}, labels, batch_size=32, epochs=8, verbose=0)
+
+    test_images, test_metadata, test_labels = _metadata_signal(300, 1)
+    with_metadata = predict_scores(model, test_images, metadata=test_metadata)
+    without = predict_scores(model, test_images)  # e.g. an external set with labels only
+    assert roc_auc_score(test_labels, with_metadata) > 0.95
+    # Without it there is no signal left, but every image still gets a finite score.
+    assert np.isfinite(without).all() and len(without) == len(test_images)
+    assert roc_auc_score(test_labels, without) < 0.7
+    assert np.ptp(without) < np.ptp(with_metadata)
+
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_allclose(
+        predict_scores(loaded, test_images, metadata=test_metadata), with_metadata, atol=1e-6
+    )
+    for given in (test_metadata[:4], None):
+        maps = grad_cam(
+            loaded, test_images[:4], BACKBONES["tiny_cnn"].last_conv_layer, 2, metadata=given
+        )
+        assert maps.shape[0] == 4 and np.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_metadata_dropout_hides_whole_vectors_in_training_only():
+    from training.model import MetadataDropout
+
+    layer = MetadataDropout(0.3, seed=1)
+    vectors = np.ones((4000, 5), "float32")
+    trained = keras.ops.convert_to_numpy(layer(vectors, training=True))
+    kept = trained.any(axis=1)
+    assert set(np.unique(trained.sum(axis=1))) == {0.0, 5.0}, "a vector is kept or hidden whole"
+    assert kept.mean() == pytest.approx(0.7, abs=0.03)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(vectors)), vectors)

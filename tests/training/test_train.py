@@ -81,8 +81,10 @@ def test_class_weights():
         TrainConfig(class_weight="heavy")
 
 
-def test_multiclass_head_with_tta_cosine_schedule_and_label_smoothing(preprocessed_run):
-    from training.model import DX_ORDER, is_multiclass, predict_scores
+def test_multiclass_head_with_metadata_tta_cosine_schedule_and_label_smoothing(preprocessed_run):
+    from training.data import metadata_for
+    from training.model import DX_ORDER, is_multiclass, predict_scores, takes_metadata
+    from training.predict import score_split
 
     run = copy_run(preprocessed_run, "t-levers")
     config = TrainConfig(
@@ -91,27 +93,46 @@ def test_multiclass_head_with_tta_cosine_schedule_and_label_smoothing(preprocess
         tta_views=4,
         phase2_schedule="cosine",
         label_smoothing=0.1,
+        metadata_fusion=True,
     )
     train_run(run, config)
     summary = run.commit_record("train")["data"]["summary"]
     assert summary["val_auroc_final"] > 0.9, summary
+    # The image signal alone still scores images that come without metadata.
+    assert summary["val_auroc_without_metadata"] > 0.9, summary
     model = load_model(run)
-    assert is_multiclass(model)
+    assert is_multiclass(model) and takes_metadata(model)
     training_config = run.read_json("train", "training_config")
-    # Balanced over the diagnoses the training split holds (the generated run has four).
+    # One weight per diagnosis, balancing the label task's two sides.
     weights = training_config["class_weight"]
     assert len(weights) == len(DX_ORDER)
-    images, _ = split_arrays(run, "test")
+    images, rows = split_arrays(run, "test")
+    stored = run.predictions("test")
+    assert set(stored["metadata"]) == {"used"}
+    metadata = metadata_for(run, rows["image_id"])
+    assert metadata[:, 0].all()
     np.testing.assert_allclose(
-        predict_scores(model, images, tta_views=4),
-        run.predictions("test")["probability"],
+        predict_scores(model, images, tta_views=4, metadata=metadata),
+        stored["probability"],
         atol=1e-5,
+    )
+    # The champion re-scoring path reads the same metadata.
+    np.testing.assert_allclose(
+        score_split(run, run, "test")["probability"], stored["probability"], atol=1e-5
     )
 
 
-def test_multiclass_head_class_weights_balance_the_diagnoses():
-    targets = np.array([5] * 60 + [4] * 30 + [2] * 10)
-    weights = class_weights(TrainConfig(head="multiclass"), targets)
-    assert weights[5] * 60 == pytest.approx(weights[4] * 30) == pytest.approx(weights[2] * 10)
+def test_multiclass_head_class_weights_balance_the_label_task():
+    from training.model import DX_ORDER
+
+    mel, nv, bkl, bcc = (DX_ORDER.index(dx) for dx in ("mel", "nv", "bkl", "bcc"))
+    targets = np.array([nv] * 60 + [bkl] * 30 + [mel] * 8 + [bcc] * 2)
+    for task, positives in (("mel_vs_rest", [mel]), ("malignant_vs_benign", [mel, bcc])):
+        weights = class_weights(TrainConfig(head="multiclass"), targets, task)
+        total = {k: weights[k] * int((targets == k).sum()) for k in set(targets)}
+        positive_weight = sum(total[k] for k in positives)
+        # The task's two sides weigh the same; within a side, one weight for every diagnosis.
+        assert positive_weight == pytest.approx(sum(total.values()) / 2)
+        assert weights[nv] == weights[bkl] and weights[mel] == weights[positives[-1]]
     with pytest.raises(ValueError, match="class_weight or none"):
         TrainConfig(head="multiclass", imbalance="undersample")

@@ -96,6 +96,7 @@ def test_report_is_self_contained_and_carries_the_notice(file_store):
     assert f"{auroc:.3f}" in page
     for section in ("Intended use", "Limitations", "Model details", "Thresholds", "Promotion"):
         assert section in page
+    assert "binary head; test-time views 1; no metadata" in page
 
 
 def test_every_report_measures_within_source_per_subgroup_and_the_source_alone(file_store):
