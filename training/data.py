@@ -50,27 +50,28 @@ def iter_shard(
                 yield (pixels, metadata.get(image_id, clinical.absent(1)[0])), y, augmented
 
 
-def run_metadata(run: Run) -> dict[str, np.ndarray]:
+def run_metadata(run: Run, required: bool = True) -> dict[str, np.ndarray]:
     """Every image's metadata vector (``melanoma.clinical``), from the run's splits.csv.
 
-    ValueError if the splits carry no age, sex and body site (written before they did,
-    or from metadata without them): metadata fusion has nothing to fuse.
+    Splits without age, sex and body site (written before they carried them, or from
+    metadata without them) give ValueError when ``required`` (metadata fusion has nothing
+    to fuse), else no vectors: every image is then scored as without metadata.
     """
     splits = run.splits()
-    if not clinical.has_columns(splits):
-        raise ValueError(
-            f"{run.store.url}/{run.layout.splits} has no {', '.join(clinical.COLUMNS)} columns: "
-            "metadata fusion needs them (rerun the split stage, or turn metadata_fusion off)"
-        )
-    return clinical.vectors_by_image(splits)
+    if clinical.has_columns(splits):
+        return clinical.vectors_by_image(splits)
+    if not required:
+        return {}
+    raise ValueError(
+        f"{run.store.url}/{run.layout.splits} has no {', '.join(clinical.COLUMNS)} columns: "
+        "metadata fusion needs them (rerun the split stage, or turn metadata_fusion off)"
+    )
 
 
 def metadata_for(run: Run, image_ids: Any) -> np.ndarray:
-    """The metadata vectors of ``image_ids`` from the run's splits.csv; absent (all zeros)
-    where the splits carry no metadata (a run from before they did)."""
-    splits = run.splits()
-    vectors = clinical.vectors_by_image(splits) if clinical.has_columns(splits) else {}
-    return clinical.matrix(image_ids, vectors)
+    """The metadata vectors of ``image_ids``, in order; absent (all zeros) for an image
+    the run's splits give none."""
+    return clinical.matrix(image_ids, run_metadata(run, required=False))
 
 
 def split_rows(run: Run, split: str) -> pd.DataFrame:

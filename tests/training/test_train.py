@@ -31,7 +31,8 @@ def test_model_learns_the_pattern_with_each_imbalance_strategy(preprocessed_run,
 
 
 def test_outputs_predictions_and_saved_model_agree(preprocessed_run):
-    run = preprocessed_run
+    # A run of its own: the shared one stays untrained, as test_predict expects of it.
+    run = copy_run(preprocessed_run, "t-outputs")
     train_run(run, TrainConfig(**FAST))
     history = run.read_json("train", "history")
     assert len(history["phase1"]["loss"]) >= 1 and len(history["phase2"]["val_auroc"]) >= 1
