@@ -52,6 +52,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "color_constancy": {"color_constancy": True},
     "schedule": {"phase2_schedule": "cosine", "label_smoothing": 0.1},
     "metadata": {"metadata_fusion": True},
+    "multiscale": {"multiscale_features": True},
     "combination": {
         "head": "multiclass",
         "tta_views": 4,

@@ -204,6 +204,11 @@ PARAMS: dict[str, Param] = {
         minimum=0,
         exclusiveMaximum=1,
     ),
+    "multiscale_features": _param(
+        False,
+        "Multiscale features",
+        "the pooled maps of earlier backbone layers join the last layer's (finer texture)",
+    ),
     "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", minimum=0),
     "phase2_epochs": _param(20, "Epochs, phase 2 (fine-tuning)", minimum=0),
     "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", minimum=0),

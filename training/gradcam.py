@@ -23,7 +23,7 @@ import tensorflow as tf
 from melanoma import clinical
 from melanoma.config import CAM_METHODS
 from melanoma.images import PreprocessConfig, lesion_crop_box, remove_hair, segment_lesion
-from training.model import apply_head, image_input, takes_metadata
+from training.model import apply_head, earlier_pooled, image_input, pool_features, takes_metadata
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,11 @@ def grad_cam(
     there, so the gradient is taken with respect to the feature maps themselves whatever
     is trainable.
     """
-    to_maps = keras.Model(image_input(model), model.get_layer(layer_name).output)
+    # Multiscale features: the earlier layers' pooled maps come along, as constants (they
+    # lie before layer_name, so they do not depend on its maps).
+    to_maps = keras.Model(
+        image_input(model), [model.get_layer(layer_name).output, *earlier_pooled(model)]
+    )
     names = {layer.name for layer in model.layers}
     if takes_metadata(model) and metadata is None:
         metadata = clinical.absent(len(images))
@@ -84,11 +88,14 @@ def grad_cam(
 
     out = []
     for start in range(0, len(images), batch_size):
-        maps = tf.cast(to_maps(images[start : start + batch_size], training=False), tf.float32)
+        outputs = to_maps(images[start : start + batch_size], training=False)
+        # Keras returns a one-output model's output bare, not in a list.
+        maps, *earlier = outputs if isinstance(outputs, list | tuple) else [outputs]
+        maps = tf.cast(maps, tf.float32)
         with tf.GradientTape() as tape:
             tape.watch(maps)
             # The head's layers up to its last dropout (inference mode: they pass through).
-            x = model.get_layer("head_gap")(maps)
+            x = pool_features(model, maps, earlier)
             batch = None if metadata is None else metadata[start : start + batch_size]
             x = apply_head(model, x, batch, through="head_dropout_2")
             # The logit, not the probability: a saturated sigmoid has zero gradient.

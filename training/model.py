@@ -1,12 +1,20 @@
 """The classifier: one flat functional graph, backbone + GAP + Dropout/Dense head, task score out.
 
 uint8 image → the backbone's own preprocessing → backbone without top →
-GlobalAveragePooling → [metadata fusion] → Dropout 0.5 → Dense 256 ReLU → Dropout 0.5 → then either
+GlobalAveragePooling → [multiscale features] → [metadata fusion] → Dropout 0.5 → Dense 256
+ReLU → Dropout 0.5 → then either
 
 - ``binary``: Dense 1 sigmoid, the label task's probability; or
 - ``multiclass``: Dense 7 softmax over HAM10000's diagnoses (``head_dx``), then
   ``TaskScore``: the sum of the task's positive classes' probabilities (P(mel) for
   ``mel_vs_rest``; P(mel) + P(bcc) + P(akiec) for ``malignant_vs_benign``).
+
+With ``multiscale_features`` the pooled maps of earlier backbone layers (the backbone's
+``multiscale_layers``: finer, more textural than the last layer's) are concatenated
+with the last layer's (``head_multiscale``) and batch-normalised (``head_feature_norm``):
+their scales differ by orders of magnitude, and unnormalised the wide early layers
+swamp the rest. The head's input is then that concatenation, whose width is the sum of
+the layers' channels (MobileNetV2: 192 + 576 + 320 + 1280).
 
 With ``metadata_fusion`` the model takes a second input, ``metadata`` (age, sex and body
 site as ``melanoma.clinical`` encodes them): ``MetadataDropout`` → Dense 32 ReLU, joined
@@ -88,11 +96,12 @@ def build_backbone(spec: BackboneSpec, input_tensor) -> keras.Model:
     return application(include_top=False, weights=None, input_tensor=input_tensor)
 
 
-# The head's layers from pooling on, in order. The multiclass head adds head_dx (the binary
-# one has no such layer); metadata fusion adds head_image_norm and head_fusion, which
-# joins the output of the two metadata layers (metadata_dropout, metadata_dense).
+# The head's layers on the pooled features, in order. Multiscale features add
+# head_feature_norm; the multiclass head adds head_dx (the binary one has no such layer);
+# metadata fusion adds head_image_norm and head_fusion, which joins the output of the two
+# metadata layers (metadata_dropout, metadata_dense).
 HEAD_LAYERS = (
-    "head_gap",
+    "head_feature_norm",
     "head_image_norm",
     "head_fusion",
     "head_dropout_1",
@@ -158,10 +167,12 @@ def build_model(
     head: str = "binary",
     task: str = "mel_vs_rest",
     metadata_dropout: float | None = None,
+    multiscale: bool = False,
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet
     weights file. ``head``: ``binary`` or ``multiclass`` (scored for label task ``task``).
-    ``metadata_dropout``: None for an image-only model; a rate for metadata fusion."""
+    ``metadata_dropout``: None for an image-only model; a rate for metadata fusion.
+    ``multiscale``: pool the backbone's ``multiscale_layers`` too."""
     spec = backbone_spec(backbone_name)
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name=IMAGE_INPUT)
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(image)
@@ -171,6 +182,13 @@ def build_model(
     for layer in base.layers:
         layer.trainable = False
     features = layers.GlobalAveragePooling2D(name="head_gap")(base.output)
+    if multiscale:
+        pooled = [
+            layers.GlobalAveragePooling2D(name=f"head_gap_{name}")(base.get_layer(name).output)
+            for name in spec.multiscale_layers
+        ]
+        features = layers.Concatenate(name="head_multiscale")([*pooled, features])
+        features = layers.BatchNormalization(name="head_feature_norm")(features)
     inputs: Any = image
     if metadata_dropout is not None:
         metadata = keras.Input((clinical.WIDTH,), dtype="float32", name=METADATA_INPUT)
@@ -227,12 +245,36 @@ def training_view(model: keras.Model) -> keras.Model:
     return keras.Model(model.input, model.get_layer("head_dx").output, name=f"{model.name}_dx")
 
 
+def features_layer(model: keras.Model) -> str:
+    """The layer whose output is the head's input, the pooled features: ``head_gap``, or
+    ``head_multiscale`` when the model pools several layers."""
+    names = {layer.name for layer in model.layers}
+    return "head_multiscale" if "head_multiscale" in names else "head_gap"
+
+
+def pool_features(model: keras.Model, maps, earlier_pooled=()):
+    """The head's input from the last layer's ``maps`` (and, for multiscale features,
+    the earlier layers' pooled maps, in the model's order): Grad-CAM's path to the head."""
+    x = model.get_layer("head_gap")(maps)
+    if features_layer(model) == "head_multiscale":
+        x = model.get_layer("head_multiscale")([*earlier_pooled, x])
+    return x
+
+
+def earlier_pooled(model: keras.Model) -> list:
+    """The symbolic pooled maps of the earlier layers that ``head_multiscale`` joins (none
+    for a single-scale model)."""
+    if features_layer(model) != "head_multiscale":
+        return []
+    return list(model.get_layer("head_multiscale").input[:-1])
+
+
 def apply_head(model: keras.Model, features, metadata=None, through: str = "head_output"):
     """``model``'s head layers on pooled ``features`` (and ``metadata`` when it fuses them),
     up to layer ``through``: on symbolic tensors (``head_model``) or eager ones (Grad-CAM)."""
     names = {layer.name for layer in model.layers}
     x = features
-    for name in HEAD_LAYERS[1:]:
+    for name in HEAD_LAYERS:
         if name == "head_fusion" and name in names:
             m = model.get_layer("metadata_dense")(model.get_layer("metadata_dropout")(metadata))
             x = model.get_layer(name)([x, m])
@@ -248,7 +290,7 @@ def head_model(model: keras.Model, through: str | None = None) -> keras.Model:
     its layers (and weights) with ``model``; up to layer ``through`` (default: the
     training view's output)."""
     through = through or ("head_dx" if is_multiclass(model) else "head_output")
-    features = keras.Input(model.get_layer("head_gap").output.shape[1:], name="features")
+    features = keras.Input(model.get_layer(features_layer(model)).output.shape[1:], name="features")
     if not takes_metadata(model):
         return keras.Model(features, apply_head(model, features, through=through), name="head")
     metadata = keras.Input((clinical.WIDTH,), name=METADATA_INPUT)
@@ -257,8 +299,10 @@ def head_model(model: keras.Model, through: str | None = None) -> keras.Model:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """Image → pooled backbone features (what the frozen phase 1 would recompute every epoch)."""
-    return keras.Model(image_input(model), model.get_layer("head_gap").output, name="features")
+    """Image → the head's input, the pooled backbone features (what the frozen phase 1
+    would recompute every epoch)."""
+    features = model.get_layer(features_layer(model)).output
+    return keras.Model(image_input(model), features, name="features")
 
 
 def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) -> list[str]:

@@ -483,6 +483,7 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
             config.head,
             run.config().label_task,
             config.metadata_dropout if config.metadata_fusion else None,
+            config.multiscale_features,
         )
     data = TrainingData.read(run, config)
     fitted = fit_phases(model, run, config, data, device, use_cache)

@@ -19,6 +19,9 @@ class BackboneSpec:
     last_conv_layer: str  # the layer feeding the pooling: Grad-CAM's target
     block_pattern: str  # regex; group 1 of a layer name is its block (for unfreezing the last N)
     final_block_layers: tuple[str, ...] = ()  # layers after the last numbered block, one block
+    # Earlier layers whose pooled maps join the last one's with multiscale_features (finer,
+    # more textural features: e.g. the last activation at each coarser resolution), in order.
+    multiscale_layers: tuple[str, ...] = ()
     # ImageNet no-top weights: Keras's published file (relative to its weights URL) and the
     # MD5 Keras checks; other verified files (Keras 3 .weights.h5 exports) by sha256.
     keras_weights_file: str | None = None
@@ -42,6 +45,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "caffe",
             "conv5_block3_out",
             r"(conv\d_block\d+)_",
+            multiscale_layers=("conv3_block4_out", "conv4_block6_out"),
             keras_weights_file="resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             keras_md5="4d473c1dd8becc155b73f8504c6f6626",
         ),
@@ -52,6 +56,11 @@ BACKBONES: dict[str, BackboneSpec] = {
             "out_relu",
             r"(block_\d+)_",
             final_block_layers=("Conv_1", "Conv_1_bn", "out_relu"),
+            multiscale_layers=(
+                "block_6_expand_relu",
+                "block_13_expand_relu",
+                "block_16_project_BN",
+            ),
             keras_weights_file="mobilenet_v2/"
             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
             # ImageNet MobileNetV2 1.0/224 without top, Keras 3 weights format (shared/data/weights).
@@ -60,7 +69,14 @@ BACKBONES: dict[str, BackboneSpec] = {
             ),
         ),
         # Three conv blocks: small enough for learning tests; no pretrained weights.
-        BackboneSpec("tiny_cnn", None, "unit", "tiny_block3_relu", r"(tiny_block\d)_"),
+        BackboneSpec(
+            "tiny_cnn",
+            None,
+            "unit",
+            "tiny_block3_relu",
+            r"(tiny_block\d)_",
+            multiscale_layers=("tiny_block1_relu", "tiny_block2_relu"),
+        ),
     )
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONES)

@@ -113,6 +113,8 @@ class TrainConfig:
     # metadata is dropped with probability metadata_dropout, so images without it score too.
     metadata_fusion: bool = False
     metadata_dropout: float = 0.3
+    # The pooled maps of earlier backbone layers join the last layer's (finer texture).
+    multiscale_features: bool = False
     seed: int = 42
 
     def __post_init__(self) -> None:

@@ -72,6 +72,7 @@ TRAIN_PARAMS = {
     "label_smoothing": "label_smoothing",
     "metadata_fusion": "metadata_fusion",
     "metadata_dropout": "metadata_dropout",
+    "multiscale_features": "multiscale_features",
 }
 
 

@@ -116,6 +116,7 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
 def _head_and_scoring(config: dict, summary: dict) -> str:
     """The model levers in words (a run from before them: binary head, one view, no metadata)."""
     parts = [
+        "multiscale features" if config.get("multiscale_features") else "last-layer features",
         f"{config.get('head', 'binary')} head",
         f"test-time views {config.get('tta_views', 1)}",
     ]

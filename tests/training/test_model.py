@@ -37,9 +37,9 @@ def test_resnet50_default_structure_and_parameter_counts():
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_each_registered_backbone_builds_with_its_declared_layers_and_blocks(name):
     # The one registry (melanoma.backbones) is all the builder, Grad-CAM and unfreezing use.
-    model = build_model(name, 32 if name == "tiny_cnn" else 96)
-    layer = model.get_layer(BACKBONES[name].last_conv_layer)
-    assert len(layer.output.shape) == 4
+    model = build_model(name, 32 if name == "tiny_cnn" else 96, multiscale=True)
+    for layer_name in (BACKBONES[name].last_conv_layer, *BACKBONES[name].multiscale_layers):
+        assert len(model.get_layer(layer_name).output.shape) == 4
     assert unfreeze_last_blocks(model, name, 1), "its block pattern matches the built layers"
 
 
@@ -57,15 +57,17 @@ def test_unfreezing_keeps_batch_norm_frozen():
     assert not model.get_layer("block_15_project").trainable
 
 
-def test_cached_feature_phase1_equals_plain_phase1():
-    """Training the head on precomputed features gives the model that training it end to end gives."""
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_cached_feature_phase1_equals_plain_phase1(multiscale):
+    """Training the head on precomputed features gives the model that training it end to end
+    gives, also when earlier layers' pooled maps join the features (batch-normalised in the head)."""
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (48, 32, 32, 3), dtype=np.uint8)
     labels = (images[:, :16].mean(axis=(1, 2, 3)) > 127).astype("float32")
     models = []
     for _ in range(2):
         keras.utils.set_random_seed(3)
-        models.append(build_model("tiny_cnn", 32, seed=3))
+        models.append(build_model("tiny_cnn", 32, seed=3, multiscale=multiscale))
     plain, cached = models
     assert all(
         np.array_equal(a, b) for a, b in zip(plain.get_weights(), cached.get_weights(), strict=True)
@@ -147,6 +149,34 @@ def test_multiclass_model_saves_loads_and_explains(tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0))
     maps = grad_cam(loaded, images, BACKBONES["tiny_cnn"].last_conv_layer, 4)
     assert maps.shape[0] == 8 and np.isfinite(maps).all() and (maps >= 0).all()
+
+
+def test_multiscale_features_join_earlier_layers_save_load_and_explain(tmp_path):
+    from melanoma.backbones import BACKBONES
+    from training.gradcam import grad_cam
+    from training.model import apply_head, earlier_pooled, image_input, pool_features
+
+    model = build_model("tiny_cnn", 32, multiscale=True)
+    # tiny_block1 (16 channels) and tiny_block2 (32) join tiny_block3 (64).
+    assert feature_extractor(model).output.shape[-1] == 16 + 32 + 64
+    assert head_model(model).input.shape[-1] == 112
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    images, _ = _three_class_images(8, 2)
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), expected, atol=1e-6)
+    # Grad-CAM's path to the score (last maps + earlier pooled maps → head) is the model's.
+    last = BACKBONES["tiny_cnn"].last_conv_layer
+    to_maps = keras.Model(
+        image_input(loaded), [loaded.get_layer(last).output, *earlier_pooled(loaded)]
+    )
+    maps, *earlier = to_maps(images)
+    assert len(earlier) == 2
+    replayed = apply_head(loaded, pool_features(loaded, maps, earlier))
+    np.testing.assert_allclose(np.asarray(replayed), expected, atol=1e-5)
+    maps = grad_cam(loaded, images, last, 4)
+    assert maps.shape == (8, 8, 8) and np.isfinite(maps).all() and (maps >= 0).all()
 
 
 def test_task_logit_is_the_log_odds_of_the_positive_classes():

@@ -82,7 +82,9 @@ def test_class_weights():
         TrainConfig(class_weight="heavy")
 
 
-def test_multiclass_head_with_metadata_tta_cosine_schedule_and_label_smoothing(preprocessed_run):
+def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_smoothing(
+    preprocessed_run,
+):
     from training.data import metadata_for
     from training.model import DX_ORDER, is_multiclass, predict_scores, takes_metadata
     from training.predict import score_split
@@ -95,6 +97,7 @@ def test_multiclass_head_with_metadata_tta_cosine_schedule_and_label_smoothing(p
         phase2_schedule="cosine",
         label_smoothing=0.1,
         metadata_fusion=True,
+        multiscale_features=True,
     )
     train_run(run, config)
     summary = run.commit_record("train")["data"]["summary"]
@@ -103,6 +106,7 @@ def test_multiclass_head_with_metadata_tta_cosine_schedule_and_label_smoothing(p
     assert summary["val_auroc_without_metadata"] > 0.9, summary
     model = load_model(run)
     assert is_multiclass(model) and takes_metadata(model)
+    assert model.get_layer("head_multiscale")
     training_config = run.read_json("train", "training_config")
     # One weight per diagnosis, balancing the label task's two sides.
     weights = training_config["class_weight"]
