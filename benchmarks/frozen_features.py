@@ -37,8 +37,9 @@ from training.model import build_model, feature_extractor
 FEATURE_SETS = ("last", "multiscale, raw", "multiscale, batch-normalised")
 
 
-def pooled_features(run: Run, backbone: str, weights: str) -> dict[str, tuple]:
-    """Per split: (features of every layer concatenated, labels, sources, last layer's width)."""
+def pooled_features(run: Run, backbone: str, weights: str) -> tuple[dict[str, tuple], int]:
+    """Per split, (every layer's pooled features concatenated, labels, sources); and the
+    last layer's width (its features are the last columns)."""
     model = build_model(backbone, 224, weights, multiscale=True)
     extractor = feature_extractor(model)
     last_width = int(model.get_layer("head_gap").output.shape[-1])
@@ -48,7 +49,7 @@ def pooled_features(run: Run, backbone: str, weights: str) -> dict[str, tuple]:
         images, rows = split_arrays(run, split)
         features = extractor.predict(images, batch_size=64, verbose=0)
         out[split] = (features, rows["label"].to_numpy(), sources[rows["image_id"]].to_numpy())
-    return out | {"last_width": last_width}
+    return out, last_width
 
 
 def best_head(
@@ -85,8 +86,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     args = parser.parse_args()
     run = Run.find(open_store(create=False), args.run)
-    features = pooled_features(run, args.backbone, args.weights)
-    width = features["last_width"]
+    features, width = pooled_features(run, args.backbone, args.weights)
     layers = ", ".join(backbone_spec(args.backbone).multiscale_layers)
     print(f"{args.backbone}: last layer {width} features; multiscale adds {layers}")
     print("| features | head seed | best val AUROC | within-source val AUROC | epoch |")
