@@ -252,12 +252,12 @@ def features_layer(model: keras.Model) -> str:
     return "head_multiscale" if "head_multiscale" in names else "head_gap"
 
 
-def pool_features(model: keras.Model, maps, earlier_pooled=()):
+def pool_features(model: keras.Model, maps, earlier=()):
     """The head's input from the last layer's ``maps`` (and, for multiscale features,
     the earlier layers' pooled maps, in the model's order): Grad-CAM's path to the head."""
     x = model.get_layer("head_gap")(maps)
     if features_layer(model) == "head_multiscale":
-        x = model.get_layer("head_multiscale")([*earlier_pooled, x])
+        x = model.get_layer("head_multiscale")([*earlier, x])
     return x
 
 
