@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from melanoma.embedded import SparkStandalone
+from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
 from melanoma.store import FileStore, S3Store
 from melanoma.synthetic import SyntheticArchive, write_archive
 
@@ -40,6 +41,28 @@ def local_spark_cluster(state_dir: Path) -> SparkStandalone:
         worker_cores=2,
         worker_memory="2g",
     )
+
+
+@pytest.fixture(scope="session")
+def migrated_airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict], None]:
+    """``airflow db migrate`` once a session (about 20 s here); each test that runs Airflow
+    gets a copy of the migrated SQLite DB in its own AIRFLOW_HOME."""
+    root = tmp_path_factory.mktemp("airflow-template")
+    env = airflow_environment(
+        REPO_ROOT,
+        SparkStandalone(root / "spark"),
+        FileStore(root / "store").url,
+        home=root / "home",
+    )
+    migrate_airflow_db(env)
+    template = root / "home" / "airflow.db"
+
+    def copy_into(test_env: dict) -> None:
+        home = Path(test_env["AIRFLOW_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, home / "airflow.db")
+
+    return copy_into
 
 
 @pytest.fixture

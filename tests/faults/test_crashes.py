@@ -91,7 +91,7 @@ def test_a_spark_worker_killed_mid_preprocess_leaves_a_complete_job(tmp_path, fi
     from melanoma.synthetic import write_archive
     from tests.conftest import local_spark_cluster
 
-    archive = write_archive(tmp_path / "ham", {"nv": 90, "mel": 30}, seed=2, size=(600, 450))
+    archive = write_archive(tmp_path / "ham", {"nv": 90, "mel": 30}, seed=2, size=(300, 225))
     result = ingest(find_layout(archive.root), file_store, "test")
     run = Run.for_run_id(file_store, "spark-loss")
     write_split(run, PipelineConfig(seed=0), result.manifest_key)
@@ -149,7 +149,7 @@ def test_a_spark_worker_killed_mid_preprocess_leaves_a_complete_job(tmp_path, fi
 
 
 def test_the_store_down_during_a_task_fails_it_clearly_and_airflow_retries_it(
-    tmp_path, mini_archive, s3_store, moto_endpoint
+    tmp_path, mini_archive, s3_store, moto_endpoint, migrated_airflow_db
 ):
     """The real DAG under `airflow dags test`, its S3 store behind a relay that is down
     when download_dataset starts. The task fails naming the endpoint; the store comes
@@ -157,7 +157,7 @@ def test_the_store_down_during_a_task_fails_it_clearly_and_airflow_retries_it(
     unrun (--mark-success-pattern): the retry of this one task is what is tested."""
     from urllib.parse import urlparse
 
-    from melanoma.embedded import airflow_environment, migrate_airflow_db
+    from melanoma.embedded import airflow_environment
     from melanoma.layout import DATASETS
     from tests.conftest import MOTO_KEYS, local_spark_cluster
     from tests.tcp_proxy import TcpProxy
@@ -174,7 +174,7 @@ def test_the_store_down_during_a_task_fails_it_clearly_and_airflow_retries_it(
         MELANOMA_CACHE_DIR=str(tmp_path / "cache"),
         MELANOMA_RETRY_DELAY_S="1",
     )
-    migrate_airflow_db(env)
+    migrated_airflow_db(env)
     conf = {"source": str(mini_archive.root), "backbone": "tiny_cnn", "pretrained_weights": "none"}
     command = [
         "airflow",

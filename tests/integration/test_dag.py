@@ -6,14 +6,14 @@ import subprocess
 
 import pytest
 
-from melanoma.embedded import airflow_environment, migrate_airflow_db
+from melanoma.embedded import airflow_environment
 from melanoma.layout import DATASETS, RUNS, RunLayout, champion_key
 from melanoma.run import Run
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
 
 @pytest.fixture
-def airflow_env(tmp_path, s3_store, moto_endpoint, spark_cluster):
+def airflow_env(tmp_path, s3_store, moto_endpoint, spark_cluster, migrated_airflow_db):
     env = airflow_environment(REPO_ROOT, spark_cluster, s3_store.url, home=tmp_path / "airflow")
     env.update(
         MOTO_KEYS,
@@ -21,7 +21,7 @@ def airflow_env(tmp_path, s3_store, moto_endpoint, spark_cluster):
         MELANOMA_CACHE_DIR=str(tmp_path / "cache"),
         MELANOMA_SCHEDULE="@weekly",
     )
-    migrate_airflow_db(env)
+    migrated_airflow_db(env)
     return env
 
 

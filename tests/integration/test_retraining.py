@@ -5,7 +5,7 @@ melanoma_pipeline run."""
 import sqlite3
 import subprocess
 
-from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
+from melanoma.embedded import SparkStandalone, airflow_environment
 from melanoma.store import FileStore
 from tests.conftest import REPO_ROOT
 
@@ -23,12 +23,14 @@ def _rows(database, query):
         return db.execute(query).fetchall()
 
 
-def test_new_dataset_version_emits_the_asset_once_and_queues_the_pipeline(tmp_path, mini_archive):
+def test_new_dataset_version_emits_the_asset_once_and_queues_the_pipeline(
+    tmp_path, mini_archive, migrated_airflow_db
+):
     store = FileStore(tmp_path / "store")
     home = tmp_path / "airflow"
     env = airflow_environment(REPO_ROOT, SparkStandalone(tmp_path / "spark"), store.url, home=home)
     env.update(HAM10000_SOURCE=str(mini_archive.root), MELANOMA_CACHE_DIR=str(tmp_path / "cache"))
-    migrate_airflow_db(env)
+    migrated_airflow_db(env)
     database = home / "airflow.db"
     # The scheduler learns the DAGs (and which one consumes the asset) from the dag-processor.
     subprocess.run(["airflow", "dags", "reserialize"], env=env, check=True, capture_output=True)

@@ -25,7 +25,7 @@ PASSWORD = "runs-page-test"
 
 
 @pytest.fixture(scope="module")
-def standalone(tmp_path_factory):
+def standalone(tmp_path_factory, migrated_airflow_db):
     """`airflow standalone` on a free port, a store holding one reported run, an admin login."""
     root = tmp_path_factory.mktemp("runs_page")
     store = FileStore(root / "store")
@@ -42,6 +42,7 @@ def standalone(tmp_path_factory):
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
         AIRFLOW__API_AUTH__JWT_SECRET="a-test-secret-that-is-long-enough-for-sha512-hmac-keys!!",
     )
+    migrated_airflow_db(env)  # standalone's own migrate then only checks it
     log = root / "standalone.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
