@@ -36,7 +36,8 @@ from melanoma.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The README's CPU configuration: what "today" means.
+# The CPU configuration issue 17 started from: what "today" means (the README's is now
+# phase 1 only with multiscale features, the `multiscale` lever on `{"phase2_epochs": 0}`).
 TODAY = {
     "phase1_epochs": 40,
     "phase2_epochs": 3,
