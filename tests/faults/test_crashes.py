@@ -20,8 +20,9 @@ from tests.conftest import REPO_ROOT
 from tests.trained_runs import FAST, copy_run
 from training.train import TrainConfig, train_run
 
-# Phase 2 long enough that the kill lands inside it, never after it.
-LONG_PHASE2 = {**FAST, "phase2_epochs": 60, "patience": 60}
+# Phase 2 long enough that the kill (at its third epoch) lands inside it, never after it;
+# patience as long, so early stopping never ends it.
+LONG_PHASE2 = {**FAST, "phase2_epochs": 20, "patience": 20}
 
 
 def test_training_killed_mid_phase2_resumes_from_its_checkpoint(preprocessed_run):
