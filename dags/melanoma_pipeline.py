@@ -69,7 +69,7 @@ from melanoma.config import (
     SCHEDULES,
     PipelineConfig,
 )
-from melanoma.ham10000 import LABEL_TASKS
+from melanoma.ham10000 import LABEL_TASKS, SOURCES
 from melanoma.images import INTERPOLATIONS
 
 # spark_jobs/ beside dags/ in a checkout; the Airflow image sets MELANOMA_SPARK_JOBS_DIR.
@@ -120,164 +120,244 @@ def _run(params: dict[str, Any] | None, run_id: str | None):
     return Run.for_run_id(open_store(_stages(params).pipeline.store_url), str(run_id))
 
 
-def _param(default: Any, title: str, description: str | None = None, **schema: Any) -> Param:
-    """A trigger-form field: its JSON-schema type follows from the default unless given."""
+def _param(
+    default: Any,
+    title: str,
+    section: str,
+    description_md: str | None = None,
+    *,
+    optional: bool = False,
+    **schema: Any,
+) -> Param:
+    """A trigger-form field in ``section``: its JSON-schema type follows from the default
+    (a string when the default is None) unless given. ``optional`` fields take ``null`` too, so the form never marks them
+    required (Airflow's form requires every field whose type excludes ``null``)."""
     kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    if "enum" not in schema:
-        schema.setdefault("type", kinds[type(default)])
-    return Param(default, title=title, description=description, **schema)
+    kind = schema.pop("type", None) or kinds.get(type(default), "string")
+    schema["type"] = ["null", kind] if optional else kind
+    if optional and "enum" in schema:
+        schema["enum"] = [None, *schema["enum"]]
+    if description_md:
+        schema["description_md"] = description_md
+    return Param(default, title=title, section=section, **schema)
 
 
 # A failed task (the store down, a lost Spark worker) is retried twice, this long after.
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("MELANOMA_RETRY_DELAY_S", 60)))
 
+# The trigger form's sections, in the order the form shows them.
+DATA, PREPROCESSING, MODEL, TRAINING = "Data", "Preprocessing", "Model", "Training"
+EVALUATION, EXPLANATION, PROMOTION = "Evaluation", "Explanation", "Promotion"
+EXTERNAL = "External validation"
+
 # The trigger form. Each stage's typed config is made from these in one place:
-# melanoma.params.from_params.
+# melanoma.params.from_params. Defaults are the same on every machine: nothing here reads
+# the parsing machine's environment. An optional field left empty (None) means "the
+# environment of the worker that runs the task, then the code's default".
 PARAMS: dict[str, Param] = {
     "source": _param(
-        os.environ.get("HAM10000_SOURCE", "dataverse"),
+        None,
         "HAM10000 source",
-        "`dataverse`, `dataverse:<url>`, an http(s) mirror URL, or a local directory",
+        DATA,
+        "Where to get HAM10000: `dataverse`, `dataverse:<url>`, an http(s) mirror URL, or "
+        "a folder on the workers. **Empty:** the workers' `HAM10000_SOURCE`, else Dataverse.",
+        optional=True,
     ),
     "min_image_share": _param(
         0.9,
         "Least share of metadata rows with an image",
-        "ingest fails below it: an archive with empty or cut-short image zips is refused",
+        DATA,
+        "Ingest fails below it: an archive with empty or cut-short image zips is refused.",
         minimum=0,
         maximum=1,
     ),
-    "label_task": _param("mel_vs_rest", "Label task", enum=sorted(LABEL_TASKS)),
-    "split_seed": _param(42, "Split seed", minimum=0),
+    "label_task": _param("mel_vs_rest", "Label task", DATA, enum=sorted(LABEL_TASKS)),
+    "split_seed": _param(42, "Split seed", DATA, minimum=0),
     "holdout_source": _param(
-        "",
+        None,
         "Held-out source (unseen clinic)",
-        "empty: the usual split. A source of HAM10000's `dataset` column (rosendahl, "
-        "vidir_modern, vidir_molemax, vienna_dias): train and validate without it, test on it "
-        "alone. Such a run is an estimate, never promoted",
+        DATA,
+        "**Empty:** the usual split of all sources. Otherwise a source of HAM10000's "
+        "`dataset` column: train and validate without it, test on it alone. Such a run is an "
+        "estimate, never promoted.",
+        optional=True,
+        examples=list(SOURCES),
     ),
-    "backbone": _param(
-        os.environ.get("MELANOMA_BACKBONE", "resnet50"), "Backbone", enum=list(BACKBONE_NAMES)
+    "image_size": _param(224, "Model input size (pixels)", PREPROCESSING, minimum=32, maximum=1024),
+    "interpolation": _param(
+        "area", "Resize interpolation", PREPROCESSING, enum=sorted(INTERPOLATIONS)
     ),
-    "image_size": _param(224, "Model input size (pixels)", minimum=32, maximum=1024),
-    "interpolation": _param("area", "Resize interpolation", enum=sorted(INTERPOLATIONS)),
-    "hair_removal": _param(False, "Hair removal (black-hat + inpainting)"),
-    "lesion_crop": _param(False, "Lesion-centred crop"),
+    "hair_removal": _param(False, "Hair removal (black-hat + inpainting)", PREPROCESSING),
+    "lesion_crop": _param(False, "Lesion-centred crop", PREPROCESSING),
     "color_constancy": _param(
-        False, "Colour constancy (Shades of Gray, p = 6)", "the same in preprocessing and predict"
+        False,
+        "Colour constancy (Shades of Gray, p = 6)",
+        PREPROCESSING,
+        "Applied the same way in preprocessing and in `melanoma-predict`.",
     ),
     "augment_copies": _param(
-        2, "Augmented copies per minority-class training image", minimum=0, maximum=20
+        2,
+        "Augmented copies per minority-class training image",
+        PREPROCESSING,
+        minimum=0,
+        maximum=20,
     ),
-    "imbalance": _param(
-        "class_weight",
-        "Class-imbalance strategy",
-        "oversample uses preprocessing's augmented copies; the others ignore them",
-        enum=list(IMBALANCE_STRATEGIES),
+    "backbone": _param(
+        None,
+        "Backbone",
+        MODEL,
+        "**Empty:** the workers' `MELANOMA_BACKBONE`, else `resnet50`.",
+        optional=True,
+        enum=list(BACKBONE_NAMES),
     ),
-    "class_weight": _param("balanced", "Class weights", "`balanced` or `w0,w1`"),
+    "pretrained_weights": _param(
+        None,
+        "Pretrained weights",
+        MODEL,
+        "`keras` (download), `none`, a file path on the workers or an https URL. "
+        "**Empty:** the workers' `MELANOMA_PRETRAINED_WEIGHTS`, else `keras`.",
+        optional=True,
+    ),
     "head": _param(
         "binary",
         "Classifier head",
-        "binary: one sigmoid for the label task; multiclass: a softmax over the seven "
-        "diagnoses, scored as the sum of the task's positive classes",
+        MODEL,
+        "`binary`: one sigmoid for the label task. `multiclass`: a softmax over the seven "
+        "diagnoses, scored as the sum of the task's positive classes.",
         enum=list(HEADS),
-    ),
-    "tta_views": _param(
-        1,
-        "Test-time augmentation views",
-        "flips and 90-degree rotations averaged at validation, test, external and predict",
-        type="integer",
-        enum=[1, 2, 4, 8],
-    ),
-    "phase2_schedule": _param("constant", "Learning-rate schedule, phase 2", enum=list(SCHEDULES)),
-    "label_smoothing": _param(0.0, "Label smoothing", minimum=0, exclusiveMaximum=0.5),
-    "metadata_fusion": _param(
-        False,
-        "Metadata fusion (age, sex, body site)",
-        "joined to the image features; images without metadata (predict, external sets) "
-        "still score, and their predictions say so",
-    ),
-    "metadata_dropout": _param(
-        0.3,
-        "Metadata dropout",
-        "the chance a training image's metadata is hidden, so the model also learns without it",
-        minimum=0,
-        exclusiveMaximum=1,
     ),
     "multiscale_features": _param(
         False,
         "Multiscale features",
-        "the pooled maps of earlier backbone layers join the last layer's (finer texture)",
+        MODEL,
+        "The pooled maps of earlier backbone layers join the last layer's (finer texture).",
     ),
-    "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", minimum=0),
-    "phase2_epochs": _param(20, "Epochs, phase 2 (fine-tuning)", minimum=0),
-    "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", minimum=0),
-    "phase2_learning_rate": _param(1e-5, "Learning rate, phase 2", exclusiveMinimum=0),
-    "batch_size": _param(32, "Batch size", minimum=1),
-    "early_stopping_patience": _param(10, "Early-stopping patience (epochs)", minimum=1),
+    "metadata_fusion": _param(
+        False,
+        "Metadata fusion (age, sex, body site)",
+        MODEL,
+        "Joined to the image features. Images without metadata (predict, external sets) "
+        "still score, and their predictions say so.",
+    ),
+    "metadata_dropout": _param(
+        0.3,
+        "Metadata dropout",
+        MODEL,
+        "The chance a training image's metadata is hidden, so that the model also learns "
+        "without it.",
+        minimum=0,
+        exclusiveMaximum=1,
+    ),
+    "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", TRAINING, minimum=0),
+    "phase2_epochs": _param(
+        20,
+        "Epochs, phase 2 (fine-tuning)",
+        TRAINING,
+        "These defaults are sized for a GPU. On a CPU, the README's configuration is "
+        "40 phase-1 epochs, 0 phase-2 epochs and multiscale features.",
+        minimum=0,
+    ),
+    "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", TRAINING, minimum=0),
+    "phase2_learning_rate": _param(1e-5, "Learning rate, phase 2", TRAINING, exclusiveMinimum=0),
+    "phase2_schedule": _param(
+        "constant", "Learning-rate schedule, phase 2", TRAINING, enum=list(SCHEDULES)
+    ),
+    "batch_size": _param(32, "Batch size", TRAINING, minimum=1),
+    "early_stopping_patience": _param(10, "Early-stopping patience (epochs)", TRAINING, minimum=1),
+    "imbalance": _param(
+        "class_weight",
+        "Class-imbalance strategy",
+        TRAINING,
+        "`oversample` uses preprocessing's augmented copies; the others ignore them.",
+        enum=list(IMBALANCE_STRATEGIES),
+    ),
+    "class_weight": _param(
+        "balanced", "Class weights", TRAINING, "`balanced`, or `w0,w1` such as `0.5,28.5`."
+    ),
+    "label_smoothing": _param(0.0, "Label smoothing", TRAINING, minimum=0, exclusiveMaximum=0.5),
+    "tta_views": _param(
+        1,
+        "Test-time augmentation views",
+        EVALUATION,
+        "Flips and 90-degree rotations, averaged at validation, test, external sets and predict.",
+        type="integer",
+        enum=[1, 2, 4, 8],
+    ),
     "target_sensitivity": _param(
         0.95,
         "Target sensitivity",
-        "its threshold is the highest one reaching this sensitivity on validation",
+        EVALUATION,
+        "Its threshold is the highest one that reaches this sensitivity on **validation**.",
         exclusiveMinimum=0,
         maximum=1,
     ),
-    "probability_calibration": _param(
-        "platt", "Probability calibration", enum=list(PROBABILITY_CALIBRATIONS)
-    ),
-    "bootstrap_replicates": _param(2000, "Bootstrap replicates (lesion resampling)", minimum=100),
     "operating_point": _param(
         "target_sensitivity",
         "Operating threshold",
-        "the threshold the promotion rule and the report treat as the decision",
+        EVALUATION,
+        "The threshold that the promotion rule, the report and `melanoma-predict` treat as "
+        "the decision.",
         enum=list(OPERATING_POINTS),
     ),
+    "probability_calibration": _param(
+        "platt", "Probability calibration", EVALUATION, enum=list(PROBABILITY_CALIBRATIONS)
+    ),
+    "bootstrap_replicates": _param(
+        2000, "Bootstrap replicates (lesion resampling)", EVALUATION, minimum=100
+    ),
+    "gradcam_per_outcome": _param(
+        4,
+        "Grad-CAM: images per outcome",
+        EXPLANATION,
+        "The most confident true and false positives and negatives are explained.",
+        minimum=0,
+    ),
+    "gradcam_random": _param(8, "Grad-CAM: random test images", EXPLANATION, minimum=0),
+    "gradcam_method": _param("gradcam", "Grad-CAM variant", EXPLANATION, enum=list(CAM_METHODS)),
     "promotion_auroc_margin": _param(
         0.01,
         "Promotion margin",
-        "promote when test AUROC is not below the champion's by more than this",
+        PROMOTION,
+        "Promote when test AUROC is not below the champion's by more than this.",
         minimum=0,
         maximum=1,
     ),
     "sensitivity_floor": _param(
         0.80,
         "Sensitivity floor",
-        "the test sensitivity at the operating threshold a champion must reach",
+        PROMOTION,
+        "The test sensitivity at the operating threshold that a champion must reach.",
         minimum=0,
         maximum=1,
     ),
-    "gradcam_per_outcome": _param(
-        4,
-        "Grad-CAM: images per outcome",
-        "the most confident true/false positives/negatives explained",
-        minimum=0,
-    ),
-    "gradcam_method": _param("gradcam", "Grad-CAM variant", enum=list(CAM_METHODS)),
-    "gradcam_random": _param(8, "Grad-CAM: random test images", minimum=0),
     "external_validation": _param(
-        False, "External validation", "also evaluate the run's model on an external labelled set"
+        False,
+        "External validation",
+        EXTERNAL,
+        "Also evaluate the run's model on an external labelled set.",
     ),
     "external_images": _param(
         "isic2018",
         "External set: images",
-        "`isic2018` (the ISIC 2018 Task 3 test set from Dataverse), or a local folder or zip",
+        EXTERNAL,
+        "`isic2018` (the ISIC 2018 Task 3 test set, from Dataverse), or a folder or zip on "
+        "the workers.",
     ),
     "external_labels": _param(
-        "",
+        None,
         "External set: labels CSV",
-        "for a local set: ISIC 2018 one-hot, HAM10000 metadata (image_id, dx) or binary "
-        "(image_id, melanoma) format",
+        EXTERNAL,
+        "For a local set: ISIC 2018 one-hot, HAM10000 metadata (`image_id`, `dx`) or binary "
+        "(`image_id`, `melanoma`) format. **Empty** for `isic2018`.",
+        optional=True,
     ),
     "external_name": _param(
-        "",
+        None,
         "External set: name",
-        "its name in the store and the report; empty: isic2018, or the labels file's name "
-        "without .csv",
-    ),
-    "pretrained_weights": _param(
-        os.environ.get("MELANOMA_PRETRAINED_WEIGHTS", "keras"),
-        "Pretrained weights",
-        "`keras` (download), `none`, a file path or an https URL",
+        EXTERNAL,
+        "Its name in the store and the report. **Empty:** `isic2018`, or the labels file's "
+        "name without `.csv`.",
+        optional=True,
     ),
 }
 

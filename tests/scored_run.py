@@ -5,6 +5,9 @@ For unit tests of the evaluation stages; the DAG test produces the same artifact
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -39,11 +42,16 @@ def write_scored_run(
     test: pd.DataFrame | None = None,
     label_task: str = "mel_vs_rest",
     metadata: bool = False,
+    phase2_epochs: int = 1,
+    sources: Sequence[str] | None = None,
 ) -> Run:
     """A run with committed split, preprocess and train stages (fabricated predictions).
 
     ``metadata``: splits.csv lists every image with a source, sex, age and body site (as a
     split of real HAM10000 does); otherwise only its header (as a split from before that).
+    ``sources``: the sources images take in turn (default: two thirds ``clinic_a``, the
+    rest ``clinic_b``). ``phase2_epochs``: the phase-2 epochs configured and trained; the
+    unfrozen blocks are recorded either way, as the trainer does.
     """
     run = Run.for_run_id(store, run_id)
     layout = run.layout
@@ -94,7 +102,9 @@ def write_scored_run(
             ).drop(columns="probability")
             i = np.arange(len(splits))
             splits = splits.assign(
-                dataset=np.where(i % 3 == 0, "clinic_b", "clinic_a"),
+                dataset=np.where(i % 3 == 0, "clinic_b", "clinic_a")
+                if sources is None
+                else np.asarray(sources)[i % len(sources)],
                 sex=np.where(i % 2 == 0, "male", "female"),
                 age=20.0 + i % 60,
                 localization=np.where(i % 5 == 0, "face", "back"),
@@ -130,11 +140,14 @@ def write_scored_run(
             layout.history,
             {
                 "phase1": {"loss": [0.7, 0.6], "val_auroc": [0.7, 0.8]},
-                "phase2": {"loss": [0.5], "val_auroc": [0.85]},
+                # As the trainer leaves it: empty when phase 2 never ran.
+                "phase2": {"loss": [0.5] * phase2_epochs, "val_auroc": [0.85] * phase2_epochs}
+                if phase2_epochs
+                else {},
                 "summary": {
                     "val_auroc_after_phase1": 0.8,
-                    "val_auroc_final": 0.85,
-                    "unfrozen_blocks": [],
+                    "val_auroc_final": 0.85 if phase2_epochs else 0.8,
+                    "unfrozen_blocks": ["block_5"],
                 },
             },
         )
@@ -146,7 +159,7 @@ def write_scored_run(
                     "backbone": "tiny_cnn",
                     "phase1_epochs": 2,
                     "phase1_learning_rate": 1e-4,
-                    "phase2_epochs": 1,
+                    "phase2_epochs": phase2_epochs,
                     "phase2_learning_rate": 1e-5,
                     "imbalance": "class_weight",
                 },
@@ -159,6 +172,52 @@ def write_scored_run(
             },
         )
     return run
+
+
+def write_external_set(run: Run, name: str, seed: int = 5) -> str:
+    """An external set of ``name`` committed for an evaluated ``run``, as ``training.external``
+    commits one (fabricated predictions, no model): return its commit key."""
+    from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
+    from melanoma.external import describe_differences
+
+    scored = scored_split(200, seed, 2.0, "x")
+    calibration = run.read_json("calibrate", "calibration")
+    measured, pngs = measure_predictions(
+        scored, calibration, EvaluationConfig(bootstrap_replicates=100), "external"
+    )
+    differences = describe_differences(
+        scored,
+        [(600, 450)] * len(scored),
+        Counter({"jpeg": len(scored)}),
+        {"images": 600, "positives": 120, "by_dx": {"mel": 120, "nv": 480}},
+        [(600, 450)] * 600,
+    )
+    layout = run.layout
+    with run.stage(f"external/{name}") as stage:
+        figures = {
+            figure: stage.put_bytes(f"figure/{figure}", layout.external_figure(name, figure), png)
+            for figure, png in pngs.items()
+        }
+        stage.put_json(
+            "metrics",
+            layout.external_file(name, "metrics.json"),
+            json_safe(
+                {
+                    "schema_version": 1,
+                    "run_id": run.config().run_id,
+                    "label_task": run.config().label_task,
+                    "external_set": name,
+                    "labels_format": "binary",
+                    "source": {"images": f"/data/{name}", "labels": f"/data/{name}.csv"},
+                    "thresholds_chosen_on": "val",
+                    **measured,
+                    "not_scored": {},
+                    "differences": differences,
+                    "figures": figures,
+                }
+            ),
+        )
+    return layout.commit(f"external/{name}")
 
 
 def write_reported_run(

@@ -4,7 +4,10 @@
   distribution with ``spark-class`` (exactly as the Spark image starts them), bound
   to 127.0.0.1, health-checked through the master's JSON status page, stopped by pid;
 * Airflow with its home in ``.airflow/`` (SQLite metadata DB), connections from
-  environment variables;
+  environment variables. ``run`` starts ``airflow api-server`` (the UI, and the execution
+  API that task processes report to) and runs the DAG once with ``airflow dags test
+  --use-executor``: each task runs in its own process, as under the scheduler, and writes
+  its log under ``.airflow/logs/`` in Airflow's own layout, where the UI reads it;
 * a ``file://`` object store in ``.store/``.
 
 Command line (``melanoma-stack``): ``run`` (start, run the DAG once, stop),
@@ -15,20 +18,28 @@ for ``airflow standalone``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+class StackError(RuntimeError):
+    """The embedded stack cannot start: one line for the user, no traceback."""
+
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAG_ID = "melanoma_pipeline"
@@ -214,11 +225,21 @@ def _terminate(pid: int, timeout_s: float) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
+# The Airflow UI's port on the embedded stack (`make ui`, and `make run` while it runs).
+DEFAULT_UI_PORT = 8080
+
+
 def airflow_environment(
-    root: Path, spark: SparkStandalone, store_url: str, home: Path | None = None
+    root: Path,
+    spark: SparkStandalone,
+    store_url: str,
+    home: Path | None = None,
+    ui_port: int | None = None,
 ) -> dict[str, str]:
-    """Environment for Airflow commands on the embedded stack (home, DB, connections, store)."""
+    """Environment for Airflow commands on the embedded stack (home, DB, connections, store,
+    the UI's port and the execution API that task processes report to)."""
     home = home or root / ".airflow"
+    port = ui_port or int(os.environ.get("MELANOMA_UI_PORT", DEFAULT_UI_PORT))
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env.update(
@@ -237,6 +258,9 @@ def airflow_environment(
             "SPARK_LOCAL_IP": "127.0.0.1",
             # The UI (`make ui`) on loopback only; MELANOMA_UI_HOST=0.0.0.0 opens it up.
             "AIRFLOW__API__HOST": env.get("MELANOMA_UI_HOST", "127.0.0.1"),
+            "AIRFLOW__API__PORT": str(port),
+            # Task processes report to the API server on this machine, whatever the UI's host.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             # spark-submit and airflow from this environment, whatever the caller's PATH.
             "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
         }
@@ -253,12 +277,132 @@ def migrate_airflow_db(env: dict[str, str]) -> None:
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def api_server(env: dict[str, str], timeout_s: float = 180.0) -> Iterator[str]:
+    """``airflow api-server`` on the environment's port for the duration of the block: the
+    UI, and the execution API that each task's process reports to. Yields its URL."""
+    port = int(env["AIRFLOW__API__PORT"])
+    if _port_in_use(port):
+        raise StackError(
+            f"port {port} is in use (is `make ui` running? stop it, or set MELANOMA_UI_PORT)"
+        )
+    home = Path(env["AIRFLOW_HOME"])
+    log_path = home / "api-server.log"
+    host = env["AIRFLOW__API__HOST"]
+    command = ["airflow", "api-server", "--host", host, "--port", str(port), "--workers", "1"]
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(f"{url}/api/v2/monitor/health"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise StackError(f"airflow api-server did not come up on {url}; see {log_path}")
+            time.sleep(1)
+        yield url
+    finally:
+        _terminate(process.pid, 30)
+        process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def run_dag(env: dict[str, str], conf: dict | None = None) -> int:
-    command = ["airflow", "dags", "test", DAG_ID]
+    """Run the DAG once through the executor, so that every task writes its log file."""
+    command = ["airflow", "dags", "test", DAG_ID, "--use-executor"]
     if conf:
         command += ["--conf", json.dumps(conf)]
-    log.info("running: %s", shlex.join(command))
-    return subprocess.run(command, env=env).returncode
+    with api_server(env) as url:
+        log.info("Airflow UI while the run lasts: %s", url)
+        log.info("running: %s", shlex.join(command))
+        return subprocess.run(command, env=env).returncode
+
+
+def latest_run_task_states(env: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+    """The DAG's newest run id and its tasks' states, from the Airflow CLI."""
+
+    def cli(*args: str) -> list[dict[str, str]]:
+        done = subprocess.run(
+            ["airflow", *args, "--output", "json"], env=env, capture_output=True, text=True
+        )
+        if done.returncode:
+            return []
+        # The JSON comes after any warnings Airflow prints while it loads.
+        lines = done.stdout.splitlines()
+        for start, line in enumerate(lines):
+            if line.startswith(("[{", "[]")):
+                try:
+                    return json.loads("\n".join(lines[start:]))
+                except ValueError:
+                    continue
+        return []
+
+    runs = cli("dags", "list-runs", DAG_ID)
+    if not runs:
+        return None
+    run_id = runs[0]["run_id"]  # newest first
+    states = cli("tasks", "states-for-dag-run", DAG_ID, run_id)
+    return run_id, {row["task_id"]: row["state"] for row in states}
+
+
+def task_log_file(env: dict[str, str], run_id: str, task_id: str) -> Path | None:
+    """The task's last attempt's log file, in Airflow's default layout under AIRFLOW_HOME."""
+    folder = (
+        Path(env["AIRFLOW_HOME"]) / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+    ) / f"task_id={task_id}"
+    attempts = sorted(folder.glob("attempt=*.log"), key=lambda p: int(p.stem.split("=")[1]))
+    return attempts[-1] if attempts else None
+
+
+def readable_log_tail(path: Path, lines: int = 25) -> list[str]:
+    """The last ``lines`` of a task log, its JSON records as ``time level message`` (with an
+    exception's type and message, not its frames)."""
+    out: list[str] = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            out.append(raw)
+            continue
+        if not isinstance(record, dict):
+            out.append(raw)
+            continue
+        stamp = str(record.get("timestamp", ""))[11:19]
+        out.append(f"{stamp} {str(record.get('level', '')).upper():<7} {record.get('event', '')}")
+        for error in record.get("error_detail") or []:
+            if isinstance(error, dict):
+                out.append(f"         {error.get('exc_type')}: {error.get('exc_value')}")
+    return out[-lines:]
+
+
+def print_failed_task_logs(env: dict[str, str]) -> None:
+    found = latest_run_task_states(env)
+    if found is None:
+        return
+    run_id, states = found
+    for task_id, state in states.items():
+        path = task_log_file(env, run_id, task_id) if state == "failed" else None
+        if path is None:
+            continue
+        print(f"\n--- {task_id} failed; the end of its log ({path}):")
+        print("\n".join(readable_log_tail(path)))
 
 
 def default_stack(root: Path = PROJECT_ROOT) -> tuple[SparkStandalone, str]:
@@ -295,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
             "SPARK_HOME",
             "SPARK_LOCAL_IP",
             "AIRFLOW__API__HOST",
+            "AIRFLOW__API__PORT",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
             "PATH",
         ]
         print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys))
@@ -323,11 +469,18 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         code = run_dag(env, json.loads(args.conf) if args.conf else None)
         elapsed = time.monotonic() - started
+    except StackError as error:
+        print(f"melanoma-stack: {error}", file=sys.stderr)
+        return 2
     finally:
         spark.stop()
+    if code != 0:
+        print_failed_task_logs(env)
+    logs = Path(env["AIRFLOW_HOME"]) / "logs"
     print(f"\nDAG {DAG_ID} {'succeeded' if code == 0 else 'FAILED'} in {elapsed:.0f}s.")
     print(f"Artifacts: {store_url}  (datasets/ham10000/<version>/, runs/<run_id>/)")
-    print(f"Task logs: {PROJECT_ROOT / '.airflow' / 'logs'}   Spark logs: {spark.log_dir}")
+    print(f"Task logs: {logs}/dag_id={DAG_ID}/ (and in the UI: make ui)")
+    print(f"Spark logs: {spark.log_dir}")
     return code
 
 

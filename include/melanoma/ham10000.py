@@ -28,6 +28,8 @@ DX_INDEX: dict[str, int] = {dx: i for i, dx in enumerate(DX_CODES)}
 REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
 # Present in the official file; checked for type when present, not required.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
+# The values of Dataverse's ``dataset`` column: the clinic and device an image came from.
+SOURCES: tuple[str, ...] = ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias")
 IMAGE_ID_PATTERN = re.compile(r"^ISIC_\d{7}$")
 
 

@@ -8,17 +8,24 @@ are in ``melanoma.report_sections``, the HTML building blocks in ``melanoma.repo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma import report_sections as sections
 from melanoma.report_html import STYLE, escape, with_ci
 from melanoma.run import Run, RunConfig
 from melanoma.store import read_manifest
+from melanoma.subgroups import ATTRIBUTES, group_labels, group_order
+
+# File suffix -> the format name PIL gives (what external sets' formats are counted by).
+FORMAT_NAMES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png"}
 
 
-def _data_section(run: Run, config: RunConfig, stats: dict) -> str:
-    dataset = read_manifest(run.store, config.manifest_key)
+def _data_section(run: Run, config: RunConfig, dataset: dict, stats: dict) -> str:
     splits = run.read_json("split", "splits_summary")
     return sections.data_section(config.dataset_version, dataset, splits, stats)
 
@@ -34,16 +41,40 @@ def _gradcam_section(run: Run) -> str:
     )
 
 
-def _external_sets(run: Run) -> list[tuple[dict, sections.Figure]]:
-    """Every external set committed for the run: its metrics and a reader of its figures."""
+def _external_sets(run: Run, names: list[str]) -> list[tuple[dict, sections.Figure]]:
+    """The external sets ``names`` committed for the run: metrics and a reader of figures."""
 
     def figures(stage: str) -> sections.Figure:
         return lambda name: run.read_bytes(stage, f"figure/{name}")
 
     return [
         (run.read_json(f"external/{name}", "metrics"), figures(f"external/{name}"))
-        for name in run.external_sets()
+        for name in names
     ]
+
+
+def _source_counts(splits: pd.DataFrame) -> dict[str, int] | None:
+    """Images per source (HAM10000's ``dataset`` column) over the run's split, in name order
+    (``unknown`` last); None for a split from before it carried the column."""
+    if ATTRIBUTES["source"] not in splits.columns:
+        return None
+    counts = group_labels(splits, "source").value_counts()
+    return {name: int(counts[name]) for name in group_order("source", counts.index)}
+
+
+def _test_formats(splits: pd.DataFrame, dataset: dict) -> dict[str, int]:
+    """Images per file format in the run's test split, from the suffixes the dataset
+    manifest stored them under; empty when the manifest lists no image files."""
+    test_ids = set(splits.loc[splits["split"] == "test", "image_id"].astype(str))
+    suffixes = Counter(
+        PurePosixPath(name).suffix.lower().lstrip(".")
+        for name in dataset.get("files", {})
+        if name.startswith("images/") and PurePosixPath(name).stem in test_ids
+    )
+    formats: Counter[str] = Counter()
+    for suffix, n in suffixes.items():
+        formats[FORMAT_NAMES.get(suffix, suffix)] += n
+    return dict(sorted(formats.items()))
 
 
 def write_report(run: Run) -> str:
@@ -55,6 +86,10 @@ def write_report(run: Run) -> str:
     history = run.read_json("train", "history")
     stats = run.read_json("preprocess", "stats")
     promotion = run.read_json("promote", "promotion") if run.committed("promote") else None
+    # Read once: the limitations name the sets that the external section then shows.
+    external_names = run.external_sets()
+    dataset = read_manifest(run.store, config.manifest_key)
+    splits = run.splits()
     auroc = metrics["threshold_free"]["auroc"]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
@@ -73,13 +108,17 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 <code>{escape(metrics["label_task"])}</code>).{sections.source_summary(metrics)}</p>
 {sections.promotion_section(promotion)}
 {sections.model_section(training, history, stats["config"])}
-{sections.considerations_section(metrics)}
-{_data_section(run, config, stats)}
+{sections.considerations_section(metrics, _source_counts(splits), external_names)}
+{_data_section(run, config, dataset, stats)}
 {sections.calibration_section(calibration)}
 {sections.metrics_section(metrics, lambda name: run.read_bytes("evaluate", f"figure/{name}"))}
 {sections.subgroups_section(metrics)}
 {_gradcam_section(run)}
-{sections.external_section(_external_sets(run), metrics)}
+{
+        sections.external_section(
+            _external_sets(run, external_names), metrics, _test_formats(splits, dataset)
+        )
+    }
 <h2>Configuration</h2>
 <details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
 <pre>{

@@ -61,6 +61,11 @@ def with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
     )
 
 
+def confidence(metrics: dict) -> str:
+    """``95%``, or whichever confidence the metrics' bootstrap used (never a fixed 95%)."""
+    return f"{round(metrics['bootstrap']['confidence'] * 100, 6):g}%"
+
+
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)

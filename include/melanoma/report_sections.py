@@ -13,6 +13,7 @@ import pandas as pd
 
 from melanoma.report_html import (
     POINT_NAMES,
+    confidence,
     escape,
     html_table,
     jpeg_thumbnail,
@@ -21,6 +22,8 @@ from melanoma.report_html import (
     png_image,
     with_ci,
 )
+from melanoma.splits import SPLITS
+from melanoma.subgroups import ATTRIBUTES, SOURCE_SITES, UNKNOWN, group_order
 
 # name (or key) -> PNG bytes, read and checked through the run's commit records
 Figure = Callable[[str], bytes]
@@ -31,18 +34,21 @@ def data_section(dataset_version: str, dataset: dict, splits: dict, stats: dict)
     counts = dataset["counts"]
     validation = dataset["validation"]
     dx_codes = sorted({dx for entry in splits["splits"].values() for dx in entry["by_dx"]})
+    # splits_summary.json's keys come back sorted as strings: train, val, test again.
+    names = [s for s in SPLITS if s in splits["splits"]] + sorted(
+        set(splits["splits"]) - set(SPLITS)
+    )
     rows = [
         [name, str(e["images"]), str(e["lesions"]), str(e["positives"])]
         + [str(e["by_dx"].get(dx, 0)) for dx in dx_codes]
-        for name, e in splits["splits"].items()
+        for name, e in ((n, splits["splits"][n]) for n in names)
     ]
     return f"""
 <h2>Data</h2>
 <p>HAM10000, dataset version <code>{escape(dataset_version)}</code> from
 <code>{escape(dataset["source"])}</code>: {counts["images"]} images of {counts["lesions"]} lesions,
-{counts["masks"]} lesion masks. Label task <code>{escape(splits["label_task"])}</code>; split grouped by
-lesion (no lesion in two splits), stratified by diagnosis, seed {splits["seed"]},
-ratios {", ".join(str(r) for r in splits["ratios"])}.</p>
+{counts["masks"]} lesion masks. Label task <code>{escape(splits["label_task"])}</code>;
+{_split_rule(splits)}</p>
 {html_table(["split", "images", "lesions", "positives", *dx_codes], rows)}
 <p>Rejected or quarantined at ingest: {counts["rejected_rows"]} metadata rows,
 {counts["quarantined"]} files; {len(validation["metadata_rows_without_image"])} metadata rows had no
@@ -51,10 +57,76 @@ image. Rejected at preprocessing: {stats["rejected"]}. Augmented training copies
 """
 
 
+def _split_rule(splits: dict) -> str:
+    """How the split was made, in words: by lesion, or one source held out for test."""
+    seed = splits["seed"]
+    holdout = splits.get("holdout_source")
+    if not holdout:
+        ratios = ", ".join(str(r) for r in splits["ratios"])
+        return (
+            "split grouped by lesion (no lesion in two splits), stratified by diagnosis, "
+            f"seed {seed}, ratios {ratios}."
+        )
+    train, val = splits["ratios"][:2]
+    excluded = splits.get("excluded_images", 0)
+    return (
+        f"test split: the source <code>{escape(holdout)}</code> alone; the other sources split "
+        "into train and validation grouped by lesion (no lesion in two splits), stratified by "
+        f"diagnosis, seed {seed}, train:validation {train}:{val}; {excluded} images of lesions "
+        "that also have images in the held-out source are in no split."
+    )
+
+
+def phase2_epochs_run(training: dict, history: dict) -> int:
+    """Phase-2 epochs the run trained: none when it configured none (its unfreezing then
+    changed nothing), else the epochs its history recorded (its timing, for a history
+    without per-epoch entries)."""
+    if not training["config"].get("phase2_epochs"):
+        return 0
+    logged = max(
+        (len(v) for v in history.get("phase2", {}).values() if isinstance(v, list)), default=0
+    )
+    timed = history.get("summary", {}).get("timing", {}).get("phase2", {})
+    return logged or int(timed.get("epochs", 0))
+
+
+def _phase2(config: dict, summary: dict, epochs_run: int) -> str:
+    """Phase 2's settings, only where it ran: a setting that never applied is not the model's."""
+    if not epochs_run:
+        configured = config["phase2_epochs"]
+        why = "0 epochs configured" if not configured else f"none of {configured} epochs ran"
+        return f"not run ({why}): the backbone was not fine-tuned"
+    schedule = config.get("phase2_schedule", "constant")
+    unfrozen = ", ".join(summary.get("unfrozen_blocks", [])) or "none"
+    return (
+        f"{epochs_run} epoch{'' if epochs_run == 1 else 's'} run of {config['phase2_epochs']} "
+        f"at most, lr {config['phase2_learning_rate']}, schedule {escape(schedule)}, "
+        f"unfrozen: {escape(unfrozen)}"
+    )
+
+
+def _validation_auroc(config: dict, history: dict, epochs_run: int) -> str:
+    summary = history.get("summary", {})
+    text = (
+        f"{number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
+        f"{number(summary.get('val_auroc_final'), 4)} final"
+    )
+    views = config.get("tta_views", 1)
+    if views > 1:
+        # Training monitors the images as they are; the final score averages the views.
+        text += f" (final with {views} test-time views, phase 1 without)"
+    if not epochs_run:
+        text += " (phase 2 did not run)"
+    elif history.get("phase2", {}).get("best_epoch") == -1:
+        text += " (phase 2 never beat phase 1: phase 1's weights were kept)"
+    return text
+
+
 def model_section(training: dict, history: dict, preprocessing: dict) -> str:
     config = training["config"]
     summary = history.get("summary", {})
     timing = summary.get("timing", {})
+    epochs_run = phase2_epochs_run(training, history)
     rows = [
         ["Backbone", escape(config["backbone"])],
         [
@@ -76,11 +148,7 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
             f"{config['phase1_epochs']} epochs max, lr {config['phase1_learning_rate']}, "
             f"cached features: {training['feature_cache']}",
         ],
-        [
-            "Phase 2 (fine-tuning)",
-            f"{config['phase2_epochs']} epochs max, lr {config['phase2_learning_rate']}, "
-            f"unfrozen: {escape(', '.join(summary.get('unfrozen_blocks', [])) or 'none')}",
-        ],
+        ["Phase 2 (fine-tuning)", _phase2(config, summary, epochs_run)],
         [
             "Class imbalance",
             escape(config["imbalance"])
@@ -91,16 +159,7 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
             ),
         ],
         ["Training images", f"{training['train_images']} ({training['train_positives']} positive)"],
-        [
-            "Validation AUROC",
-            f"{number(summary.get('val_auroc_after_phase1'), 4)} after phase 1, "
-            f"{number(summary.get('val_auroc_final'), 4)} final"
-            + (
-                " (phase 2 never beat phase 1: phase 1's weights were kept)"
-                if history.get("phase2", {}).get("best_epoch") == -1
-                else ""
-            ),
-        ],
+        ["Validation AUROC", _validation_auroc(config, history, epochs_run)],
         [
             "Device",
             escape(
@@ -128,7 +187,6 @@ def _head_and_scoring(config: dict, summary: dict) -> str:
         parts.append(fusion)
     else:
         parts.append("no metadata")
-    parts.append(f"phase-2 schedule {config.get('phase2_schedule', 'constant')}")
     if config.get("label_smoothing"):
         parts.append(f"label smoothing {config['label_smoothing']}")
     return "; ".join(parts)
@@ -199,12 +257,12 @@ def metrics_section(metrics: dict, figure: Figure) -> str:
 <p>Test split: {counts["images"]} images of {counts["lesions"]} lesions, {
         counts["positives"]
     } positive
-(prevalence {counts["prevalence"]:.3f}). Intervals: {int(boot["confidence"] * 100)}% percentile
+(prevalence {counts["prevalence"]:.3f}). Intervals: {confidence(metrics)} percentile
 bootstrap over lesions ({boot["replicates"]} replicates, seed {boot["seed"]},
 {boot["degenerate_replicates"]} single-class replicates left out).</p>
 {
         html_table(
-            ["", "value (95% CI)"],
+            ["", f"value ({confidence(metrics)} CI)"],
             [
                 ["AUROC", with_ci(free["auroc"])],
                 ["AUPRC", with_ci(free["auprc"])],
@@ -244,8 +302,14 @@ def _spread(spread: dict[str, float] | None) -> str:
     )
 
 
-def external_section(sets: list[tuple[dict, Figure]], test_metrics: dict) -> str:
-    """One subsection per external set: its metrics.json and its figures."""
+def external_section(
+    sets: list[tuple[dict, Figure]], test_metrics: dict, test_formats: dict[str, int]
+) -> str:
+    """One subsection per external set: its metrics.json and its figures; ``test_formats``:
+    images per file format in the run's test split (empty: not recorded)."""
+    reference_formats = (
+        ", ".join(f"{k} {v}" for k, v in test_formats.items()) if test_formats else "not recorded"
+    )
     if not sets:
         return ""
     parts = [
@@ -263,7 +327,11 @@ def external_section(sets: list[tuple[dict, Figure]], test_metrics: dict) -> str
 Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.</p>
 {
                 html_table(
-                    ["", "external (95% CI)", "HAM10000 test (95% CI)"],
+                    [
+                        "",
+                        f"external ({confidence(m)} CI)",
+                        f"HAM10000 test ({confidence(test_metrics)} CI)",
+                    ],
                     [
                         ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
                         ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
@@ -294,7 +362,7 @@ Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) o
                         [
                             "formats",
                             escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
-                            "jpeg",
+                            escape(reference_formats),
                         ],
                     ],
                 )
@@ -377,7 +445,11 @@ mask; a map spread evenly over the image would score the lesion's area share, so
 (Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion.
 <b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
 negatives); they have no share and are left out of the means. Masks:
-{sources} (automatic = Otsu segmentation where HAM10000 has no official mask).</p>
+{sources}{
+        " (automatic = Otsu segmentation where HAM10000 has no official mask)"
+        if "automatic" in summary["mask_sources"]
+        else ""
+    }.</p>
 {
         html_table(
             [
@@ -401,7 +473,12 @@ negatives); they have no share and are left out of the means. Masks:
 """
 
 
-def considerations_section(metrics: dict) -> str:
+def considerations_section(
+    metrics: dict, sources: dict[str, int] | None, external_sets: list[str]
+) -> str:
+    """Intended use and limitations; ``sources``: images per source (HAM10000's ``dataset``
+    column) in the run's split, None for a split without it; ``external_sets``: the names
+    of the external sets the run was validated on."""
     return f"""
 <h2>Intended use</h2>
 <p><b>Research use only; not a diagnostic device.</b> For dermatology-AI researchers studying
@@ -411,10 +488,8 @@ triaging any patient; use on clinical (non-dermoscopic) photographs; use on popu
 devices unlike HAM10000's without external validation.</p>
 <h2>Limitations and considerations</h2>
 <ul>
-<li>One source: HAM10000 comes from two sites (Vienna and Queensland), mostly fair-skinned
-patients; performance on darker skin types and other cameras is unknown.</li>
-<li>The test split comes from the same archive as the training data; it estimates performance on
-HAM10000-like images only. No external test set was used for this report.</li>
+<li>{_sources_limitation(sources)}</li>
+<li>{_test_set_limitation(metrics.get("holdout_source"), external_sets)}</li>
 <li>Patients are not identified in HAM10000: the split keeps each lesion's images together, but
 one patient's different lesions may fall in different splits.</li>
 <li>PPV and NPV depend on prevalence ({metrics["counts"]["prevalence"]:.3f} here); they will
@@ -424,6 +499,58 @@ differ where melanoma is rarer or commoner.</li>
 consensus or confocal microscopy).</li>
 </ul>
 """
+
+
+def _sources_limitation(sources: dict[str, int] | None) -> str:
+    """What the run's images come from, counted from its split, never a fixed number."""
+    caveat = (
+        "HAM10000's patients are mostly fair-skinned; performance on darker skin types and "
+        "on other clinics and cameras is unknown."
+    )
+    if sources is None:
+        return (
+            "One archive: every image is HAM10000's, but this run's split does not record "
+            f"each image's source (clinic and device). {caveat}"
+        )
+    named = [s for s in sources if s != UNKNOWN]
+    n = len(named)
+    listed = ", ".join(
+        f"<code>{escape(s)}</code> {sources[s]}"
+        for s in [*named, *([UNKNOWN] if UNKNOWN in sources else [])]
+    )
+    text = (
+        f"One archive, {n} source{'' if n == 1 else 's'}: this run's images are HAM10000's "
+        f"(sources as its <code>dataset</code> column names them, with their images: {listed})"
+    )
+    sites = sorted({SOURCE_SITES[s] for s in named if s in SOURCE_SITES})
+    unsited = [s for s in named if s not in SOURCE_SITES]
+    if sites and not unsited:
+        text += (
+            f", collected at {len(sites)} site{'' if len(sites) == 1 else 's'} ({', '.join(sites)})"
+        )
+    elif unsited:
+        text += f"; the site of {', '.join(escape(s) for s in unsited)} is not recorded here"
+    return f"{text}. {caveat}"
+
+
+def _test_set_limitation(holdout: str | None, external_sets: list[str]) -> str:
+    """What the test split estimates, and which external sets (if any) the run was scored on."""
+    if holdout:
+        text = (
+            f"The test split is the source <code>{escape(holdout)}</code> alone, held out of "
+            "training and validation: it estimates performance at a HAM10000 clinic and device "
+            "the model never saw, and on nothing outside HAM10000."
+        )
+    else:
+        text = (
+            "The test split comes from the same archive as the training data; it estimates "
+            "performance on HAM10000-like images only."
+        )
+    if not external_sets:
+        return text + " No external test set was used for this report."
+    names = ", ".join(f"<code>{escape(n)}</code>" for n in external_sets)
+    plural = "s" if len(external_sets) > 1 else ""
+    return f"{text} External test set{plural} used: {names} (see External validation below)."
 
 
 def source_summary(metrics: dict) -> str:
@@ -467,7 +594,7 @@ within-source AUROC counts only positive/negative pairs from the same source; th
 AUROC scores each test image by its source's training rate and nothing else.</p>
 {
                 html_table(
-                    ["", "value (95% CI)"],
+                    ["", f"value ({confidence(metrics)} CI)"],
                     [
                         ["AUROC, all pairs", with_ci(metrics["threshold_free"]["auroc"])],
                         [
@@ -479,7 +606,12 @@ AUROC scores each test image by its source's training rate and nothing else.</p>
                 )
             }"""
         )
-    for attribute, groups in subgroups.items():
+    # metrics.json's keys come back sorted as strings: put them in reading order again.
+    attributes = [a for a in ATTRIBUTES if a in subgroups] + sorted(
+        set(subgroups) - set(ATTRIBUTES)
+    )
+    for attribute in attributes:
+        groups = subgroups[attribute]
         rows = [
             [
                 escape(name),
@@ -489,12 +621,20 @@ AUROC scores each test image by its source's training rate and nothing else.</p>
                 with_ci(entry["auroc"]) if entry["auroc"] else "n/a",
                 escape(entry["note"]),
             ]
-            for name, entry in groups.items()
+            for name, entry in ((n, groups[n]) for n in group_order(attribute, groups))
         ]
         parts.append(
             f"<h3>By {escape(attribute)}</h3>"
             + html_table(
-                ["group", "images", "lesions", "positives", "AUROC (95% CI)", "note"], rows
+                [
+                    "group",
+                    "images",
+                    "lesions",
+                    "positives",
+                    f"AUROC ({confidence(metrics)} CI)",
+                    "note",
+                ],
+                rows,
             )
         )
     return "\n".join(parts)

@@ -11,6 +11,7 @@ and a note where a group is too small for its interval to mean anything.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,18 @@ AGE_BANDS: tuple[tuple[float, str], ...] = (
     (60, "45-59"),
     (75, "60-74"),
 )
+OLDEST_BAND = "75+"
 # Fewer positives or negatives than this: the group's interval is too wide to read.
 MIN_PER_CLASS = 10
 UNKNOWN = "unknown"
+# Where each of HAM10000's four sources (its ``dataset`` column) was collected (Tschandl et
+# al., Sci. Data 2018): the report names sites only from this, never from a fixed sentence.
+SOURCE_SITES: dict[str, str] = {
+    "rosendahl": "Queensland",
+    "vidir_modern": "Vienna",
+    "vidir_molemax": "Vienna",
+    "vienna_dias": "Vienna",
+}
 
 
 def age_band(age: Any) -> str:
@@ -45,7 +55,34 @@ def age_band(age: Any) -> str:
     for upper, name in AGE_BANDS:
         if value < upper:
             return name
-    return "75+"
+    return OLDEST_BAND
+
+
+# Each band's lowest age: a band starts where the one before it ends.
+_BAND_LOWER: dict[str, float] = {
+    name: lower
+    for name, lower in zip(
+        [name for _, name in AGE_BANDS] + [OLDEST_BAND],
+        [0.0] + [float(upper) for upper, _ in AGE_BANDS],
+        strict=True,
+    )
+}
+
+
+def group_order(attribute: str, names: Iterable[str]) -> list[str]:
+    """``names`` in reading order: age bands by their lowest age, other groups by name;
+    ``unknown`` (and a band this code does not define) last."""
+
+    def key(name: str) -> tuple[int, float, str]:
+        if name == UNKNOWN:
+            return (2, 0.0, name)
+        if attribute == "age band":
+            # A string sort puts "<30" after "75+"; an unknown band goes before "unknown".
+            lower = _BAND_LOWER.get(name)
+            return (0, lower, name) if lower is not None else (1, 0.0, name)
+        return (0, 0.0, name)
+
+    return sorted(names, key=key)
 
 
 def group_labels(frame: pd.DataFrame, attribute: str) -> pd.Series:
@@ -99,7 +136,7 @@ def subgroup_metrics(
         groups = group_labels(frame, attribute)
         result[attribute] = {
             str(name): _group_entry(frame[groups == name], replicates, seed, confidence)
-            for name in sorted(groups.unique())
+            for name in group_order(attribute, (str(g) for g in groups.unique()))
         }
     return result
 

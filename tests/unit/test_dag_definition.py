@@ -109,3 +109,67 @@ def test_every_param_reaches_a_stage_config_through_from_params(dags):
     assert (levers.train.phase2_schedule, levers.train.label_smoothing) == ("cosine", 0.1)
     assert levers.preprocess.config.color_constancy
     assert levers.pipeline.holdout_source == "rosendahl"
+
+
+def test_every_param_default_validates_against_its_own_schema_and_has_a_section(dags):
+    import jsonschema
+
+    sections = []
+    for name, param in dags.PARAMS.items():
+        jsonschema.validate(param.value, param.schema)  # the form's Trigger button needs this
+        assert param.schema.get("section"), f"{name} has no form section"
+        assert "description" not in param.schema, f"{name}: description_md renders Markdown"
+        if param.schema["section"] not in sections:
+            sections.append(param.schema["section"])
+    assert sections == [
+        "Data",
+        "Preprocessing",
+        "Model",
+        "Training",
+        "Evaluation",
+        "Explanation",
+        "Promotion",
+        "External validation",
+    ]
+    # Every field left empty on the form is null, never "": the form marks only
+    # non-nullable fields required, and a stage reads None as "not given".
+    for name in ("source", "holdout_source", "backbone", "pretrained_weights"):
+        assert dags.PARAMS[name].value is None and "null" in dags.PARAMS[name].schema["type"]
+    for name in ("external_labels", "external_name"):
+        assert dags.PARAMS[name].value is None and "null" in dags.PARAMS[name].schema["type"]
+    dags.pipeline_dag.params.validate()  # what a scheduled run, with no form, starts from
+
+
+def test_form_defaults_never_come_from_the_parsing_machine(monkeypatch):
+    plain = {n: p.value for n, p in load_dag_module(monkeypatch).PARAMS.items()}
+    parsed_elsewhere = load_dag_module(
+        monkeypatch,
+        HAM10000_SOURCE="/home/someone/ham10000",
+        MELANOMA_BACKBONE="mobilenet_v2",
+        MELANOMA_PRETRAINED_WEIGHTS="/home/someone/weights.h5",
+    )
+    assert {n: p.value for n, p in parsed_elsewhere.PARAMS.items()} == plain
+    assert not any("/home/someone" in str(p.schema) for p in parsed_elsewhere.PARAMS.values())
+
+
+def test_a_param_left_empty_is_resolved_where_the_task_runs(monkeypatch, dags):
+    from melanoma.params import from_params
+
+    defaults = {name: param.value for name, param in dags.PARAMS.items()}
+    for variable in ("HAM10000_SOURCE", "MELANOMA_BACKBONE", "MELANOMA_PRETRAINED_WEIGHTS"):
+        monkeypatch.delenv(variable, raising=False)
+    bare = from_params(defaults).pipeline
+    assert (bare.source, bare.backbone, bare.pretrained_weights) == (
+        "dataverse",
+        "resnet50",
+        "keras",
+    )
+    monkeypatch.setenv("HAM10000_SOURCE", "/data/ham10000")
+    monkeypatch.setenv("MELANOMA_BACKBONE", "mobilenet_v2")
+    on_worker = from_params(defaults)
+    assert (on_worker.pipeline.source, on_worker.train.backbone) == (
+        "/data/ham10000",
+        "mobilenet_v2",
+    )
+    given = from_params({**defaults, "source": "/elsewhere", "backbone": "tiny_cnn"}).pipeline
+    assert (given.source, given.backbone) == ("/elsewhere", "tiny_cnn")

@@ -5,6 +5,7 @@ import pytest
 from melanoma.subgroups import (
     MIN_PER_CLASS,
     age_band,
+    group_order,
     source_confounding,
     source_rates,
     subgroup_metrics,
@@ -81,3 +82,15 @@ def test_source_alone_predicts_when_sources_differ_in_rate_and_the_model_only_kn
     measured = source_confounding(test, rates, 200, 0, 0.95)
     assert measured["source_only_auroc"]["value"] > 0.75
     assert measured["within_source_auroc"]["value"] == pytest.approx(0.5, abs=0.08)
+
+
+def test_age_bands_sort_by_their_lowest_age_with_unknown_last():
+    names = ["unknown", "75+", "<30", "60-74", "30-44", "45-59"]
+    assert group_order("age band", names) == ["<30", "30-44", "45-59", "60-74", "75+", "unknown"]
+    # Other groups by name, unknown last all the same.
+    assert group_order("sex", ["unknown", "male", "female"]) == ["female", "male", "unknown"]
+
+
+def test_subgroup_metrics_list_age_bands_youngest_first():
+    result = subgroup_metrics(_frame(np.random.default_rng(3)), 100, 0, 0.95)
+    assert list(result["age band"]) == ["<30", "45-59", "75+", "unknown"]

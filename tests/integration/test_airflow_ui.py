@@ -1,0 +1,222 @@
+"""The Airflow UI as users meet it: a real `airflow standalone` (SQLite metadata DB, the
+embedded stack's environment, the plugin in plugins/), opened over HTTP and clicked through
+in a real headless Chromium: the "Melanoma runs" page, the trigger form, a task's log."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from melanoma.embedded import DAG_ID, SparkStandalone, airflow_environment
+from melanoma.layout import RunLayout, run_key
+from melanoma.store import FileStore
+from melanoma.synthetic import write_archive
+from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
+from tests.conftest import REPO_ROOT, free_port
+from tests.scored_run import write_reported_run
+from tests.unit.test_dag_definition import load_dag_module
+
+needs_chromium = pytest.mark.skipif(
+    chromium_binary() is None, reason="needs Debian's chromium package"
+)
+
+RUN_ID = "manual__2026-11-20T09:00:00+00:00"
+RUN_KEY = run_key(RUN_ID)
+PASSWORD = "runs-page-test"
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory, migrated_airflow_db):
+    """`airflow standalone` on a free port, a store holding one reported run, an admin login."""
+    root = tmp_path_factory.mktemp("runs_page")
+    store = FileStore(root / "store")
+    write_reported_run(store, RUN_ID)
+    home = root / "airflow"
+    home.mkdir()
+    (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
+    port = free_port()
+    env = airflow_environment(
+        REPO_ROOT, SparkStandalone(root / "spark"), store.url, home=home, ui_port=port
+    )
+    env.update(
+        AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
+        # No clock: unpausing the DAG must not start a scheduled run before the user's.
+        MELANOMA_SCHEDULE="none",
+        # What the workers' environment gives a run whose form leaves these empty.
+        MELANOMA_BACKBONE="tiny_cnn",
+        MELANOMA_PRETRAINED_WEIGHTS="none",
+        MELANOMA_CACHE_DIR=str(root / "cache"),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="admin:admin",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
+        AIRFLOW__API_AUTH__JWT_SECRET="a-test-secret-that-is-long-enough-for-sha512-hmac-keys!!",
+    )
+    migrated_airflow_db(env)  # standalone's own migrate then only checks it
+    log = root / "standalone.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ["airflow", "standalone"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                if requests.get(f"{base}/api/v2/monitor/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"airflow standalone did not come up:\n{log.read_text()[-5000:]}")
+            time.sleep(1)
+        token = requests.post(
+            f"{base}/auth/token", json={"username": "admin", "password": PASSWORD}, timeout=30
+        ).json()["access_token"]
+        yield base, token, store, home
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def test_runs_page_needs_a_login_and_serves_the_run_and_its_report(standalone):
+    base, token, store, _ = standalone
+    assert requests.get(f"{base}/melanoma-runs/", timeout=30).status_code == 401
+    auth = {"Authorization": f"Bearer {token}"}
+    page = requests.get(f"{base}/melanoma-runs/", headers=auth, timeout=30)
+    assert page.status_code == 200 and "Research use only" in page.text
+    assert RUN_KEY in page.text and "&#9733; champion" in page.text
+    layout = RunLayout(RUN_KEY)
+    auroc = store.get_json(layout.metrics)["threshold_free"]["auroc"]
+    assert f"{auroc['value']:.3f}" in page.text
+    report = requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/report.html", headers=auth)
+    assert report.headers["content-type"].startswith("text/html")
+    assert report.content == store.get_bytes(layout.report)
+    roc = requests.get(
+        f"{base}/melanoma-runs/runs/{RUN_KEY}/evaluation/figures/roc.png", headers=auth
+    )
+    assert roc.headers["content-type"] == "image/png" and roc.content.startswith(b"\x89PNG")
+    # models, data and anything outside the run stay private
+    for path in (
+        "model/model.keras",
+        "predictions/test.csv",
+        "commits/train.json",
+        "../../champions",
+    ):
+        assert (
+            requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/{path}", headers=auth).status_code
+            == 404
+        )
+    # A run's home redirects to its report, inside the page; nothing else is redirected.
+    home = requests.get(
+        f"{base}/melanoma-runs/runs/{RUN_KEY}", headers=auth, allow_redirects=False, timeout=30
+    )
+    assert home.status_code in (302, 307) and home.headers["location"] == f"./{RUN_KEY}/report.html"
+    evil = requests.get(
+        f"{base}/melanoma-runs/runs/https:evil.example", headers=auth, allow_redirects=False
+    )
+    assert evil.status_code == 404 and "location" not in evil.headers
+    plugins = requests.get(f"{base}/api/v2/plugins", headers=auth).json()["plugins"]
+    view = next(p for p in plugins if p["name"] == "melanoma_runs")["external_views"][0]
+    assert (view["name"], view["href"], view["url_route"]) == (
+        "Melanoma runs",
+        "melanoma-runs/",
+        "melanoma-runs",
+    )
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    """Where the browser tests leave their screenshots (MELANOMA_SCREENSHOT_DIR to keep them)."""
+    folder = Path(os.environ.get("MELANOMA_SCREENSHOT_DIR", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@needs_chromium
+def test_airflow_ui_shows_the_runs_page_and_opens_the_report(standalone, screenshots):
+    base, _, _, _ = standalone
+    with chromium_page() as page:
+        sign_in_to_airflow(page, base, "admin", PASSWORD)
+        page.goto(f"{base}/plugin/melanoma-runs")
+        frame = page.frame_locator("iframe")
+        frame.get_by_text(RUN_KEY).first.wait_for()
+        assert page.locator("iframe").evaluate("frame => frame.src").endswith("/melanoma-runs/")
+        text = frame.locator("body").inner_text()
+        assert "Research use only" in text and "champion" in text and "promoted" in text
+        page.screenshot(path=screenshots / "runs_page.png", full_page=True)
+
+        frame.locator("a[href$='report.html']").first.click()
+        frame.get_by_role("heading", name="Promotion").first.wait_for()
+        report = frame.locator("body").inner_text()
+        assert RUN_ID in report and "Research use only" in report
+        page.screenshot(path=screenshots / "runs_page_report.png", full_page=True)
+
+
+def newest_run(base: str, token: str) -> dict:
+    runs = requests.get(
+        f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
+        params={"order_by": "-run_after", "limit": 1},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()["dag_runs"]
+    return runs[0] if runs else {}
+
+
+def wait_for_task(base: str, token: str, run_id: str, task_id: str, timeout_s: float = 240):
+    deadline = time.monotonic() + timeout_s
+    url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}"
+    while time.monotonic() < deadline:
+        state = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        if state.get("state") in ("success", "failed"):
+            return state["state"]
+        time.sleep(2)
+    pytest.fail(f"{task_id} did not finish in {timeout_s:.0f}s")
+
+
+# Runs last in this module: the run it starts writes to the store the tests above read.
+@needs_chromium
+def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
+    standalone, tmp_path, screenshots, monkeypatch
+):
+    base, token, _, home = standalone
+    archive = write_archive(tmp_path / "ham10000")
+    defaults = {name: param.value for name, param in load_dag_module(monkeypatch).PARAMS.items()}
+    assert newest_run(base, token) == {}
+    with chromium_page() as page:
+        sign_in_to_airflow(page, base, "admin", PASSWORD)
+        page.goto(f"{base}/dags/{DAG_ID}")
+        page.get_by_role("button", name="Trigger").first.click()
+        form = page.locator("[role=dialog][data-state=open]")
+        for section in ("Data", "Model", "Training", "Evaluation", "External validation"):
+            assert form.get_by_role("button", name=section).is_visible(), section
+        form.get_by_role("button", name="Data").click()
+        form.locator("input[name=element_source]").fill(str(archive.root))
+        page.screenshot(path=screenshots / "trigger_form.png")
+        form.get_by_role("button", name="Trigger").click()
+        page.wait_for_url(re.compile(rf".*/dags/{DAG_ID}/runs/.+"))
+
+        run = newest_run(base, token)
+        assert run["conf"] == {**defaults, "source": str(archive.root)}
+        run_id = run["dag_run_id"]
+
+        # The run goes ahead (the form unpaused the DAG), and its task log opens in the UI.
+        assert wait_for_task(base, token, run_id, "download_dataset") == "success"
+        log_file = (
+            home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / "task_id=download_dataset"
+        ) / "attempt=1.log"
+        assert "objects uploaded to" in log_file.read_text()
+        page.goto(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/download_dataset")
+        page.get_by_text(re.compile("objects uploaded to")).first.wait_for()
+        page.screenshot(path=screenshots / "task_log.png")

@@ -1,0 +1,52 @@
+"""`make run`'s DAG run (`melanoma.embedded.run_dag`): the real `airflow api-server` and
+`airflow dags test --use-executor`, so that every task writes its log where the UI reads it,
+and a failed run ends with the failed task's own log."""
+
+from melanoma.embedded import (
+    DAG_ID,
+    SparkStandalone,
+    airflow_environment,
+    latest_run_task_states,
+    print_failed_task_logs,
+    run_dag,
+    task_log_file,
+)
+from melanoma.store import FileStore
+from tests.conftest import REPO_ROOT, free_port
+
+
+def test_a_failed_run_leaves_every_task_log_in_airflows_layout_and_prints_the_failure(
+    tmp_path, migrated_airflow_db, capsys
+):
+    env = airflow_environment(
+        REPO_ROOT,
+        SparkStandalone(tmp_path / "spark"),  # never started: the run fails before preprocess
+        FileStore(tmp_path / "store").url,
+        home=tmp_path / "airflow",
+        ui_port=free_port(),
+    )
+    env.update(MELANOMA_RETRY_DELAY_S="0", MELANOMA_CACHE_DIR=str(tmp_path / "cache"))
+    migrated_airflow_db(env)
+    missing = tmp_path / "no-such-archive"
+    conf = {"source": str(missing), "backbone": "tiny_cnn", "pretrained_weights": "none"}
+
+    assert run_dag(env, conf) != 0
+
+    run_id, states = latest_run_task_states(env)
+    assert states["store_pretrained_weights"] == "success"
+    assert states["download_dataset"] == "failed"
+    logs = tmp_path / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
+    # Airflow's own layout: one file per attempt (the task is retried twice).
+    attempts = sorted(p.name for p in (logs / "task_id=download_dataset").iterdir())
+    assert attempts == ["attempt=1.log", "attempt=2.log", "attempt=3.log"]
+    assert (logs / "task_id=store_pretrained_weights" / "attempt=1.log").stat().st_size > 0
+    assert (
+        task_log_file(env, run_id, "download_dataset")
+        == logs / "task_id=download_dataset" / "attempt=3.log"
+    )
+
+    print_failed_task_logs(env)
+    printed = capsys.readouterr().out
+    assert "download_dataset failed; the end of its log" in printed
+    assert str(missing) in printed  # the task's own error, naming what the user gave
+    assert "store_pretrained_weights failed" not in printed
