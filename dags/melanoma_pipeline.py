@@ -444,7 +444,7 @@ def melanoma_pipeline() -> None:
         evaluated: str, params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> str:
         from melanoma.evaluation import decide_run_promotion
-        from training.predict import score_split
+        from training.scoring import score_split
 
         def rescore(champion_run, run):
             return score_split(champion_run, run, "test")

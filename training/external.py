@@ -40,8 +40,8 @@ from melanoma.external import (
 )
 from melanoma.run import Run
 from melanoma.store import default_store_url, open_store, read_manifest
-from training.predict import score_images
 from training.run_model import find_run, load_run_scorer
+from training.scoring import score_images
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1

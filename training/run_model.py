@@ -7,21 +7,29 @@ validation), so that the model is loaded, and checked against its commit, in one
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
-import training.model  # noqa: F401  (registers BackbonePreprocess for deserialisation)
 from melanoma.calibration import probability_calibrator
 from melanoma.images import PreprocessConfig
 from melanoma.promotion import read_champion
 from melanoma.run import Run
 from melanoma.store import ObjectStore
 
+if TYPE_CHECKING:
+    import keras
+
 
 def load_model(run: Run) -> keras.Model:
     """The run's ``model.keras``, checked against the train stage's commit record."""
+    # Keras (and TensorFlow) load here, not with this module: melanoma-predict finds the run
+    # and reports a wrong one before it pays for them.
+    import keras
+
+    import training.model  # noqa: F401  (registers BackbonePreprocess for deserialisation)
+
     with run.local_file("train", "model") as path:
         return keras.saving.load_model(path, compile=False)
 
@@ -45,6 +53,9 @@ class RunScorer:
     threshold: float
     calibrate: Callable[[np.ndarray], np.ndarray]
     tta_views: int = 1  # flips/rotations averaged, as the run scored its splits
+    # The run's calibration.json: how each operating point's threshold was chosen, and
+    # what it gave on validation (see melanoma.calibration.choose_thresholds).
+    calibration: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 def tta_views(run: Run) -> int:
@@ -97,4 +108,5 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         threshold=float(thresholds[operating_point]["threshold"]),
         calibrate=probability_calibrator(calibration["probability_calibration"]),
         tta_views=tta_views(run),
+        calibration=calibration,
     )

@@ -326,7 +326,7 @@ def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
 
 
 # (the champion's run, this run) -> the champion's test-split probabilities, aligned with
-# this run's predictions/test.csv. TensorFlow lives behind it (training.predict.score_split).
+# this run's predictions/test.csv. TensorFlow lives behind it (training.scoring.score_split).
 RescoreFn = Callable[[Run, Run], pd.DataFrame]
 
 

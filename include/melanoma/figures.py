@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -27,9 +29,23 @@ POINT_STYLES = {
 }
 
 
-def _png(fig: Figure) -> bytes:
+def _png(
+    fig: Figure,
+    metadata: Mapping[str, str] | None = None,
+    tight: bool = True,
+    compress_level: int = 6,
+) -> bytes:
+    """``tight``: cropped to what is drawn (a second rendering pass); ``compress_level``:
+    zlib's, 6 as PIL's default."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(
+        buffer,
+        format="png",
+        dpi=110,
+        bbox_inches="tight" if tight else None,
+        metadata=metadata,
+        pil_kwargs={"compress_level": compress_level},
+    )
     return buffer.getvalue()
 
 
@@ -174,3 +190,61 @@ def training_curves_figure(history: Mapping[str, Mapping]) -> bytes:
     for ax in (loss_ax, auroc_ax):
         ax.legend(fontsize=8)
     return _png(fig)
+
+
+# The colour map melanoma.cam.overlay_heatmap blends with (OpenCV's JET, matplotlib's "jet").
+CAM_COLOUR_MAP = "jet"
+
+
+def gradcam_overlay_figure(image: Array, overlay: Array, title: str, note: str = "") -> Figure:
+    """An image beside its Grad-CAM overlay (both RGB uint8, as ``melanoma.cam`` makes them),
+    under ``title`` (which image, its probability and decision), with the colour bar of the
+    map, which is scaled to the image's own peak, and ``note`` in small print below.
+
+    Laid out by hand, in inches: a layout engine would draw each figure twice, and
+    melanoma-predict draws one per image.
+    """
+    h, w = image.shape[:2]
+    # About the image's own pixels at 110 dpi, but a thumbnail enlarged enough for the
+    # caption to fit above it, and a narrow image given room for it.
+    panel_h = min(4.0, max(2.5, h / 110))
+    panel_w = max(3.0, panel_h * w / h)
+    margin, gap, bar, bar_label = 0.1, 0.1, 0.15, 0.6
+    top = 0.15 + 0.16 * (title.count("\n") + 1) + 0.3  # the caption, then the panel titles
+    bottom = 0.3 if note else margin
+    width = margin + 2 * panel_w + gap + 2 * gap + bar + bar_label
+    height = bottom + panel_h + top
+    fig = Figure(figsize=(width, height))
+
+    def rect(left: float, w_in: float, bottom_in: float, h_in: float) -> list[float]:
+        return [left / width, bottom_in / height, w_in / width, h_in / height]
+
+    for i, (pixels, name) in enumerate(((image, "image"), (overlay, "Grad-CAM overlay"))):
+        ax = fig.add_axes(rect(margin + i * (panel_w + gap), panel_w, bottom, panel_h))
+        ax.imshow(pixels)
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    colour_bar = fig.add_axes(
+        rect(margin + 2 * panel_w + 3 * gap, bar, bottom + 0.05 * panel_h, 0.9 * panel_h),
+        label="<colorbar>",
+    )
+    fig.colorbar(
+        ScalarMappable(Normalize(0, 1), CAM_COLOUR_MAP),
+        cax=colour_bar,
+        label="Grad-CAM (1 = this image's peak)",
+    )
+    fig.suptitle(title, y=1 - 0.1 / height, va="top", fontsize=9)
+    if note:
+        fig.supxlabel(note, y=0.08 / height, va="bottom", fontsize=7, color="dimgray")
+    return fig
+
+
+def gradcam_overlay_png(image: Array, overlay: Array, title: str, note: str = "") -> bytes:
+    """``gradcam_overlay_figure`` as PNG; ``title`` and ``note`` also in its text chunks.
+
+    Compressed as OpenCV writes PNGs (zlib level 1): several times faster than the
+    default, for files about a third larger.
+    """
+    metadata = {"Title": title, "Description": note} if note else {"Title": title}
+    figure = gradcam_overlay_figure(image, overlay, title, note)
+    return _png(figure, metadata, tight=False, compress_level=1)

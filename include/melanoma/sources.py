@@ -60,7 +60,15 @@ def fetch(source: str, cache_dir: Path, session: requests.Session | None = None)
     """Make ``source`` available as a local directory (downloading into ``cache_dir``) and find its layout."""
     if source == "dataverse" or source.startswith("dataverse:"):
         base = source.partition(":")[2] or DATAVERSE_URL
-        remotes = dataverse_files(base, HAM10000_DOI, session)
+        try:
+            remotes = dataverse_files(base, HAM10000_DOI, session)
+        except (requests.RequestException, DownloadError) as e:
+            # Dataverse is also where a run goes when no source was set: say what to set.
+            raise DownloadError(
+                f"HAM10000 from Dataverse ({base}): {e}. To use another copy, set the DAG's "
+                "`source` param (or HAM10000_SOURCE on the workers) to a mirror URL or a "
+                "local HAM10000 folder"
+            ) from e
         target = cache_dir / "dataverse"
     elif source.startswith(("http://", "https://")):
         remotes = mirror_files(source, session)

@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 
 import training.external
-import training.predict
+import training.run_model
 from melanoma.layout import DatasetLayout
 from tests.conftest import free_port
 from tests.faults.cases import IMAGE_CASES
 from training.external import main as validate_main
 from training.predict import main as predict_main
+from training.predict import read_scores
 
 
 @pytest.fixture
@@ -48,7 +49,7 @@ def no_model_load(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(training.predict, "load_run_scorer", refuse)
+    monkeypatch.setattr(training.run_model, "load_run_scorer", refuse)  # what predict calls
     monkeypatch.setattr(training.external, "load_run_scorer", refuse)
 
 
@@ -130,7 +131,7 @@ def test_predict_lists_each_bad_file_with_its_reason_and_scores_the_rest(
         ]
     )
     assert code == 0
-    scored = set(pd.read_csv(output)["image"])
+    scored = set(read_scores(output)["image"])
     failures = pd.read_csv(output.with_name("predictions.failures.csv"))
     reasons = dict(zip(failures["image"], failures["reason"], strict=True))
     for name, reason in expected.items():

@@ -167,3 +167,13 @@ def test_isic2018_test_set_comes_from_the_same_dataverse_record(tmp_path):
     assert sorted(index_images(external.images).by_id) == [f"ISIC_00345{i:02d}" for i in range(3)]
     assert external.labels.read_bytes() == (root / ISIC2018_LABELS).read_bytes()
     assert "/api/access/datafile/1" not in {p for p, _ in server.state.requests}
+
+
+def test_an_unreachable_dataverse_says_which_source_to_set_instead(tmp_path):
+    from tests.conftest import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(DownloadError) as refused:
+        fetch(f"dataverse:{closed}", tmp_path / "cache")
+    message = str(refused.value)
+    assert closed in message and "`source` param" in message and "HAM10000_SOURCE" in message

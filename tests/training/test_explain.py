@@ -9,7 +9,7 @@ import pytest
 from melanoma.config import ExplainConfig
 from melanoma.store import ArtifactCorruptError
 from training.explain import explain_run
-from training.predict import score_split
+from training.scoring import score_split
 
 
 @pytest.fixture(scope="module")

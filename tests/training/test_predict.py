@@ -1,15 +1,23 @@
-"""melanoma-predict on generated images: the pipeline's probabilities, any format, bad files listed."""
+"""melanoma-predict on generated images: the pipeline's probabilities, any format, bad files
+listed, captioned overlays, and nothing on stderr but its own lines."""
+
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pandas as pd
+import PIL.Image
 import pytest
 
+from melanoma import RESEARCH_NOTICE
 from melanoma.evaluation import EvaluationConfig
 from melanoma.layout import DatasetLayout, champion_key
 from melanoma.promotion import CHAMPION_FIELDS
-from training.predict import main, score_images
+from training.predict import main, read_scores
 from training.run_model import find_run, load_run_scorer
+from training.scoring import score_images
 
 
 @pytest.fixture
@@ -77,7 +85,8 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
         ]
     )
     assert code == 0
-    scores = pd.read_csv(output)
+    assert output.read_text().splitlines()[0] == f"# {RESEARCH_NOTICE}"
+    scores = read_scores(output)
     assert sorted(scores["image"]) == sorted(names)
     assert (scores["operating_point"] == "youden").all()
     failures = pd.read_csv(output.with_name("predictions.failures.csv"))
@@ -87,9 +96,56 @@ def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
     assert reasons["empty.png"] == "empty file"
     err = capsys.readouterr().err
     assert "3 file(s) not scored" in err and "Research use only" in err
-    overlay = cv2.imread(str(tmp_path / "cams" / f"{good}.gradcam.png"))
-    original = cv2.imread(str(folder / good))
-    assert overlay.shape[:2] == (original.shape[0], 2 * original.shape[1])
+    threshold = evaluated_run.read_json("calibrate", "calibration")["thresholds"]["youden"]
+    assert err.splitlines()[-1].startswith(
+        f"Decision: positive for mel_vs_rest when probability >= {threshold['threshold']:.4g}, "
+        "the threshold maximising sensitivity + specificity - 1 (Youden's J) on the validation "
+        "split (operating point youden; there sensitivity"
+    )
+    # Each overlay is captioned with its image, probability and decision (its PNG title).
+    row = scores.set_index("image").loc[good]
+    with PIL.Image.open(tmp_path / "cams" / f"{good}.gradcam.png") as overlay:
+        name, scored, decided = overlay.text["Title"].split("\n")
+        assert overlay.width > overlay.height
+    assert name == good and scored.startswith(f"probability {row['probability']:.3f} (")
+    assert scored.endswith(f": {'positive' if row['decision'] else 'negative'} for mel_vs_rest")
+    assert decided == f"threshold {threshold['threshold']:.4g} (youden), run t-evaluated"
+    assert len(list((tmp_path / "cams").rglob("*.gradcam.png"))) == len(scores)
+
+
+def test_the_command_prints_only_its_own_lines_and_no_progress_off_a_terminal(
+    evaluated_run, test_images, tmp_path
+):
+    """In a process of its own (TensorFlow not yet imported), with several batches."""
+    folder, names, _ = test_images
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MELANOMA_DEBUG", "TF_CPP_MIN_LOG_LEVEL")
+    }
+    output = tmp_path / "scores.csv"
+    arguments = ["--store", evaluated_run.store.url, "--run", evaluated_run.layout.prefix]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.predict",
+            str(folder),
+            *arguments,
+            "--output",
+            str(output),
+            "--batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == RESEARCH_NOTICE and lines[1].startswith(f"{len(names)} image(s) scored")
+    assert lines[2].startswith("Decision: positive for mel_vs_rest") and len(lines) == 3, lines
+    assert "\r" not in done.stderr and done.stdout == ""
+    assert len(read_scores(output)) == len(names)
 
 
 def test_the_champion_is_used_unless_a_run_is_given(evaluated_run):

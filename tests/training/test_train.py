@@ -87,7 +87,7 @@ def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_sm
 ):
     from training.data import metadata_for
     from training.model import DX_ORDER, is_multiclass, predict_scores, takes_metadata
-    from training.predict import score_split
+    from training.scoring import score_split
 
     run = copy_run(preprocessed_run, "t-levers")
     config = TrainConfig(

@@ -1,0 +1,186 @@
+"""Scoring images with a stored model: a run's preprocessed split, or new image files.
+
+The TensorFlow half of ``melanoma-predict``: ``training.predict`` is the command line and
+imports this module only once it is about to score, so that ``--help`` and a user's
+mistake answer without loading TensorFlow. The DAG's champion re-scoring uses
+``score_split``. Research use only, not a diagnostic device.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import PIL.Image
+
+from melanoma import RESEARCH_NOTICE
+from melanoma.backbones import backbone_spec
+from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
+from melanoma.figures import gradcam_overlay_png
+from melanoma.images import (
+    JPEG_MAGIC,
+    PNG_MAGIC,
+    ImageDecodeError,
+    PreprocessConfig,
+    check_image,
+    decode_image,
+    preprocess_image,
+)
+from melanoma.run import Run
+from training.data import metadata_for, split_arrays
+from training.gradcam import grad_cam, model_view_box
+from training.model import image_size, predict_scores, takes_metadata
+from training.run_model import RunScorer, load_model, tta_views
+
+# Called with the number of inputs handled so far, after each batch.
+Progress = Callable[[int], None]
+
+
+def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64) -> pd.DataFrame:
+    """``model_run``'s model's probabilities for ``data_run``'s preprocessed ``split``
+    (original images only): the champion re-scored on a candidate's test split.
+
+    Columns: image_id, lesion_id, dx, label, probability, as in ``predictions/<split>.csv``.
+    """
+    model = load_model(model_run)
+    size, data_size = image_size(model), int(data_run.preprocess_data()["image_size"])
+    if size != data_size:
+        raise ValueError(
+            f"{model_run.layout.model} takes {size}px images; {data_run.layout.prefix} was "
+            f"preprocessed at {data_size}px"
+        )
+    images, rows = split_arrays(data_run, split)
+    metadata = metadata_for(data_run, rows["image_id"]) if takes_metadata(model) else None
+    probabilities = predict_scores(model, images, batch_size, tta_views(model_run), metadata)
+    return rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probabilities)
+
+
+# What `melanoma-predict` reads; anything else in a folder is listed as not scored.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
+    """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
+
+    The header gives the source size, so large images take the same reduced decode as in
+    preprocessing. ImageDecodeError (or OSError) names what is wrong.
+    """
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise ImageDecodeError(f"not an image format we read ({path.suffix or 'no suffix'})")
+    data = path.read_bytes()
+    if not data:
+        raise ImageDecodeError("empty file")
+    if data[:3] == JPEG_MAGIC or data[:8] == PNG_MAGIC:
+        # Strictly, as at ingest: a damaged JPEG or a transparent PNG is not scored.
+        return preprocess_image(data, config, check_image(data))
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as header:
+            source_wh = header.size
+    except (PIL.UnidentifiedImageError, OSError) as error:
+        reason = str(error).split(" <_io.", 1)[0]  # PIL names the in-memory buffer
+        raise ImageDecodeError(f"unreadable image: {reason}") from error
+    return preprocess_image(data, config, source_wh)
+
+
+def score_images(
+    scorer: RunScorer,
+    paths: list[Path],
+    root: Path,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Score ``paths``; return (scores, failures, model inputs of the scored images).
+
+    scores: image (relative to ``root``), probability (the model's, as in the run's
+    predictions), calibrated_probability, decision (1 = positive for the label task),
+    threshold, operating_point, run_id, metadata (``absent``: the model fuses metadata and
+    scored the image without it; ``not used``: an image-only model). failures: image, reason.
+    ``batch_size`` files are decoded and scored at a time; ``progress`` hears after each.
+    """
+    names, failures, batches, probabilities = [], [], [], []
+    for start in range(0, len(paths), batch_size):
+        inputs = []
+        for path in paths[start : start + batch_size]:
+            name = str(path.relative_to(root)) if path != root else path.name
+            try:
+                inputs.append(model_input(path, scorer.preprocess))
+                names.append(name)
+            except (ImageDecodeError, cv2.error, OSError) as error:
+                failures.append({"image": name, "reason": str(error)})
+        if inputs:
+            batches.append(np.stack(inputs))
+            probabilities.append(
+                predict_scores(scorer.model, batches[-1], batch_size, scorer.tta_views)
+            )
+        if progress:
+            progress(min(start + batch_size, len(paths)))
+    size = scorer.preprocess.size
+    batch = np.concatenate(batches) if batches else np.zeros((0, size, size, 3), np.uint8)
+    # Rounded as the run's predictions CSV is, so thresholds compare like for like.
+    scored = np.concatenate(probabilities).round(6) if probabilities else np.zeros(0)
+    scores = pd.DataFrame(
+        {
+            "image": names,
+            "probability": scored,
+            "calibrated_probability": np.asarray(scorer.calibrate(scored)).round(6),
+            "decision": (scored >= scorer.threshold).astype(int),
+            "threshold": scorer.threshold,
+            "operating_point": scorer.operating_point,
+            "run_id": scorer.run_id,
+            "metadata": "absent" if takes_metadata(scorer.model) else "not used",
+        }
+    )
+    return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch
+
+
+def overlay_title(scorer: RunScorer, image: str, probability: float, decision: int) -> str:
+    """The caption of one image's overlay: which image, its score and what was decided."""
+    calibrated = float(np.asarray(scorer.calibrate(np.array([probability])))[0])
+    verdict = "positive" if decision else "negative"
+    return (
+        f"{image}\nprobability {probability:.3f} (calibrated {calibrated:.3f}): {verdict} for "
+        f"{scorer.label_task}\nthreshold {scorer.threshold:.4g} ({scorer.operating_point}), "
+        f"run {scorer.run_id}"
+    )
+
+
+def write_gradcam_overlays(
+    scorer: RunScorer,
+    batch: np.ndarray,
+    paths: list[Path],
+    out_dir: Path,
+    scores: pd.DataFrame,
+    batch_size: int = 32,
+    progress: Progress | None = None,
+) -> None:
+    """Each scored image (long side at most 600 px) beside its Grad-CAM overlay, captioned
+    with its name, probability and decision, with the map's colour bar, as PNG.
+
+    ``batch``, ``paths`` and the rows of ``scores`` are the scored images, in one order.
+    """
+    layer = backbone_spec(scorer.backbone).last_conv_layer
+    rows = list(scores[["image", "probability", "decision"]].itertuples(index=False))
+    for start in range(0, len(paths), batch_size):
+        end = start + batch_size
+        # The raw maps (training.gradcam), then the post-processing (melanoma.cam) and the
+        # figure (melanoma.figures): each step as the explain stage has them.
+        maps = grad_cam(scorer.model, batch[start:end], layer)
+        for path, row, raw_map in zip(paths[start:end], rows[start:end], maps, strict=True):
+            image = decode_image(path.read_bytes())
+            scale = 600 / max(image.shape[:2])
+            if scale < 1:
+                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+            box = model_view_box(image, scorer.preprocess, None)
+            heat = normalize_cam(upsample_cam(raw_map, image.shape[:2], box))
+            title = overlay_title(scorer, row.image, float(row.probability), int(row.decision))
+            target = out_dir / f"{row.image}.gradcam.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(
+                gradcam_overlay_png(image, overlay_heatmap(image, heat), title, RESEARCH_NOTICE)
+            )
+        if progress:
+            progress(min(end, len(paths)))
