@@ -174,7 +174,9 @@ def write_scored_run(
     return run
 
 
-def write_external_set(run: Run, name: str, seed: int = 5) -> str:
+def write_external_set(
+    run: Run, name: str, seed: int = 5, train_long_side: int | None = 200
+) -> str:
     """An external set of ``name`` committed for an evaluated ``run``, as ``training.external``
     commits one (fabricated predictions, no model): return its commit key."""
     from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
@@ -210,6 +212,7 @@ def write_external_set(run: Run, name: str, seed: int = 5) -> str:
                     "labels_format": "binary",
                     "source": {"images": f"/data/{name}", "labels": f"/data/{name}.csv"},
                     "thresholds_chosen_on": "val",
+                    "resolution_parity": {"train_long_side": train_long_side},
                     **measured,
                     "not_scored": {},
                     "differences": differences,

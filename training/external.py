@@ -202,6 +202,8 @@ def validate_external(
             "labels_format": fmt,
             "source": _source(external),
             "thresholds_chosen_on": "val",
+            # Larger images were shrunk to the training images' long side first.
+            "resolution_parity": {"train_long_side": scorer.train_long_side},
             **measured,
             "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
             "differences": differences,

@@ -175,6 +175,7 @@ def predict(args: argparse.Namespace) -> int:
         f"{elapsed:.1f} s ({elapsed / max(len(paths), 1):.2f} s per file) -> {args.output}",
         file=sys.stderr,
     )
+    print(resolution_parity_line(scorer.train_long_side), file=sys.stderr)
     for row in failures.itertuples():
         print(f"not scored: {row.image}: {row.reason}", file=sys.stderr)
     if len(failures):
@@ -203,6 +204,19 @@ def read_scores(path: Path) -> pd.DataFrame:
     with path.open(encoding="utf-8") as lines:
         notice_lines = next((i for i, line in enumerate(lines) if not line.startswith("#")), 0)
     return pd.read_csv(path, skiprows=notice_lines)
+
+
+def resolution_parity_line(train_long_side: int | None) -> str:
+    """What was done to images sharper than the run's training images, in one line."""
+    if train_long_side is None:
+        return (
+            "Resolution parity: not applied (this run predates the record of its training "
+            "images' resolution); large images were resized straight to the model's input."
+        )
+    return (
+        f"Resolution parity: images with a long side over {train_long_side} px (the run's "
+        "training images) were first shrunk to it, then preprocessed as in training."
+    )
 
 
 def _percent(value: Any) -> str | None:

@@ -53,6 +53,9 @@ class RunScorer:
     threshold: float
     calibrate: Callable[[np.ndarray], np.ndarray]
     tta_views: int = 1  # flips/rotations averaged, as the run scored its splits
+    # The long side of the run's training images: larger new images are shrunk to it first
+    # (resolution parity; None for a run from before it was recorded).
+    train_long_side: int | None = None
     # The run's calibration.json: how each operating point's threshold was chosen, and
     # what it gave on validation (see melanoma.calibration.choose_thresholds).
     calibration: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -108,5 +111,6 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         threshold=float(thresholds[operating_point]["threshold"]),
         calibrate=probability_calibrator(calibration["probability_calibration"]),
         tta_views=tta_views(run),
+        train_long_side=run.preprocess_data().get("train_long_side"),
         calibration=calibration,
     )

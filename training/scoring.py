@@ -63,11 +63,15 @@ def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
+def model_input(
+    path: Path, config: PreprocessConfig, train_long_side: int | None = None
+) -> np.ndarray:
     """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
 
     The header gives the source size, so large images take the same reduced decode as in
-    preprocessing. ImageDecodeError (or OSError) names what is wrong.
+    preprocessing. An image larger than the run's training images (``train_long_side``) is
+    first shrunk to their resolution (resolution parity). ImageDecodeError (or OSError)
+    names what is wrong.
     """
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageDecodeError(f"not an image format we read ({path.suffix or 'no suffix'})")
@@ -76,14 +80,14 @@ def model_input(path: Path, config: PreprocessConfig) -> np.ndarray:
         raise ImageDecodeError("empty file")
     if data[:3] == JPEG_MAGIC or data[:8] == PNG_MAGIC:
         # Strictly, as at ingest: a damaged JPEG or a transparent PNG is not scored.
-        return preprocess_image(data, config, check_image(data))
+        return preprocess_image(data, config, check_image(data), train_long_side=train_long_side)
     try:
         with PIL.Image.open(io.BytesIO(data)) as header:
             source_wh = header.size
     except (PIL.UnidentifiedImageError, OSError) as error:
         reason = str(error).split(" <_io.", 1)[0]  # PIL names the in-memory buffer
         raise ImageDecodeError(f"unreadable image: {reason}") from error
-    return preprocess_image(data, config, source_wh)
+    return preprocess_image(data, config, source_wh, train_long_side=train_long_side)
 
 
 def score_images(
@@ -107,7 +111,7 @@ def score_images(
         for path in paths[start : start + batch_size]:
             name = str(path.relative_to(root)) if path != root else path.name
             try:
-                inputs.append(model_input(path, scorer.preprocess))
+                inputs.append(model_input(path, scorer.preprocess, scorer.train_long_side))
                 names.append(name)
             except (ImageDecodeError, cv2.error, OSError) as error:
                 failures.append({"image": name, "reason": str(error)})

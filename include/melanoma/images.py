@@ -215,19 +215,38 @@ def resize(image: np.ndarray, size: int, interpolation: str = "area") -> np.ndar
     return cv2.resize(image, (size, size), interpolation=INTERPOLATIONS[interpolation])
 
 
+def match_resolution(image: np.ndarray, long_side: int | None) -> np.ndarray:
+    """Shrink ``image`` (aspect kept, area interpolation) so that its long side is at most
+    ``long_side``: the resolution of the images a model was trained on. An image sharper
+    than those reaches the model unlike any it learnt from (the train/test resolution
+    discrepancy: Touvron et al., "Fixing the train-test resolution discrepancy", NeurIPS
+    2019). Never enlarges; None: unchanged."""
+    height, width = image.shape[:2]
+    if long_side is None or max(height, width) <= long_side:
+        return image
+    scale = long_side / max(height, width)
+    shape = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+
+
 def preprocess_image(
     data: bytes,
     config: PreprocessConfig,
     source_wh: tuple[int, int] | None = None,
     mask: np.ndarray | None = None,
+    train_long_side: int | None = None,
 ) -> np.ndarray:
-    """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), colour constancy,
-    hair removal, crop, resize.
+    """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), resolution
+    parity, colour constancy, hair removal, crop, resize.
 
+    ``train_long_side``: for an image from outside the run's dataset, the long side of the
+    images the run trained on; a larger image is first shrunk to it (``match_resolution``).
     With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep.
     """
     reduced = config.reduced_decode and not config.lesion_crop
-    image = decode_image(data, config.size if reduced else None, source_wh)
+    image = match_resolution(
+        decode_image(data, config.size if reduced else None, source_wh), train_long_side
+    )
     if config.color_constancy:
         image = shades_of_gray(image)
     if config.hair_removal:

@@ -116,6 +116,13 @@ def plan_images(
     return tasks
 
 
+def train_long_side(tasks: list[ImageTask]) -> int | None:
+    """The median long side, in pixels, of the training split's source images (None when
+    the manifest records no sizes): the resolution the run's model learns from."""
+    sides = [max(t.width, t.height) for t in tasks if t.split == "train" and t.width and t.height]
+    return int(np.median(sides)) if sides else None
+
+
 def plan_shards(
     tasks: list[ImageTask], layout: RunLayout, parallelism: int, tasks_per_core: int = 3
 ) -> list[Shard]:
@@ -337,6 +344,7 @@ def run_preprocessing(
     run_config = run.config()
     manifest = read_manifest(run.store, run_config.manifest_key)
     tasks = plan_images(run.splits(), manifest, augment_copies)
+    trained_at = train_long_side(tasks)
     shards = plan_shards(tasks, run.layout, parallelism, tasks_per_core)
     store_url = run.store.url
 
@@ -354,6 +362,7 @@ def run_preprocessing(
                 "seed": seed,
                 "augment_copies_per_minority_image": augment_copies,
                 "parallelism": parallelism,
+                "train_long_side": trained_at,
                 "notice": RESEARCH_NOTICE,
                 **(extra_stats or {}),
             },
@@ -372,6 +381,8 @@ def run_preprocessing(
             "dataset_version": manifest["dataset_version"],
             "image_size": config.size,
             "preprocess_config": asdict(config),
+            # New images are brought to this resolution before the model's resize.
+            "train_long_side": trained_at,
         }
     listed = {r["key"] for r in results}
     for obj in run.store.list(run.layout.preprocessed + "/"):

@@ -324,7 +324,8 @@ def external_section(
             f"""<h3>{escape(m["external_set"])}</h3>
 <p>{counts["images"]} images ({counts["positives"]} positive for
 <code>{escape(m["label_task"])}</code>), labels in the {escape(m["labels_format"])} format.
-Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.</p>
+Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.
+{_resolution_parity(m)}</p>
 {
                 html_table(
                     [
@@ -471,6 +472,20 @@ negatives); they have no share and are left out of the means. Masks:
 <p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
 <div class="gallery">{"".join(figures)}</div>
 """
+
+
+def _resolution_parity(external_metrics: dict) -> str:
+    """How the set's images were sized before the model's resize (its metrics say)."""
+    long_side = (external_metrics.get("resolution_parity") or {}).get("train_long_side")
+    if long_side is None:
+        return (
+            "Resolution parity: not applied (not recorded for this run); larger images were "
+            "resized straight to the model's input."
+        )
+    return (
+        f"Resolution parity: images with a long side over {long_side} px (the run's training "
+        "images) were first shrunk to it."
+    )
 
 
 def considerations_section(

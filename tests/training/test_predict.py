@@ -60,6 +60,32 @@ def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_i
     assert (scores["decision"] == (scores["probability"] >= threshold)).all()
 
 
+def test_an_image_at_three_times_the_training_resolution_scores_as_at_it(
+    evaluated_run, test_images, tmp_path
+):
+    """Resolution parity: the run records its training images' resolution (the generated
+    archive's 64x48) and brings sharper images to it before the model's resize."""
+    folder, _, _ = test_images
+    scorer = load_run_scorer(evaluated_run)
+    assert scorer.train_long_side == 64
+    sharp = tmp_path / "sharp"
+    sharp.mkdir()
+    originals = sorted(folder.glob("nested/*.png"))
+    for path in originals:
+        pixels = cv2.imread(str(path))
+        height, width = pixels.shape[:2]
+        larger = cv2.resize(pixels, (3 * width, 3 * height), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(sharp / path.name), larger)
+    at_training, _, _ = score_images(scorer, originals, folder)
+    at_three_times, failures, _ = score_images(scorer, sorted(sharp.glob("*.png")), sharp)
+    assert failures.empty and len(at_three_times) == len(originals) > 3
+    pairs = at_training.assign(name=at_training["image"].str.rsplit("/", n=1).str[-1]).merge(
+        at_three_times, left_on="name", right_on="image"
+    )
+    assert len(pairs) == len(originals)
+    assert np.allclose(pairs["probability_x"], pairs["probability_y"], atol=0.02)
+
+
 def test_cli_lists_bad_files_scores_the_rest_and_writes_overlays(
     evaluated_run, test_images, tmp_path, capsys
 ):
@@ -143,7 +169,8 @@ def test_the_command_prints_only_its_own_lines_and_no_progress_off_a_terminal(
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert lines[0] == RESEARCH_NOTICE and lines[1].startswith(f"{len(names)} image(s) scored")
-    assert lines[2].startswith("Decision: positive for mel_vs_rest") and len(lines) == 3, lines
+    assert lines[2].startswith("Resolution parity: images with a long side over 64 px")
+    assert lines[3].startswith("Decision: positive for mel_vs_rest") and len(lines) == 4, lines
     assert "\r" not in done.stderr and done.stdout == ""
     assert len(read_scores(output)) == len(names)
 

@@ -9,12 +9,17 @@ from melanoma.images import (
     augment_seed,
     crop_to_lesion,
     decode_image,
+    match_resolution,
     preprocess_image,
     reduction_factor,
     remove_hair,
     segment_lesion,
 )
 from melanoma.synthetic import lesion_image
+
+
+def png(image_bgr: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image_bgr)[1].tobytes()
 
 
 def jpeg(image_bgr: np.ndarray, quality: int = 95) -> bytes:
@@ -147,3 +152,32 @@ def test_the_eight_dihedral_views_are_distinct_rearrangements():
     assert [len(dihedral_views(batch, n)) for n in (1, 2, 4)] == [1, 2, 4]
     with pytest.raises(ValueError, match="1, 2, 4, 8"):
         dihedral_views(batch, 3)
+
+
+def test_match_resolution_shrinks_only_larger_images_and_keeps_their_aspect():
+    image = np.zeros((450, 600, 3), np.uint8)
+    assert match_resolution(image, None) is image
+    assert match_resolution(image, 600) is image and match_resolution(image, 900) is image
+    assert match_resolution(image, 200).shape == (150, 200, 3)
+    assert match_resolution(np.zeros((560, 768, 3), np.uint8), 200).shape == (146, 200, 3)
+
+
+def test_an_image_at_three_times_the_training_resolution_reaches_the_model_as_at_it():
+    """Resolution parity (Touvron et al. 2019): the same scene photographed 3x sharper than
+    the 200x150 training images becomes, with parity, nearly the same 224x224 input."""
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, (450, 600, 3)).astype(np.uint8)
+    scene = cv2.GaussianBlur(noise, (7, 7), 0)  # the sharp capture: detail at 600x450
+    training_like = cv2.resize(scene, (200, 150), interpolation=cv2.INTER_AREA)
+    config = PreprocessConfig(size=224)
+    reference = preprocess_image(png(training_like), config).astype(float)
+    with_parity = preprocess_image(png(scene), config, (600, 450), train_long_side=200)
+    without = preprocess_image(png(scene), config, (600, 450))
+    parity_error = np.abs(with_parity - reference).mean()
+    assert parity_error < 1.5  # grey levels (0.98 here)
+    assert np.abs(without - reference).mean() > 2 * parity_error  # 2.66 here
+    # At or below the training resolution, parity changes nothing.
+    assert np.array_equal(
+        preprocess_image(png(training_like), config, train_long_side=200),
+        reference.astype(np.uint8),
+    )

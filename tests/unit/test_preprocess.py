@@ -9,7 +9,15 @@ from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig
 from melanoma.ingest import ingest
 from melanoma.layout import DatasetLayout, RunLayout
-from melanoma.preprocess import plan_images, plan_shards, process_shard, read_shards, summarize
+from melanoma.preprocess import (
+    ImageTask,
+    plan_images,
+    plan_shards,
+    process_shard,
+    read_shards,
+    summarize,
+    train_long_side,
+)
 from melanoma.run import Run
 from melanoma.sources import find_layout
 from melanoma.splits import split_by_lesion
@@ -104,3 +112,13 @@ def test_an_image_changed_after_ingest_stops_preprocessing_with_its_key(ingested
     with pytest.raises(ArtifactCorruptError, match=changed.image["key"]):
         process_shard(file_store, shard, PreprocessConfig(size=48), seed=1)
     assert not file_store.exists(shard.key)
+
+
+def test_the_training_resolution_is_the_median_long_side_of_the_training_images():
+    def task(split: str, width: int, height: int) -> ImageTask:
+        return ImageTask("ISIC_0000000", "L", "nv", 0, split, {}, None, width, height, 0)
+
+    tasks = [task("train", 200, 150), task("train", 150, 200), task("train", 600, 450)]
+    tasks += [task("test", 1024, 768), task("train", 0, 0)]  # another split; size unknown
+    assert train_long_side(tasks) == 200
+    assert train_long_side([task("train", 0, 0)]) is None

@@ -39,7 +39,7 @@ def test_a_run_with_external_sets_names_them_and_never_says_none_was_used(file_s
     calibrate_run(run, CONFIG)
     evaluate_run(run, CONFIG)
     write_external_set(run, "isic2018")
-    write_external_set(run, "ph2", seed=6)
+    write_external_set(run, "ph2", seed=6, train_long_side=None)  # a run from before parity
     # The dataset stored its test images as PNG (a mirror may serve them so).
     splits = run.splits()
     test_ids = splits.loc[splits["split"] == "test", "image_id"]
@@ -55,6 +55,9 @@ def test_a_run_with_external_sets_names_them_and_never_says_none_was_used(file_s
     # The test split's formats come from the manifest, not from a fixed "jpeg".
     formats = re.findall(r"<tr><td>formats</td><td>jpeg \d+</td><td>(.*?)</td></tr>", page)
     assert formats == [f"png {len(test_ids)}"] * 2
+    # What was done to images sharper than the training images, set by set.
+    assert "long side over 200 px (the run's training images) were first shrunk" in page
+    assert "Resolution parity: not applied (not recorded for this run)" in page
 
 
 def test_a_run_without_external_sets_says_none_was_used(file_store):
