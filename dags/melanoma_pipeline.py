@@ -107,10 +107,12 @@ def retraining_schedule(clock: str, asset: Asset) -> Asset | AssetOrTimeSchedule
     )
 
 
-def _stages(params: dict[str, Any] | None):
+def _stages(params: dict[str, Any] | None, run=None):
+    """Each stage's config; after the split, params left empty take the run's recorded values."""
     from melanoma.params import from_params
 
-    return from_params(params or {})
+    recorded = run.config().config if run is not None and run.committed("split") else None
+    return from_params(params or {}, recorded)
 
 
 def _run(params: dict[str, Any] | None, run_id: str | None):
@@ -146,9 +148,10 @@ def _param(
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("MELANOMA_RETRY_DELAY_S", 60)))
 
 # The trigger form's sections, in the order the form shows them.
-DATA, PREPROCESSING, MODEL, TRAINING = "Data", "Preprocessing", "Model", "Training"
-EVALUATION, EXPLANATION, PROMOTION = "Evaluation", "Explanation", "Promotion"
-EXTERNAL = "External validation"
+SECTION_DATA, SECTION_PREPROCESSING = "Data", "Preprocessing"
+SECTION_MODEL, SECTION_TRAINING = "Model", "Training"
+SECTION_EVALUATION, SECTION_EXPLANATION = "Evaluation", "Explanation"
+SECTION_PROMOTION, SECTION_EXTERNAL = "Promotion", "External validation"
 
 # The trigger form. Each stage's typed config is made from these in one place:
 # melanoma.params.from_params. Defaults are the same on every machine: nothing here reads
@@ -158,7 +161,7 @@ PARAMS: dict[str, Param] = {
     "source": _param(
         None,
         "HAM10000 source",
-        DATA,
+        SECTION_DATA,
         "Where to get HAM10000: `dataverse`, `dataverse:<url>`, an http(s) mirror URL, or "
         "a folder on the workers. **Empty:** the workers' `HAM10000_SOURCE`, else Dataverse.",
         optional=True,
@@ -166,46 +169,48 @@ PARAMS: dict[str, Param] = {
     "min_image_share": _param(
         0.9,
         "Least share of metadata rows with an image",
-        DATA,
+        SECTION_DATA,
         "Ingest fails below it: an archive with empty or cut-short image zips is refused.",
         minimum=0,
         maximum=1,
     ),
-    "label_task": _param("mel_vs_rest", "Label task", DATA, enum=sorted(LABEL_TASKS)),
-    "split_seed": _param(42, "Split seed", DATA, minimum=0),
+    "label_task": _param("mel_vs_rest", "Label task", SECTION_DATA, enum=sorted(LABEL_TASKS)),
+    "split_seed": _param(42, "Split seed", SECTION_DATA, minimum=0),
     "holdout_source": _param(
         None,
         "Held-out source (unseen clinic)",
-        DATA,
+        SECTION_DATA,
         "**Empty:** the usual split of all sources. Otherwise a source of HAM10000's "
         "`dataset` column: train and validate without it, test on it alone. Such a run is an "
         "estimate, never promoted.",
         optional=True,
         examples=list(SOURCES),
     ),
-    "image_size": _param(224, "Model input size (pixels)", PREPROCESSING, minimum=32, maximum=1024),
-    "interpolation": _param(
-        "area", "Resize interpolation", PREPROCESSING, enum=sorted(INTERPOLATIONS)
+    "image_size": _param(
+        224, "Model input size (pixels)", SECTION_PREPROCESSING, minimum=32, maximum=1024
     ),
-    "hair_removal": _param(False, "Hair removal (black-hat + inpainting)", PREPROCESSING),
-    "lesion_crop": _param(False, "Lesion-centred crop", PREPROCESSING),
+    "interpolation": _param(
+        "area", "Resize interpolation", SECTION_PREPROCESSING, enum=sorted(INTERPOLATIONS)
+    ),
+    "hair_removal": _param(False, "Hair removal (black-hat + inpainting)", SECTION_PREPROCESSING),
+    "lesion_crop": _param(False, "Lesion-centred crop", SECTION_PREPROCESSING),
     "color_constancy": _param(
         False,
         "Colour constancy (Shades of Gray, p = 6)",
-        PREPROCESSING,
+        SECTION_PREPROCESSING,
         "Applied the same way in preprocessing and in `melanoma-predict`.",
     ),
     "augment_copies": _param(
         2,
         "Augmented copies per minority-class training image",
-        PREPROCESSING,
+        SECTION_PREPROCESSING,
         minimum=0,
         maximum=20,
     ),
     "backbone": _param(
         None,
         "Backbone",
-        MODEL,
+        SECTION_MODEL,
         "**Empty:** the workers' `MELANOMA_BACKBONE`, else `resnet50`.",
         optional=True,
         enum=list(BACKBONE_NAMES),
@@ -213,7 +218,7 @@ PARAMS: dict[str, Param] = {
     "pretrained_weights": _param(
         None,
         "Pretrained weights",
-        MODEL,
+        SECTION_MODEL,
         "`keras` (download), `none`, a file path on the workers or an https URL. "
         "**Empty:** the workers' `MELANOMA_PRETRAINED_WEIGHTS`, else `keras`.",
         optional=True,
@@ -221,7 +226,7 @@ PARAMS: dict[str, Param] = {
     "head": _param(
         "binary",
         "Classifier head",
-        MODEL,
+        SECTION_MODEL,
         "`binary`: one sigmoid for the label task. `multiclass`: a softmax over the seven "
         "diagnoses, scored as the sum of the task's positive classes.",
         enum=list(HEADS),
@@ -229,56 +234,64 @@ PARAMS: dict[str, Param] = {
     "multiscale_features": _param(
         False,
         "Multiscale features",
-        MODEL,
+        SECTION_MODEL,
         "The pooled maps of earlier backbone layers join the last layer's (finer texture).",
     ),
     "metadata_fusion": _param(
         False,
         "Metadata fusion (age, sex, body site)",
-        MODEL,
+        SECTION_MODEL,
         "Joined to the image features. Images without metadata (predict, external sets) "
         "still score, and their predictions say so.",
     ),
     "metadata_dropout": _param(
         0.3,
         "Metadata dropout",
-        MODEL,
+        SECTION_MODEL,
         "The chance a training image's metadata is hidden, so that the model also learns "
         "without it.",
         minimum=0,
         exclusiveMaximum=1,
     ),
-    "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", TRAINING, minimum=0),
+    "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", SECTION_TRAINING, minimum=0),
     "phase2_epochs": _param(
         20,
         "Epochs, phase 2 (fine-tuning)",
-        TRAINING,
+        SECTION_TRAINING,
         "These defaults are sized for a GPU. On a CPU, the README's configuration is "
         "40 phase-1 epochs, 0 phase-2 epochs and multiscale features.",
         minimum=0,
     ),
-    "unfreeze_blocks": _param(3, "Backbone blocks unfrozen in phase 2", TRAINING, minimum=0),
-    "phase2_learning_rate": _param(1e-5, "Learning rate, phase 2", TRAINING, exclusiveMinimum=0),
-    "phase2_schedule": _param(
-        "constant", "Learning-rate schedule, phase 2", TRAINING, enum=list(SCHEDULES)
+    "unfreeze_blocks": _param(
+        3, "Backbone blocks unfrozen in phase 2", SECTION_TRAINING, minimum=0
     ),
-    "batch_size": _param(32, "Batch size", TRAINING, minimum=1),
-    "early_stopping_patience": _param(10, "Early-stopping patience (epochs)", TRAINING, minimum=1),
+    "phase2_learning_rate": _param(
+        1e-5, "Learning rate, phase 2", SECTION_TRAINING, exclusiveMinimum=0
+    ),
+    "phase2_schedule": _param(
+        "constant", "Learning-rate schedule, phase 2", SECTION_TRAINING, enum=list(SCHEDULES)
+    ),
+    "batch_size": _param(32, "Batch size", SECTION_TRAINING, minimum=1),
+    "early_stopping_patience": _param(
+        10, "Early-stopping patience (epochs)", SECTION_TRAINING, minimum=1
+    ),
     "imbalance": _param(
         "class_weight",
         "Class-imbalance strategy",
-        TRAINING,
+        SECTION_TRAINING,
         "`oversample` uses preprocessing's augmented copies; the others ignore them.",
         enum=list(IMBALANCE_STRATEGIES),
     ),
     "class_weight": _param(
-        "balanced", "Class weights", TRAINING, "`balanced`, or `w0,w1` such as `0.5,28.5`."
+        "balanced", "Class weights", SECTION_TRAINING, "`balanced`, or `w0,w1` such as `0.5,28.5`."
     ),
-    "label_smoothing": _param(0.0, "Label smoothing", TRAINING, minimum=0, exclusiveMaximum=0.5),
+    "label_smoothing": _param(
+        0.0, "Label smoothing", SECTION_TRAINING, minimum=0, exclusiveMaximum=0.5
+    ),
     "tta_views": _param(
         1,
         "Test-time augmentation views",
-        EVALUATION,
+        SECTION_EVALUATION,
         "Flips and 90-degree rotations, averaged at validation, test, external sets and predict.",
         type="integer",
         enum=[1, 2, 4, 8],
@@ -286,7 +299,7 @@ PARAMS: dict[str, Param] = {
     "target_sensitivity": _param(
         0.95,
         "Target sensitivity",
-        EVALUATION,
+        SECTION_EVALUATION,
         "Its threshold is the highest one that reaches this sensitivity on **validation**.",
         exclusiveMinimum=0,
         maximum=1,
@@ -294,30 +307,32 @@ PARAMS: dict[str, Param] = {
     "operating_point": _param(
         "target_sensitivity",
         "Operating threshold",
-        EVALUATION,
+        SECTION_EVALUATION,
         "The threshold that the promotion rule, the report and `melanoma-predict` treat as "
         "the decision.",
         enum=list(OPERATING_POINTS),
     ),
     "probability_calibration": _param(
-        "platt", "Probability calibration", EVALUATION, enum=list(PROBABILITY_CALIBRATIONS)
+        "platt", "Probability calibration", SECTION_EVALUATION, enum=list(PROBABILITY_CALIBRATIONS)
     ),
     "bootstrap_replicates": _param(
-        2000, "Bootstrap replicates (lesion resampling)", EVALUATION, minimum=100
+        2000, "Bootstrap replicates (lesion resampling)", SECTION_EVALUATION, minimum=100
     ),
     "gradcam_per_outcome": _param(
         4,
         "Grad-CAM: images per outcome",
-        EXPLANATION,
+        SECTION_EXPLANATION,
         "The most confident true and false positives and negatives are explained.",
         minimum=0,
     ),
-    "gradcam_random": _param(8, "Grad-CAM: random test images", EXPLANATION, minimum=0),
-    "gradcam_method": _param("gradcam", "Grad-CAM variant", EXPLANATION, enum=list(CAM_METHODS)),
+    "gradcam_random": _param(8, "Grad-CAM: random test images", SECTION_EXPLANATION, minimum=0),
+    "gradcam_method": _param(
+        "gradcam", "Grad-CAM variant", SECTION_EXPLANATION, enum=list(CAM_METHODS)
+    ),
     "promotion_auroc_margin": _param(
         0.01,
         "Promotion margin",
-        PROMOTION,
+        SECTION_PROMOTION,
         "Promote when test AUROC is not below the champion's by more than this.",
         minimum=0,
         maximum=1,
@@ -325,7 +340,7 @@ PARAMS: dict[str, Param] = {
     "sensitivity_floor": _param(
         0.80,
         "Sensitivity floor",
-        PROMOTION,
+        SECTION_PROMOTION,
         "The test sensitivity at the operating threshold that a champion must reach.",
         minimum=0,
         maximum=1,
@@ -333,20 +348,20 @@ PARAMS: dict[str, Param] = {
     "external_validation": _param(
         False,
         "External validation",
-        EXTERNAL,
+        SECTION_EXTERNAL,
         "Also evaluate the run's model on an external labelled set.",
     ),
     "external_images": _param(
         "isic2018",
         "External set: images",
-        EXTERNAL,
+        SECTION_EXTERNAL,
         "`isic2018` (the ISIC 2018 Task 3 test set, from Dataverse), or a folder or zip on "
         "the workers.",
     ),
     "external_labels": _param(
         None,
         "External set: labels CSV",
-        EXTERNAL,
+        SECTION_EXTERNAL,
         "For a local set: ISIC 2018 one-hot, HAM10000 metadata (`image_id`, `dx`) or binary "
         "(`image_id`, `melanoma`) format. **Empty** for `isic2018`.",
         optional=True,
@@ -354,7 +369,7 @@ PARAMS: dict[str, Param] = {
     "external_name": _param(
         None,
         "External set: name",
-        EXTERNAL,
+        SECTION_EXTERNAL,
         "Its name in the store and the report. **Empty:** `isic2018`, or the labels file's "
         "name without `.csv`.",
         optional=True,
@@ -418,7 +433,8 @@ def melanoma_pipeline() -> None:
     ) -> str:
         from training.train import train_run
 
-        return train_run(_run(params, run_id), _stages(params).train, weights_key)
+        run = _run(params, run_id)
+        return train_run(run, _stages(params, run).train, weights_key)
 
     trained = train(weights)
     preprocess >> trained
@@ -429,7 +445,8 @@ def melanoma_pipeline() -> None:
     ) -> str:
         from melanoma.evaluation import calibrate_run
 
-        return calibrate_run(_run(params, run_id), _stages(params).evaluation)
+        run = _run(params, run_id)
+        return calibrate_run(run, _stages(params, run).evaluation)
 
     @task
     def evaluate(
@@ -437,7 +454,8 @@ def melanoma_pipeline() -> None:
     ) -> str:
         from melanoma.evaluation import evaluate_run
 
-        return evaluate_run(_run(params, run_id), _stages(params).evaluation)
+        run = _run(params, run_id)
+        return evaluate_run(run, _stages(params, run).evaluation)
 
     @task.branch
     def decide_promotion(
@@ -449,7 +467,8 @@ def melanoma_pipeline() -> None:
         def rescore(champion_run, run):
             return score_split(champion_run, run, "test")
 
-        decision = decide_run_promotion(_run(params, run_id), _stages(params).promotion, rescore)
+        run = _run(params, run_id)
+        decision = decide_run_promotion(run, _stages(params, run).promotion, rescore)
         return "promote_model" if decision["promote"] else "keep_champion"
 
     @task
@@ -475,7 +494,8 @@ def melanoma_pipeline() -> None:
     ) -> str:
         from training.explain import explain_run
 
-        return explain_run(_run(params, run_id), _stages(params).explain)
+        run = _run(params, run_id)
+        return explain_run(run, _stages(params, run).explain)
 
     @task(queue="gpu")
     def external_validation(

@@ -6,10 +6,9 @@ probability calibration and its operating threshold from validation, and writes 
 a diagnostic device.
 
 This module is the command line only: the standard library and the light part of the
-library. TensorFlow, Keras, OpenCV and pandas load when the command is about to score
-(``training.scoring``, after the inputs, the store and the run are checked), so
-``--help`` and a user's mistake answer at once. ``score_split``, ``score_images`` and the
-rest are ``training.scoring``'s, still importable from here.
+library, so that ``--help`` answers at once. pandas and OpenCV load as the inputs, the
+store and the run are checked; TensorFlow and Keras only after that, when the command is
+about to score (``training.scoring``), so that a user's mistake answers without them.
 """
 
 from __future__ import annotations
@@ -210,8 +209,8 @@ def resolution_parity_line(train_long_side: int | None) -> str:
     """What was done to images sharper than the run's training images, in one line."""
     if train_long_side is None:
         return (
-            "Resolution parity: not applied (this run predates the record of its training "
-            "images' resolution); large images were resized straight to the model's input."
+            "Resolution parity: not applied (the run records no resolution for its training "
+            "images); large images were resized straight to the model's input."
         )
     return (
         f"Resolution parity: images with a long side over {train_long_side} px (the run's "

@@ -28,6 +28,7 @@ from melanoma.images import (
     PreprocessConfig,
     check_image,
     decode_image,
+    match_resolution,
     preprocess_image,
 )
 from melanoma.run import Run
@@ -174,11 +175,19 @@ def write_gradcam_overlays(
         # figure (melanoma.figures): each step as the explain stage has them.
         maps = grad_cam(scorer.model, batch[start:end], layer)
         for path, row, raw_map in zip(paths[start:end], rows[start:end], maps, strict=True):
-            image = decode_image(path.read_bytes())
-            scale = 600 / max(image.shape[:2])
-            if scale < 1:
-                image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            box = model_view_box(image, scorer.preprocess, None)
+            decoded = decode_image(path.read_bytes())
+            # The lesion crop's box where the model's crop was taken (after resolution
+            # parity), then scaled to the image shown (long side at most 600 px).
+            seen = match_resolution(decoded, scorer.train_long_side)
+            image = match_resolution(decoded, 600)
+            ratio = image.shape[0] / seen.shape[0]
+            top, left, height, width = model_view_box(seen, scorer.preprocess, None)
+            box = (
+                round(top * ratio),
+                round(left * ratio),
+                round(height * ratio),
+                round(width * ratio),
+            )
             heat = normalize_cam(upsample_cam(raw_map, image.shape[:2], box))
             title = overlay_title(scorer, row.image, float(row.probability), int(row.decision))
             target = out_dir / f"{row.image}.gradcam.png"

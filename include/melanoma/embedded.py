@@ -31,6 +31,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -229,6 +230,20 @@ def _terminate(pid: int, timeout_s: float) -> None:
 DEFAULT_UI_PORT = 8080
 
 
+def ui_port_from_env() -> int:
+    """MELANOMA_UI_PORT, checked (StackError names a value that is not a port)."""
+    text = os.environ.get("MELANOMA_UI_PORT", "").strip() or str(DEFAULT_UI_PORT)
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise StackError(f"MELANOMA_UI_PORT={text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def local_url(host: str, port: int) -> str:
+    """The API server as this machine reaches it: on loopback when it listens everywhere."""
+    reachable = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    return f"http://{f'[{reachable}]' if ':' in reachable else reachable}:{port}"
+
+
 def airflow_environment(
     root: Path,
     spark: SparkStandalone,
@@ -239,9 +254,10 @@ def airflow_environment(
     """Environment for Airflow commands on the embedded stack (home, DB, connections, store,
     the UI's port and the execution API that task processes report to)."""
     home = home or root / ".airflow"
-    port = ui_port or int(os.environ.get("MELANOMA_UI_PORT", DEFAULT_UI_PORT))
+    port = ui_port or ui_port_from_env()
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ)
+    host = env.get("MELANOMA_UI_HOST", "127.0.0.1")
     env.update(
         {
             "AIRFLOW_HOME": str(home),
@@ -257,10 +273,10 @@ def airflow_environment(
             "SPARK_HOME": str(spark_home()),
             "SPARK_LOCAL_IP": "127.0.0.1",
             # The UI (`make ui`) on loopback only; MELANOMA_UI_HOST=0.0.0.0 opens it up.
-            "AIRFLOW__API__HOST": env.get("MELANOMA_UI_HOST", "127.0.0.1"),
+            "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
-            # Task processes report to the API server on this machine, whatever the UI's host.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            # Task processes report to the API server on this machine.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{local_url(host, port)}/execution/",
             # spark-submit and airflow from this environment, whatever the caller's PATH.
             "PATH": f"{venv_bin}{os.pathsep}{env.get('PATH', '')}",
         }
@@ -303,7 +319,7 @@ def api_server(env: dict[str, str], timeout_s: float = 180.0) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = local_url(host, port)
     try:
         deadline = time.monotonic() + timeout_s
         while not _healthy(f"{url}/api/v2/monitor/health"):
@@ -335,8 +351,11 @@ def run_dag(env: dict[str, str], conf: dict | None = None) -> int:
         return subprocess.run(command, env=env).returncode
 
 
-def latest_run_task_states(env: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-    """The DAG's newest run id and its tasks' states, from the Airflow CLI."""
+def latest_run_task_states(
+    env: dict[str, str], since: datetime
+) -> tuple[str, dict[str, str]] | None:
+    """The DAG's newest run id and its tasks' states, from the Airflow CLI; None when no run
+    started at ``since`` or later (``dags test`` failed before it made one)."""
 
     def cli(*args: str) -> list[dict[str, str]]:
         done = subprocess.run(
@@ -354,7 +373,7 @@ def latest_run_task_states(env: dict[str, str]) -> tuple[str, dict[str, str]] | 
                     continue
         return []
 
-    runs = cli("dags", "list-runs", DAG_ID)
+    runs = [r for r in cli("dags", "list-runs", DAG_ID) if _after(r.get("run_after"), since)]
     if not runs:
         return None
     run_id = runs[0]["run_id"]  # newest first
@@ -392,8 +411,16 @@ def readable_log_tail(path: Path, lines: int = 25) -> list[str]:
     return out[-lines:]
 
 
-def print_failed_task_logs(env: dict[str, str]) -> None:
-    found = latest_run_task_states(env)
+def _after(stamp: str | None, since: datetime) -> bool:
+    try:
+        return stamp is not None and datetime.fromisoformat(stamp) >= since
+    except ValueError:
+        return False
+
+
+def print_failed_task_logs(env: dict[str, str], since: datetime) -> None:
+    """The end of each failed task's log, for the run that started at ``since`` or later."""
+    found = latest_run_task_states(env, since)
     if found is None:
         return
     run_id, states = found
@@ -422,8 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", default=None, help="DAG params as JSON, for run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        conf = json.loads(args.conf) if args.conf else None
+    except ValueError as error:
+        parser.error(f"--conf is not JSON: {error}")
     spark, store_url = default_stack()
-    env = airflow_environment(PROJECT_ROOT, spark, store_url)
+    try:
+        env = airflow_environment(PROJECT_ROOT, spark, store_url)
+    except StackError as error:
+        print(f"melanoma-stack: {error}", file=sys.stderr)
+        return 2
     if args.command == "env":
         keys = [
             "AIRFLOW_HOME",
@@ -466,8 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         migrate_airflow_db(env)
-        started = time.monotonic()
-        code = run_dag(env, json.loads(args.conf) if args.conf else None)
+        started, begun = time.monotonic(), datetime.now(UTC)
+        code = run_dag(env, conf)
         elapsed = time.monotonic() - started
     except StackError as error:
         print(f"melanoma-stack: {error}", file=sys.stderr)
@@ -475,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         spark.stop()
     if code != 0:
-        print_failed_task_logs(env)
+        print_failed_task_logs(env, begun)
     logs = Path(env["AIRFLOW_HOME"]) / "logs"
     print(f"\nDAG {DAG_ID} {'succeeded' if code == 0 else 'FAILED'} in {elapsed:.0f}s.")
     print(f"Artifacts: {store_url}  (datasets/ham10000/<version>/, runs/<run_id>/)")

@@ -76,9 +76,24 @@ TRAIN_PARAMS = {
 }
 
 
-def from_params(params: Mapping[str, Any]) -> StageConfigs:
-    """Every stage's configuration from the DAG's params (defaults where a param is absent)."""
+# Params whose empty value means "the environment": the split task resolves them and
+# records them in the run's config.json; every task after it reads them back from there.
+RECORDED_PARAMS = ("source", "backbone", "pretrained_weights")
+
+
+def from_params(
+    params: Mapping[str, Any], recorded: Mapping[str, Any] | None = None
+) -> StageConfigs:
+    """Every stage's configuration from the DAG's params (defaults where a param is absent).
+
+    ``recorded``: the configuration in the run's ``config.json``, once the split task has
+    written it. A param left empty then takes the value recorded there, not the value of
+    this worker's environment, so that every task of a run uses the same backbone,
+    weights and source.
+    """
     p = params
+    if recorded:
+        p = {**params, **{n: recorded[n] for n in RECORDED_PARAMS if params.get(n) is None}}
     pipeline = PipelineConfig.from_env(
         **{field: p.get(param) for field, param in PIPELINE_PARAMS.items()}
     )

@@ -344,7 +344,7 @@ def run_preprocessing(
     run_config = run.config()
     manifest = read_manifest(run.store, run_config.manifest_key)
     tasks = plan_images(run.splits(), manifest, augment_copies)
-    trained_at = train_long_side(tasks)
+    training_long_side = train_long_side(tasks)
     shards = plan_shards(tasks, run.layout, parallelism, tasks_per_core)
     store_url = run.store.url
 
@@ -362,7 +362,7 @@ def run_preprocessing(
                 "seed": seed,
                 "augment_copies_per_minority_image": augment_copies,
                 "parallelism": parallelism,
-                "train_long_side": trained_at,
+                "train_long_side": training_long_side,
                 "notice": RESEARCH_NOTICE,
                 **(extra_stats or {}),
             },
@@ -382,7 +382,7 @@ def run_preprocessing(
             "image_size": config.size,
             "preprocess_config": asdict(config),
             # New images are brought to this resolution before the model's resize.
-            "train_long_side": trained_at,
+            "train_long_side": training_long_side,
         }
     listed = {r["key"] for r in results}
     for obj in run.store.list(run.layout.preprocessed + "/"):

@@ -522,7 +522,7 @@ def _sources_limitation(sources: dict[str, int] | None) -> str:
         "HAM10000's patients are mostly fair-skinned; performance on darker skin types and "
         "on other clinics and cameras is unknown."
     )
-    if sources is None:
+    if not sources or set(sources) == {UNKNOWN}:  # no source recorded for any image
         return (
             "One archive: every image is HAM10000's, but this run's split does not record "
             f"each image's source (clinic and device). {caveat}"

@@ -237,7 +237,8 @@ class Run:
         return [e for e in self.entries("preprocess", "shard/") if e["split"] == split]
 
     def preprocess_data(self) -> dict[str, Any]:
-        """image_size, dataset_version and the preprocessing config."""
+        """image_size, dataset_version, the preprocessing config and train_long_side (the
+        training images' long side, for resolution parity; absent in older runs)."""
         return self.commit_record("preprocess")["data"]
 
     def predictions(self, split: str) -> pd.DataFrame:

@@ -136,7 +136,7 @@ def subgroup_metrics(
         groups = group_labels(frame, attribute)
         result[attribute] = {
             str(name): _group_entry(frame[groups == name], replicates, seed, confidence)
-            for name in group_order(attribute, (str(g) for g in groups.unique()))
+            for name in sorted(groups.unique())
         }
     return result
 

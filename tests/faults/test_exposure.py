@@ -1,7 +1,7 @@
 """What the embedded stack exposes (issue 16): the Airflow UI on loopback unless asked.
 
 The runs page's open redirect is tested where the page runs for real:
-tests/integration/test_runs_page.py (``/runs/https:evil.example`` is a 404).
+tests/integration/test_airflow_ui.py (``/runs/https:evil.example`` is a 404).
 """
 
 from __future__ import annotations

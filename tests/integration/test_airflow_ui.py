@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from melanoma.embedded import DAG_ID, SparkStandalone, airflow_environment
+from melanoma.embedded import DAG_ID, airflow_environment
 from melanoma.layout import RunLayout, run_key
 from melanoma.store import FileStore
 from melanoma.synthetic import write_archive
 from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT, free_port, local_spark_cluster
 from tests.scored_run import write_reported_run
 from tests.unit.test_dag_definition import load_dag_module
 
@@ -29,6 +29,17 @@ needs_chromium = pytest.mark.skipif(
 RUN_ID = "manual__2026-11-20T09:00:00+00:00"
 RUN_KEY = run_key(RUN_ID)
 PASSWORD = "runs-page-test"
+# The trigger form's sections, in order (dags/melanoma_pipeline.py).
+SECTIONS = (
+    "Data",
+    "Preprocessing",
+    "Model",
+    "Training",
+    "Evaluation",
+    "Explanation",
+    "Promotion",
+    "External validation",
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +52,10 @@ def standalone(tmp_path_factory, migrated_airflow_db):
     home.mkdir()
     (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
     port = free_port()
-    env = airflow_environment(
-        REPO_ROOT, SparkStandalone(root / "spark"), store.url, home=home, ui_port=port
-    )
+    # A cluster on free ports, never started: a run the form starts fails at preprocess
+    # instead of reaching a developer's own Spark.
+    spark = local_spark_cluster(root / "spark")
+    env = airflow_environment(REPO_ROOT, spark, store.url, home=home, ui_port=port)
     env.update(
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
         # No clock: unpausing the DAG must not start a scheduled run before the user's.
@@ -179,7 +191,7 @@ def wait_for_task(base: str, token: str, run_id: str, task_id: str, timeout_s: f
     url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}"
     while time.monotonic() < deadline:
         state = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
-        if state.get("state") in ("success", "failed"):
+        if state.get("state") in ("success", "failed", "upstream_failed", "skipped"):
             return state["state"]
         time.sleep(2)
     pytest.fail(f"{task_id} did not finish in {timeout_s:.0f}s")
@@ -199,8 +211,8 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         page.goto(f"{base}/dags/{DAG_ID}")
         page.get_by_role("button", name="Trigger").first.click()
         form = page.locator("[role=dialog][data-state=open]")
-        for section in ("Data", "Model", "Training", "Evaluation", "External validation"):
-            assert form.get_by_role("button", name=section).is_visible(), section
+        for section in SECTIONS:
+            form.get_by_role("button", name=section, exact=True).wait_for()
         form.get_by_role("button", name="Data").click()
         form.locator("input[name=element_source]").fill(str(archive.root))
         page.screenshot(path=screenshots / "trigger_form.png")
@@ -220,3 +232,12 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         page.goto(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/download_dataset")
         page.get_by_text(re.compile("objects uploaded to")).first.wait_for()
         page.screenshot(path=screenshots / "task_log.png")
+
+    # Stop the run here: its later tasks would retry against a Spark that is not there.
+    stopped = requests.patch(
+        f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}",
+        json={"state": "failed"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert stopped.ok, stopped.text

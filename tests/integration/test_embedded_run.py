@@ -2,6 +2,8 @@
 `airflow dags test --use-executor`, so that every task writes its log where the UI reads it,
 and a failed run ends with the failed task's own log."""
 
+from datetime import UTC, datetime
+
 from melanoma.embedded import (
     DAG_ID,
     SparkStandalone,
@@ -30,9 +32,10 @@ def test_a_failed_run_leaves_every_task_log_in_airflows_layout_and_prints_the_fa
     missing = tmp_path / "no-such-archive"
     conf = {"source": str(missing), "backbone": "tiny_cnn", "pretrained_weights": "none"}
 
+    begun = datetime.now(UTC)
     assert run_dag(env, conf) != 0
 
-    run_id, states = latest_run_task_states(env)
+    run_id, states = latest_run_task_states(env, begun)
     assert states["store_pretrained_weights"] == "success"
     assert states["download_dataset"] == "failed"
     logs = tmp_path / "airflow" / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}"
@@ -45,8 +48,11 @@ def test_a_failed_run_leaves_every_task_log_in_airflows_layout_and_prints_the_fa
         == logs / "task_id=download_dataset" / "attempt=3.log"
     )
 
-    print_failed_task_logs(env)
+    capsys.readouterr()
+    print_failed_task_logs(env, begun)
     printed = capsys.readouterr().out
     assert "download_dataset failed; the end of its log" in printed
     assert str(missing) in printed  # the task's own error, naming what the user gave
     assert "store_pretrained_weights failed" not in printed
+    # A later make run whose `dags test` made no run never shows this run's logs as its own.
+    assert latest_run_task_states(env, datetime.now(UTC)) is None

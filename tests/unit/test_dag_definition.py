@@ -152,7 +152,7 @@ def test_form_defaults_never_come_from_the_parsing_machine(monkeypatch):
     assert not any("/home/someone" in str(p.schema) for p in parsed_elsewhere.PARAMS.values())
 
 
-def test_a_param_left_empty_is_resolved_where_the_task_runs(monkeypatch, dags):
+def test_a_param_left_empty_is_resolved_by_the_split_and_read_back_after_it(monkeypatch, dags):
     from melanoma.params import from_params
 
     defaults = {name: param.value for name, param in dags.PARAMS.items()}
@@ -173,3 +173,10 @@ def test_a_param_left_empty_is_resolved_where_the_task_runs(monkeypatch, dags):
     )
     given = from_params({**defaults, "source": "/elsewhere", "backbone": "tiny_cnn"}).pipeline
     assert (given.source, given.backbone) == ("/elsewhere", "tiny_cnn")
+    # After the split, every task reads what the split recorded, not its own environment
+    # (a GPU worker whose MELANOMA_BACKBONE differs must still train the recorded backbone).
+    recorded = on_worker.pipeline.to_dict()
+    monkeypatch.setenv("MELANOMA_BACKBONE", "resnet50")
+    monkeypatch.setenv("HAM10000_SOURCE", "/another/worker")
+    later = from_params(defaults, recorded)
+    assert (later.train.backbone, later.pipeline.source) == ("mobilenet_v2", "/data/ham10000")

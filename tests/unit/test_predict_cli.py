@@ -138,7 +138,10 @@ def test_no_progress_bar_for_one_batch_or_off_a_terminal(stream, total):
 
 def test_quiet_tensorflow_keeps_the_import_time_chatter_off_stderr(capfd, monkeypatch):
     monkeypatch.delenv("MELANOMA_DEBUG", raising=False)
-    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    # set, then removed: monkeypatch then restores it (unset) after the test, whatever
+    # quiet_tensorflow sets meanwhile
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     with quiet_tensorflow():
         os.write(2, b"I0000 port.cc:153] oneDNN custom operations are on\n")
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "2"

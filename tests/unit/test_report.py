@@ -7,12 +7,12 @@ import pandas as pd
 
 from melanoma import report_sections as sections
 from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
+from melanoma.ham10000 import SOURCES
 from melanoma.report import write_report
 from melanoma.run import Run
 from tests.scored_run import write_external_set, write_scored_run
 
 CONFIG = EvaluationConfig(bootstrap_replicates=100)
-HAM10000_SOURCES = ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias")
 
 
 def _reported(run: Run) -> str:
@@ -135,13 +135,13 @@ def test_age_bands_are_listed_youngest_first(file_store):
 
 
 def test_the_sources_sentence_counts_the_sources_of_the_runs_split(file_store):
-    run = write_scored_run(file_store, "a", metadata=True, sources=HAM10000_SOURCES)
+    run = write_scored_run(file_store, "a", metadata=True, sources=SOURCES)
     page = _reported(run)
     counts = run.splits()["dataset"].value_counts()
     limitations = _limitations(page)
     assert "One source" not in limitations
     assert "One archive, 4 sources" in limitations
-    for source in HAM10000_SOURCES:
+    for source in SOURCES:
         assert f"<code>{source}</code> {counts[source]}" in limitations
     assert "collected at 2 sites (Queensland, Vienna)" in limitations
 

@@ -91,6 +91,8 @@ def test_age_bands_sort_by_their_lowest_age_with_unknown_last():
     assert group_order("sex", ["unknown", "male", "female"]) == ["female", "male", "unknown"]
 
 
-def test_subgroup_metrics_list_age_bands_youngest_first():
-    result = subgroup_metrics(_frame(np.random.default_rng(3)), 100, 0, 0.95)
-    assert list(result["age band"]) == ["<30", "45-59", "75+", "unknown"]
+def test_every_ham10000_source_has_its_site_and_no_other_does():
+    from melanoma.ham10000 import SOURCES
+    from melanoma.subgroups import SOURCE_SITES
+
+    assert set(SOURCE_SITES) == set(SOURCES)

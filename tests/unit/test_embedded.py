@@ -1,0 +1,71 @@
+"""The embedded stack's pure parts: its settings, read once and checked, and task logs made
+readable for the end of a failed `make run`."""
+
+import json
+
+import pytest
+
+from melanoma.embedded import (
+    DEFAULT_UI_PORT,
+    StackError,
+    local_url,
+    main,
+    readable_log_tail,
+    ui_port_from_env,
+)
+
+
+def test_the_ui_port_comes_from_the_environment_and_a_bad_one_is_named(monkeypatch):
+    monkeypatch.delenv("MELANOMA_UI_PORT", raising=False)
+    assert ui_port_from_env() == DEFAULT_UI_PORT
+    monkeypatch.setenv("MELANOMA_UI_PORT", "8181")
+    assert ui_port_from_env() == 8181
+    for bad in ("abc", "-1", "70000", "80.5"):
+        monkeypatch.setenv("MELANOMA_UI_PORT", bad)
+        with pytest.raises(StackError, match=f"MELANOMA_UI_PORT='{bad}' is not a port"):
+            ui_port_from_env()
+
+
+def test_a_bad_setting_or_conf_is_one_line_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("MELANOMA_UI_PORT", "eighty")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "melanoma-stack: MELANOMA_UI_PORT='eighty' is not a port number (1-65535)"
+    monkeypatch.delenv("MELANOMA_UI_PORT")
+    with pytest.raises(SystemExit) as usage:
+        main(["run", "--conf", "{phase1_epochs: 3}"])
+    assert usage.value.code == 2 and "--conf is not JSON" in capsys.readouterr().err
+
+
+def test_task_processes_reach_the_api_server_where_it_listens():
+    assert local_url("127.0.0.1", 8080) == "http://127.0.0.1:8080"
+    assert local_url("0.0.0.0", 8080) == "http://127.0.0.1:8080"  # every interface
+    assert local_url("192.168.1.5", 8080) == "http://192.168.1.5:8080"
+    assert local_url("::1", 8080) == "http://[::1]:8080"
+
+
+def test_a_task_log_tail_reads_as_lines_with_the_exception_named(tmp_path):
+    records = [
+        {"timestamp": "2026-12-04T08:01:15.6Z", "level": "info", "event": "Filling up the DagBag"},
+        {
+            "timestamp": "2026-12-04T08:01:18.4Z",
+            "level": "error",
+            "event": "Task failed with exception",
+            "error_detail": [
+                {
+                    "exc_type": "FileNotFoundError",
+                    "exc_value": "/data/x does not exist",
+                    "frames": [],
+                }
+            ],
+        },
+    ]
+    log = tmp_path / "attempt=1.log"
+    log.write_text("\n".join(json.dumps(r) for r in records) + "\nnot json\n")
+    assert readable_log_tail(log) == [
+        "08:01:15 INFO    Filling up the DagBag",
+        "08:01:18 ERROR   Task failed with exception",
+        "         FileNotFoundError: /data/x does not exist",
+        "not json",
+    ]
+    assert readable_log_tail(log, lines=1) == ["not json"]
