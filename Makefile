@@ -44,7 +44,7 @@ env:
 # The Airflow UI on http://127.0.0.1:8080 (user admin; password in .airflow/simple_auth_manager_passwords.json.generated).
 ui: install
 	$(BIN)/melanoma-stack start
-	bash -c 'eval "$$($(BIN)/melanoma-stack env)" && airflow standalone'
+	bash -c 'stack_env="$$($(BIN)/melanoma-stack env)" && eval "$$stack_env" && airflow standalone'
 
 stop:
 	-$(BIN)/melanoma-stack stop
