@@ -3,12 +3,15 @@
     HAM10000_SOURCE=../shared/data/ham10000 MELANOMA_BACKBONE=mobilenet_v2 \\
     MELANOMA_PRETRAINED_WEIGHTS=../shared/data/weights/mobilenet_v2_1.0_224_no_top.weights.h5 \\
     .venv/bin/python benchmarks/ablation.py --seeds 42 7 [--levers today multiclass ...] \\
-        [--holdout rosendahl] [--base '{"phase2_epochs": 0}'] [--out ablation.md]
+        [--holdout rosendahl] [--loso] [--base '{"phase2_epochs": 0}'] [--out ablation.md]
 
 Each (lever, seed) is one full DAG run on the embedded stack (``melanoma-stack run``),
 one at a time, in a store of its own (``.ablation-store``: no champion of yours changes).
 The seed is the DAG's ``split_seed``, which seeds the split and the training. With
 ``--holdout``, each also runs again with ``holdout_source`` set: the unseen-clinic AUROC.
+With ``--loso``, each also runs once per source of ``melanoma.loso.LOSO_SOURCES`` held out,
+and the held-out test predictions are pooled into one leave-one-source-out AUROC
+(same-source pairs only, lesion-bootstrap CI).
 
 Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
 with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from melanoma.layout import RUNS, RunLayout
+from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
 from melanoma.run import Run
 from melanoma.store import open_store
 
@@ -113,6 +117,9 @@ def main() -> None:
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 7])
     parser.add_argument("--holdout", default="", help="a source to hold out, e.g. rosendahl")
+    parser.add_argument(
+        "--loso", action="store_true", help=f"leave each of {LOSO_SOURCES} out in turn, pooled"
+    )
     parser.add_argument("--base", default="{}", help="DAG params on top of today's, as JSON")
     parser.add_argument("--store", default=(ROOT / ".ablation-store").as_uri())
     parser.add_argument("--out", default=str(ROOT / "ablation.md"))  # git-ignored
@@ -120,22 +127,34 @@ def main() -> None:
     base = {**TODAY, **json.loads(args.base)}
     header = "| lever | seed | val AUROC (without metadata) | test AUROC (95% CI) | "
     header += "within-source test AUROC | "
-    header += f"{args.holdout or 'held-out source'} AUROC | DAG wall time |"
-    lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 7]
+    header += f"{args.holdout or 'held-out source'} AUROC | LOSO AUROC | DAG wall time |"
+    lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 8]
     results: dict[str, list[dict[str, Any]]] = {}
     for lever in args.levers:
         for seed in args.seeds:
             conf = {**base, **LEVERS[lever], "split_seed": seed}
             run, seconds = run_dag(args.store, conf)
-            row = measure(run) | {"seconds": seconds, "holdout": None}
+            row = measure(run) | {"seconds": seconds, "holdout": None, "loso": None}
             if args.holdout:
                 held, _ = run_dag(args.store, {**conf, "holdout_source": args.holdout})
                 row["holdout"] = measure(held)["test_auroc"]
+            if args.loso:
+                held_out = {
+                    source: run_dag(args.store, {**conf, "holdout_source": source})[0]
+                    for source in LOSO_SOURCES
+                }
+                row["loso"] = pooled_loso_auroc(
+                    {source: held.predictions("test") for source, held in held_out.items()}
+                )
+                row["loso_by_source"] = {
+                    source: measure(held)["test_auroc"] for source, held in held_out.items()
+                }
+                print(f"LOSO by source: {row['loso_by_source']}", flush=True)
             results.setdefault(lever, []).append(row)
             line = (
                 f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
                 f"{ci(row['test_auroc'])} | "
-                f"{ci(row['within_source'])} | {ci(row['holdout'])} | "
+                f"{ci(row['within_source'])} | {ci(row['holdout'])} | {ci(row['loso'])} | "
                 f"{seconds / 60:.1f} min |"
             )
             print(line, flush=True)
