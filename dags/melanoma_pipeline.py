@@ -47,7 +47,7 @@ import os
 import socket
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import (
@@ -71,6 +71,10 @@ from melanoma.config import (
 )
 from melanoma.ham10000 import LABEL_TASKS, SOURCES
 from melanoma.images import INTERPOLATIONS
+
+if TYPE_CHECKING:  # the tasks import these lazily: parsing the DAG stays cheap
+    from melanoma.params import StageConfigs
+    from melanoma.run import Run
 
 # spark_jobs/ beside dags/ in a checkout; the Airflow image sets MELANOMA_SPARK_JOBS_DIR.
 SPARK_JOBS = Path(
@@ -107,7 +111,7 @@ def retraining_schedule(clock: str, asset: Asset) -> Asset | AssetOrTimeSchedule
     )
 
 
-def _stages(params: dict[str, Any] | None, run=None):
+def _stages(params: dict[str, Any] | None, run: Run | None = None) -> StageConfigs:
     """Each stage's config; after the split, params left empty take the run's recorded values."""
     from melanoma.params import from_params
 
