@@ -156,6 +156,16 @@ SECTION_DATA, SECTION_PREPROCESSING = "Data", "Preprocessing"
 SECTION_MODEL, SECTION_TRAINING = "Model", "Training"
 SECTION_EVALUATION, SECTION_EXPLANATION = "Evaluation", "Explanation"
 SECTION_PROMOTION, SECTION_EXTERNAL = "Promotion", "External validation"
+SECTIONS = (
+    SECTION_DATA,
+    SECTION_PREPROCESSING,
+    SECTION_MODEL,
+    SECTION_TRAINING,
+    SECTION_EVALUATION,
+    SECTION_EXPLANATION,
+    SECTION_PROMOTION,
+    SECTION_EXTERNAL,
+)
 
 # The trigger form. Each stage's typed config is made from these in one place:
 # melanoma.params.from_params. Defaults are the same on every machine: nothing here reads

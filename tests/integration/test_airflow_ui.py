@@ -29,17 +29,6 @@ needs_chromium = pytest.mark.skipif(
 RUN_ID = "manual__2026-11-20T09:00:00+00:00"
 RUN_KEY = run_key(RUN_ID)
 PASSWORD = "runs-page-test"
-# The trigger form's sections, in order (dags/melanoma_pipeline.py).
-SECTIONS = (
-    "Data",
-    "Preprocessing",
-    "Model",
-    "Training",
-    "Evaluation",
-    "Explanation",
-    "Promotion",
-    "External validation",
-)
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +193,15 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
 ):
     base, token, _, home = standalone
     archive = write_archive(tmp_path / "ham10000")
-    defaults = {name: param.value for name, param in load_dag_module(monkeypatch).PARAMS.items()}
+    dag_file = load_dag_module(monkeypatch)
+    defaults = {name: param.value for name, param in dag_file.PARAMS.items()}
     assert newest_run(base, token) == {}
     with chromium_page() as page:
         sign_in_to_airflow(page, base, "admin", PASSWORD)
         page.goto(f"{base}/dags/{DAG_ID}")
         page.get_by_role("button", name="Trigger").first.click()
         form = page.locator("[role=dialog][data-state=open]")
-        for section in SECTIONS:
+        for section in dag_file.SECTIONS:
             form.get_by_role("button", name=section, exact=True).wait_for()
         form.get_by_role("button", name="Data").click()
         form.locator("input[name=element_source]").fill(str(archive.root))
