@@ -239,8 +239,9 @@ def preprocess_image(
     """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), resolution
     parity, colour constancy, hair removal, crop, resize.
 
-    ``train_long_side``: for an image from outside the run's dataset, the long side of the
-    images the run trained on; a larger image is first shrunk to it (``match_resolution``).
+    ``train_long_side``: the median long side of the images the run trains on; a larger
+    image, in the dataset or new, is first shrunk to it (``match_resolution``), so that
+    preprocessing, predict and external validation treat every image alike.
     With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep.
     """
     reduced = config.reduced_decode and not config.lesion_crop

@@ -181,10 +181,17 @@ def _schema():  # pyarrow imported lazily: the driver-side planning does not nee
 
 
 def process_shard(
-    store: ObjectStore, shard: Shard, config: PreprocessConfig, seed: int
+    store: ObjectStore,
+    shard: Shard,
+    config: PreprocessConfig,
+    seed: int,
+    train_long_side: int | None = None,
 ) -> dict[str, Any]:
     """Preprocess one shard's images and write its Parquet file to the store (atomically).
 
+    ``train_long_side``: images larger than the training images' median long side are
+    shrunk to it first, exactly as predict and external validation treat new images
+    (resolution parity); identity where every image has the same size.
     Returns the shard's statistics, including every reject with its reason.
     """
     import cv2
@@ -220,7 +227,11 @@ def process_shard(
                         cv2.IMREAD_GRAYSCALE,
                     )
                 image = preprocess_image(
-                    data, config, (task.width, task.height) if task.width else None, mask
+                    data,
+                    config,
+                    (task.width, task.height) if task.width else None,
+                    mask,
+                    train_long_side=train_long_side,
                 )
             except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
                 rejects.append(
@@ -349,7 +360,7 @@ def run_preprocessing(
     store_url = run.store.url
 
     def process(shard: Shard) -> dict[str, Any]:
-        return process_shard(open_store(store_url), shard, config, seed)
+        return process_shard(open_store(store_url), shard, config, seed, training_long_side)
 
     with run.stage("preprocess") as stage:
         results = map_shards(process, shards)

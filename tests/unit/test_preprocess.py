@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from melanoma.ham10000 import apply_label_task
-from melanoma.images import PreprocessConfig
+from melanoma.images import PreprocessConfig, preprocess_image
 from melanoma.ingest import ingest
 from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.preprocess import (
@@ -122,3 +122,31 @@ def test_the_training_resolution_is_the_median_long_side_of_the_training_images(
     tasks += [task("test", 1024, 768), task("train", 0, 0)]  # another split; size unknown
     assert train_long_side(tasks) == 200
     assert train_long_side([task("train", 0, 0)]) is None
+
+
+def test_preprocessing_brings_larger_images_to_the_training_resolution_as_predict_does(
+    ingested, file_store
+):
+    manifest, splits = ingested
+    tasks = [t for t in plan_images(splits, manifest, augment_copies=0) if t.split == "test"]
+    shard = plan_shards(tasks, OUT, parallelism=1, tasks_per_core=1)[0]
+    config = PreprocessConfig(size=48)
+    run = Run(file_store, OUT)
+
+    def rows(train_long_side):
+        result = process_shard(file_store, shard, config, 1, train_long_side)
+        with run.stage("preprocess") as stage:
+            stage.record(
+                "shard/test/0", result["key"], result["size"], result["sha256"], split="test"
+            )
+        return read_shards(run, "test").set_index("image_id")["image"]
+
+    # The generated images are 120x90: at their own median nothing changes; with a smaller
+    # training resolution each is shrunk first, exactly as predict's path shrinks a new one.
+    assert rows(120).equals(rows(None))
+    shrunk = rows(60)
+    task = shard.tasks[0]
+    data = file_store.get_bytes(task.image["key"])
+    expected = preprocess_image(data, config, (120, 90), train_long_side=60)
+    assert shrunk[task.image_id] == expected.tobytes()
+    assert shrunk[task.image_id] != rows(None)[task.image_id]
