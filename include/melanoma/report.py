@@ -21,7 +21,8 @@ from melanoma.run import Run, RunConfig
 from melanoma.store import read_manifest
 from melanoma.subgroups import ATTRIBUTES, group_labels, group_order
 
-# File suffix -> the format name PIL gives (what external sets' formats are counted by).
+# A dataset file's suffix -> the format name external sets' formats are counted by (PIL's);
+# ingest stores JPEG and PNG only, so no other suffix needs a name.
 FORMAT_NAMES = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png"}
 
 
