@@ -4,7 +4,9 @@ that dermoscopy devices differ in (``melanoma.shifts``), each at graded strength
     .venv/bin/python benchmarks/acquisition_shift.py [--store URL] [--run REF]
         [--severities 0.4,0.8] [--shifts upscale,blur] [--no-parity] [--output shift.json]
 
-In the spirit of ImageNet-C (Hendrycks and Dietterich, ICLR 2019). Every test image is read
+In the spirit of ImageNet-C (Hendrycks and Dietterich, ICLR 2019). The whole test split at
+any strengths; every run's report has the same measure on a sample of it (the DAG's
+``measure_robustness``, ``melanoma.robustness``). Every test image is read
 from the dataset version as stored, shifted, then scored through the run's own
 preprocessing and resolution parity, as ``melanoma-predict`` would score it. Prints the
 AUROC for each shift and strength, the mean for each shift, and the mean over all shifts,
@@ -20,50 +22,16 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from melanoma.cli import quiet_tensorflow
-from melanoma.images import decode_image, preprocess_image
-from melanoma.layout import DatasetLayout
 from melanoma.metrics import auroc_with_interval
-from melanoma.run import Run
-from melanoma.shifts import ACQUISITION_SHIFTS, SEVERITIES, shift_seed
-from melanoma.store import default_store_url, open_store, read_manifest
-from training.run_model import RunScorer, find_run
+from melanoma.robustness import shifted_inputs, stored_images
+from melanoma.shifts import ACQUISITION_SHIFTS, SEVERITIES
+from melanoma.store import default_store_url, open_store
+from training.run_model import find_run
 
 SEED = 42
-
-
-def stored_test_images(run: Run) -> tuple[list[str], list[np.ndarray], np.ndarray, np.ndarray]:
-    """The run's test images as the dataset version stores them (RGB), with labels and lesions."""
-    test = run.predictions("test").sort_values("image_id")
-    manifest = read_manifest(run.store, run.config().manifest_key)
-    dataset = DatasetLayout(manifest["dataset_version"])
-    images = []
-    for image_id in test["image_id"]:
-        relative = next(
-            DatasetLayout.image_relative(image_id, suffix)
-            for suffix in (".jpg", ".png")
-            if DatasetLayout.image_relative(image_id, suffix) in manifest["files"]
-        )
-        images.append(decode_image(run.store.get_bytes(dataset.file(relative))))
-    return list(test["image_id"]), images, test["label"].to_numpy(), test["lesion_id"].to_numpy()
-
-
-def model_inputs(
-    images: list[np.ndarray], scorer: RunScorer, train_long_side: int | None
-) -> np.ndarray:
-    """Each (shifted) image as a file would reach the model: lossless PNG bytes, then the
-    run's preprocessing with resolution parity."""
-    inputs = []
-    for image in images:
-        png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
-        source_wh = (image.shape[1], image.shape[0])
-        inputs.append(
-            preprocess_image(png, scorer.preprocess, source_wh, train_long_side=train_long_side)
-        )
-    return np.stack(inputs)
 
 
 def main() -> None:
@@ -99,29 +67,25 @@ def main() -> None:
         from training.run_model import load_run_scorer
     scorer = load_run_scorer(run)
     parity = None if args.no_parity else scorer.train_long_side
-    ids, images, labels, lesions = stored_test_images(run)
+    test = run.predictions("test").sort_values("image_id")
+    ids, labels, lesions = list(test["image_id"]), test["label"].to_numpy(), test["lesion_id"]
+    images = stored_images(run, ids)
     print(f"run {run.layout.prefix}: {len(ids)} test images, {int(labels.sum())} positive")
     print(f"resolution parity: {'off' if parity is None else f'long side {parity} px'}")
 
-    def auroc(shifted: list[np.ndarray]) -> float:
-        scores = predict_scores(
-            scorer.model, model_inputs(shifted, scorer, parity), args.batch_size, scorer.tta_views
-        )
-        measured = auroc_with_interval(labels, scores, lesions, 200, SEED, 0.95)
-        return float(measured["value"])
+    def auroc(shift, strength: float) -> float:
+        inputs = shifted_inputs(images, ids, shift, strength, scorer.preprocess, parity, SEED)
+        scores = predict_scores(scorer.model, inputs, args.batch_size, scorer.tta_views)
+        return float(auroc_with_interval(labels, scores, lesions, 200, SEED, 0.95)["value"])
 
     started = time.monotonic()
-    clean = auroc(images)
+    clean = auroc(None, 0.0)
     print(f"clean (baseline, this run): AUROC {clean:.4f}")
     results: dict[str, dict[str, float]] = {}
     for name, shift in shifts.items():
         results[name] = {}
         for strength in severities:
-            shifted = [
-                shift(image, strength, shift_seed(SEED, image_id, name, strength))
-                for image_id, image in zip(ids, images, strict=True)
-            ]
-            results[name][str(strength)] = auroc(shifted)
+            results[name][str(strength)] = auroc((name, shift), strength)
         mean = float(np.mean(list(results[name].values())))
         grades = "  ".join(f"{s}: {v:.4f}" for s, v in results[name].items())
         print(f"{name:<14} {grades}  mean {mean:.4f}")

@@ -11,6 +11,7 @@ leakage-free, lesion-grouped split, every artifact in the object store
 2. `download_dataset` — fetch (Dataverse, mirror or local directory), validate, version
    under `datasets/ham10000/<dataset_version>/` (a no-op when that version exists);
 3. `split_dataset` — `config.json` and `splits.csv`, grouped by lesion and stratified by diagnosis;
+   the dataset version's promotion benchmark (`promotion_benchmark.csv`) is in no split;
 4. `preprocess` — a PySpark job submitted to the Spark standalone master (`spark_default`
    connection) writes Parquet shards to `preprocessed/`;
 5. `train` — Keras transfer learning (frozen backbone, then the last blocks fine-tuned; GPU
@@ -19,14 +20,18 @@ leakage-free, lesion-grouped split, every artifact in the object store
    calibration, chosen on the **validation** split: `calibration.json`;
 7. `evaluate` — test metrics with lesion-bootstrap 95% intervals and figures:
    `evaluation/metrics.json`;
-8. `explain` — Grad-CAM on the most confident TP/FP/FN/TN and a random sample of the test
+8. `measure_robustness` — a sample of the test split re-rendered under each acquisition
+   shift (scaling, JPEG, blur, noise, colour, brightness, contrast, gamma, vignetting),
+   one AUROC per shift: `evaluation/robustness.json`;
+9. `explain` — Grad-CAM on the most confident TP/FP/FN/TN and a random sample of the test
    split, with the share of attention inside the lesion mask: `gradcam/`;
-9. `external_validation` — off unless the `external_validation` param is on: the model on
-   an external labelled set (the ISIC 2018 Task 3 test set by default) at the validation
-   thresholds: `external/<set name>/metrics.json`;
-10. `decide_promotion` — compares the run with the label task's champion on the same test
-   split and branches to `promote_model` or `keep_champion`;
-11. `write_report` — `report.html`, the run's report and model card.
+10. `external_validation` — off unless the `external_validation` param is on: the model on
+    an external labelled set (the ISIC 2018 Task 3 test set by default) at the validation
+    thresholds: `external/<set name>/metrics.json`;
+11. `decide_promotion` — compares the run with the label task's champion on the dataset
+    version's promotion benchmark (images in no run's split, each model through its own
+    preprocessing) and branches to `promote_model` or `keep_champion`;
+12. `write_report` — `report.html`, the run's report and model card.
 
 Each stage writes its artifacts, then `commits/<stage>.json` (each artifact's key, size
 and sha256) last, and returns that key; every later read is checked against it. The
@@ -332,6 +337,24 @@ PARAMS: dict[str, Param] = {
     "bootstrap_replicates": _param(
         2000, "Bootstrap replicates (lesion resampling)", SECTION_EVALUATION, minimum=100
     ),
+    "robustness_images": _param(
+        500,
+        "Robustness: test images",
+        SECTION_EVALUATION,
+        "A sample of the test split (whole lesions, its prevalence kept) re-rendered under "
+        "each acquisition shift: scaling, JPEG, blur, noise, colour cast, brightness, "
+        "contrast, gamma, vignetting. One AUROC per shift goes in the report. 0 turns it off.",
+        minimum=0,
+    ),
+    "robustness_strengths": _param(
+        [0.4, 0.8],
+        "Robustness: shift strengths",
+        SECTION_EVALUATION,
+        "Each shift's strengths, in (0, 1]: 0 would be the image unchanged, 1 the strongest.",
+        type="array",
+        items={"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        minItems=1,
+    ),
     "gradcam_per_outcome": _param(
         4,
         "Grad-CAM: images per outcome",
@@ -347,7 +370,8 @@ PARAMS: dict[str, Param] = {
         0.01,
         "Promotion margin",
         SECTION_PROMOTION,
-        "Promote when test AUROC is not below the champion's by more than this.",
+        "Promote when AUROC on the promotion benchmark (images in no run's split) is not "
+        "below the champion's by more than this.",
         minimum=0,
         maximum=1,
     ),
@@ -471,18 +495,15 @@ def melanoma_pipeline() -> None:
         run = _run(params, run_id)
         return evaluate_run(run, _stages(params, run).evaluation)
 
-    @task.branch
+    @task.branch(queue="gpu")  # scores both models on the promotion benchmark
     def decide_promotion(
         evaluated: str, params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> str:
         from melanoma.evaluation import decide_run_promotion
-        from training.scoring import score_split
-
-        def rescore(champion_run, run):
-            return score_split(champion_run, run, "test")
+        from training.scoring import score_stored_images
 
         run = _run(params, run_id)
-        decision = decide_run_promotion(run, _stages(params, run).promotion, rescore)
+        decision = decide_run_promotion(run, _stages(params, run).promotion, score_stored_images)
         return "promote_model" if decision["promote"] else "keep_champion"
 
     @task
@@ -512,6 +533,20 @@ def melanoma_pipeline() -> None:
         return explain_run(run, _stages(params, run).explain)
 
     @task(queue="gpu")
+    def measure_robustness(
+        evaluated: str, params: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        run = _run(params, run_id)
+        config = _stages(params, run).robustness
+        if config.images == 0:
+            raise AirflowSkipException("the robustness section is off (robustness_images 0)")
+        from training.robustness import measure_robustness
+
+        return measure_robustness(run, config)
+
+    @task(queue="gpu")
     def external_validation(
         evaluated: str, params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> str:
@@ -532,6 +567,7 @@ def melanoma_pipeline() -> None:
     branch = decide_promotion(evaluated)
     report = write_report()
     external_validation(evaluated) >> report
+    measure_robustness(evaluated) >> report
     branch >> [promote_model(), keep_champion()] >> report
     explanations >> report
 

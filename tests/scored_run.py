@@ -44,6 +44,7 @@ def write_scored_run(
     metadata: bool = False,
     phase2_epochs: int = 1,
     sources: Sequence[str] | None = None,
+    benchmark: pd.DataFrame | None = None,
 ) -> Run:
     """A run with committed split, preprocess and train stages (fabricated predictions).
 
@@ -51,7 +52,8 @@ def write_scored_run(
     split of real HAM10000 does); otherwise only its header (as a split from before that).
     ``sources``: the sources images take in turn (default: two thirds ``clinic_a``, the
     rest ``clinic_b``). ``phase2_epochs``: the phase-2 epochs configured and trained; the
-    unfrozen blocks are recorded either way, as the trainer does.
+    unfrozen blocks are recorded either way, as the trainer does. ``benchmark``: the rows of
+    its promotion benchmark (default: 200 lesions of their own).
     """
     run = Run.for_run_id(store, run_id)
     layout = run.layout
@@ -110,6 +112,13 @@ def write_scored_run(
                 localization=np.where(i % 5 == 0, "face", "back"),
             )
         stage.put_bytes("splits", layout.splits, splits.to_csv(index=False).encode())
+        if benchmark is None:
+            benchmark = scored_split(200, 99, strength, "b").drop(columns="probability")
+        stage.put_bytes(
+            "promotion_benchmark",
+            layout.promotion_benchmark,
+            benchmark.to_csv(index=False).encode(),
+        )
     preprocess_config = {
         "size": 32,
         "interpolation": "area",
@@ -223,6 +232,20 @@ def write_external_set(
     return layout.commit(f"external/{name}")
 
 
+def fabricated_benchmark_scores(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.ndarray:
+    """A stand-in for ``training.scoring.score_stored_images`` (no model): each benchmark
+    image gets the score of one of ``model_run``'s test images with its label, so a
+    model's benchmark AUROC follows its test AUROC."""
+    test = model_run.predictions("test")
+    rng = np.random.default_rng(0)
+    labels = rows["label"].to_numpy()
+    scores = np.zeros(len(rows))
+    for label in (0, 1):
+        pool = test.loc[test["label"] == label, "probability"].to_numpy()
+        scores[labels == label] = rng.choice(pool, int((labels == label).sum()))
+    return scores
+
+
 def write_reported_run(
     store: ObjectStore, run_id: str, strength: float = 3.0, seed: int = 0
 ) -> Run:
@@ -241,7 +264,7 @@ def write_reported_run(
     config = EvaluationConfig(bootstrap_replicates=200)
     calibrate_run(run, config)
     evaluate_run(run, config)
-    if decide_run_promotion(run, PromotionPolicy())["promote"]:
+    if decide_run_promotion(run, PromotionPolicy(), fabricated_benchmark_scores)["promote"]:
         promote_run(run)
     write_report(run)
     return run

@@ -35,7 +35,7 @@ from melanoma.store import read_manifest, verified_bytes
 from training.data import metadata_for, split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
 from training.model import takes_metadata
-from training.run_model import load_model, preprocess_config
+from training.run_model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
     backbone_name = run.read_json("train", "training_config")["config"]["backbone"]
     calibration = run.read_json("calibrate", "calibration")
     threshold = float(calibration["thresholds"][config.operating_point]["threshold"])
-    view = preprocess_config(run)
+    view = run.preprocess_config()
     dataset = read_manifest(run.store, run_config.manifest_key)
 
     selected = select_explained(

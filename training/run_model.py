@@ -34,11 +34,6 @@ def load_model(run: Run) -> keras.Model:
         return keras.saving.load_model(path, compile=False)
 
 
-def preprocess_config(run: Run) -> PreprocessConfig:
-    """The preprocessing the run's images had (so new images can have the same)."""
-    return PreprocessConfig(**run.preprocess_data()["preprocess_config"])
-
-
 @dataclass(frozen=True)
 class RunScorer:
     """A run's model with everything needed to score new images exactly as the run did."""
@@ -106,11 +101,11 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         label_task=config.label_task,
         backbone=training_config["config"]["backbone"],
         model=load_model(run),
-        preprocess=preprocess_config(run),
+        preprocess=run.preprocess_config(),
         operating_point=operating_point,
         threshold=float(thresholds[operating_point]["threshold"]),
         calibrate=probability_calibrator(calibration["probability_calibration"]),
         tta_views=tta_views(run),
-        train_long_side=run.preprocess_data().get("train_long_side"),
+        train_long_side=run.train_long_side(),
         calibration=calibration,
     )

@@ -2,8 +2,9 @@
 
 The TensorFlow half of ``melanoma-predict``: ``training.predict`` is the command line and
 imports this module only once it is about to score, so that ``--help`` and a user's
-mistake answer without loading TensorFlow. The DAG's champion re-scoring uses
-``score_split``. Research use only, not a diagnostic device.
+mistake answer without loading TensorFlow. The DAG's promotion stage scores both models
+on the promotion benchmark with ``score_stored_images``. Research use only, not a
+diagnostic device.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import PIL.Image
 
-from melanoma import RESEARCH_NOTICE
+from melanoma import RESEARCH_NOTICE, clinical
 from melanoma.backbones import backbone_spec
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
 from melanoma.figures import gradcam_overlay_png
@@ -31,33 +32,33 @@ from melanoma.images import (
     match_resolution,
     preprocess_image,
 )
+from melanoma.promotion import benchmark_inputs
 from melanoma.run import Run
-from training.data import metadata_for, split_arrays
 from training.gradcam import grad_cam, model_view_box
-from training.model import image_size, predict_scores, takes_metadata
+from training.model import predict_scores, takes_metadata
 from training.run_model import RunScorer, load_model, tta_views
 
 # Called with the number of inputs handled so far, after each batch.
 Progress = Callable[[int], None]
 
 
-def score_split(model_run: Run, data_run: Run, split: str, batch_size: int = 64) -> pd.DataFrame:
-    """``model_run``'s model's probabilities for ``data_run``'s preprocessed ``split``
-    (original images only): the champion re-scored on a candidate's test split.
+def score_stored_images(
+    model_run: Run, data_run: Run, rows: pd.DataFrame, batch_size: int = 64
+) -> np.ndarray:
+    """``model_run``'s model's probabilities for the stored images of ``rows`` (image ids of
+    ``data_run``'s dataset version), in order: each image through ``model_run``'s own
+    preprocessing and resolution parity (``melanoma.promotion.benchmark_inputs``), as
+    ``melanoma-predict`` scores a file. The promotion benchmark is scored this way.
 
-    Columns: image_id, lesion_id, dx, label, probability, as in ``predictions/<split>.csv``.
+    A model that fuses metadata reads it from ``rows`` (absent where they carry none).
     """
     model = load_model(model_run)
-    size, data_size = image_size(model), int(data_run.preprocess_data()["image_size"])
-    if size != data_size:
-        raise ValueError(
-            f"{model_run.layout.model} takes {size}px images; {data_run.layout.prefix} was "
-            f"preprocessed at {data_size}px"
-        )
-    images, rows = split_arrays(data_run, split)
-    metadata = metadata_for(data_run, rows["image_id"]) if takes_metadata(model) else None
-    probabilities = predict_scores(model, images, batch_size, tta_views(model_run), metadata)
-    return rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probabilities)
+    images = benchmark_inputs(model_run, data_run, rows)
+    metadata = None
+    if takes_metadata(model):
+        vectors = clinical.vectors_by_image(rows) if clinical.has_columns(rows) else {}
+        metadata = clinical.matrix(rows["image_id"], vectors)
+    return predict_scores(model, images, batch_size, tta_views(model_run), metadata)
 
 
 # What `melanoma-predict` reads; anything else in a folder is listed as not scored.

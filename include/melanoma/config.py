@@ -169,3 +169,20 @@ class ExplainConfig:
             raise ValueError(f"operating_point {self.operating_point!r} not in {OPERATING_POINTS}")
         if self.method not in CAM_METHODS:
             raise ValueError(f"CAM method {self.method!r} not in {CAM_METHODS}")
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """The robustness section: a sample of the test split re-rendered under each acquisition
+    shift (``melanoma.shifts``) at ``strengths``; ``images`` 0 turns it off."""
+
+    images: int = 500  # test images sampled, whole lesions, the test prevalence kept
+    strengths: tuple[float, ...] = (0.4, 0.8)
+    seed: int = 42
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.images < 0:
+            raise ValueError(f"robustness images must be 0 (off) or more, got {self.images}")
+        if not self.strengths or not all(0 < s <= 1 for s in self.strengths):
+            raise ValueError(f"robustness strengths must be in (0, 1], got {self.strengths}")

@@ -6,7 +6,8 @@ committing its artifacts (see ``melanoma.run``):
 - calibrate: ``calibration.json``, thresholds and probability calibration fitted on
   validation only, each with its validation metrics;
 - evaluate: ``evaluation/figures/*.png`` and ``evaluation/metrics.json`` (schema below);
-- promote: ``promotion.json`` and, when promoted, ``champions/<task>/champion.json``.
+- promote: ``promotion.json``, ``promotion_scores.csv`` (both models on the promotion
+  benchmark) and, when promoted, ``champions/<task>/champion.json``.
 
 ``metrics.json`` (``schema_version`` 1)::
 
@@ -52,13 +53,20 @@ from melanoma.calibration import (
 from melanoma.config import PROBABILITY_CALIBRATIONS
 from melanoma.layout import champion_key, previous_champion_key
 from melanoma.metrics import (
+    auroc_with_interval,
     bootstrap_intervals,
     brier_score,
     expected_calibration_error,
+    paired_auroc_difference,
     reliability_bins,
     threshold_metrics,
 )
-from melanoma.promotion import PromotionPolicy, decide_promotion, read_champion
+from melanoma.promotion import (
+    PromotionPolicy,
+    benchmark_refusal,
+    decide_promotion,
+    read_champion,
+)
 from melanoma.run import Run
 from melanoma.subgroups import METADATA_COLUMNS, source_confounding, source_rates, subgroup_metrics
 
@@ -325,40 +333,114 @@ def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
     }
 
 
-# (the champion's run, this run) -> the champion's test-split probabilities, aligned with
-# this run's predictions/test.csv. TensorFlow lives behind it (training.scoring.score_split).
-RescoreFn = Callable[[Run, Run], pd.DataFrame]
+# (model's run, data's run, benchmark rows) -> the model's probabilities for the rows'
+# stored images, in order. TensorFlow lives behind it (training.scoring.score_stored_images).
+BenchmarkScoreFn = Callable[[Run, Run, pd.DataFrame], np.ndarray]
+
+
+def compare_on_benchmark(scores: pd.DataFrame, bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """Candidate against champion on the benchmark's scores (columns label, lesion_id,
+    candidate, champion): both AUROCs and their paired difference with its interval."""
+    replicates, seed, confidence = (
+        bootstrap["replicates"],
+        bootstrap["seed"],
+        bootstrap["confidence"],
+    )
+    labels, lesions = scores["label"].to_numpy(), scores["lesion_id"].astype(str).to_numpy()
+    return {
+        "images": len(scores),
+        "lesions": int(scores["lesion_id"].nunique()),
+        "positives": int(scores["label"].sum()),
+        "candidate_auroc": float(roc_auc_score(labels, scores["candidate"])),
+        "champion_auroc": float(roc_auc_score(labels, scores["champion"])),
+        "difference": paired_auroc_difference(
+            labels, scores["candidate"], scores["champion"], lesions, replicates, seed, confidence
+        ),
+        "bootstrap": {
+            "unit": "lesion",
+            "replicates": replicates,
+            "seed": seed,
+            "confidence": confidence,
+        },
+    }
 
 
 def decide_run_promotion(
-    run: Run, policy: PromotionPolicy, rescore: RescoreFn | None = None
+    run: Run, policy: PromotionPolicy, score: BenchmarkScoreFn | None = None
 ) -> dict[str, Any]:
-    """Stage promote: apply the promotion rule; write ``promotion.json``; return the decision."""
+    """Stage promote: apply the promotion rule; write ``promotion.json`` and both models'
+    scores on the promotion benchmark (``promotion_scores.csv``); return the decision.
+
+    ``score`` scores a model on the benchmark. Without it (no TensorFlow) only a first
+    champion or a rerun can be decided.
+    """
     candidate = candidate_summary(run, policy)
     champion = read_champion(run.store, candidate["label_task"])
-    champion_auroc, rescored = None, False
-    comparable = champion is not None and not candidate["holdout_source"]
-    if comparable and champion["run_id"] != candidate["run_id"]:
-        if champion["test_fingerprint"] == candidate["test_fingerprint"]:
-            champion_auroc = float(champion["auroc"])
-        elif rescore is None:
-            raise ValueError(
-                f"champion {champion['run_id']} was tested on another split: "
-                "comparing needs its model re-scored on this one"
+    bootstrap = run.read_json("evaluate", "metrics")["bootstrap"]
+    comparable = not candidate["holdout_source"]
+    needs_comparison = (
+        comparable
+        and champion is not None
+        and champion["run_id"] != candidate["run_id"]
+        and candidate["sensitivity"] >= policy.sensitivity_floor
+    )
+    if needs_comparison and score is None:
+        raise ValueError(
+            f"comparing with champion {champion['run_id']} needs both models scored on the "
+            "promotion benchmark"
+        )
+    comparison, scores = None, None
+    if comparable and score is not None:
+        benchmark = run.promotion_benchmark()
+        scores = benchmark[["image_id", "lesion_id", "dx", "label"]].assign(
+            candidate=np.round(score(run, run, benchmark), 6)
+        )
+        if scores["label"].nunique() == 2:
+            candidate["benchmark_auroc"] = auroc_with_interval(
+                scores["label"],
+                scores["candidate"],
+                scores["lesion_id"],
+                bootstrap["replicates"],
+                bootstrap["seed"],
+                bootstrap["confidence"],
             )
-        else:
-            log.info("re-scoring champion %s on this run's test split", champion["run_id"])
-            scored = rescore(Run.find(run.store, champion["run_prefix"]), run)
-            champion_auroc = float(roc_auc_score(scored["label"], scored["probability"]))
-            rescored = True
-    decision = decide_promotion(candidate, champion, champion_auroc, policy)
-    decision["champion_rescored"] = rescored
+        if needs_comparison:
+            comparison = compare_with_champion(run, champion, benchmark, scores, score)
+    decision = decide_promotion(candidate, champion, comparison, policy)
     with run.stage("promote") as stage:
         stage.put_json(
             "promotion", run.layout.promotion, json_safe({**decision, "notice": RESEARCH_NOTICE})
         )
+        if scores is not None:
+            stage.put_bytes(
+                "promotion_scores",
+                run.layout.promotion_scores,
+                scores.to_csv(index=False, lineterminator="\n").encode(),
+            )
     log.info("promotion: %s (%s)", decision["promote"], "; ".join(decision["reasons"]))
     return decision
+
+
+def compare_with_champion(
+    run: Run,
+    champion: dict[str, Any],
+    benchmark: pd.DataFrame,
+    scores: pd.DataFrame,
+    score: BenchmarkScoreFn,
+) -> dict[str, Any]:
+    """The champion re-scored on the candidate's benchmark through its own preprocessing,
+    and the paired comparison; ``{"refused": reason}`` when it cannot be made fairly.
+    ``scores`` gains the champion's column."""
+    try:
+        champion_run = Run.find(run.store, champion.get("run_prefix") or champion["run_id"])
+    except (LookupError, ValueError) as error:
+        return {"refused": f"its run cannot be read ({error})"}
+    refusal = benchmark_refusal(champion_run, benchmark)
+    if refusal:
+        return {"refused": refusal}
+    log.info("scoring champion %s on the promotion benchmark", champion["run_id"])
+    scores["champion"] = np.round(score(champion_run, run, benchmark), 6)
+    return compare_on_benchmark(scores, run.read_json("evaluate", "metrics")["bootstrap"])
 
 
 def promote_run(run: Run) -> str:

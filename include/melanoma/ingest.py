@@ -54,6 +54,15 @@ def read_dataset_file(store: ObjectStore, manifest: dict[str, Any], relative: st
     return verified_bytes(store, entry, "the dataset manifest")
 
 
+def stored_image_relative(manifest: dict[str, Any], image_id: str) -> str:
+    """The image's path inside its dataset version (``images/<id>.jpg`` or ``.png``)."""
+    for suffix in (".jpg", ".png"):
+        relative = DatasetLayout.image_relative(image_id, suffix)
+        if relative in manifest["files"]:
+            return relative
+    raise LookupError(f"dataset version {manifest['dataset_version']} has no image {image_id!r}")
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One file inside the source: a zip member or a file in a folder."""

@@ -42,7 +42,17 @@ CHAMPIONS = "champions"
 PRETRAINED = "pretrained"
 
 # Stages that commit artifacts, in pipeline order; external sets commit as external/<set>.
-STAGES = ("split", "preprocess", "train", "calibrate", "evaluate", "explain", "promote", "report")
+STAGES = (
+    "split",
+    "preprocess",
+    "train",
+    "calibrate",
+    "evaluate",
+    "robustness",
+    "explain",
+    "promote",
+    "report",
+)
 
 # A key segment we write without change: what a safe run id or set name looks like.
 SAFE_SEGMENT = re.compile(r"^(?!\.+$)[A-Za-z0-9._-]{1,128}$")
@@ -157,6 +167,7 @@ class RunLayout:
     config = _artifact("config.json")  # split; its run id claims the prefix
     splits = _artifact("splits.csv")
     splits_summary = _artifact("splits_summary.json")
+    promotion_benchmark = _artifact("promotion_benchmark.csv")  # in no split; see splits.py
     preprocessed = _artifact("preprocessed")  # preprocess: shards below, stats.json
     preprocess_stats = _artifact("preprocessed", "stats.json")
     model = _artifact("model", "model.keras")  # train
@@ -164,11 +175,13 @@ class RunLayout:
     training_config = _artifact("model", "training_config.json")
     calibration = _artifact("calibration.json")  # calibrate
     metrics = _artifact("evaluation", "metrics.json")  # evaluate
+    robustness = _artifact("evaluation", "robustness.json")  # robustness
     gradcam = _artifact("gradcam")  # explain: images below, index.csv, summary.json
     gradcam_index = _artifact("gradcam", "index.csv")
     gradcam_summary = _artifact("gradcam", "summary.json")
     external = _artifact("external")  # external/<set>: one folder per set
     promotion = _artifact("promotion.json")  # promote
+    promotion_scores = _artifact("promotion_scores.csv")  # both models on the benchmark
     report = _artifact("report.html")  # report
     commits = _artifact("commits")  # one record per stage
 

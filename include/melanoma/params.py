@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melanoma.config import ExplainConfig, PipelineConfig, TrainConfig
+from melanoma.config import ExplainConfig, PipelineConfig, RobustnessConfig, TrainConfig
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
 from melanoma.promotion import PromotionPolicy
@@ -40,6 +40,7 @@ class StageConfigs:
     train: TrainConfig
     evaluation: EvaluationConfig
     explain: ExplainConfig
+    robustness: RobustnessConfig
     promotion: PromotionPolicy
     external: ExternalSetParams | None  # None: external validation is off
 
@@ -137,6 +138,15 @@ def from_params(
                 random_count=p.get("gradcam_random"),
                 method=p.get("gradcam_method"),
                 operating_point=p.get("operating_point"),
+            ),
+        ),
+        robustness=RobustnessConfig(
+            seed=seed,
+            **given(
+                images=p.get("robustness_images"),
+                strengths=tuple(p["robustness_strengths"])
+                if p.get("robustness_strengths")
+                else None,
             ),
         ),
         promotion=PromotionPolicy(

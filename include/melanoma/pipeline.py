@@ -19,7 +19,12 @@ from melanoma.ham10000 import apply_label_task
 from melanoma.ingest import ingest, read_dataset_file
 from melanoma.pretrained import place_pretrained_weights
 from melanoma.run import Run, RunConfig
-from melanoma.splits import split_by_lesion, split_holding_out_source, split_summary
+from melanoma.splits import (
+    promotion_benchmark_lesions,
+    split_by_lesion,
+    split_holding_out_source,
+    split_summary,
+)
 from melanoma.store import open_store, read_manifest
 from melanoma.subgroups import METADATA_COLUMNS
 
@@ -75,17 +80,20 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
             f"{run.store.url}/{manifest_key}: no image of dataset version {version} is in "
             f"label task {config.label_task}: nothing to split"
         )
+    # The promotion benchmark is the dataset version's, whatever the label task or seed:
+    # no run's split holds its lesions (melanoma.splits.promotion_benchmark_lesions).
+    in_benchmark = rows["lesion_id"].isin(promotion_benchmark_lesions(metadata))
+    benchmark, rest = rows[in_benchmark], rows[~in_benchmark]
     if config.holdout_source:
         split = split_holding_out_source(
-            rows, config.holdout_source, config.split_ratios, config.seed
+            rest, config.holdout_source, config.split_ratios, config.seed
         )
     else:
-        split = split_by_lesion(rows, config.split_ratios, config.seed)
+        split = split_by_lesion(rest, config.split_ratios, config.seed)
     summary = split_summary(split)
     # The metadata travel with the split, so evaluation can measure per source, sex, age, site.
-    columns = ["image_id", "lesion_id", "dx", "label", "split"] + [
-        c for c in METADATA_COLUMNS if c in split.columns
-    ]
+    metadata_columns = [c for c in METADATA_COLUMNS if c in split.columns]
+    columns = ["image_id", "lesion_id", "dx", "label", "split", *metadata_columns]
     layout = run.layout
     with run.stage("split") as stage:
         stage.put_json(
@@ -103,7 +111,12 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
                 "ratios": list(config.split_ratios),
                 "holdout_source": config.holdout_source or None,
                 # images of lesions shared with the held-out source, in no split
-                "excluded_images": len(rows) - len(split),
+                "excluded_images": len(rest) - len(split),
+                "promotion_benchmark": {
+                    "images": len(benchmark),
+                    "lesions": int(benchmark["lesion_id"].nunique()),
+                    "positives": int(benchmark["label"].sum()),
+                },
                 "splits": summary,
             },
         )
@@ -111,6 +124,15 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
             "splits",
             layout.splits,
             split[columns].to_csv(index=False, lineterminator="\n").encode(),
+        )
+        stage.put_bytes(
+            "promotion_benchmark",
+            layout.promotion_benchmark,
+            benchmark.sort_values("image_id")[
+                ["image_id", "lesion_id", "dx", "label", *metadata_columns]
+            ]
+            .to_csv(index=False, lineterminator="\n")
+            .encode(),
         )
     for name, entry in summary.items():
         log.info(

@@ -4,12 +4,19 @@ One champion per label task, at ``champions/<label_task>/champion.json``. The ru
 (``decide_promotion``), in order:
 
 1. the run's test sensitivity at its operating threshold must reach the floor;
-2. with no champion yet, the run is promoted;
-3. a run that already is the champion stays so (a rerun changes nothing);
-4. otherwise the run is promoted when its test AUROC is not below the champion's
-   AUROC on *the same test split* by more than the margin. When the champion was
-   evaluated on another split (another dataset version or seed), the caller
-   re-scores the champion's model on this run's test split first.
+2. a run tested on a held-out source only is never promoted;
+3. with no champion yet, the run is promoted;
+4. a run that already is the champion stays so (a rerun changes nothing);
+5. a comparison that cannot be made fairly keeps the champion, with the reason;
+6. otherwise the run is promoted when its AUROC on the *promotion benchmark* is not below
+   the champion's by more than the margin (the paired difference; its lesion-bootstrap
+   interval is reported beside it).
+
+The promotion benchmark (``melanoma.splits.promotion_benchmark_lesions``) is a fixed,
+lesion-grouped, stratified share of the dataset version that no run trains, validates,
+calibrates or tests on, whatever its seed. Both models score its stored images, each
+through its own recorded preprocessing and resolution (``benchmark_inputs``), as
+``melanoma-predict`` scores a file. Neither model's test split is used to compare.
 
 A champion file that cannot be read is an error, never a reason to promote.
 """
@@ -20,9 +27,15 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from melanoma.calibration import THRESHOLD_METHODS
+from melanoma.images import preprocess_image
+from melanoma.ingest import read_dataset_file, stored_image_relative
 from melanoma.layout import champion_key
-from melanoma.store import ObjectStore
+from melanoma.run import Run
+from melanoma.store import ObjectStore, read_manifest
 
 CHAMPION_FIELDS = (
     "run_id",
@@ -78,13 +91,61 @@ def read_champion(store: ObjectStore, label_task: str) -> dict[str, Any] | None:
     return record
 
 
+def benchmark_inputs(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.ndarray:
+    """The stored images of ``rows`` (from ``data_run``'s dataset version) as ``model_run``'s
+    model takes them: through ``model_run``'s recorded preprocessing (colour constancy, hair
+    removal, crop, size) and resolution parity, as ``melanoma-predict`` treats a file.
+
+    Each model is scored through its own preprocessing, so a champion trained with colour
+    constancy is compared on images with colour constancy, whatever the candidate did.
+    """
+    manifest = read_manifest(data_run.store, data_run.config().manifest_key)
+    config, long_side = model_run.preprocess_config(), model_run.train_long_side()
+    inputs = np.zeros((len(rows), config.size, config.size, 3), np.uint8)
+    for i, image_id in enumerate(rows["image_id"]):
+        relative = stored_image_relative(manifest, str(image_id))
+        recorded = manifest["files"][relative]
+        source_wh = (int(recorded.get("width") or 0), int(recorded.get("height") or 0))
+        inputs[i] = preprocess_image(
+            read_dataset_file(data_run.store, manifest, relative),
+            config,
+            source_wh if all(source_wh) else None,
+            train_long_side=long_side,
+        )
+    return inputs
+
+
+def benchmark_refusal(champion_run: Run, benchmark: pd.DataFrame) -> str | None:
+    """Why the champion cannot be compared with a candidate on ``benchmark`` fairly (None: it can)."""
+    labels = benchmark["label"].astype(int)
+    if labels.nunique() < 2:
+        return (
+            f"the promotion benchmark ({len(benchmark)} images) holds "
+            f"{'no' if labels.sum() == 0 else 'only'} positive images: AUROC is undefined"
+        )
+    if not champion_run.committed("train"):
+        return f"the champion's run {champion_run.layout.prefix} has no committed model"
+    learnt = champion_run.splits()
+    learnt = learnt[learnt["split"].isin(["train", "val"])]
+    shared = set(learnt["lesion_id"].astype(str)) & set(benchmark["lesion_id"].astype(str))
+    if shared:
+        return (
+            f"the champion {champion_run.layout.prefix} trained or calibrated on {len(shared)} "
+            "of the promotion benchmark's lesions (its dataset's lesion ids differ): its AUROC "
+            "there would be inflated"
+        )
+    return None
+
+
 def decide_promotion(
     candidate: dict[str, Any],
     champion: dict[str, Any] | None,
-    champion_auroc_here: float | None,
+    comparison: dict[str, Any] | None,
     policy: PromotionPolicy,
 ) -> dict[str, Any]:
-    """Apply the rule; ``champion_auroc_here`` is the champion's AUROC on the candidate's test split."""
+    """Apply the rule. ``comparison``: both models on the promotion benchmark
+    (``difference``, ``candidate_auroc``, ``champion_auroc``, ``images``, ``positives``)
+    or ``{"refused": reason}``; needed when there is a champion other than the candidate."""
     reasons: list[str] = []
     sensitivity, floor = candidate["sensitivity"], policy.sensitivity_floor
     passes_floor = sensitivity >= floor
@@ -106,17 +167,28 @@ def decide_promotion(
     elif champion["run_id"] == candidate["run_id"]:
         promote = False
         reasons.append("this run already is the champion")
-    else:
-        if champion_auroc_here is None:
-            raise ValueError("the champion's AUROC on this test split is needed to compare")
-        promote = candidate["auroc"] >= champion_auroc_here - policy.auroc_margin
+    elif comparison is None:
+        raise ValueError("comparing with the champion needs both scored on the promotion benchmark")
+    elif "refused" in comparison:
+        promote = False
         reasons.append(
-            f"test AUROC {candidate['auroc']:.4f} vs champion {champion['run_id']} "
-            f"{champion_auroc_here:.4f} on the same test split: "
+            f"no fair comparison with champion {champion['run_id']}: {comparison['refused']}; "
+            "the champion is kept"
+        )
+    else:
+        difference, margin = comparison["difference"], policy.auroc_margin
+        promote = difference["value"] >= -margin
+        reasons.append(
+            f"on the promotion benchmark ({comparison['images']} images, "
+            f"{comparison['positives']} positive; neither model trained, calibrated or tested "
+            f"on them): AUROC {comparison['candidate_auroc']:.4f} vs champion "
+            f"{champion['run_id']} {comparison['champion_auroc']:.4f}, paired difference "
+            f"{difference['value']:+.4f} ({difference['ci_low']:+.4f} to "
+            f"{difference['ci_high']:+.4f}): "
             + (
-                f"not worse by more than the margin {policy.auroc_margin:.3f}"
+                f"not worse by more than the margin {margin:.3f}"
                 if promote
-                else f"worse by more than the margin {policy.auroc_margin:.3f}"
+                else f"worse by more than the margin {margin:.3f}"
             )
         )
     return {
@@ -125,5 +197,5 @@ def decide_promotion(
         "policy": asdict(policy),
         "candidate": candidate,
         "champion": champion,
-        "champion_auroc_on_this_test_split": champion_auroc_here,
+        "comparison": comparison,
     }

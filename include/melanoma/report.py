@@ -114,6 +114,11 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 {sections.calibration_section(calibration)}
 {sections.metrics_section(metrics, lambda name: run.read_bytes("evaluate", f"figure/{name}"))}
 {sections.subgroups_section(metrics)}
+{
+        sections.robustness_section(
+            run.read_json("robustness", "robustness") if run.committed("robustness") else None
+        )
+    }
 {_gradcam_section(run)}
 {
         sections.external_section(

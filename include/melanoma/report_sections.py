@@ -22,6 +22,7 @@ from melanoma.report_html import (
     png_image,
     with_ci,
 )
+from melanoma.shifts import ACQUISITION_SHIFTS
 from melanoma.splits import SPLITS
 from melanoma.subgroups import ATTRIBUTES, SOURCE_SITES, UNKNOWN, group_order
 
@@ -385,13 +386,85 @@ def promotion_section(promotion: dict | None) -> str:
     reasons = "".join(f"<li>{escape(r)}</li>" for r in promotion["reasons"])
     verdict = "Promoted to champion" if promoted else "Not promoted: the champion was kept"
     policy = promotion["policy"]
+    benchmark = promotion["candidate"].get("benchmark_auroc")
+    comparison = promotion.get("comparison") or {}
+    rows = []
+    if benchmark:
+        rows.append(("this run", benchmark))
+    if "difference" in comparison:
+        champion = promotion["champion"]["run_id"]
+        rows.append((f"champion {champion}", {"value": comparison["champion_auroc"]}))
+        rows.append(("paired difference, this run minus the champion", comparison["difference"]))
+    table = (
+        html_table(
+            ["AUROC on the promotion benchmark", "value (lesion-bootstrap interval)"],
+            [
+                [escape(name), with_ci(ci, 4) if "ci_low" in ci else number(ci["value"], 4)]
+                for name, ci in rows
+            ],
+        )
+        if rows
+        else ""
+    )
     return f"""
 <h2>Promotion</h2>
 <div class="decision {"promoted" if promoted else "kept"}">{verdict}</div>
 <ul>{reasons}</ul>
+{table}
 <p class="ci">Rule: test sensitivity at the {escape(policy["operating_point"])} threshold at least
-{policy["sensitivity_floor"]}, and test AUROC not below the champion's (on the same test split) by
-more than {policy["auroc_margin"]}.</p>
+{policy["sensitivity_floor"]}, and AUROC on the promotion benchmark not below the champion's by
+more than {policy["auroc_margin"]}. The promotion benchmark is a fixed share of the dataset
+version's lesions that no run trains, validates, calibrates or tests on; both models score its
+stored images, each through its own preprocessing, as <code>melanoma-predict</code> does.</p>
+"""
+
+
+def shift_order(name: str) -> int:
+    """A shift's place in tables: ``ACQUISITION_SHIFTS``' order (JSON keeps keys sorted)."""
+    names = list(ACQUISITION_SHIFTS)
+    return names.index(name) if name in names else len(names)
+
+
+def robustness_section(robustness: dict | None) -> str:
+    """The model under acquisition shift (``evaluation/robustness.json``), or why it is absent."""
+    if robustness is None:
+        return (
+            "<h2>Robustness to acquisition shift</h2><p>Not measured for this run "
+            "(<code>robustness_images</code> 0, or a run from before the section).</p>"
+        )
+    strengths = [f"{s:g}" for s in robustness["config"]["strengths"]]
+    rows = [
+        [
+            escape(name.replace("_", " ")),
+            *(
+                f"{with_ci(shift['strengths'][s]['auroc'])}<br>"
+                f"<span class='ci'>change {number(shift['strengths'][s]['change']['value'])}</span>"
+                for s in strengths
+            ),
+            number(shift["mean_auroc"]),
+        ]
+        for name, shift in sorted(
+            robustness["shifts"].items(), key=lambda item: shift_order(item[0])
+        )
+    ]
+    clean = robustness["clean_auroc"]
+    ratio = robustness["ratio_to_clean"]
+    parity = robustness["resolution_parity"]["train_long_side"]
+    return f"""
+<h2>Robustness to acquisition shift</h2>
+<p>{robustness["images"]} test images ({robustness["lesions"]} lesions, {robustness["positives"]}
+positive), read as stored and re-rendered as other dermoscopes, settings and files would give
+them, each shift at strengths {", ".join(strengths)} (0 is the image unchanged, 1 the
+strongest graded). Each image is then scored as <code>melanoma-predict</code> would score such
+a file{f", shrunk to the training images' long side of {parity} px first" if parity else ""}.
+AUROC on the clean images, scored the same way: {with_ci(clean)}. Mean under shift:
+<b>{number(robustness["mean_auroc"])}</b>{
+        f", {number(ratio)} of clean" if ratio is not None else ""
+    }. The change is the paired difference from the clean images.</p>
+{html_table(["shift", *(f"strength {s}" for s in strengths), "mean"], rows)}
+<p class="ci">A yardstick in the spirit of ImageNet-C (Hendrycks and Dietterich, ICLR 2019):
+the shifts are synthetic, so a drop here says the model is sensitive to that change of
+acquisition, not how it will do on another clinic's images.</p>
 """
 
 

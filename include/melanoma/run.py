@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.images import PreprocessConfig
 from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
     ArtifactIncompleteError,
@@ -240,6 +241,18 @@ class Run:
         """image_size, dataset_version, the preprocessing config and train_long_side (the
         training images' long side, for resolution parity; absent in older runs)."""
         return self.commit_record("preprocess")["data"]
+
+    def preprocess_config(self) -> PreprocessConfig:
+        """The preprocessing the run's images had (so that new images can have the same)."""
+        return PreprocessConfig(**self.preprocess_data()["preprocess_config"])
+
+    def train_long_side(self) -> int | None:
+        """The long side of the training images (resolution parity; None in older runs)."""
+        return self.preprocess_data().get("train_long_side")
+
+    def promotion_benchmark(self) -> pd.DataFrame:
+        """The dataset version's promotion benchmark for the run's label task (in no split)."""
+        return self.read_csv("split", "promotion_benchmark")
 
     def predictions(self, split: str) -> pd.DataFrame:
         return self.read_csv("train", f"predictions_{split}")

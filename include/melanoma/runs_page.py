@@ -42,6 +42,7 @@ STAGE_NAMES = {
     "report": "reported",
     "promote": "promotion decided",
     "explain": "explained",
+    "robustness": "robustness measured",
     "evaluate": "evaluated",
     "calibrate": "calibrated",
     "train": "trained",

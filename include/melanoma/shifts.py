@@ -5,8 +5,10 @@ Perturbations", ICLR 2019).
 
 Each shift is ``shift(image, strength, rng) -> image`` on an RGB uint8 image. Strength 0 is
 the identity; 1 is the strongest graded here, still a picture a clinic could take. The
-raw transforms live here; scoring the shifted images belongs to
-``benchmarks/acquisition_shift.py``. Research use only, not a diagnostic device.
+raw transforms live here; rendering and summarising belong to ``melanoma.robustness``, and
+scoring to ``training.robustness`` (the report's section) and
+``benchmarks/acquisition_shift.py`` (the whole test split). Research use only, not a
+diagnostic device.
 """
 
 from __future__ import annotations

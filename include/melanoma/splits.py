@@ -7,12 +7,17 @@ test metric, so whole lesions are assigned to one split.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# The share of each diagnosis's images kept for the promotion benchmark (see
+# promotion_benchmark_lesions): fixed, so that it is one set per dataset version.
+PROMOTION_BENCHMARK_SHARE = 0.10
 
 
 def split_by_lesion(
@@ -87,6 +92,43 @@ def split_holding_out_source(
     rest = rows[~held & ~rows["lesion_id"].isin(held_lesions)]
     assigned = split_by_lesion(rest, (train / (train + val), val / (train + val), 0.0), seed)
     return pd.concat([assigned, rows[held].assign(split="test")]).sort_index()
+
+
+def lesion_rank(lesion_id: str) -> float:
+    """A lesion's fixed place in [0, 1): from a hash of its id, so no seed or run moves it."""
+    digest = hashlib.sha256(f"promotion-benchmark/{lesion_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def promotion_benchmark_lesions(
+    metadata: pd.DataFrame, share: float = PROMOTION_BENCHMARK_SHARE
+) -> set[str]:
+    """The lesions of the promotion benchmark: images that no run trains, validates,
+    calibrates or tests on, whatever its ``split_seed``, label task or held-out source.
+    Champion and challenger are compared on them (``melanoma.promotion``).
+
+    Lesion-grouped and stratified by ``dx``: within each diagnosis, lesions are taken in
+    the order of ``lesion_rank`` (a hash of the id, not a seed) while that brings the
+    diagnosis's benchmark images closer to ``share`` of its images. Chosen from the whole
+    dataset version's metadata, so every run of a version shares one benchmark; a new
+    version that keeps the same lesions keeps nearly the same benchmark.
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"the promotion benchmark's share must be in [0, 1), got {share}")
+    lesions = metadata.groupby("lesion_id", sort=True).agg(
+        dx=("dx", "first"), images=("dx", "size")
+    )
+    chosen: set[str] = set()
+    for _, group in lesions.groupby("dx", sort=True):
+        target = share * group["images"].sum()
+        taken = 0
+        for lesion_id in sorted(group.index, key=lesion_rank):
+            n = int(group.at[lesion_id, "images"])
+            if abs(taken + n - target) >= abs(taken - target):
+                break
+            chosen.add(str(lesion_id))
+            taken += n
+    return chosen
 
 
 def split_summary(split_rows: pd.DataFrame) -> dict[str, Any]:

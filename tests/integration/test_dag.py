@@ -15,7 +15,7 @@ from melanoma.embedded import (
     readable_log_tail,
     run_dag,
 )
-from melanoma.layout import DATASETS, RUNS, RunLayout, champion_key
+from melanoma.layout import DATASETS, RUNS, STAGES, RunLayout, champion_key
 from melanoma.run import Run
 from tests.conftest import MOTO_KEYS, REPO_ROOT, free_port
 
@@ -77,6 +77,8 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "bootstrap_replicates": 200,
         "gradcam_per_outcome": 1,
         "gradcam_random": 2,
+        "robustness_images": 30,
+        "robustness_strengths": [0.8],
         # The generated archive's first image part, as if it were an external set.
         "external_validation": True,
         "external_images": str(mini_archive.root / "HAM10000_images_part_1.zip"),
@@ -94,9 +96,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert len(keys) == 1
     run = Run(s3_store, RunLayout(keys[0]))
     # Every stage committed, each record listing what it wrote (checked on each read below).
-    for stage in ("split", "preprocess", "train", "calibrate", "evaluate", "explain", "promote"):
+    for stage in STAGES:
         assert run.committed(stage), stage
-    assert run.committed("report") and run.external_sets() == ["part1"]
+    assert run.external_sets() == ["part1"]
     split = run.splits()
     assert list(split.columns) == [
         "image_id",
@@ -106,7 +108,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
         "split",
         *("dataset", "sex", "age", "localization"),  # the metadata, for subgroup metrics
     ]
-    assert len(split) == len(mini_archive.metadata)
+    benchmark = run.promotion_benchmark()
+    assert len(split) + len(benchmark) == len(mini_archive.metadata)
+    assert not set(benchmark["lesion_id"]) & set(split["lesion_id"])
     assert split.groupby("lesion_id")["split"].nunique().max() == 1
     assert split["label"].eq(split["dx"].eq("mel").astype(int)).all()
     config = run.config()
@@ -160,6 +164,9 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     assert "External validation" in report and "<h3>part1</h3>" in report
     assert "Research use only" in report and config.run_id in report
     assert "Explanations (Grad-CAM)" in report and "data:image/jpeg;base64," in report
+    robustness = run.read_json("robustness", "robustness")
+    assert set(robustness["config"]["strengths"]) == {0.8} and robustness["images"] > 0
+    assert "Robustness to acquisition shift" in report
 
     second_log, _ = run_pipeline(
         airflow_env, {**conf, "label_task": "mel_vs_nv", "external_validation": False}

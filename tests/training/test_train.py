@@ -87,7 +87,7 @@ def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_sm
 ):
     from training.data import metadata_for
     from training.model import DX_ORDER, is_multiclass, predict_scores, takes_metadata
-    from training.scoring import score_split
+    from training.scoring import score_stored_images
 
     run = copy_run(preprocessed_run, "t-levers")
     config = TrainConfig(
@@ -121,9 +121,13 @@ def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_sm
         stored["probability"],
         atol=1e-5,
     )
-    # The champion re-scoring path reads the same metadata.
+    # The promotion benchmark's path (stored images, metadata from the rows) scores alike.
+    splits = run.splits()
+    test_rows = splits[splits["split"] == "test"].set_index("image_id").loc[rows["image_id"]]
     np.testing.assert_allclose(
-        score_split(run, run, "test")["probability"], stored["probability"], atol=1e-5
+        score_stored_images(run, run, test_rows.reset_index()),
+        stored.set_index("image_id").loc[rows["image_id"], "probability"],
+        atol=1e-5,
     )
 
 

@@ -41,7 +41,13 @@ def test_pipeline_retrains_weekly_or_on_a_new_dataset_version(dags):
 
 def test_gpu_work_goes_to_the_gpu_queue_and_the_form_has_the_issue_params(dags):
     queues = {task.task_id: task.queue for task in dags.pipeline_dag.tasks}
-    on_gpu = ("train", "explain", "external_validation")
+    on_gpu = (
+        "train",
+        "measure_robustness",
+        "explain",
+        "external_validation",
+        "decide_promotion",
+    )
     assert {queues[t] for t in on_gpu} == {"gpu"}
     assert {q for t, q in queues.items() if t not in on_gpu} == {"default"}
     params = dags.pipeline_dag.params

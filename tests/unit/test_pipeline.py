@@ -1,10 +1,14 @@
-"""Stage split (``melanoma.pipeline.write_split``): the metadata travel with the split, and a
-source can be held out as an unseen clinic."""
+"""Stage split (``melanoma.pipeline.write_split``): the metadata travel with the split, a
+source can be held out as an unseen clinic, and the promotion benchmark is in no split."""
 
+import io
+
+import pandas as pd
 import pytest
 
 from melanoma.config import PipelineConfig
 from melanoma.ingest import ingest
+from melanoma.layout import DatasetLayout
 from melanoma.pipeline import write_split
 from melanoma.run import Run
 from melanoma.sources import find_layout
@@ -41,3 +45,32 @@ def test_holding_out_a_source_tests_on_it_alone(file_store, manifest_key):
             PipelineConfig(holdout_source="vienna"),
             manifest_key,
         )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize(
+    "options", [{}, {"holdout_source": "rosendahl"}, {"label_task": "mel_vs_nv"}]
+)
+def test_no_run_splits_a_lesion_of_the_promotion_benchmark(file_store, manifest_key, seed, options):
+    run = Run.for_run_id(file_store, f"r{seed}-{len(options)}")
+    write_split(run, PipelineConfig(seed=seed, **options), manifest_key)
+    benchmark, splits = run.promotion_benchmark(), run.splits()
+    assert len(benchmark) > 0
+    assert not set(benchmark["lesion_id"]) & set(splits["lesion_id"])
+    # Every image of the label task is in a split or in the benchmark (or, with a held-out
+    # source, counted as excluded): nothing is lost silently.
+    summary = run.read_json("split", "splits_summary")
+    assert summary["promotion_benchmark"]["images"] == len(benchmark)
+    version = DatasetLayout(run.config().dataset_version)
+    metadata = pd.read_csv(io.BytesIO(file_store.get_bytes(version.metadata)))
+    in_task = metadata[metadata["dx"].isin({"mel", "nv"})] if "label_task" in options else metadata
+    assert len(splits) + len(benchmark) + summary["excluded_images"] == len(in_task)
+
+
+def test_the_promotion_benchmark_is_one_per_dataset_version(file_store, manifest_key):
+    benchmarks = []
+    for seed in (0, 1):
+        run = Run.for_run_id(file_store, f"seed{seed}")
+        write_split(run, PipelineConfig(seed=seed), manifest_key)
+        benchmarks.append(run.promotion_benchmark())
+    pd.testing.assert_frame_equal(*benchmarks)

@@ -1,5 +1,9 @@
+from dataclasses import asdict
+
+import numpy as np
 import pytest
 
+from melanoma.config import PipelineConfig
 from melanoma.evaluation import (
     EvaluationConfig,
     calibrate_run,
@@ -7,14 +11,21 @@ from melanoma.evaluation import (
     evaluate_run,
     promote_run,
 )
-from melanoma.layout import champion_key, previous_champion_key
+from melanoma.images import PreprocessConfig, check_image, preprocess_image
+from melanoma.ingest import ingest, stored_image_relative
+from melanoma.layout import DatasetLayout, champion_key, previous_champion_key
+from melanoma.pipeline import write_split
 from melanoma.promotion import (
     ChampionCorruptError,
     PromotionPolicy,
+    benchmark_inputs,
+    benchmark_refusal,
     decide_promotion,
     read_champion,
 )
-from tests.scored_run import scored_split, write_scored_run
+from melanoma.run import Run
+from melanoma.sources import find_layout
+from tests.scored_run import write_scored_run
 
 POLICY = PromotionPolicy(auroc_margin=0.02, sensitivity_floor=0.8)
 
@@ -31,16 +42,34 @@ def candidate(run_id="new", auroc=0.85, sensitivity=0.9):
 CHAMPION = {"run_id": "old", "label_task": "mel_vs_rest", "auroc": 0.86}
 
 
+def compared(difference, low=-0.05, high=0.05):
+    """Both models on the benchmark, the candidate ``difference`` above the champion."""
+    return {
+        "images": 400,
+        "positives": 40,
+        "candidate_auroc": 0.86 + difference,
+        "champion_auroc": 0.86,
+        "difference": {"value": difference, "ci_low": low, "ci_high": high},
+    }
+
+
 @pytest.mark.parametrize(
-    ("run", "champion", "champion_auroc", "promote", "reason"),
+    ("run", "champion", "comparison", "promote", "reason"),
     [
         (candidate(sensitivity=0.7), None, None, False, "below the floor"),
-        (candidate(sensitivity=0.7, auroc=0.99), CHAMPION, 0.86, False, "below the floor"),
+        (candidate(sensitivity=0.7), CHAMPION, compared(0.1), False, "below the floor"),
         (candidate(), None, None, True, "no champion yet"),
         (candidate(run_id="old"), CHAMPION, None, False, "already is the champion"),
-        (candidate(auroc=0.90), CHAMPION, 0.86, True, "not worse"),
-        (candidate(auroc=0.845), CHAMPION, 0.86, True, "not worse"),  # within the margin
-        (candidate(auroc=0.83), CHAMPION, 0.86, False, "worse by more than the margin"),
+        (candidate(), CHAMPION, compared(0.04), True, "not worse"),
+        (candidate(), CHAMPION, compared(-0.015), True, "not worse"),  # within the margin
+        (candidate(), CHAMPION, compared(-0.03), False, "worse by more than the margin"),
+        (
+            candidate(),
+            CHAMPION,
+            {"refused": "the benchmark holds no positive images"},
+            False,
+            "no fair comparison with champion old: the benchmark holds no positive",
+        ),
         (
             {**candidate(auroc=0.99), "holdout_source": "rosendahl"},
             None,
@@ -50,14 +79,20 @@ CHAMPION = {"run_id": "old", "label_task": "mel_vs_rest", "auroc": 0.86}
         ),
     ],
 )
-def test_every_branch_of_the_promotion_rule(run, champion, champion_auroc, promote, reason):
-    decision = decide_promotion(run, champion, champion_auroc, POLICY)
+def test_every_branch_of_the_promotion_rule(run, champion, comparison, promote, reason):
+    decision = decide_promotion(run, champion, comparison, POLICY)
     assert decision["promote"] is promote
     assert any(reason in r for r in decision["reasons"]), decision["reasons"]
 
 
-def test_comparing_needs_the_champions_auroc_on_this_split():
-    with pytest.raises(ValueError, match="this test split"):
+def test_the_reason_gives_the_paired_difference_and_its_interval():
+    decision = decide_promotion(candidate(), CHAMPION, compared(-0.012, -0.03, 0.006), POLICY)
+    assert "paired difference -0.0120 (-0.0300 to +0.0060)" in decision["reasons"][-1]
+    assert "promotion benchmark (400 images, 40 positive" in decision["reasons"][-1]
+
+
+def test_comparing_needs_both_models_on_the_benchmark():
+    with pytest.raises(ValueError, match="promotion benchmark"):
         decide_promotion(candidate(), CHAMPION, None, POLICY)
 
 
@@ -100,53 +135,122 @@ def evaluated_run(store, run_id, **kwargs):
     return run
 
 
+def scorer(quality, calls=None):
+    """A stand-in for ``training.scoring.score_stored_images``: run key -> how well that
+    run's model separates the benchmark's classes (1 perfect, 0 chance)."""
+
+    def score(model_run, data_run, rows):
+        if calls is not None:
+            calls.append((model_run.layout.key, data_run.layout.key))
+        noise = np.random.default_rng(len(rows)).random(len(rows))
+        q = quality[model_run.layout.key]
+        return q * rows["label"].to_numpy() + (1 - q) * noise
+
+    return score
+
+
 def test_first_run_is_promoted_then_a_worse_run_keeps_the_champion(file_store):
     policy = PromotionPolicy(sensitivity_floor=0.5)
-    test = scored_split(300, 5, 3.0, "t")  # both runs on one test split
-    good = evaluated_run(file_store, "good", strength=3.0, test=test)
-    assert decide_run_promotion(good, policy)["promote"]
+    good = evaluated_run(file_store, "good")
+    score = scorer({"good": 0.6, "worse": 0.1})
+    first = decide_run_promotion(good, policy, score)
+    assert first["promote"] and first["comparison"] is None
+    assert first["candidate"]["benchmark_auroc"]["value"] > 0.95
     promote_run(good)
     champion = read_champion(file_store, "mel_vs_rest")
-    assert champion["run_id"] == "good"
+    assert champion["run_id"] == "good" and champion["benchmark_auroc"]["value"] > 0.95
 
-    worse_test = test.assign(probability=0.5 + (test["probability"] - 0.5) * 0.1)
-    worse_test.loc[::3, "probability"] = 1 - worse_test.loc[::3, "probability"]
-    worse = evaluated_run(file_store, "worse", test=worse_test)
-    decision = decide_run_promotion(worse, policy)
-    assert not decision["promote"] and not decision["champion_rescored"]
+    worse = evaluated_run(file_store, "worse")
+    decision = decide_run_promotion(worse, policy, score)
+    assert not decision["promote"]
+    comparison = decision["comparison"]
+    assert comparison["difference"]["value"] < -0.1
+    assert comparison["difference"]["ci_high"] < 0
     assert worse.read_json("promote", "promotion")["promote"] is False
     with pytest.raises(ValueError, match="says not to promote"):
         promote_run(worse)
     assert read_champion(file_store, "mel_vs_rest")["run_id"] == "good"
 
     # Rerunning the decision for the champion itself changes nothing.
-    assert not decide_run_promotion(good, policy)["promote"]
+    assert not decide_run_promotion(good, policy, score)["promote"]
 
 
-def test_a_champion_tested_on_another_split_is_rescored_on_this_one(file_store):
+def test_champion_and_candidate_are_each_scored_on_the_candidates_benchmark(file_store):
     policy = PromotionPolicy(sensitivity_floor=0.5)
-    old = evaluated_run(file_store, "old", test=scored_split(300, 5, 3.0, "t"))
-    decide_run_promotion(old, policy)
+    old = evaluated_run(file_store, "old", seed=3)
+    decide_run_promotion(old, policy, scorer({"old": 0.5}))
     promote_run(old)
-    new = evaluated_run(file_store, "new", test=scored_split(300, 6, 3.0, "t"))
-    with pytest.raises(ValueError, match="re-scored"):
-        decide_run_promotion(new, policy)
+    new = evaluated_run(file_store, "new", seed=6)
+    with pytest.raises(ValueError, match="promotion benchmark"):
+        decide_run_promotion(new, policy)  # without a way to score, no comparison
 
     calls = []
-    new_test = scored_split(300, 6, 3.0, "t")
-
-    def rescore(champion_run, run):
-        calls.append((champion_run.layout.key, run.layout.key))
-        return new_test.assign(probability=new_test["label"] * 0.9 + 0.05)  # a perfect champion
-
-    decision = decide_run_promotion(new, policy, rescore)
-    assert calls == [("old", "new")]
-    assert decision["champion_rescored"] and decision["champion_auroc_on_this_test_split"] == 1.0
-    assert not decision["promote"]
-    promoted_again = decide_run_promotion(
-        new, policy, lambda champion_run, run: new_test.assign(probability=0.5)
-    )
-    assert promoted_again["promote"]
+    decision = decide_run_promotion(new, policy, scorer({"old": 0.5, "new": 0.5}, calls))
+    # Each model scores the new run's benchmark: the images, never its test split.
+    assert calls == [("new", "new"), ("old", "new")]
+    assert decision["promote"]
+    scores = new.read_csv("promote", "promotion_scores")
+    benchmark = new.promotion_benchmark()
+    assert list(scores["image_id"]) == list(benchmark["image_id"])
+    assert {"candidate", "champion"} <= set(scores.columns)
+    assert abs(decision["comparison"]["difference"]["value"]) < 1e-9
     promote_run(new)
     assert file_store.exists(previous_champion_key("mel_vs_rest", "old"))
     assert read_champion(file_store, "mel_vs_rest")["run_id"] == "new"
+
+
+def test_a_champion_that_learnt_on_the_benchmark_is_not_compared_there(file_store):
+    policy = PromotionPolicy(sensitivity_floor=0.5)
+    old = evaluated_run(file_store, "old", metadata=True)
+    decide_run_promotion(old, policy, scorer({"old": 0.5}))
+    promote_run(old)
+    # A new run whose benchmark holds lesions the champion trained on, as when the
+    # champion came from a dataset whose lesion ids differ.
+    learnt = old.splits()
+    assert benchmark_refusal(old, learnt[learnt["split"] == "test"]) is None
+    overlapping = learnt[learnt["split"] == "train"].drop(columns="split")
+    new = evaluated_run(file_store, "new", seed=4, benchmark=overlapping)
+    calls = []
+    decision = decide_run_promotion(new, policy, scorer({"old": 0.1, "new": 0.9}, calls))
+    assert not decision["promote"]
+    assert "trained or calibrated on" in decision["comparison"]["refused"]
+    assert "no fair comparison with champion old" in decision["reasons"][-1]
+    assert calls == [("new", "new")]  # the champion is not scored where it would be unfair
+    assert "no positive images" in benchmark_refusal(old, learnt[learnt["label"] == 0])
+
+
+def test_each_model_scores_the_benchmark_through_its_own_preprocessing(mini_archive, file_store):
+    # A champion trained with colour constancy is scored with colour constancy, at its own
+    # size and training resolution, whatever the candidate's preprocessing was.
+    manifest_key = ingest(find_layout(mini_archive.root), file_store, "test").manifest_key
+    manifest = file_store.get_json(manifest_key)
+    configs = {
+        "champion": PreprocessConfig(size=48, color_constancy=True),
+        "candidate": PreprocessConfig(size=32),
+    }
+    runs = {}
+    for run_id, config in configs.items():
+        run = Run.for_run_id(file_store, run_id)
+        write_split(run, PipelineConfig(seed=0), manifest_key)
+        with run.stage("preprocess") as stage:
+            stage.data = {"preprocess_config": asdict(config), "train_long_side": 60}
+        runs[run_id] = run
+    rows = runs["candidate"].promotion_benchmark()
+    stored = [
+        file_store.get_bytes(
+            DatasetLayout(manifest["dataset_version"]).file(stored_image_relative(manifest, i))
+        )
+        for i in rows["image_id"]
+    ]
+    for run_id, config in configs.items():
+        inputs = benchmark_inputs(runs[run_id], runs["candidate"], rows)
+        # As melanoma-predict treats a file (training.scoring.model_input).
+        expected = [
+            preprocess_image(data, config, check_image(data), train_long_side=60) for data in stored
+        ]
+        np.testing.assert_array_equal(inputs, np.stack(expected))
+    without_constancy = PreprocessConfig(size=48)
+    plain = np.stack(
+        [preprocess_image(d, without_constancy, check_image(d), train_long_side=60) for d in stored]
+    )
+    assert not np.array_equal(benchmark_inputs(runs["champion"], runs["candidate"], rows), plain)

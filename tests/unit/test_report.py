@@ -224,3 +224,23 @@ def test_intervals_are_named_by_the_confidence_the_bootstrap_used(file_store):
     assert "Intervals: 90% percentile" in page
     assert "value (90% CI)" in page and "AUROC (90% CI)" in page
     assert "95% CI" not in page
+
+
+def test_the_report_shows_the_benchmark_comparison_with_its_interval():
+    from melanoma.report_sections import promotion_section
+
+    promotion = {
+        "promote": False,
+        "reasons": ["on the promotion benchmark: worse by more than the margin 0.010"],
+        "policy": {"operating_point": "youden", "sensitivity_floor": 0.8, "auroc_margin": 0.01},
+        "candidate": {"benchmark_auroc": {"value": 0.81, "ci_low": 0.77, "ci_high": 0.85}},
+        "champion": {"run_id": "old"},
+        "comparison": {
+            "champion_auroc": 0.84,
+            "difference": {"value": -0.03, "ci_low": -0.05, "ci_high": -0.01},
+        },
+    }
+    html = promotion_section(promotion)
+    assert "Not promoted" in html and "champion old" in html
+    assert "-0.0300" in html and "-0.0500" in html and "0.8100" in html
+    assert "no run trains, validates, calibrates or tests on" in html

@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from melanoma.ham10000 import apply_label_task
-from melanoma.splits import split_by_lesion, split_summary
+from melanoma.splits import (
+    PROMOTION_BENCHMARK_SHARE,
+    promotion_benchmark_lesions,
+    split_by_lesion,
+    split_summary,
+)
 
 
 def fake_metadata(n_lesions: int = 3000, seed: int = 0) -> pd.DataFrame:
@@ -109,3 +114,23 @@ def test_holding_out_a_source_tests_on_it_alone_and_keeps_lesions_whole():
     assert set(split["split"]) == {"train", "val", "test"}
     with pytest.raises(ValueError, match=r"not a source.*'a', 'b'"):
         split_holding_out_source(rows, "c")
+
+
+def test_the_promotion_benchmark_is_lesion_grouped_stratified_and_seed_free():
+    rng = np.random.default_rng(0)
+    dxs = rng.choice(["nv", "mel", "bkl", "bcc"], size=3000, p=[0.6, 0.15, 0.15, 0.1])
+    rows = pd.DataFrame(
+        {
+            "lesion_id": [f"HAM_{i:07d}" for i in range(3000) for _ in range(1 + i % 3)],
+            "dx": [dx for i, dx in enumerate(dxs) for _ in range(1 + i % 3)],
+        }
+    )
+    chosen = promotion_benchmark_lesions(rows)
+    share = rows.assign(bench=rows["lesion_id"].isin(chosen)).groupby("dx")["bench"].mean()
+    assert np.allclose(share, PROMOTION_BENCHMARK_SHARE, atol=0.005), share
+    # The same lesions whatever the rows' order; a lesion's place never depends on a seed.
+    assert promotion_benchmark_lesions(rows.sample(frac=1, random_state=3)) == chosen
+    # A new version with more lesions keeps almost all of the old benchmark.
+    more = pd.concat([rows, rows.head(600).assign(lesion_id=lambda r: r["lesion_id"] + "b")])
+    assert len(chosen - promotion_benchmark_lesions(more)) <= 0.05 * len(chosen)
+    assert promotion_benchmark_lesions(rows, 0.0) == set()
