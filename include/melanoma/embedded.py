@@ -34,6 +34,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from melanoma.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +355,52 @@ def run_dag(env: dict[str, str], conf: dict | None = None) -> int:
         return subprocess.run(command, env=env).returncode
 
 
+def run_summary(run: Run) -> list[str]:
+    """What a finished run was and gave, for the end of ``make run``: its configuration as
+    run (``config.json``) and its headline figures, each from its committed artifact."""
+    config = run.config()
+    lines = [f"Run {config.run_id}: {run.store.url}/{run.layout.prefix}/"]
+    lines.append("  configuration: " + json.dumps(config.config, sort_keys=True))
+    if run.committed("train"):
+        training = run.read_json("train", "training_config")["config"]
+        lines.append("  training: " + json.dumps(training, sort_keys=True))
+    auroc = run.read_json("evaluate", "metrics")["threshold_free"]["auroc"]
+    lines.append(
+        f"  test AUROC {auroc['value']:.4f} ({auroc['ci_low']:.4f}-{auroc['ci_high']:.4f})"
+    )
+    if run.committed("robustness"):
+        robustness = run.read_json("robustness", "robustness")
+        lines.append(
+            f"  mean AUROC under acquisition shift {robustness['mean_auroc']:.4f} on "
+            f"{robustness['images']} test images (clean {robustness['clean_auroc']['value']:.4f})"
+        )
+    if run.committed("promote"):
+        promotion = run.read_json("promote", "promotion")
+        benchmark = promotion["candidate"].get("benchmark_auroc")
+        if benchmark:
+            lines.append(f"  promotion benchmark AUROC {benchmark['value']:.4f}")
+        verdict = "promoted" if promotion["promote"] else "not promoted"
+        lines.append(f"  {verdict}: {promotion['reasons'][-1]}")
+    if run.committed("report"):
+        lines.append(f"  report: {run.store.url}/{run.layout.report}")
+    return lines
+
+
+def print_run_summary(env: dict[str, str], since: datetime, store_url: str) -> None:
+    """Print ``run_summary`` of the run that just succeeded (nothing if it cannot be found)."""
+    from melanoma.run import Run
+    from melanoma.store import open_store
+
+    found = latest_run_task_states(env, since)
+    if found is None:
+        return
+    try:
+        run = Run.find(open_store(store_url, create=False), found[0])
+        print("\n" + "\n".join(run_summary(run)))
+    except (LookupError, KeyError, ValueError, OSError) as error:
+        print(f"(no summary of run {found[0]}: {error})")
+
+
 def latest_run_task_states(
     env: dict[str, str], since: datetime
 ) -> tuple[str, dict[str, str]] | None:
@@ -511,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         spark.stop()
     if code != 0:
         print_failed_task_logs(env, begun)
+    else:
+        print_run_summary(env, begun, store_url)
     logs = Path(env["AIRFLOW_HOME"]) / "logs"
     print(f"\nDAG {DAG_ID} {'succeeded' if code == 0 else 'FAILED'} in {elapsed:.0f}s.")
     print(f"Artifacts: {store_url}  (datasets/ham10000/<version>/, runs/<run_id>/)")

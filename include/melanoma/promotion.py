@@ -180,8 +180,8 @@ def decide_promotion(
         promote = difference["value"] >= -margin
         reasons.append(
             f"on the promotion benchmark ({comparison['images']} images, "
-            f"{comparison['positives']} positive; neither model trained, calibrated or tested "
-            f"on them): AUROC {comparison['candidate_auroc']:.4f} vs champion "
+            f"{comparison['positives']} positive; neither model trained or calibrated on "
+            f"them): AUROC {comparison['candidate_auroc']:.4f} vs champion "
             f"{champion['run_id']} {comparison['champion_auroc']:.4f}, paired difference "
             f"{difference['value']:+.4f} ({difference['ci_low']:+.4f} to "
             f"{difference['ci_high']:+.4f}): "

@@ -69,3 +69,19 @@ def test_a_task_log_tail_reads_as_lines_with_the_exception_named(tmp_path):
         "not json",
     ]
     assert readable_log_tail(log, lines=1) == ["not json"]
+
+
+def test_the_run_summary_gives_the_configuration_and_headline_figures(file_store):
+    from melanoma.embedded import run_summary
+    from tests.scored_run import write_reported_run
+
+    run = write_reported_run(file_store, "summarised")
+    lines = run_summary(run)
+    assert lines[0].startswith("Run summarised: ") and lines[0].endswith(run.layout.prefix + "/")
+    assert lines[1] == '  configuration: {"label_task": "mel_vs_rest", "seed": 0}'
+    auroc = run.read_json("evaluate", "metrics")["threshold_free"]["auroc"]["value"]
+    assert lines[2].startswith('  training: {"backbone": "tiny_cnn"')
+    assert f"test AUROC {auroc:.4f}" in lines[3]
+    assert any(line.startswith("  promotion benchmark AUROC ") for line in lines)
+    assert any("promoted: " in line for line in lines)
+    assert lines[-1].endswith(run.layout.report)
