@@ -290,6 +290,16 @@ PARAMS: dict[str, Param] = {
     "phase2_schedule": _param(
         "constant", "Learning-rate schedule, phase 2", SECTION_TRAINING, enum=list(SCHEDULES)
     ),
+    "phase2_cached_views": _param(
+        0,
+        "Phase 2 on a cached trunk: views per image",
+        SECTION_TRAINING,
+        "Runs the frozen part of the backbone once per image and per each of this many "
+        "flips and rotations, and fine-tunes the unfrozen blocks on that cache: far less "
+        "compute per epoch, at the cost of online augmentation's zoom and colour changes. "
+        "0: the whole model on online-augmented images.",
+        enum=[0, 1, 2, 4, 8],
+    ),
     "batch_size": _param(32, "Batch size", SECTION_TRAINING, minimum=1),
     "early_stopping_patience": _param(
         10, "Early-stopping patience (epochs)", SECTION_TRAINING, minimum=1

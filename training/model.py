@@ -30,6 +30,7 @@ nested Model, so Grad-CAM can reach its last convolutional layer by name.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -303,6 +304,53 @@ def feature_extractor(model: keras.Model) -> keras.Model:
     would recompute every epoch)."""
     features = model.get_layer(features_layer(model)).output
     return keras.Model(image_input(model), features, name="features")
+
+
+@dataclass(frozen=True)
+class TrunkSplit:
+    """A model cut at its first trainable backbone layer, every part sharing its weights."""
+
+    trunk: keras.Model  # image -> the top's inputs (frozen: run once per image and view)
+    top: keras.Model  # the top's inputs -> the training view's output (what the loss sees)
+    scorer: keras.Model  # the top's inputs -> the model's score
+
+
+def split_at_trainable(model: keras.Model) -> TrunkSplit | None:
+    """Cut a model whose last blocks were unfrozen where its trainable part begins: the
+    top takes the input of the first trainable backbone layer and, for multiscale
+    features, the pooled maps of earlier layers. Training the top on the trunk's outputs
+    gives the same gradients as training the whole model on the images.
+
+    None when the model cannot be cut there: metadata fusion (a second input), no
+    trainable backbone layer, or a top that reads another tensor of the trunk.
+    """
+    if takes_metadata(model):
+        return None
+    position = {layer.name: i for i, layer in enumerate(model.layers)}
+    trainable = [
+        layer
+        for layer in model.layers
+        if layer.trainable and layer.weights and not layer.name.startswith(("head_", "metadata"))
+    ]
+    if not trainable:
+        return None
+    first = trainable[0]
+    # Pooled maps of layers before the cut are the top's inputs; a pooled map of an
+    # unfrozen layer is computed inside the top.
+    pooled_by = {id(layer.output): layer.name for layer in model.layers}
+    earlier = [
+        tensor
+        for tensor in earlier_pooled(model)
+        if position[pooled_by[id(tensor)].removeprefix("head_gap_")] < position[first.name]
+    ]
+    tensors = [first.input, *earlier]
+    inputs = tensors if len(tensors) > 1 else tensors[0]
+    try:
+        top = keras.Model(inputs, training_view(model).output, name="phase2_top")
+        scorer = keras.Model(inputs, model.output, name="phase2_scorer")
+    except ValueError:  # the top reads a tensor of the trunk it was not given
+        return None
+    return TrunkSplit(keras.Model(image_input(model), inputs, name="phase2_trunk"), top, scorer)
 
 
 def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) -> list[str]:

@@ -35,6 +35,7 @@ from melanoma import RESEARCH_NOTICE, clinical
 from melanoma.config import TrainConfig, parse_class_weight
 from melanoma.download import file_digest
 from melanoma.ham10000 import DX_INDEX
+from melanoma.images import dihedral_views
 from melanoma.layout import record_of
 from melanoma.run import Run
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
@@ -42,11 +43,13 @@ from training.data import run_metadata, shard_dataset, split_arrays, split_rows
 from training.model import (
     DX_ORDER,
     METADATA_INPUT,
+    TrunkSplit,
     build_model,
     feature_extractor,
     head_model,
     positive_classes,
     predict_scores,
+    split_at_trainable,
     training_view,
     unfreeze_last_blocks,
 )
@@ -578,16 +581,34 @@ def fit_phases(
         initial_epoch = len(state["history"].get("loss", []))
     if config.phase2_epochs and not state.get("complete"):
         started = time.monotonic()
+        split = phase2_split(model, run, config)
+        cache: dict[str, Any] = {"cached_views": 0}
         # Phase 2 must beat phase 1 on validation, or phase 1's weights stay.
-        steps = fit_phase("phase2", config.phase2_epochs, initial_epoch, phase1_auroc, monitor)
+        if split is None:
+            steps = fit_phase("phase2", config.phase2_epochs, initial_epoch, phase1_auroc, monitor)
+        else:
+            steps, cache = _phase2_cached(
+                split,
+                run,
+                config,
+                data,
+                checkpoints,
+                history["phase2"],
+                compile_kwargs,
+                initial_epoch,
+                phase1_auroc,
+                monitor,
+            )
         seconds = time.monotonic() - started
         epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
+        fit_seconds = seconds - cache.get("cache_seconds", 0.0)
         timing["phase2"] = {
             "seconds": round(seconds, 1),
             "epochs": epochs_run,
             "resumed_at_epoch": initial_epoch,
             # per-epoch validation AUROC included: it is part of what an epoch costs
-            "images_per_second": round(epochs_run * steps * config.batch_size / seconds, 1),
+            "images_per_second": round(epochs_run * steps * config.batch_size / fit_seconds, 1),
+            **cache,
         }
         checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
     return {
@@ -599,6 +620,131 @@ def fit_phases(
             "device": device,
         },
         "feature_cache": use_cache,
+    }
+
+
+def phase2_split(model: keras.Model, run: Run, config: TrainConfig) -> TrunkSplit | None:
+    """The cut for a cached phase 2 (``phase2_cached_views``), or None for the uncached
+    one: when it is off, when the model cannot be cut (``split_at_trainable``), with
+    undersampling (its balanced batches are drawn anew each epoch), or when the cache
+    would pass ``MELANOMA_PHASE2_CACHE_GB`` (default 6). Each fallback is logged."""
+    views = config.phase2_cached_views
+    if not views:
+        return None
+    split = split_at_trainable(model) if config.imbalance != "undersample" else None
+    if split is None:
+        log.warning("phase 2 cannot run on a cached trunk here; it runs on the whole model")
+        return None
+    images = sum(int(entry["rows"]) for entry in run.shards("train"))
+    per_image = sum(int(np.prod(t.shape[1:])) for t in split.trunk.outputs) * 2  # float16
+    budget = float(os.environ.get("MELANOMA_PHASE2_CACHE_GB", "6")) * 1e9
+    if per_image * images * views > budget:
+        log.warning(
+            "phase 2's cache would take %.1f GB (%d images x %d views), over "
+            "MELANOMA_PHASE2_CACHE_GB; it runs on the whole model",
+            per_image * images * views / 1e9,
+            images,
+            views,
+        )
+        return None
+    return split
+
+
+class CachedViewBatches(keras.utils.PyDataset):
+    """Phase 2's batches from the cached trunk outputs: each image in one of its cached
+    views, drawn anew every epoch, in a new order every epoch."""
+
+    def __init__(self, cache: list[np.ndarray], targets: np.ndarray, batch_size: int, seed: int):
+        super().__init__()
+        self.cache, self.targets, self.batch_size = cache, targets, batch_size
+        self.rng = np.random.default_rng(seed)
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return -(-len(self.targets) // self.batch_size)
+
+    def __getitem__(self, index: int):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        inputs = [part[self.views[rows], rows] for part in self.cache]
+        return (inputs if len(inputs) > 1 else inputs[0]), self.targets[rows]
+
+    def on_epoch_end(self) -> None:
+        self.order = self.rng.permutation(len(self.targets))
+        self.views = self.rng.integers(0, len(self.cache[0]), len(self.targets))
+
+
+def trunk_outputs(split: TrunkSplit, images: np.ndarray) -> list[np.ndarray]:
+    """The trunk's outputs (the top's inputs) for a batch of images, as float16."""
+    outputs = split.trunk.predict_on_batch(images)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    return [np.asarray(o, dtype=np.float16) for o in outputs]
+
+
+def _phase2_cached(
+    split: TrunkSplit,
+    run: Run,
+    config: TrainConfig,
+    data: TrainingData,
+    checkpoints: StoreCheckpoints,
+    history: dict[str, Any],
+    compile_kwargs: dict[str, Any],
+    initial_epoch: int,
+    baseline: float,
+    resumed: MonitorState | None,
+) -> tuple[int, dict[str, Any]]:
+    """Phase 2 on the frozen trunk's outputs, computed once per image and view (the first
+    ``phase2_cached_views`` flips and rotations) and kept as float16; returns the steps
+    per epoch and what the cache cost. The top shares the model's weights, so the model
+    ends fine-tuned; a resumed attempt keeps its weights and starts a fresh optimizer."""
+    started = time.monotonic()
+    views = config.phase2_cached_views
+    examples = shard_dataset(
+        run,
+        "train",
+        include_augmented=config.imbalance == "oversample",
+        target=training_target(config),
+    )
+    chunks: list[list[list[np.ndarray]]] = []  # per batch, per view, per top input
+    targets = []
+    for images, y in examples.batch(64).prefetch(2):
+        chunks.append([trunk_outputs(split, v) for v in dihedral_views(images.numpy(), views)])
+        targets.append(y.numpy())
+    cache = [
+        np.stack([np.concatenate([batch[v][i] for batch in chunks]) for v in range(views)])
+        for i in range(len(chunks[0][0]))
+    ]
+    del chunks
+    val_cache = trunk_outputs(split, data.val_images)
+    y = np.concatenate(targets)
+    if config.head == "multiclass":
+        y = np.eye(len(DX_ORDER), dtype="float32")[y]
+    cache_seconds = time.monotonic() - started
+    batches = CachedViewBatches(cache, y, config.batch_size, config.seed)
+    split.top.compile(optimizer=phase2_optimizer(config, len(batches)), **compile_kwargs)
+    monitor = ValidationAUROC(
+        lambda: split.scorer.predict(
+            val_cache if len(val_cache) > 1 else val_cache[0], batch_size=256, verbose=0
+        ).reshape(-1),
+        data.val_labels,
+        config.patience,
+        checkpoints.saver("phase2", history),
+        baseline,
+        resumed,
+    )
+    split.top.fit(
+        batches,
+        epochs=config.phase2_epochs,
+        initial_epoch=initial_epoch,
+        class_weight=data.class_weight,
+        callbacks=[monitor],
+        verbose=2,
+    )
+    history["best_epoch"] = monitor.best_epoch
+    return len(batches), {
+        "cached_views": views,
+        "cache_seconds": round(cache_seconds, 1),
+        "cache_megabytes": round(sum(part.nbytes for part in cache) / 1e6, 1),
+        "cached_images": len(y),
     }
 
 

@@ -108,6 +108,9 @@ class TrainConfig:
     # Flips/90° rotations averaged when scoring (validation, test, external, predict).
     tta_views: int = 1
     phase2_schedule: str = "constant"  # or cosine: decays to 0 over phase 2's epochs
+    # Phase 2 on the frozen trunk's output, computed once per image and per each of this
+    # many flips/rotations and cached; 0: the whole model on online-augmented images.
+    phase2_cached_views: int = 0
     label_smoothing: float = 0.0
     # Age, sex and body site joined to the image features; each training sample's
     # metadata is dropped with probability metadata_dropout, so images without it score too.
@@ -128,6 +131,10 @@ class TrainConfig:
             )
         if self.tta_views not in (1, 2, 4, 8):
             raise ValueError(f"tta_views must be 1, 2, 4 or 8, got {self.tta_views}")
+        if self.phase2_cached_views not in (0, 1, 2, 4, 8):
+            raise ValueError(
+                f"phase2_cached_views must be 0 (off), 1, 2, 4 or 8, got {self.phase2_cached_views}"
+            )
         if self.phase2_schedule not in SCHEDULES:
             raise ValueError(f"phase2_schedule {self.phase2_schedule!r} not in {SCHEDULES}")
         if not 0 <= self.label_smoothing < 0.5:

@@ -359,7 +359,7 @@ def run_summary(run: Run) -> list[str]:
     """What a finished run was and gave, for the end of ``make run``: its configuration as
     run (``config.json``) and its headline figures, each from its committed artifact."""
     config = run.config()
-    lines = [f"Run {config.run_id}: {run.store.url}/{run.layout.prefix}/"]
+    lines = [f"Run {config.run_id}: {run.layout.prefix} in {run.store.url}"]
     lines.append("  configuration: " + json.dumps(config.config, sort_keys=True))
     if run.committed("train"):
         training = run.read_json("train", "training_config")["config"]

@@ -70,6 +70,7 @@ TRAIN_PARAMS = {
     "head": "head",
     "tta_views": "tta_views",
     "phase2_schedule": "phase2_schedule",
+    "phase2_cached_views": "phase2_cached_views",
     "label_smoothing": "label_smoothing",
     "metadata_fusion": "metadata_fusion",
     "metadata_dropout": "metadata_dropout",

@@ -85,6 +85,46 @@ def test_cached_feature_phase1_equals_plain_phase1(multiscale):
     assert not np.allclose(plain.get_layer("head_output").get_weights()[0], 0)
 
 
+@pytest.mark.parametrize(
+    ("backbone", "size", "blocks", "multiscale"),
+    [
+        ("tiny_cnn", 32, 1, True),
+        ("tiny_cnn", 32, 2, False),
+        ("mobilenet_v2", 64, 4, True),  # the cut lies before a residual block
+        ("mobilenet_v2", 64, 3, False),
+    ],
+)
+def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, blocks, multiscale):
+    """Phase 2 on the frozen trunk's outputs: the loss and every trainable weight's gradient
+    on a batch equal those of the whole model on the images (dropout off, so that both
+    passes see one network)."""
+    import tensorflow as tf
+
+    from training.model import split_at_trainable
+
+    model = build_model(backbone, size, seed=1, multiscale=multiscale)
+    unfreeze_last_blocks(model, backbone, blocks)
+    split = split_at_trainable(model)
+    assert split is not None
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, size, size, 3), dtype=np.uint8)
+    labels = np.array([[0.0], [1.0]] * 3, dtype="float32")
+    loss = keras.losses.BinaryCrossentropy()
+    with tf.GradientTape() as tape:
+        whole = loss(labels, model(images, training=False))
+    expected = tape.gradient(whole, model.trainable_weights)
+    cached = split.trunk(images, training=False)
+    with tf.GradientTape() as tape:
+        on_cache = loss(labels, split.top(cached, training=False))
+    got = tape.gradient(on_cache, model.trainable_weights)
+    np.testing.assert_allclose(float(on_cache), float(whole), rtol=1e-5)
+    assert len(got) == len(expected) > 2 and all(g is not None for g in got)
+    for a, b in zip(expected, got, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+    # The trunk holds no trainable weight: it runs once per image and view.
+    assert split.trunk.trainable_weights == []
+
+
 def test_fine_tuning_that_never_beats_its_baseline_keeps_the_starting_weights():
     from training.train import ValidationAUROC
 

@@ -30,6 +30,25 @@ def test_model_learns_the_pattern_with_each_imbalance_strategy(preprocessed_run,
         )
 
 
+def test_phase2_on_a_cached_trunk_learns_and_records_what_the_cache_cost(preprocessed_run):
+    run = copy_run(preprocessed_run, "t-cached-phase2")
+    train_run(run, TrainConfig(**{**FAST, "phase2_epochs": 3}, phase2_cached_views=4))
+    summary = run.commit_record("train")["data"]["summary"]
+    assert summary["val_auroc_final"] > 0.9, summary
+    phase2 = summary["timing"]["phase2"]
+    assert phase2["cached_views"] == 4 and phase2["epochs"] == 3
+    assert phase2["cached_images"] > 0 and phase2["cache_megabytes"] > 0
+    history = run.read_json("train", "history")["phase2"]
+    assert len(history["loss"]) == 3 and len(history["val_auroc"]) == 3
+    # The stored model is the whole model, fine-tuned: it scores images as recorded.
+    from training.model import predict_scores
+
+    images, _ = split_arrays(run, "test")
+    np.testing.assert_allclose(
+        predict_scores(load_model(run), images), run.predictions("test")["probability"], atol=1e-5
+    )
+
+
 def test_outputs_predictions_and_saved_model_agree(preprocessed_run):
     # A run of its own: the shared one stays untrained, as test_predict expects of it.
     run = copy_run(preprocessed_run, "t-outputs")

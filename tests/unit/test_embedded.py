@@ -77,7 +77,7 @@ def test_the_run_summary_gives_the_configuration_and_headline_figures(file_store
 
     run = write_reported_run(file_store, "summarised")
     lines = run_summary(run)
-    assert lines[0].startswith("Run summarised: ") and lines[0].endswith(run.layout.prefix + "/")
+    assert lines[0] == f"Run summarised: {run.layout.prefix} in {file_store.url}"
     assert lines[1] == '  configuration: {"label_task": "mel_vs_rest", "seed": 0}'
     auroc = run.read_json("evaluate", "metrics")["threshold_free"]["auroc"]["value"]
     assert lines[2].startswith('  training: {"backbone": "tiny_cnn"')
