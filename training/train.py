@@ -674,8 +674,9 @@ class CachedViewBatches(keras.utils.PyDataset):
 
 
 def trunk_outputs(split: TrunkSplit, images: np.ndarray) -> list[np.ndarray]:
-    """The trunk's outputs (the top's inputs) for a batch of images, as float16."""
-    outputs = split.trunk.predict_on_batch(images)
+    """The trunk's outputs (the top's inputs) for images, as float16; 64 at a time, since
+    an early layer's maps for a whole split would not fit in memory."""
+    outputs = split.trunk.predict(images, batch_size=64, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     return [np.asarray(o, dtype=np.float16) for o in outputs]
 
