@@ -405,7 +405,7 @@ def decide_run_promotion(
                 bootstrap["confidence"],
             )
         if needs_comparison:
-            comparison = compare_with_champion(run, champion, benchmark, scores, score)
+            comparison = compare_with_champion(run, champion, benchmark, scores, score, bootstrap)
     decision = decide_promotion(candidate, champion, comparison, policy)
     with run.stage("promote") as stage:
         stage.put_json(
@@ -427,6 +427,7 @@ def compare_with_champion(
     benchmark: pd.DataFrame,
     scores: pd.DataFrame,
     score: BenchmarkScoreFn,
+    bootstrap: dict[str, Any],
 ) -> dict[str, Any]:
     """The champion re-scored on the candidate's benchmark through its own preprocessing,
     and the paired comparison; ``{"refused": reason}`` when it cannot be made fairly.
@@ -440,7 +441,7 @@ def compare_with_champion(
         return {"refused": refusal}
     log.info("scoring champion %s on the promotion benchmark", champion["run_id"])
     scores["champion"] = np.round(score(champion_run, run, benchmark), 6)
-    return compare_on_benchmark(scores, run.read_json("evaluate", "metrics")["bootstrap"])
+    return compare_on_benchmark(scores, bootstrap)
 
 
 def promote_run(run: Run) -> str:
