@@ -300,6 +300,17 @@ PARAMS: dict[str, Param] = {
         "0: the whole model on online-augmented images.",
         enum=[0, 1, 2, 4, 8],
     ),
+    "acquisition_views": _param(
+        0,
+        "Acquisition-shift copies per training image",
+        SECTION_TRAINING,
+        "Each copy shows the image under one random shift of the robustness yardstick "
+        "(resolution, JPEG, blur, noise, colour cast, exposure, contrast, gamma, "
+        "vignetting). On a CPU, phase 1 extracts their features too: each copy costs "
+        "one more pass of the backbone over the training split. 0: off.",
+        minimum=0,
+        maximum=8,
+    ),
     "batch_size": _param(32, "Batch size", SECTION_TRAINING, minimum=1),
     "early_stopping_patience": _param(
         10, "Early-stopping patience (epochs)", SECTION_TRAINING, minimum=1

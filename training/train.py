@@ -38,6 +38,7 @@ from melanoma.ham10000 import DX_INDEX
 from melanoma.images import dihedral_views
 from melanoma.layout import record_of
 from melanoma.run import Run
+from melanoma.shifts import random_acquisition_shifts
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
 from training.data import run_metadata, shard_dataset, split_arrays, split_rows
 from training.model import (
@@ -159,8 +160,12 @@ def phase2_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(rate)
 
 
-def augment_batch_fn(seed: int):
-    """Online augmentation on uint8 batches: flips, rotation, zoom, brightness, contrast, saturation."""
+def augment_batch_fn(seed: int, acquisition_views: int = 0):
+    """Online augmentation on uint8 batches: flips, rotation, zoom, brightness, contrast,
+    saturation; with ``acquisition_views`` V, first a random acquisition shift on a share
+    V/(V+1) of the images, the mix that cached phase 1's V copies give."""
+    shift_rng = np.random.default_rng(seed)
+    share = acquisition_views / (acquisition_views + 1)
     geometric = keras.Sequential(
         [
             keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
@@ -172,6 +177,14 @@ def augment_batch_fn(seed: int):
     def apply(inputs, labels):
         # The images alone, or the "image" of the model's named inputs (metadata fusion).
         images = inputs["image"] if isinstance(inputs, dict) else inputs
+        if acquisition_views:
+            shifted = tf.numpy_function(
+                lambda batch: random_acquisition_shifts(batch, shift_rng, share),
+                [images],
+                tf.uint8,
+                stateful=True,
+            )
+            images = tf.ensure_shape(shifted, images.shape)
         x = geometric(tf.cast(images, tf.float32), training=True) / 255.0
         x = tf.image.random_brightness(x, 0.1, seed=seed + 3)
         x = tf.image.random_contrast(x, 0.85, 1.15, seed=seed + 4)
@@ -212,7 +225,10 @@ def train_dataset(
             config.batch_size
         )
     if augment:
-        batches = batches.map(augment_batch_fn(config.seed), num_parallel_calls=tf.data.AUTOTUNE)
+        batches = batches.map(
+            augment_batch_fn(config.seed, config.acquisition_views),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     if config.head == "multiclass":
         batches = batches.map(one_hot_dx)
     options = tf.data.Options()
@@ -822,8 +838,11 @@ def _phase1_cached(
     history: dict[str, Any],
     compile_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    """Phase 1 on pooled features computed once: the frozen backbone runs once per image, not per epoch."""
+    """Phase 1 on pooled features computed once: the frozen backbone runs once per image,
+    not per epoch, and once more per each of ``acquisition_views`` shifted copies."""
     extractor = feature_extractor(model)
+    # One stream read in the shards' fixed order: a rerun shifts every image the same way.
+    shift_rng = np.random.default_rng(config.seed)
     started = time.monotonic()
     examples = shard_dataset(
         run,
@@ -834,11 +853,13 @@ def _phase1_cached(
     )
     features, metadata, targets = [], [], []
     for inputs, y in examples.batch(64).prefetch(2):
-        images = inputs["image"] if data.metadata is not None else inputs
-        features.append(extractor.predict_on_batch(images))
-        if data.metadata is not None:
-            metadata.append(inputs[METADATA_INPUT].numpy())
-        targets.append(y.numpy())
+        images = (inputs["image"] if data.metadata is not None else inputs).numpy()
+        for view in range(1 + config.acquisition_views):
+            shown = images if view == 0 else random_acquisition_shifts(images, shift_rng)
+            features.append(extractor.predict_on_batch(shown))
+            if data.metadata is not None:
+                metadata.append(inputs[METADATA_INPUT].numpy())
+            targets.append(y.numpy())
     train_features, train_targets = np.concatenate(features), np.concatenate(targets)
     val_features = extractor.predict(data.val_images, batch_size=64, verbose=0)
     extract_seconds = time.monotonic() - started
@@ -884,6 +905,7 @@ def _phase1_cached(
     history["best_epoch"] = monitor.best_epoch
     return {
         "cached_features": True,
+        "acquisition_views": config.acquisition_views,
         "feature_seconds": round(extract_seconds, 1),
         "feature_images_per_second": round(
             (len(train_targets) + len(data.val_labels)) / extract_seconds, 1

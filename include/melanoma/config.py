@@ -111,6 +111,10 @@ class TrainConfig:
     # Phase 2 on the frozen trunk's output, computed once per image and per each of this
     # many flips/rotations and cached; 0: the whole model on online-augmented images.
     phase2_cached_views: int = 0
+    # Extra copies of each training image, each under one random acquisition shift
+    # (melanoma.shifts): cached phase 1 extracts their features too; the online
+    # augmentation shifts a share views/(views+1) of its images. 0: off.
+    acquisition_views: int = 0
     label_smoothing: float = 0.0
     # Age, sex and body site joined to the image features; each training sample's
     # metadata is dropped with probability metadata_dropout, so images without it score too.
@@ -135,6 +139,8 @@ class TrainConfig:
             raise ValueError(
                 f"phase2_cached_views must be 0 (off), 1, 2, 4 or 8, got {self.phase2_cached_views}"
             )
+        if not 0 <= self.acquisition_views <= 8:
+            raise ValueError(f"acquisition_views must be 0 to 8, got {self.acquisition_views}")
         if self.phase2_schedule not in SCHEDULES:
             raise ValueError(f"phase2_schedule {self.phase2_schedule!r} not in {SCHEDULES}")
         if not 0 <= self.label_smoothing < 0.5:

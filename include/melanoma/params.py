@@ -71,6 +71,7 @@ TRAIN_PARAMS = {
     "tta_views": "tta_views",
     "phase2_schedule": "phase2_schedule",
     "phase2_cached_views": "phase2_cached_views",
+    "acquisition_views": "acquisition_views",
     "label_smoothing": "label_smoothing",
     "metadata_fusion": "metadata_fusion",
     "metadata_dropout": "metadata_dropout",

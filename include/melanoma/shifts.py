@@ -130,6 +130,37 @@ ACQUISITION_SHIFTS: dict[str, Shift] = {
 }
 
 
+def random_acquisition_shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``image`` under one acquisition shift drawn uniformly, at a strength drawn uniformly
+    in [0, 1), brought back to the image's own size: training augmentation that matches
+    the yardstick's shifts (``TrainConfig.acquisition_views``). A downscaled image comes
+    back up as a low-resolution sensor's picture would be shown; an upscaled one, back
+    down as resolution parity brings it."""
+    names = tuple(ACQUISITION_SHIFTS)
+    name = names[int(rng.integers(len(names)))]
+    shifted = ACQUISITION_SHIFTS[name](image, float(rng.uniform(0.0, 1.0)), rng)
+    if shifted.shape != image.shape:
+        height, width = image.shape[:2]
+        shrinking = shifted.shape[0] > height
+        shifted = cv2.resize(
+            shifted,
+            (width, height),
+            interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        )
+    return shifted
+
+
+def random_acquisition_shifts(
+    images: np.ndarray, rng: np.random.Generator, share: float = 1.0
+) -> np.ndarray:
+    """A batch (N, H, W, 3) of uint8 images, each under ``random_acquisition_shift`` with
+    probability ``share`` and left as it is otherwise."""
+    shifted = images.copy()
+    for i in np.flatnonzero(rng.uniform(size=len(images)) < share):
+        shifted[i] = random_acquisition_shift(images[i], rng)
+    return shifted
+
+
 def shift_seed(seed: int, image_id: str, shift: str, strength: float) -> np.random.Generator:
     """The random stream of one shifted image: the same whatever order images are scored in."""
     digest = hashlib.sha256(f"{seed}:{image_id}:{shift}:{strength}".encode()).digest()

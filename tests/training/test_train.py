@@ -104,6 +104,8 @@ def test_class_weights():
 def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_smoothing(
     preprocessed_run,
 ):
+    """And acquisition-shift copies: cached phase 1 extracts them, phase 2's online
+    augmentation shifts its batches."""
     from training.data import metadata_for
     from training.model import DX_ORDER, is_multiclass, predict_scores, takes_metadata
     from training.scoring import score_stored_images
@@ -117,10 +119,13 @@ def test_every_model_lever_together_multiscale_multiclass_metadata_tta_cosine_sm
         label_smoothing=0.1,
         metadata_fusion=True,
         multiscale_features=True,
+        acquisition_views=2,
     )
     train_run(run, config)
     summary = run.commit_record("train")["data"]["summary"]
     assert summary["val_auroc_final"] > 0.9, summary
+    phase1 = summary["timing"]["phase1"]
+    assert phase1["cached_features"] and phase1["acquisition_views"] == 2
     # The image signal alone still scores images that come without metadata.
     assert summary["val_auroc_without_metadata"] > 0.9, summary
     model = load_model(run)

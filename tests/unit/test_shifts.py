@@ -4,7 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
-from melanoma.shifts import ACQUISITION_SHIFTS, SEVERITIES, shift_seed
+from melanoma.shifts import (
+    ACQUISITION_SHIFTS,
+    SEVERITIES,
+    random_acquisition_shifts,
+    shift_seed,
+)
 from melanoma.synthetic import lesion_image
 
 
@@ -47,3 +52,15 @@ def test_the_scaling_shifts_change_the_pixel_count_as_graded(image):
     rng = np.random.default_rng(0)
     assert ACQUISITION_SHIFTS["downscale"](image, 1.0, rng).shape[:2] == (38, 50)
     assert ACQUISITION_SHIFTS["upscale"](image, 1.0, rng).shape[:2] == (450, 600)
+
+
+def test_training_shifts_keep_the_size_change_the_images_and_repeat_per_seed(image):
+    batch = np.stack([image] * 20)
+    first = random_acquisition_shifts(batch, np.random.default_rng(3))
+    assert first.shape == batch.shape and first.dtype == np.uint8
+    changed = [not np.array_equal(shifted, image) for shifted in first]
+    assert sum(changed) >= 18  # a strength near 0 may leave one almost as it was
+    assert np.array_equal(first, random_acquisition_shifts(batch, np.random.default_rng(3)))
+    # share 0 leaves every image as it was; the input batch itself is never changed.
+    assert np.array_equal(random_acquisition_shifts(batch, np.random.default_rng(3), 0.0), batch)
+    assert all(np.array_equal(b, image) for b in batch)
