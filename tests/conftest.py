@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -75,16 +76,15 @@ def file_store(tmp_path: Path) -> FileStore:
     return FileStore(tmp_path / "store")
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server as a separate process, standing in for MinIO."""
+def moto_server(log: Path, environ: dict[str, str] | None = None) -> Iterator[str]:
+    """moto's S3 server as a separate process on 127.0.0.1; yields its endpoint."""
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(environ or {})},
         )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -99,6 +99,20 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield endpoint
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server, standing in for MinIO."""
+    yield from moto_server(tmp_path_factory.mktemp("moto") / "moto.log")
+
+
+@pytest.fixture(scope="session")
+def refusing_s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server that checks credentials (IAM enforced from the first request):
+    every key it was not given is refused with a 403, as MinIO refuses a wrong one."""
+    log = tmp_path_factory.mktemp("moto-refusing") / "moto.log"
+    yield from moto_server(log, {"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
 
 
 @pytest.fixture

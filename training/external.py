@@ -33,6 +33,7 @@ from melanoma.external import (
     ExternalLabelsError,
     ExternalSet,
     describe_differences,
+    display_name,
     index_images,
     labels_for_task,
     read_external_labels,
@@ -108,12 +109,12 @@ def validate_external(
             f"{external.images}: none of the {len(labels)} image ids of {external.labels} "
             f"(label task {label_task}) has exactly one image file there "
             f"({len(files)} usable files, {len(index.ambiguous)} ambiguous ids, "
-            f"{len(index.hidden)} hidden files)"
+            f"{len(index.skipped)} skipped files)"
         )
     scorer = load_run_scorer(run)
     paths = [files[i] for i in matched["image_id"]]
     scores, failures, _ = score_images(scorer, paths, external.images, batch_size)
-    by_name = {str(files[i].relative_to(external.images)): i for i in matched["image_id"]}
+    by_name = {display_name(files[i], external.images): i for i in matched["image_id"]}
     scored = matched.merge(
         scores.assign(image_id=scores["image"].map(by_name))[
             ["image_id", "image", "probability", "calibrated_probability", "metadata"]
@@ -122,7 +123,7 @@ def validate_external(
     )
 
     def relative(paths: list[Path]) -> str:
-        return ", ".join(str(p.relative_to(external.images)) for p in paths)
+        return ", ".join(display_name(p, external.images) for p in paths)
 
     known = set(files) | set(index.ambiguous)
     not_scored = pd.concat(
@@ -141,8 +142,8 @@ def validate_external(
             ),
             pd.DataFrame(
                 {
-                    "image_id": [p.stem for p in index.hidden],
-                    "reason": [f"hidden file, skipped: {relative([p])}" for p in index.hidden],
+                    "image_id": [p.stem for p in index.skipped],
+                    "reason": [f"{why}: {relative([p])}" for p, why in index.skipped.items()],
                 }
             ),
             pd.DataFrame(

@@ -17,6 +17,7 @@ import argparse
 import logging
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -119,17 +120,18 @@ def predict(args: argparse.Namespace) -> int:
     """``melanoma-predict``: the inputs, the store and the run are checked before
     TensorFlow and the model load."""
     # Each import where it is first needed, so that a mistake is reported before the rest load.
-    from melanoma.external import image_files, is_hidden
+    from melanoma.external import display_name, image_files, skip_reason
     from melanoma.store import default_store_url, open_store
 
     root = args.images if args.images.is_dir() else args.images.parent
     files = image_files(args.images)
     if not files:
         raise FileNotFoundError(f"{args.images}: no files in this folder")
-    # In a folder, hidden files (.DS_Store, ._x.jpg) are skipped and listed; a file named
-    # on the command line is scored whatever its name.
-    hidden = [p for p in files if args.images.is_dir() and is_hidden(p, root)]
-    paths = [p for p in files if p not in hidden]
+    # In a folder, hidden files (.DS_Store, ._x.jpg) and Grad-CAM overlays are skipped and
+    # listed; a file named on the command line is scored whatever its name.
+    skipped = {p: why for p in files if args.images.is_dir() and (why := skip_reason(p, root))}
+    paths = [p for p in files if p not in skipped]
+    check_outputs(args.output, files)
     store = open_store(args.store or default_store_url(), create=False)
     from training import run_model  # scikit-learn (through melanoma.promotion), no TensorFlow
 
@@ -147,21 +149,18 @@ def predict(args: argparse.Namespace) -> int:
             scorer, paths, root, args.batch_size, bar.update
         )
     elapsed = time.monotonic() - started
-    skipped = pd.DataFrame(
-        {
-            "image": [str(p.relative_to(root)) for p in hidden],
-            "reason": "hidden file (its name starts with '.'), skipped",
-        }
+    not_scored = pd.DataFrame(
+        {"image": [display_name(p, root) for p in skipped], "reason": list(skipped.values())}
     )
-    failures = pd.concat([failures, skipped], ignore_index=True)
+    failures = pd.concat([failures, not_scored], ignore_index=True)
     write_scores(scores, args.output)
-    failures_path = args.output.with_name(args.output.stem + ".failures.csv")
+    failures_path = failures_path_of(args.output)
     failures_path.unlink(missing_ok=True)  # never leave an earlier call's failures beside
     if len(failures):
         failures.to_csv(failures_path, index=False, lineterminator="\n")
     if args.gradcam and len(scores):
         names = set(scores["image"])
-        scored = [p for p in paths if str(p.relative_to(root)) in names]
+        scored = [p for p in paths if display_name(p, root) in names]
         with ProgressBar("Grad-CAM", len(scored), args.batch_size) as bar:
             scoring.write_gradcam_overlays(
                 scorer, batch, scored, args.gradcam, scores, args.batch_size, bar.update
@@ -186,6 +185,37 @@ def predict(args: argparse.Namespace) -> int:
     return 0 if len(scores) else 1
 
 
+def failures_path_of(output: Path) -> Path:
+    return output.with_name(output.stem + ".failures.csv")
+
+
+def check_outputs(output: Path, inputs: list[Path]) -> None:
+    """Before anything is scored, refuse outputs that would destroy a file or cannot be
+    written: one of the images, a file that is not an earlier call's CSV, a folder, a
+    place this user cannot write. ValueError or OSError, naming the path."""
+    ours = {output: f"# {RESEARCH_NOTICE}", failures_path_of(output): "image,reason"}
+    for path, first_line in ours.items():
+        if path.is_dir():
+            raise IsADirectoryError(f"{path}: is a folder; --output takes a CSV file's path")
+        if not path.exists():
+            continue
+        if any(path.samefile(image) for image in inputs if image.exists()):
+            raise ValueError(f"{path}: is one of the images to score; choose another --output")
+        with path.open("rb") as existing:
+            head = existing.readline().decode("utf-8", "replace").rstrip("\r\n")
+        if head != first_line:
+            raise ValueError(
+                f"{path}: exists and is not a CSV melanoma-predict wrote; refusing to "
+                "overwrite it (choose another --output)"
+            )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as error:
+        raise OSError(f"{output}: cannot be written ({error.strerror or error})") from None
+
+
 def write_scores(scores: pd.DataFrame, path: Path) -> None:
     """The scores as CSV, under a first line ``# <research-use notice>`` (read it back with
     ``read_scores``, or pandas' ``skiprows=1``)."""
@@ -198,11 +228,11 @@ def write_scores(scores: pd.DataFrame, path: Path) -> None:
 def read_scores(path: Path) -> pd.DataFrame:
     """A CSV ``write_scores`` wrote: the ``#`` lines above the header skipped, and only those
     (not pandas' ``comment="#"``, which would also cut a file name holding a ``#``)."""
-    import pandas as pd
+    from melanoma.tables import read_table
 
     with path.open(encoding="utf-8") as lines:
         notice_lines = next((i for i, line in enumerate(lines) if not line.startswith("#")), 0)
-    return pd.read_csv(path, skiprows=notice_lines)
+    return read_table(path, skiprows=notice_lines)
 
 
 def resolution_parity_line(train_long_side: int | None) -> str:

@@ -21,17 +21,20 @@ import PIL.Image
 from melanoma import RESEARCH_NOTICE, clinical
 from melanoma.backbones import backbone_spec
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
+from melanoma.external import display_name
 from melanoma.figures import gradcam_overlay_png
 from melanoma.images import (
     JPEG_MAGIC,
     PNG_MAGIC,
     ImageDecodeError,
+    ImageRefusedError,
     PreprocessConfig,
     check_image,
     decode_image,
     match_resolution,
     preprocess_image,
 )
+from melanoma.limits import ImageLimits
 from melanoma.promotion import benchmark_inputs
 from melanoma.run import Run
 from training.gradcam import grad_cam, model_view_box
@@ -84,11 +87,15 @@ def model_input(
         # Strictly, as at ingest: a damaged JPEG or a transparent PNG is not scored.
         return preprocess_image(data, config, check_image(data), train_long_side=train_long_side)
     try:
-        with PIL.Image.open(io.BytesIO(data)) as header:
+        with PIL.Image.open(io.BytesIO(data)) as header:  # reads the header, not the pixels
             source_wh = header.size
+    except PIL.Image.DecompressionBombError as error:
+        raise ImageRefusedError(f"refused before decoding: {error}") from None
     except (PIL.UnidentifiedImageError, OSError) as error:
         reason = str(error).split(" <_io.", 1)[0]  # PIL names the in-memory buffer
         raise ImageDecodeError(f"unreadable image: {reason}") from error
+    if reason := ImageLimits.from_environment().refusal(*source_wh):
+        raise ImageRefusedError(reason)
     return preprocess_image(data, config, source_wh, train_long_side=train_long_side)
 
 
@@ -111,7 +118,7 @@ def score_images(
     for start in range(0, len(paths), batch_size):
         inputs = []
         for path in paths[start : start + batch_size]:
-            name = str(path.relative_to(root)) if path != root else path.name
+            name = display_name(path, root)
             try:
                 inputs.append(model_input(path, scorer.preprocess, scorer.train_long_side))
                 names.append(name)

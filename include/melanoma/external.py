@@ -15,8 +15,10 @@ thresholds are applied (see ``training.external``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +31,7 @@ import requests
 from melanoma.download import download
 from melanoma.ham10000 import DX_CODES, apply_label_task
 from melanoma.layout import set_name
+from melanoma.limits import ArchiveLimits
 from melanoma.sources import DATAVERSE_URL, HAM10000_DOI, dataverse_files
 
 ISIC2018_IMAGES = "ISIC2018_Task3_Test_Images.zip"
@@ -121,19 +124,46 @@ def labels_for_task(frame: pd.DataFrame, label_task: str, fmt: str) -> pd.DataFr
     return apply_label_task(frame, label_task).reset_index(drop=True)
 
 
+# What melanoma-predict --gradcam writes: an overlay is a picture of a score, not a lesion.
+GRADCAM_SUFFIX = ".gradcam.png"
+
+
 def image_files(path: Path) -> list[Path]:
-    """The file itself, or every file in the folder (recursively, hidden ones too), sorted."""
+    """The file itself, or every file in the folder, sorted: recursively, hidden ones too,
+    through symlinked sub-folders (each real folder once, so a link loop ends), and links
+    whose target is gone (reading them fails, and names them)."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    return sorted(p for p in path.rglob("*") if p.is_file())
+    files, seen = [], set()
+    for folder, subfolders, names in os.walk(path, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        files += [Path(folder, name) for name in names]
+    return sorted(files)
 
 
-def is_hidden(path: Path, root: Path) -> bool:
-    """A name starting with '.' anywhere below ``root`` (.DS_Store, ._x.jpg, .git/...)."""
+def display_name(path: Path, root: Path) -> str:
+    """``path`` relative to ``root`` as text for tables and messages: a name that is not
+    UTF-8 shows its bytes escaped (``\\xff`` as ``\\udcff``) instead of failing every write."""
+    relative = str(path.relative_to(root)) if path != root else path.name
+    return relative.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def skip_reason(path: Path, root: Path) -> str | None:
+    """Why a file found in a folder is not scored, or None: hidden files (a name starting
+    with '.' anywhere below ``root``: .DS_Store, ._x.jpg, .git/...) and the Grad-CAM
+    overlays melanoma-predict writes. Each is listed with its reason, not dropped."""
     relative = path.relative_to(root).parts if path != root else (path.name,)
-    return any(part.startswith(".") for part in relative)
+    if any(part.startswith(".") for part in relative):
+        return "hidden file (its name starts with '.'), skipped"
+    if path.name.lower().endswith(GRADCAM_SUFFIX):
+        return f"a Grad-CAM overlay (*{GRADCAM_SUFFIX}, written by melanoma-predict), skipped"
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,23 +172,23 @@ class ImageIndex:
 
     by_id: dict[str, Path]
     ambiguous: dict[str, list[Path]]  # an id several files share: which is meant is unknown
-    hidden: list[Path]  # skipped, and listed as such
+    skipped: dict[Path, str]  # not scored, with why (skip_reason), and listed as such
 
 
 def index_images(folder: Path) -> ImageIndex:
     """Every visible file under ``folder`` by its stem; an id two files share (``x.jpg``
     beside ``x.png``, or ``a/x.jpg`` beside ``x.jpg``) is ambiguous, and neither is used."""
     by_stem: dict[str, list[Path]] = {}
-    hidden = []
+    skipped = {}
     for path in image_files(folder):
-        if is_hidden(path, folder):
-            hidden.append(path)
+        if reason := skip_reason(path, folder):
+            skipped[path] = reason
         else:
             by_stem.setdefault(path.stem, []).append(path)
     return ImageIndex(
         {stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1},
         {stem: paths for stem, paths in by_stem.items() if len(paths) > 1},
-        hidden,
+        skipped,
     )
 
 
@@ -169,7 +199,9 @@ def extract_images(archive: Path, target: Path) -> Path:
     ``duplicate-<n>/``, so that its id is seen as ambiguous. Members whose path would
     leave the folder (``..``, absolute) are refused. The folder is built beside
     ``target`` and renamed into place, and a marker beside it names the archive, so an
-    interrupted extraction is never taken for a complete one.
+    interrupted extraction is never taken for a complete one. A member over the archive
+    limits (``melanoma.limits.ArchiveLimits``: a zip bomb), encrypted or unreadable
+    refuses the archive, naming the member, and leaves nothing behind.
     """
     marker = target.with_name(target.name + ".extracted")
     stamp = f"{archive.name} {archive.stat().st_size}"
@@ -178,8 +210,26 @@ def extract_images(archive: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _unpack(archive, partial, ArchiveLimits.from_environment())
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.mkdir(exist_ok=True)
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    marker.write_text(stamp)
+    return target
+
+
+def _unpack(archive: Path, folder: Path, limits: ArchiveLimits) -> None:
     written: Counter[str] = Counter()
-    with zipfile.ZipFile(archive) as zipped:
+    try:
+        zipped = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{archive}: not a readable zip archive ({error})") from None
+    with zipped:
         for member in zipped.infolist():
             name = PurePosixPath(member.filename.replace("\\", "/"))  # zips made on Windows
             if member.is_dir():
@@ -188,17 +238,19 @@ def extract_images(archive: Path, target: Path) -> Path:
                 raise ValueError(
                     f"{archive}: member {member.filename!r} leaves the archive's folder"
                 )
+            try:
+                data = limits.read(zipped, member)
+            except ValueError as refused:
+                raise ValueError(f"{archive}: member {member.filename!r}: {refused}") from None
+            except (zipfile.BadZipFile, EOFError, RuntimeError, zlib.error) as error:
+                raise ValueError(
+                    f"{archive}: member {member.filename!r} is unreadable ({error})"
+                ) from None
             written[str(name)] += 1
             copies = written[str(name)]
-            path = partial / (f"duplicate-{copies}/{name}" if copies > 1 else str(name))
+            path = folder / (f"duplicate-{copies}/{name}" if copies > 1 else str(name))
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(zipped.read(member))
-    partial.mkdir(exist_ok=True)
-    marker.unlink(missing_ok=True)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    marker.write_text(stamp)
-    return target
+            path.write_bytes(data)
 
 
 def fetch_isic2018(

@@ -30,7 +30,10 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("lesion_id", "image_id", "dx")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("dx_type", "age", "sex", "localization")
 # The values of Dataverse's ``dataset`` column: the clinic and device an image came from.
 SOURCES: tuple[str, ...] = ("rosendahl", "vidir_modern", "vidir_molemax", "vienna_dias")
-IMAGE_ID_PATTERN = re.compile(r"^ISIC_\d{7}$")
+# ASCII digits only: ``\d`` would also take Arabic-Indic and other Unicode digits.
+IMAGE_ID_PATTERN = re.compile(r"^ISIC_[0-9]{7}$")
+# The ages a patient can have; anything else is a typo or a placeholder (-1, 999).
+AGE_RANGE: tuple[int, int] = (0, 120)
 
 
 class MetadataSchemaError(ValueError):
@@ -92,8 +95,10 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
     """Check the metadata table; return the valid rows and one problem per rejected row.
 
     A missing required column rejects the whole file (:class:`MetadataSchemaError`).
-    Row-level problems (unknown ``dx``, malformed or duplicate ``image_id``, empty
-    ``lesion_id``, non-numeric ``age``) reject that row only. ``raw`` must be read
+    Row-level problems (unknown ``dx``, malformed ``image_id``, empty ``lesion_id``, an
+    ``age`` that is not a number in ``AGE_RANGE``) reject that row only. A repeated
+    ``image_id`` whose rows agree keeps the first; rows that disagree (another ``dx`` or
+    ``lesion_id``) are all rejected, each naming the others: no row is trusted over another. ``raw`` must be read
     with every column as string (``dtype=str``) so that nothing is coerced silently.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
@@ -107,11 +112,11 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
     checks: list[tuple[str, Callable[[pd.DataFrame], pd.Series]]] = [
         ("empty lesion_id", lambda d: d["lesion_id"].fillna("") == ""),
         (
-            "malformed image_id (expected ISIC_ and 7 digits)",
+            "malformed image_id (expected ISIC_ and 7 digits, no file extension)",
             lambda d: ~d["image_id"].fillna("").str.fullmatch(IMAGE_ID_PATTERN.pattern),
         ),
         (
-            "unknown dx (not one of " + ",".join(DX_CODES) + ")",
+            "unknown dx (not one of " + ",".join(DX_CODES) + ", in lower case)",
             lambda d: ~d["dx"].isin(list(DX_CODES)),
         ),
     ]
@@ -123,6 +128,16 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
                     d["age"].notna()
                     & (d["age"] != "")
                     & pd.to_numeric(d["age"], errors="coerce").isna()
+                ),
+            )
+        )
+        low, high = AGE_RANGE
+        checks.append(
+            (
+                f"age outside {low} to {high}",
+                lambda d: (
+                    ~pd.to_numeric(d["age"], errors="coerce").between(low, high)
+                    & pd.to_numeric(d["age"], errors="coerce").notna()
                 ),
             )
         )
@@ -140,6 +155,23 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
                 )
             )
         bad |= hit
+    # Rows of one image_id that disagree on what it is: every one of them rejected.
+    candidates = df[~bad]
+    repeated = candidates[candidates["image_id"].duplicated(keep=False)]
+    for image_id, group in repeated.groupby("image_id", sort=False):
+        if len(group[["dx", "lesion_id"]].drop_duplicates()) == 1:
+            continue
+        said = {int(i) + 2: f"dx={r.dx}, lesion_id={r.lesion_id}" for i, r in group.iterrows()}
+        for row in said:
+            others = "; ".join(f"row {r} says {v}" for r, v in said.items() if r != row)
+            problems.append(
+                RowProblem(
+                    row,
+                    str(image_id),
+                    f"conflicting rows for {image_id}: this row says {said[row]}; {others}",
+                )
+            )
+        bad |= df.index.isin(group.index)
     dup = df["image_id"].duplicated(keep="first") & ~bad
     for idx in df.index[dup]:
         first = int(df.index[(df["image_id"] == df.at[idx, "image_id"])][0]) + 2

@@ -7,11 +7,14 @@ decode time). Spark's executors call :func:`preprocess_image`; tests call each s
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import simplejpeg
+
+from melanoma.limits import ImageLimits
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -32,11 +35,34 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image we accept; the message says why, for a failures list."""
 
 
+class ImageRefusedError(ImageDecodeError):
+    """An image outside the resource limits (``melanoma.limits.ImageLimits``), refused
+    from its header: recorded by size and sha256, never kept."""
+
+
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def check_image(data: bytes, grayscale: bool = False) -> tuple[int, int]:
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's or PNG's header, nothing decoded; None for other formats."""
+    if data[:3] == JPEG_MAGIC:
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+        except ValueError as error:
+            raise ImageDecodeError(f"corrupt JPEG header ({error})") from None
+        return int(width), int(height)
+    if data[:8] == PNG_MAGIC:
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ImageDecodeError("corrupt PNG (no IHDR header)")
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    return None
+
+
+def check_image(
+    data: bytes, grayscale: bool = False, limits: ImageLimits | None = None
+) -> tuple[int, int]:
     """(width, height) of a JPEG or PNG that decodes cleanly; else ImageDecodeError saying why.
 
     Stricter than :func:`decode_image`, which, like every lenient decoder, patches over
@@ -45,10 +71,15 @@ def check_image(data: bytes, grayscale: bool = False) -> tuple[int, int]:
     libjpeg-turbo (``simplejpeg``) with every decoder warning an error. Bytes after the
     end-of-image marker are allowed (cameras and editors append them; decoders stop at
     the marker). A PNG must end with IEND, and, unless ``grayscale`` (a mask), have no
-    transparent pixel: the model would score the colours under the alpha.
+    transparent pixel: the model would score the colours under the alpha. The header's
+    size is checked against ``limits`` (default: from the environment) before decoding,
+    and an image (not a mask) whose every pixel is the same is refused: nothing to score.
     """
     if not data:
         raise ImageDecodeError("empty file")
+    size = header_size(data)
+    if size and (reason := (limits or ImageLimits.from_environment()).refusal(*size)):
+        raise ImageRefusedError(reason)
     if data[:3] == JPEG_MAGIC:
         try:
             image = simplejpeg.decode_jpeg(
@@ -58,7 +89,7 @@ def check_image(data: bytes, grayscale: bool = False) -> tuple[int, int]:
             if "Premature end" in str(error):
                 raise ImageDecodeError("truncated JPEG (the data ends early)") from None
             raise ImageDecodeError(f"corrupt JPEG ({error})") from None
-        return int(image.shape[1]), int(image.shape[0])
+        return _checked_size(image, grayscale)
     if data[:8] != PNG_MAGIC:
         raise ImageDecodeError("not a JPEG or PNG file")
     if b"IEND" not in data[-16:]:
@@ -73,6 +104,15 @@ def check_image(data: bytes, grayscale: bool = False) -> tuple[int, int]:
             raise ImageDecodeError(
                 f"PNG with transparent pixels ({share:.0%} of the image): flatten it first"
             )
+    return _checked_size(image, grayscale)
+
+
+def _checked_size(image: np.ndarray, grayscale: bool) -> tuple[int, int]:
+    """(width, height) of a decoded image; a picture of one colour is refused (a mask may be)."""
+    if not grayscale and image.min() == image.max():
+        raise ImageDecodeError(
+            f"uniform image (every pixel has the value {image.flat[0]}): no lesion to score"
+        )
     return int(image.shape[1]), int(image.shape[0])
 
 

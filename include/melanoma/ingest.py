@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -30,16 +31,17 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.ham10000 import DX_CODES, MetadataSchemaError, validate_metadata
-from melanoma.images import ImageDecodeError, check_image
+from melanoma.ham10000 import DX_CODES, MetadataSchemaError, RowProblem, validate_metadata
+from melanoma.images import ImageDecodeError, ImageRefusedError, check_image
 from melanoma.layout import DatasetLayout
+from melanoma.limits import ArchiveLimits, compressed_sha256
 from melanoma.sources import LocalLayout
 from melanoma.store import ObjectStore, read_manifest, verified_bytes
 
 log = logging.getLogger(__name__)
 
-IMAGE_NAME = re.compile(r"^(ISIC_\d{7})\.(jpe?g|png)$", re.IGNORECASE)
-MASK_NAME = re.compile(r"^(ISIC_\d{7})_segmentation\.png$", re.IGNORECASE)
+IMAGE_NAME = re.compile(r"^(ISIC_[0-9]{7})\.(jpe?g|png)$", re.IGNORECASE)
+MASK_NAME = re.compile(r"^(ISIC_[0-9]{7})_segmentation\.png$", re.IGNORECASE)
 
 
 def read_dataset_file(store: ObjectStore, manifest: dict[str, Any], relative: str) -> bytes:
@@ -90,6 +92,18 @@ class FileCheck:
     problem: str | None  # None when the file is a valid image/mask
     width: int = 0
     height: int = 0
+    # A file refused by a resource limit is recorded (sha256, size), not copied to quarantine.
+    keep_copy: bool = True
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A source file not read: why, and what identifies it (for a zip member, the sha256
+    of its compressed bytes; its size, as declared)."""
+
+    reason: str
+    sha256: str = ""
+    size: int = 0
 
 
 class TooFewImagesError(ValueError):
@@ -104,11 +118,28 @@ class IngestResult:
     manifest: dict[str, Any]
 
 
-def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str]]:
-    """Yield each file of a zip or folder with its bytes, or with an error string if unreadable."""
+def iter_source_files(
+    container: Path, limits: ArchiveLimits | None = None
+) -> Iterator[tuple[SourceFile, bytes | Refusal]]:
+    """Yield each file of a zip or folder with its bytes, or with why it was not read: an
+    unreadable member, or one over ``limits`` (default: from the environment)."""
+    limits = limits or ArchiveLimits.from_environment()
     if container.is_dir():
         for path in sorted(p for p in container.rglob("*") if p.is_file()):
-            yield SourceFile(container, path.relative_to(container).as_posix()), path.read_bytes()
+            source = SourceFile(container, path.relative_to(container).as_posix())
+            size = path.stat().st_size
+            if size > limits.max_member_bytes:
+                yield (
+                    source,
+                    Refusal(
+                        f"{size:,} bytes, over the limit of {limits.max_member_bytes:,} "
+                        f"({limits.ENVIRONMENT['max_member_bytes']}): not read",
+                        "",
+                        size,
+                    ),
+                )
+            else:
+                yield source, path.read_bytes()
         return
     try:
         archive = zipfile.ZipFile(container)
@@ -120,19 +151,27 @@ def iter_source_files(container: Path) -> Iterator[tuple[SourceFile, bytes | str
         for info in sorted(archive.infolist(), key=lambda i: i.filename):
             if info.is_dir() or "__MACOSX" in info.filename:
                 continue
+            source = SourceFile(container, info.filename)
             try:
-                yield SourceFile(container, info.filename), archive.read(info)
-            except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-                yield SourceFile(container, info.filename), f"unreadable zip member: {e}"
+                yield source, limits.read(archive, info)
+            except ValueError as refused:  # over a limit, or encrypted: nothing unpacked
+                yield (
+                    source,
+                    Refusal(str(refused), compressed_sha256(container, info), info.file_size),
+                )
+            except (zipfile.BadZipFile, EOFError, OSError, zlib.error, RuntimeError) as e:
+                yield source, Refusal(f"unreadable zip member: {e}")
 
 
-def _check(item: tuple[SourceFile, bytes | str], grayscale: bool) -> FileCheck:
+def _check(item: tuple[SourceFile, bytes | Refusal], grayscale: bool) -> FileCheck:
     source, data = item
-    if isinstance(data, str):
-        return FileCheck(source, "", 0, data)
+    if isinstance(data, Refusal):
+        return FileCheck(source, data.sha256, data.size, data.reason, keep_copy=False)
     digest = hashlib.sha256(data).hexdigest()
     try:
         width, height = check_image(data, grayscale)
+    except ImageRefusedError as error:
+        return FileCheck(source, digest, len(data), str(error), keep_copy=False)
     except ImageDecodeError as error:
         return FileCheck(source, digest, len(data), str(error))
     return FileCheck(source, digest, len(data), None, width, height)
@@ -143,7 +182,7 @@ def _scan(
 ) -> tuple[list[FileCheck], list[tuple[SourceFile, str]]]:
     """Check every file matching ``pattern``; other files are returned as ignored, with why."""
 
-    def matching() -> Iterator[tuple[SourceFile, bytes | str]]:
+    def matching() -> Iterator[tuple[SourceFile, bytes | Refusal]]:
         for container in containers:
             for source, data in iter_source_files(container):
                 if pattern.match(source.name):
@@ -152,10 +191,26 @@ def _scan(
                     ignored.append((source, "file name does not match " + pattern.pattern))
 
     ignored: list[tuple[SourceFile, str]] = []
-    # OpenCV releases the GIL while decoding, so threads use every core.
+    checks: list[FileCheck] = []
+    items = matching()
+    # OpenCV releases the GIL while decoding, so threads use every core. A few files per
+    # thread at a time: Executor.map would read every file of the source into memory first.
     with ThreadPoolExecutor(workers) as pool:
-        checks = list(pool.map(lambda item: _check(item, grayscale), matching()))
+        while chunk := list(itertools.islice(items, 8 * workers)):
+            checks += pool.map(lambda item: _check(item, grayscale), chunk)
     return checks, ignored
+
+
+def most_common_problems(problems: list[RowProblem], shown: int = 3) -> str:
+    """The commonest reasons rows were rejected, with a count and a first row each."""
+    by_reason: dict[str, list[RowProblem]] = {}
+    for problem in problems:
+        by_reason.setdefault(problem.reason.split(":")[0], []).append(problem)
+    ranked = sorted(by_reason.items(), key=lambda item: -len(item[1]))[:shown]
+    return "; ".join(
+        f"{reason} ({len(rows)} row(s), first row {rows[0].row}: {rows[0].reason})"
+        for reason, rows in ranked
+    )
 
 
 def build_manifest(
@@ -175,6 +230,11 @@ def build_manifest(
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise MetadataSchemaError(f"{layout.metadata}: cannot be parsed as CSV ({e})") from e
     metadata, row_problems = validate_metadata(raw, str(layout.metadata))
+    if metadata.empty and row_problems:
+        raise MetadataSchemaError(
+            f"{layout.metadata}: every one of its {len(raw)} rows was rejected; "
+            + most_common_problems(row_problems)
+        )
 
     image_checks, ignored = _scan(layout.image_parts, IMAGE_NAME, False, workers)
     mask_checks, ignored_masks = _scan(
@@ -184,15 +244,17 @@ def build_manifest(
 
     plan: dict[str, SourceFile | bytes] = {}
     files: dict[str, dict[str, Any]] = {}
-    quarantined: list[dict[str, str]] = []
+    quarantined: list[dict[str, Any]] = []
     known_ids = set(metadata["image_id"])
 
     def quarantine(check: FileCheck, reason: str) -> None:
         key = DatasetLayout.quarantine_relative(check.source.container.name, check.source.name)
-        quarantined.append(
-            {"file": check.source.origin(), "reason": reason, "key": key if check.size else ""}
-        )
-        if check.size:  # unreadable zip members have no bytes to keep
+        kept = bool(check.size) and check.keep_copy  # unreadable or refused: nothing to keep
+        record = {"file": check.source.origin(), "reason": reason, "key": key if kept else ""}
+        if not check.keep_copy:
+            record.update(sha256=check.sha256, bytes=check.size)
+        quarantined.append(record)
+        if kept:
             plan[key] = check.source
             files[key] = {"sha256": check.sha256, "bytes": check.size}
 

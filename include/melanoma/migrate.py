@@ -13,19 +13,17 @@ hash is still found at its old key (``melanoma.run.locate_run_key``).
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma.cli import run_command
 from melanoma.layout import RUN_KEY, RUNS, RunLayout
 from melanoma.run import Run
 from melanoma.store import ObjectStore, default_store_url, object_record, open_store
+from melanoma.tables import read_table
 
 
 class MigrationSkip(Exception):
@@ -112,7 +110,7 @@ def _explain(run: Run) -> tuple[dict, dict]:
         "summary": _record(store, layout.gradcam_summary),
         "index": _record(store, layout.gradcam_index),
     }
-    index = pd.read_csv(io.BytesIO(store.get_bytes(layout.gradcam_index)), dtype={"image_id": str})
+    index = read_table(store.get_bytes(layout.gradcam_index))
     for row in index.itertuples():
         artifacts[f"image/{row.selected_as}/{row.image_id}"] = _record(store, row.png)
     return artifacts, {}

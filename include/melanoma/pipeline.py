@@ -6,12 +6,9 @@ directly. Nothing here imports Airflow.
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from melanoma import sources
 from melanoma.config import PipelineConfig
@@ -20,6 +17,7 @@ from melanoma.ingest import ingest, read_dataset_file
 from melanoma.pretrained import place_pretrained_weights
 from melanoma.run import Run, RunConfig
 from melanoma.splits import (
+    check_every_image_placed,
     promotion_benchmark_lesions,
     split_by_lesion,
     split_holding_out_source,
@@ -27,6 +25,7 @@ from melanoma.splits import (
 )
 from melanoma.store import open_store, read_manifest
 from melanoma.subgroups import METADATA_COLUMNS
+from melanoma.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +69,7 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
     run.check_owner(run.run_id)
     manifest = read_manifest(run.store, manifest_key)
     version = manifest["dataset_version"]
-    metadata = pd.read_csv(
-        io.BytesIO(read_dataset_file(run.store, manifest, "metadata.csv")),
-        dtype={"image_id": str, "lesion_id": str, "dx": str},
-    )
+    metadata = read_table(read_dataset_file(run.store, manifest, "metadata.csv"))
     rows = apply_label_task(metadata, config.label_task)
     if rows.empty:
         raise ValueError(
@@ -90,6 +86,9 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
         )
     else:
         split = split_by_lesion(rest, config.split_ratios, config.seed)
+    # Images of lesions shared with a held-out source: in no split, listed with why.
+    excluded = rest.loc[~rest["image_id"].isin(split["image_id"]), "image_id"]
+    check_every_image_placed(rows["image_id"], split, benchmark, excluded)
     summary = split_summary(split)
     # The metadata travel with the split, so evaluation can measure per source, sex, age, site.
     metadata_columns = [c for c in METADATA_COLUMNS if c in split.columns]
@@ -111,7 +110,11 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
                 "ratios": list(config.split_ratios),
                 "holdout_source": config.holdout_source or None,
                 # images of lesions shared with the held-out source, in no split
-                "excluded_images": len(rest) - len(split),
+                "excluded_images": len(excluded),
+                "excluded": [
+                    {"image_id": i, "reason": "its lesion has images in the held-out source"}
+                    for i in sorted(excluded)
+                ],
                 "promotion_benchmark": {
                     "images": len(benchmark),
                     "lesions": int(benchmark["lesion_id"].nunique()),

@@ -16,7 +16,6 @@ naming the key.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -39,9 +38,9 @@ from melanoma.store import (
     sha256_hex,
     verified_bytes,
 )
+from melanoma.tables import read_table
 
 COMMIT_SCHEMA = 1
-ID_COLUMNS = {"image_id": str, "lesion_id": str, "dx": str}
 
 
 class RunOwnershipError(ValueError):
@@ -211,7 +210,7 @@ class Run:
         return json.loads(self.read_bytes(stage, name))
 
     def read_csv(self, stage: str, name: str) -> pd.DataFrame:
-        return pd.read_csv(io.BytesIO(self.read_bytes(stage, name)), dtype=ID_COLUMNS)
+        return read_table(self.read_bytes(stage, name))
 
     @contextmanager
     def local_file(self, stage: str, name: str) -> Iterator[Path]:

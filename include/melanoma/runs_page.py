@@ -8,21 +8,19 @@ tested on a file store.
 
 from __future__ import annotations
 
-import io
 import posixpath
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pandas as pd
-
 from melanoma import RESEARCH_NOTICE
 from melanoma.layout import CHAMPIONS, RUN_KEY, RUNS, STAGES, RunLayout
 from melanoma.promotion import ChampionCorruptError, read_champion
 from melanoma.report_html import STYLE, escape, html_table, with_ci
 from melanoma.run import Run
-from melanoma.store import ObjectStore
+from melanoma.store import ArtifactCorruptError, ArtifactIncompleteError, ObjectStore
+from melanoma.tables import read_table
 
 # The only run artifacts served: what a person reads, never models, images or shards.
 SERVED_ARTIFACT = re.compile(
@@ -61,6 +59,7 @@ th, td { vertical-align: top; text-align: left; }
 td:last-child { max-width: 16em; }
 td .ci { display: inline-block; max-width: 24em; }
 span.champion { color: #2e7d32; font-weight: 700; }
+span.damaged { color: #b71c1c; }
 """
 )
 
@@ -88,6 +87,8 @@ class RunSummary:
     gradcam_images: int = 0
     energy_in_lesion: float | None = None
     external_auroc: tuple[tuple[str, dict[str, float | None]], ...] = ()
+    # Why the run cannot be summarised (an artifact changed or gone), or None.
+    damaged: str | None = None
 
 
 def run_started(run_id: str) -> datetime | None:
@@ -174,15 +175,29 @@ def summarize_run(
     return RunSummary(**values)
 
 
+# What reading a damaged run raises: a changed or missing artifact, a record not JSON.
+DAMAGE = (ArtifactCorruptError, ArtifactIncompleteError, OSError, ValueError, KeyError, TypeError)
+
+
 def list_runs(store: ObjectStore) -> list[RunSummary]:
-    """Every run under ``runs/``, newest first (runs without a date last, by key)."""
+    """Every run under ``runs/`` (a folder with a ``config.json``: anything else there is
+    not a run), newest first (runs without a date last, by key). A run that cannot be
+    read is listed as damaged, with why; the others are listed as ever."""
     present: dict[str, set[str]] = {}
     for info in store.list(f"{RUNS}/"):
         parts = info.key.split("/", 2)
         if len(parts) == 3 and RUN_KEY.match(parts[1]):
             present.setdefault(parts[1], set()).add(info.key)
     champions = champion_prefixes(store)
-    runs = [summarize_run(store, key, keys, champions) for key, keys in present.items()]
+    runs = []
+    for key, keys in present.items():
+        if RunLayout(key).config not in keys:
+            continue
+        try:
+            runs.append(summarize_run(store, key, keys, champions))
+        except DAMAGE as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            runs.append(RunSummary(key, key, run_started(key), "damaged", damaged=reason))
     return sorted(
         runs, key=lambda r: (r.started is not None, r.started or datetime.min, r.key), reverse=True
     )
@@ -252,7 +267,8 @@ def _run_row(run: RunSummary) -> list[str]:
         ) + f"<br><span class='ci'>{escape(run.promotion_reason)}</span>"
     return [
         f"<code>{escape(run.run_id)}</code>{stored_as}{champion}",
-        f"{started}<br><span class='ci'>{escape(run.stage)}</span>",
+        f"{started}<br><span class='ci'>{escape(run.stage)}</span>"
+        + (f"<br><span class='damaged'>{escape(run.damaged)}</span>" if run.damaged else ""),
         "<br>".join(
             escape(v)
             for v in (
@@ -304,7 +320,7 @@ validation split. &#9733; marks the champion of its label task.</p>
 
 def render_gradcam_gallery(store: ObjectStore, key: str) -> str:
     """The run's Grad-CAM overlays at full size, with each image's outcome and attention."""
-    index = pd.read_csv(io.BytesIO(read_served_artifact(store, key, "gradcam/index.csv")))
+    index = read_table(read_served_artifact(store, key, "gradcam/index.csv"))
     gradcam = RunLayout(key).gradcam
     figures = []
     for row in index.itertuples():

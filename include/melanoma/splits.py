@@ -94,6 +94,25 @@ def split_holding_out_source(
     return pd.concat([assigned, rows[held].assign(split="test")]).sort_index()
 
 
+class SplitPlacementError(ValueError):
+    """An image of the run's data is in no split, or in two, and not listed as excluded."""
+
+
+def check_every_image_placed(
+    image_ids: pd.Series, split: pd.DataFrame, benchmark: pd.DataFrame, excluded: pd.Series
+) -> None:
+    """Raise SplitPlacementError unless each of ``image_ids`` is in exactly one of: a split
+    of ``split``, the promotion ``benchmark``, ``excluded`` (listed with its reason)."""
+    placed = pd.concat([split["image_id"], benchmark["image_id"], excluded], ignore_index=True)
+    counts = placed.value_counts()
+    lost = sorted(set(image_ids) - set(counts.index))
+    twice = sorted(counts.index[counts > 1])
+    for problem, ids in (("in no split and not excluded", lost), ("placed twice", twice)):
+        if ids:
+            shown = ", ".join(repr(i) for i in ids[:5]) + (" …" if len(ids) > 5 else "")
+            raise SplitPlacementError(f"{len(ids)} image(s) {problem}: {shown}")
+
+
 def lesion_rank(lesion_id: str) -> float:
     """A lesion's fixed place in [0, 1): from a hash of its id, so no seed or run moves it."""
     digest = hashlib.sha256(f"promotion-benchmark/{lesion_id}".encode()).digest()

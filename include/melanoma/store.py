@@ -44,6 +44,17 @@ class ArtifactCorruptError(ValueError):
     """A committed object's size or sha256 differs from what its manifest recorded."""
 
 
+class StoreAccessDeniedError(PermissionError):
+    """The store answered, and refused these credentials (a 403): the message names the
+    endpoint, the object and the access key id (never the secret)."""
+
+
+# S3's codes for credentials it does not accept, or that may not do this.
+REFUSED_CREDENTIALS = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+)
+
+
 class StoreUnavailableError(ConnectionError):
     """The store cannot be reached, or its bucket or root does not exist; the message names it."""
 
@@ -129,7 +140,11 @@ class ObjectStore(ABC):
         self.put_bytes(key, json.dumps(payload, indent=2, sort_keys=True).encode())
 
     def get_json(self, key: str) -> Any:
-        return json.loads(self.get_bytes(key))
+        """The object as JSON; ArtifactCorruptError naming it when it is not JSON."""
+        try:
+            return json.loads(self.get_bytes(key))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ArtifactCorruptError(f"{self.url}/{key}: not valid JSON ({error})") from None
 
 
 class FileStore(ObjectStore):
@@ -245,9 +260,10 @@ class S3Store(ObjectStore):
             cert_reqs="CERT_REQUIRED",
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
+        self.access_key_id = access_key or os.environ.get("S3_ACCESS_KEY")
         self.client = Minio(
             endpoint.netloc,
-            access_key=access_key or os.environ.get("S3_ACCESS_KEY"),
+            access_key=self.access_key_id,
             secret_key=secret_key or os.environ.get("S3_SECRET_KEY"),
             secure=endpoint.scheme == "https",
             region=region or os.environ.get("S3_REGION", "us-east-1"),
@@ -273,6 +289,12 @@ class S3Store(ObjectStore):
         except S3Error as e:
             if e.code == "NoSuchBucket":
                 raise self._no_bucket() from None
+            if e.code in REFUSED_CREDENTIALS:
+                raise StoreAccessDeniedError(
+                    f"S3 endpoint {self.endpoint} refused access to {self.url}/{key} with "
+                    f"access key {self.access_key_id!r} ({e.code}: {e.message}); check S3_ACCESS_KEY and "
+                    "S3_SECRET_KEY, and that this key may use the bucket"
+                ) from None
             raise
 
     def _no_bucket(self) -> StoreUnavailableError:

@@ -35,6 +35,42 @@ def share_of_pixels_off(data: bytes, reference: bytes, levels: int = 30) -> floa
     return float(np.mean(np.abs(decode(data).astype(int) - decode(reference)) > levels))
 
 
+def jpeg_claiming(data: bytes, width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF) claims another size: a few KB that would take
+    gigabytes to decode (an image bomb)."""
+    edited = bytearray(data)
+    at = 2
+    while edited[at] == 0xFF and edited[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + int.from_bytes(edited[at + 2 : at + 4], "big")
+    edited[at + 5 : at + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(edited)
+
+
+def tiff_claiming(width: int, height: int) -> bytes:
+    """A real 64x64 TIFF whose ImageWidth and ImageLength tags claim another size."""
+    import io
+
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (64, 64), (180, 120, 90)).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    assert data[:2] == b"II"  # little-endian, as Pillow writes it
+    ifd = int.from_bytes(data[4:8], "little")
+    for entry in range(int.from_bytes(data[ifd : ifd + 2], "little")):
+        at = ifd + 2 + 12 * entry
+        tag, kind = int.from_bytes(data[at : at + 2], "little"), data[at + 2]
+        if tag in (256, 257):  # ImageWidth, ImageLength, SHORT (3) or LONG (4)
+            size = 2 if kind == 3 else 4
+            value = width if tag == 256 else height
+            data[at + 8 : at + 8 + size] = value.to_bytes(size, "little")
+    return bytes(data)
+
+
+def png(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
 # (case, bytes from a good JPEG, the reason a file is refused with; None: accepted)
 IMAGE_CASES = [
     ("JPEG corrupted mid-stream, end marker intact", corrupt_mid_stream, "corrupt JPEG"),
@@ -43,4 +79,11 @@ IMAGE_CASES = [
     ("PNG with transparent pixels", lambda d: png_with_alpha(), "PNG with transparent pixels"),
     ("PNG with an opaque alpha channel", lambda d: png_with_alpha(transparent=False), None),
     ("empty file", lambda d: b"", "empty file"),
+    (
+        "JPEG whose header claims 30000x30000 pixels",
+        lambda d: jpeg_claiming(d, 30000, 30000),
+        "30000x30000 pixels, over the limit",
+    ),
+    ("1x1 PNG", lambda d: png(np.full((1, 1, 3), 128, np.uint8)), "1x1 pixels: too small"),
+    ("all-black PNG", lambda d: png(np.zeros((150, 200, 3), np.uint8)), "uniform image"),
 ]

@@ -4,6 +4,7 @@ a bad file among good ones is listed as not scored, with its reason."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import training.external
 import training.run_model
 from melanoma.layout import DatasetLayout
 from tests.conftest import free_port
-from tests.faults.cases import IMAGE_CASES
+from tests.faults.cases import IMAGE_CASES, png_with_alpha, tiff_claiming
 from training.external import main as validate_main
 from training.predict import main as predict_main
 from training.predict import read_scores
@@ -104,6 +105,38 @@ def test_predict_user_errors_are_one_line(
     assert not (tmp_path / "out.csv").exists()
 
 
+# (case, the --output given the images folder and tmp_path; the error's text)
+OUTPUT_CASES = [
+    ("an image it scores", lambda f, t: sorted(f.iterdir())[0], "is one of the images to score"),
+    ("a file of the user's", lambda f, t: t / "notes.csv", "exists and is not a CSV melanoma"),
+    ("a path under a file", lambda f, t: t / "notes.csv" / "out.csv", "cannot be written"),
+    ("a folder", lambda f, t: t, "is a folder; --output takes a CSV file's path"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "output", "message"), OUTPUT_CASES, ids=[c[0] for c in OUTPUT_CASES]
+)
+def test_predict_refuses_an_output_that_would_destroy_a_file_before_scoring(
+    case, output, message, evaluated_run, images, tmp_path, capsys, no_model_load
+):
+    folder, _ = images
+    (tmp_path / "notes.csv").write_text("patient,note\n1,keep me\n")
+    before = {p: p.read_bytes() for p in [*folder.iterdir(), tmp_path / "notes.csv"]}
+    code = predict_main(
+        [str(folder), "--store", evaluated_run.store.url, "--output", str(output(folder, tmp_path))]
+    )
+    assert code == 2 and message in one_line_error(capsys, "melanoma-predict")
+    assert {p: p.read_bytes() for p in before} == before  # every file as it was
+
+
+def test_predict_refuses_a_batch_size_below_1(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        predict_main(["images", "--batch-size", "-5"])
+    assert exit_.value.code == 2
+    assert "--batch-size: must be at least 1, got -5" in capsys.readouterr().err
+
+
 def test_predict_lists_each_bad_file_with_its_reason_and_scores_the_rest(
     evaluated_run, images, tmp_path, capsys
 ):
@@ -118,6 +151,17 @@ def test_predict_lists_each_bad_file_with_its_reason_and_scores_the_rest(
         (folder / name).write_bytes(data)
         expected[name] = reason
     (folder / ".hidden.jpg").write_bytes(good)
+    # An overlay an earlier --gradcam wrote into the folder is not a lesion.
+    (folder / "ISIC_1.gradcam.png").write_bytes(png_with_alpha(transparent=False))
+    # A TIFF whose header claims 14000x14000 pixels: refused from the header.
+    (folder / "huge.tif").write_bytes(tiff_claiming(14000, 14000))
+    # A file name that is not UTF-8, and images in a symlinked sub-folder.
+    Path(os.fsdecode(os.fsencode(folder) + b"/\xff\xfe.jpg")).write_bytes(good)
+    linked = tmp_path / "elsewhere"
+    linked.mkdir()
+    (linked / "linked.jpg").write_bytes(good)
+    (folder / "link").symlink_to(linked, target_is_directory=True)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)  # a link loop ends
     output = tmp_path / "predictions.csv"
     code = predict_main(
         [
@@ -141,6 +185,11 @@ def test_predict_lists_each_bad_file_with_its_reason_and_scores_the_rest(
             assert name not in scored and reason in reasons[name], (name, reasons.get(name))
     assert set(names) <= scored
     assert reasons[".hidden.jpg"].startswith("hidden file")
+    assert reasons["ISIC_1.gradcam.png"].startswith("a Grad-CAM overlay")
+    assert "refused before decoding" in reasons["huge.tif"]
+    assert "link/linked.jpg" in scored  # followed, not skipped silently
+    assert "\\udcff\\udcfe.jpg" in scored  # written escaped: the CSV stays UTF-8
+    assert not any(name.startswith("loop/") for name in scored | set(reasons))
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -244,6 +293,26 @@ def test_external_ids_two_files_share_are_not_scored_and_both_paths_listed(
         == f"ambiguous: several files have this id: {ids[0]}.jpg, nested/{ids[0]}.jpg"
     )
     assert reasons[ids[1]] == f"ambiguous: several files have this id: {ids[1]}.jpg, {ids[1]}.png"
-    assert reasons[f".{ids[2]}"] == f"hidden file, skipped: .{ids[2]}.jpg"
+    assert reasons[f".{ids[2]}"] == (
+        f"hidden file (its name starts with '.'), skipped: .{ids[2]}.jpg"
+    )
     scored = run.read_csv("external/ambiguous", "predictions")
     assert set(scored["image_id"]) == set(ids[2:])
+
+
+def test_refused_s3_credentials_are_one_line_in_predict_and_the_store_command(
+    images, tmp_path, capsys, monkeypatch, refusing_s3_endpoint, no_model_load
+):
+    from melanoma.migrate import main as store_main
+
+    folder, _ = images
+    monkeypatch.setenv("S3_ENDPOINT_URL", refusing_s3_endpoint)
+    monkeypatch.setenv("S3_ACCESS_KEY", "wrong-key-id")
+    monkeypatch.setenv("S3_SECRET_KEY", "wrong-secret")
+    output = tmp_path / "out.csv"
+    assert predict_main([str(folder), "--store", "s3://bucket", "--output", str(output)]) == 2
+    assert "refused access" in one_line_error(capsys, "melanoma-predict")
+    assert store_main(["migrate", "--store", "s3://bucket"]) == 2
+    message = one_line_error(capsys, "melanoma-store")
+    assert "'wrong-key-id'" in message and "wrong-secret" not in message
+    assert not output.exists()

@@ -30,7 +30,13 @@ from melanoma.ham10000 import MetadataSchemaError
 from melanoma.ingest import TooFewImagesError, ingest, read_dataset_file
 from melanoma.layout import DATASETS
 from melanoma.sources import find_layout, mirror_files
-from melanoma.store import FileStore, S3Store, StoreUnavailableError, open_store
+from melanoma.store import (
+    FileStore,
+    S3Store,
+    StoreAccessDeniedError,
+    StoreUnavailableError,
+    open_store,
+)
 from tests.conftest import free_port
 from tests.faults.cases import IMAGE_CASES, corrupt_mid_stream, jpeg, share_of_pixels_off
 from tests.http_server import FileServer
@@ -75,10 +81,11 @@ def test_ingest_quarantines_a_bad_image_with_its_reason(
 
     result = ingest(find_layout(root), file_store, "test")
 
-    quarantined = {
-        Path(q["file"].split("::")[-1]).name: q["reason"]
+    records = {
+        Path(q["file"].split("::")[-1]).name: q
         for q in result.manifest["validation"]["quarantined"]
     }
+    quarantined = {name: q["reason"] for name, q in records.items()}
     metadata = pd.read_csv(
         io.BytesIO(read_dataset_file(file_store, result.manifest, "metadata.csv"))
     )
@@ -88,6 +95,9 @@ def test_ingest_quarantines_a_bad_image_with_its_reason(
         assert quarantined[name].startswith(reason)
         assert image_id not in set(metadata["image_id"])
         assert result.manifest["counts"]["quarantined"] == len(quarantined)
+        if "over the limit" in reason:  # a bomb is recorded, never copied into the store
+            assert records[name]["key"] == "" and records[name]["bytes"] == len(data)
+            assert records[name]["sha256"] == hashlib.sha256(data).hexdigest()
     assert tree_digest(root) == before  # raw inputs are never modified
 
 
@@ -164,7 +174,7 @@ def test_an_id_two_files_share_is_ambiguous_with_both_paths(case, files, tmp_pat
     index = index_images(tmp_path)
     assert sorted(index.by_id) == ["ISIC_2"]
     assert sorted(str(p.relative_to(tmp_path)) for p in index.ambiguous["ISIC_1"]) == sorted(files)
-    assert [p.name for p in index.hidden] == [".hidden.jpg"]
+    assert [p.name for p in index.skipped] == [".hidden.jpg"]
 
 
 def test_two_zip_members_with_one_name_are_both_kept_and_ambiguous(tmp_path):
@@ -295,3 +305,28 @@ def test_an_unreachable_s3_endpoint_is_one_error_naming_it(
     assert not thread.is_alive(), "the S3 call hung"
     assert isinstance(outcome[0], StoreUnavailableError), outcome
     assert f"S3 endpoint {endpoint} did not answer" in str(outcome[0])
+
+
+def _wrong_credentials(monkeypatch, endpoint: str) -> None:
+    monkeypatch.setenv("S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("S3_ACCESS_KEY", "wrong-key-id")
+    monkeypatch.setenv("S3_SECRET_KEY", "wrong-secret")
+
+
+def test_refused_s3_credentials_are_one_error_naming_the_key_id_not_the_secret(
+    refusing_s3_endpoint, monkeypatch
+):
+    _wrong_credentials(monkeypatch, refusing_s3_endpoint)
+    store = S3Store("s3://bucket")
+    calls = {
+        "read": lambda: store.get_bytes("runs/x/config.json"),
+        "exists": lambda: store.exists("runs/x/config.json"),
+        "list": lambda: list(store.list("runs/")),
+        "write": lambda: store.put_bytes("runs/x/config.json", b"{}"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreAccessDeniedError) as error:
+            call()
+        message = str(error.value)
+        assert refusing_s3_endpoint in message and "'wrong-key-id'" in message, (name, message)
+        assert "wrong-secret" not in message and "S3_SECRET_KEY" in message

@@ -75,7 +75,7 @@ def test_a_zip_of_images_is_extracted_once_and_matched_by_stem(tmp_path):
     external = resolve_external_set(str(archive), str(labels), tmp_path / "cache")
     index = index_images(external.images)
     assert sorted(index.by_id) == ["ISIC_1", "ISIC_2"]
-    assert [p.name for p in index.hidden] == ["._ISIC_1.jpg"]  # listed, not silently dropped
+    assert [p.name for p in index.skipped] == ["._ISIC_1.jpg"]  # listed, not silently dropped
     (external.images / "set/ISIC_1.jpg").write_bytes(b"changed")
     extract_images(archive, external.images)  # already complete: not extracted again
     assert (external.images / "set/ISIC_1.jpg").read_bytes() == b"changed"

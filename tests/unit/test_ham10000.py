@@ -55,7 +55,8 @@ def test_missing_column_rejects_the_file_naming_the_column():
         (("HAM_9", "ISIC_9", "mel", "40"), "malformed image_id"),
         (("", "ISIC_0000009", "mel", "40"), "empty lesion_id"),
         (("HAM_9", "ISIC_0000009", "mel", "forty"), "age is not a number"),
-        (("HAM_9", "ISIC_0000001", "mel", "40"), "duplicate image_id (first at row 3)"),
+        (("HAM_1", "ISIC_0000001", "bcc", "50"), "duplicate image_id (first at row 3)"),
+        (("HAM_1", "ISIC_0000001", "bcc", "65"), "duplicate image_id (first at row 3)"),
     ],
 )
 def test_bad_rows_are_rejected_with_row_number_and_reason(row, reason):
@@ -65,3 +66,22 @@ def test_bad_rows_are_rejected_with_row_number_and_reason(row, reason):
     assert len(problems) == 1
     assert problems[0].row == 9  # header is line 1, the 8th data row is line 9
     assert reason in problems[0].reason
+
+
+def test_rows_that_disagree_on_an_image_are_all_rejected_each_naming_the_other():
+    # ISIC_0000001 is bcc in row 3 and mel, of another lesion, in row 9: neither is trusted.
+    raw = pd.concat([ALL_DX, table(("HAM_9", "ISIC_0000001", "mel", "50"))], ignore_index=True)
+    valid, problems = validate_metadata(raw, "meta.csv")
+    assert "ISIC_0000001" not in set(valid["image_id"]) and len(valid) == 6
+    assert [p.row for p in problems] == [3, 9]
+    assert "this row says dx=bcc, lesion_id=HAM_1; row 9 says dx=mel, lesion_id=HAM_9" in (
+        problems[0].reason
+    )
+    assert "row 3 says dx=bcc" in problems[1].reason
+
+
+@pytest.mark.parametrize("age", ["-5", "999", "121"])
+def test_an_impossible_age_rejects_its_row(age):
+    raw = pd.concat([ALL_DX, table(("HAM_9", "ISIC_0000009", "mel", age))], ignore_index=True)
+    valid, problems = validate_metadata(raw, "meta.csv")
+    assert len(valid) == 7 and problems[0].reason == "age outside 0 to 120"

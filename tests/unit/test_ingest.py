@@ -134,7 +134,8 @@ def test_unknown_dx_row_is_rejected_and_counted(mini_archive, file_store):
         {
             "row": 6,
             "image_id": meta.loc[4, "image_id"],
-            "reason": "unknown dx (not one of akiec,bcc,bkl,df,mel,nv,vasc): 'melanoma'",
+            "reason": "unknown dx (not one of akiec,bcc,bkl,df,mel,nv,vasc, in lower case): "
+            "'melanoma'",
         }
     ]
     assert result.manifest["counts"]["rejected_rows"] == 1
