@@ -118,7 +118,7 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
         current = set(index["png"])
         stale = [o.key for o in run.store.list(layout.gradcam + "/") if o.key.endswith(".png")]
         for key in set(stale) - current:
-            run.store.delete(key)
+            stage.remove(key)
         stage.put_bytes(
             "index",
             layout.gradcam_index,

@@ -17,6 +17,7 @@ diagnostic device.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
 from collections import Counter
@@ -27,7 +28,8 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.cli import run_command
+from melanoma.cli import USER_ERRORS, run_command
+from melanoma.download import file_digest
 from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
 from melanoma.external import (
     ExternalLabelsError,
@@ -72,21 +74,41 @@ def _test_split_reference(run: Run) -> tuple[dict[str, Any], list[tuple[int, int
     return reference, sizes
 
 
-def check_set_name(run: Run, external: ExternalSet) -> None:
-    """Refuse to replace a committed external set of this name that came from other files."""
-    stage = f"external/{external.name}"
+def set_identity(external: ExternalSet, images: list[Path]) -> dict[str, Any]:
+    """What an external set is, by content: the sha256 of its labels file, and one over
+    every scored image's name and sha256. The same files under another path are the
+    same set; other files under the same path are not."""
+    digest = hashlib.sha256()
+    for path in sorted(images, key=lambda p: display_name(p, external.images)):
+        name = display_name(path, external.images)
+        digest.update(f"{name}\t{file_digest(path)}\n".encode())
+    return {
+        "images": str(external.images),
+        "labels": str(external.labels),
+        "labels_sha256": file_digest(external.labels),
+        "images_sha256": digest.hexdigest(),
+        "image_count": len(images),
+    }
+
+
+CONTENT_FIELDS = ("labels_sha256", "images_sha256")
+
+
+def check_set_name(run: Run, name: str, identity: dict[str, Any], meanwhile: bool = False) -> None:
+    """Refuse to replace a committed external set of this name that holds other files
+    (by content; a set committed before content identity, by its paths)."""
+    stage = f"external/{name}"
     if not run.committed(stage):
         return
     source = run.read_json(stage, "metrics")["source"]
-    if source != _source(external):
+    fields = CONTENT_FIELDS if all(f in source for f in CONTENT_FIELDS) else ("images", "labels")
+    if any(source[f] != identity[f] for f in fields):
+        when = "while this one ran; nothing of this one was saved" if meanwhile else ""
         raise ValueError(
-            f"external set {external.name!r} of {run.layout.prefix} was validated on "
-            f"{source['images']} ({source['labels']}); give this set another name (--name)"
+            f"external set {name!r} of {run.layout.prefix} was validated on other files "
+            f"({source.get('image_count', '?')} images from {source['images']}, labels "
+            f"{source['labels']}){' ' + when if when else ''}; give this set another name (--name)"
         )
-
-
-def _source(external: ExternalSet) -> dict[str, str]:
-    return {"images": str(external.images), "labels": str(external.labels)}
 
 
 def validate_external(
@@ -96,7 +118,6 @@ def validate_external(
     batch_size: int = 32,
 ) -> str:
     """Score ``external`` with the run's model and measure it; return the commit key."""
-    check_set_name(run, external)
     # The inputs are checked before the model loads: a bad file fails in a second.
     label_task = run.config().label_task
     raw_labels, fmt = read_external_labels(external.labels)
@@ -111,13 +132,22 @@ def validate_external(
             f"({len(files)} usable files, {len(index.ambiguous)} ambiguous ids, "
             f"{len(index.skipped)} skipped files)"
         )
-    scorer = load_run_scorer(run)
     paths = [files[i] for i in matched["image_id"]]
+    identity = set_identity(external, paths)
+    check_set_name(run, external.name, identity)
+    scorer = load_run_scorer(run)
     scores, failures, _ = score_images(scorer, paths, external.images, batch_size)
     by_name = {display_name(files[i], external.images): i for i in matched["image_id"]}
     scored = matched.merge(
         scores.assign(image_id=scores["image"].map(by_name))[
-            ["image_id", "image", "probability", "calibrated_probability", "metadata"]
+            [
+                "image_id",
+                "image",
+                "probability",
+                "calibrated_probability",
+                "metadata",
+                *(c for c in ("ood_distance", "in_distribution") if c in scores),
+            ]
         ],
         on="image_id",
     )
@@ -180,38 +210,52 @@ def validate_external(
         reference_sizes,
     )
     layout, name = run.layout, external.name
-    with run.stage(f"external/{name}") as stage:
-        stage.put_bytes(
-            "predictions",
-            layout.external_file(name, "predictions.csv"),
-            scored.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
-        )
-        stage.put_bytes(
-            "not_scored",
-            layout.external_file(name, "not_scored.csv"),
-            not_scored.to_csv(index=False, lineterminator="\n").encode(),
-        )
-        figure_keys = {
-            figure: stage.put_bytes(f"figure/{figure}", layout.external_figure(name, figure), png)
-            for figure, png in pngs.items()
-        }
-        metrics = {
-            "schema_version": SCHEMA_VERSION,
-            "run_id": scorer.run_id,
-            "label_task": scorer.label_task,
-            "external_set": name,
-            "labels_format": fmt,
-            "source": _source(external),
-            "thresholds_chosen_on": "val",
-            # Larger images were shrunk to the training images' long side first.
-            "resolution_parity": {"train_long_side": scorer.train_long_side},
-            **measured,
-            "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
-            "differences": differences,
-            "figures": figure_keys,
-            "notice": RESEARCH_NOTICE,
-        }
-        stage.put_json("metrics", layout.external_file(name, "metrics.json"), json_safe(metrics))
+    # Compare and swap: under the store's lock for this name, the name must still hold
+    # nothing, or these files; the loser of two concurrent validations fails, saving nothing.
+    with run.store.exclusive(layout.commit(f"external/{name}")):
+        check_set_name(run, name, identity, meanwhile=True)
+        with run.stage(f"external/{name}") as stage:
+            stage.put_bytes(
+                "predictions",
+                layout.external_file(name, "predictions.csv"),
+                scored.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
+            )
+            stage.put_bytes(
+                "not_scored",
+                layout.external_file(name, "not_scored.csv"),
+                not_scored.to_csv(index=False, lineterminator="\n").encode(),
+            )
+            figure_keys = {
+                figure: stage.put_bytes(
+                    f"figure/{figure}", layout.external_figure(name, figure), png
+                )
+                for figure, png in pngs.items()
+            }
+            metrics = {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": scorer.run_id,
+                "label_task": scorer.label_task,
+                "external_set": name,
+                "labels_format": fmt,
+                "source": identity,
+                "thresholds_chosen_on": "val",
+                # Larger images were shrunk to the training images' long side first.
+                "resolution_parity": {"train_long_side": scorer.train_long_side},
+                **measured,
+                "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
+                # The share of scored images the run's detector calls not its kind.
+                "ood_flagged_share": (
+                    round(float(1 - scored["in_distribution"].mean()), 4)
+                    if "in_distribution" in scored and len(scored)
+                    else None
+                ),
+                "differences": differences,
+                "figures": figure_keys,
+                "notice": RESEARCH_NOTICE,
+            }
+            stage.put_json(
+                "metrics", layout.external_file(name, "metrics.json"), json_safe(metrics)
+            )
     auroc = measured["threshold_free"]["auroc"]
     log.info(
         "%s: AUROC %.4f (95%% CI %.4f-%.4f) on %d images; %d not scored",
@@ -266,16 +310,25 @@ def validate_external_command(args: argparse.Namespace) -> int:
     validate_external(run, external, config)
     metrics = run.read_json(f"external/{external.name}", "metrics")
     key = run.layout.external_file(external.name, "metrics.json")
-    report = write_report(run) if run.committed("report") else None
     auroc = metrics["threshold_free"]["auroc"]
     print(RESEARCH_NOTICE, file=sys.stderr)
     print(
         f"{external.name}: {metrics['counts']['images']} images scored with {metrics['run_id']}, "
         f"AUROC {auroc['value']:.3f} ({auroc['ci_low']:.3f}-{auroc['ci_high']:.3f}); "
-        f"not scored: {metrics['not_scored'] or 'none'}. -> {store.url}/{key}"
-        + (f"; report updated: {report}" if report else ""),
+        f"not scored: {metrics['not_scored'] or 'none'}. Saved: {store.url}/{key}",
         file=sys.stderr,
     )
+    if run.committed("report"):
+        # The set is saved whatever happens here; a failed re-render keeps the last report.
+        try:
+            print(f"report updated: {write_report(run)}", file=sys.stderr)
+        except USER_ERRORS as error:
+            print(
+                f"warning: the report was not re-rendered ({' '.join(str(error).split())}); "
+                "the previous report stands. Run this command again to retry.",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 

@@ -174,6 +174,12 @@ def predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(resolution_parity_line(scorer.train_long_side), file=sys.stderr)
+    if "in_distribution" in scores and (flagged := int((scores["in_distribution"] == 0).sum())):
+        print(
+            f"{flagged} image(s) are not of the model's kind (in_distribution = 0: far from "
+            "every class of its training images); their probabilities mean little.",
+            file=sys.stderr,
+        )
     for row in failures.itertuples():
         print(f"not scored: {row.image}: {row.reason}", file=sys.stderr)
     if len(failures):

@@ -14,6 +14,7 @@ import numpy as np
 
 from melanoma.calibration import probability_calibrator
 from melanoma.images import PreprocessConfig
+from melanoma.ood import MahalanobisDetector
 from melanoma.promotion import read_champion
 from melanoma.run import Run
 from melanoma.store import ObjectStore
@@ -54,6 +55,8 @@ class RunScorer:
     # The run's calibration.json: how each operating point's threshold was chosen, and
     # what it gave on validation (see melanoma.calibration.choose_thresholds).
     calibration: dict[str, Any] = field(default_factory=dict, hash=False)
+    # Out-of-distribution detector on the pooled features (None for a run from before it).
+    ood: MahalanobisDetector | None = field(default=None, hash=False)
 
 
 def tta_views(run: Run) -> int:
@@ -108,4 +111,12 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         tta_views=tta_views(run),
         train_long_side=run.train_long_side(),
         calibration=calibration,
+        ood=read_ood_detector(run),
     )
+
+
+def read_ood_detector(run: Run) -> MahalanobisDetector | None:
+    """The run's out-of-distribution detector; None for a run trained before it existed."""
+    if "ood" not in run.commit_record("train")["artifacts"]:
+        return None
+    return MahalanobisDetector.from_bytes(run.read_bytes("train", "ood"))

@@ -38,7 +38,7 @@ from melanoma.limits import ImageLimits
 from melanoma.promotion import benchmark_inputs
 from melanoma.run import Run
 from training.gradcam import grad_cam, model_view_box
-from training.model import predict_scores, takes_metadata
+from training.model import feature_extractor, predict_scores, takes_metadata
 from training.run_model import RunScorer, load_model, tta_views
 
 # Called with the number of inputs handled so far, after each batch.
@@ -111,10 +111,13 @@ def score_images(
     scores: image (relative to ``root``), probability (the model's, as in the run's
     predictions), calibrated_probability, decision (1 = positive for the label task),
     threshold, operating_point, run_id, metadata (``absent``: the model fuses metadata and
-    scored the image without it; ``not used``: an image-only model). failures: image, reason.
+    scored the image without it; ``not used``: an image-only model); with the run's
+    out-of-distribution detector, ood_distance and in_distribution (1: within the
+    threshold that 95% of validation images pass). failures: image, reason.
     ``batch_size`` files are decoded and scored at a time; ``progress`` hears after each.
     """
-    names, failures, batches, probabilities = [], [], [], []
+    names, failures, batches, probabilities, distances = [], [], [], [], []
+    extractor = feature_extractor(scorer.model) if scorer.ood else None
     for start in range(0, len(paths), batch_size):
         inputs = []
         for path in paths[start : start + batch_size]:
@@ -129,6 +132,9 @@ def score_images(
             probabilities.append(
                 predict_scores(scorer.model, batches[-1], batch_size, scorer.tta_views)
             )
+            if extractor is not None:
+                features = extractor.predict(batches[-1], batch_size=batch_size, verbose=0)
+                distances.append(scorer.ood.distances(features))
         if progress:
             progress(min(start + batch_size, len(paths)))
     size = scorer.preprocess.size
@@ -147,6 +153,11 @@ def score_images(
             "metadata": "absent" if takes_metadata(scorer.model) else "not used",
         }
     )
+    if scorer.ood is not None:
+        # Far from every diagnosis the run trained on: its probability means little.
+        ood_distance = np.concatenate(distances) if distances else np.zeros(0)
+        scores["ood_distance"] = ood_distance.round(4)
+        scores["in_distribution"] = scorer.ood.in_distribution(ood_distance).astype(int)
     return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch
 
 

@@ -37,6 +37,7 @@ from melanoma.download import file_digest
 from melanoma.ham10000 import DX_INDEX
 from melanoma.images import dihedral_views
 from melanoma.layout import record_of
+from melanoma.ood import VALIDATION_PASS_SHARE, MahalanobisDetector, fit_mahalanobis
 from melanoma.run import Run
 from melanoma.shifts import random_acquisition_shifts
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store, sha256_hex
@@ -775,11 +776,19 @@ def write_training_outputs(
 ) -> str:
     """Predictions on val and test, the model, its history and configuration; commit them."""
     layout, summary = run.layout, fitted["summary"]
+    extractor = feature_extractor(model)
+    detector = fit_ood_detector(run, extractor, data.metadata)
     with run.stage("train") as stage:
         for split in ("val", "test"):
             images, rows = (
                 (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
             )
+            distances = detector.distances(extractor.predict(images, batch_size=64, verbose=0))
+            if split == "val":
+                detector = detector.with_threshold(distances, VALIDATION_PASS_SHARE)
+            summary.setdefault("ood", {"threshold": round(detector.threshold, 4)})[
+                f"{split}_flagged_share"
+            ] = round(float(np.mean(~detector.in_distribution(distances))), 4)
             metadata = data.metadata_of(rows)
             frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(
                 probability=predict_scores(model, images, 64, config.tta_views, metadata)
@@ -805,6 +814,7 @@ def write_training_outputs(
             path = Path(tmp) / "model.keras"
             model.save(path)
             stage.put_file("model", layout.model, path)
+        stage.put_bytes("ood", layout.ood, detector.to_bytes())
         stage.put_json("history", layout.history, {**fitted["history"], "summary": summary})
         stage.put_json(
             "training_config",
@@ -827,6 +837,21 @@ def write_training_outputs(
         summary["val_auroc_final"],
     )
     return layout.commit("train")
+
+
+def fit_ood_detector(
+    run: Run, extractor: keras.Model, metadata: dict[str, np.ndarray] | None = None
+) -> MahalanobisDetector:
+    """Class-conditional Gaussians on the trained model's pooled features of every
+    original training image (melanoma.ood; its threshold is set on validation after).
+    ``metadata``: the run's vectors when its model fuses them (the shards then carry them)."""
+    examples = shard_dataset(run, "train", include_augmented=False, metadata=metadata)
+    features, labels = [], []
+    for inputs, y in examples.batch(64).prefetch(2):
+        images = inputs["image"] if metadata is not None else inputs
+        features.append(extractor.predict_on_batch(images))
+        labels.append(y.numpy())
+    return fit_mahalanobis(np.concatenate(features), np.concatenate(labels))
 
 
 def _phase1_cached(

@@ -93,6 +93,13 @@ def read_external_labels(path: Path) -> tuple[pd.DataFrame, str]:
             "image + MEL,NV,BCC,AKIEC,BKL,DF,VASC (ISIC 2018), image_id + dx (HAM10000), "
             "or image_id + melanoma (0/1)"
         )
+    if fmt != "binary" and "melanoma" in columns:
+        # Two columns that say whether an image is a melanoma must agree: neither is trusted.
+        said = raw["melanoma"].where(raw["melanoma"].isin(["0", "1"]))
+        disagree = said.isna() | (said != frame["dx"].eq("mel").astype(int).astype(str))
+        _reject(
+            path, raw, disagree, "the dx and melanoma columns disagree (or melanoma is not 0/1)"
+        )
     _reject(path, raw, frame["image_id"].eq(""), "empty image id")
     duplicated = frame["image_id"].duplicated(keep="first")
     _reject(path, raw, duplicated, "duplicate image id")

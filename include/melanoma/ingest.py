@@ -382,12 +382,56 @@ def ingest(
     key = dataset.manifest
     log_validation(manifest)
     if store.exists(key):
-        log.info(
-            "dataset version %s already exists at %s/%s: nothing to upload", version, store.url, key
-        )
+        stored = {o.key: o.size for o in store.list(dataset.prefix + "/")}
+        # The version's content is the same (its id is a hash of it); what a user deleted
+        # or cut short in the store since is put back from the source.
+        missing = {
+            rel: origin
+            for rel, origin in plan.items()
+            if stored.get(dataset.file(rel)) != manifest["files"][rel]["bytes"]
+        }
+        if missing:
+            upload(store, dataset, missing, workers)
+            log.warning(
+                "dataset version %s at %s/%s: %d object(s) were missing or cut short in the "
+                "store and were put back from the source: %s",
+                version,
+                store.url,
+                dataset.prefix,
+                len(missing),
+                ", ".join(sorted(missing)[:5]) + (" …" if len(missing) > 5 else ""),
+            )
+        else:
+            log.info(
+                "dataset version %s already exists at %s/%s: nothing to upload",
+                version,
+                store.url,
+                key,
+            )
         return IngestResult(version, key, False, read_manifest(store, key))
 
     started = time.monotonic()
+    upload(store, dataset, plan, workers)
+    manifest["upload_seconds"] = round(time.monotonic() - started, 2)
+    store.put_json(key, manifest)  # last: the commit marker
+    log.info(
+        "dataset version %s: %d objects uploaded to %s/%s in %.1fs",
+        version,
+        len(plan),
+        store.url,
+        dataset.prefix,
+        manifest["upload_seconds"],
+    )
+    return IngestResult(version, key, True, manifest)
+
+
+def upload(
+    store: ObjectStore,
+    dataset: DatasetLayout,
+    plan: dict[str, SourceFile | bytes],
+    workers: int,
+) -> None:
+    """Each planned file to the dataset version's key, from its zip or folder."""
     # Group uploads by container so each zip is opened once per worker batch.
     by_container: dict[Path | None, list[tuple[str, SourceFile | bytes]]] = {}
     for rel, origin in plan.items():
@@ -407,17 +451,6 @@ def ingest(
     ]
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(upload_batch, batches))
-    manifest["upload_seconds"] = round(time.monotonic() - started, 2)
-    store.put_json(key, manifest)  # last: the commit marker
-    log.info(
-        "dataset version %s: %d objects uploaded to %s/%s in %.1fs",
-        version,
-        len(plan),
-        store.url,
-        dataset.prefix,
-        manifest["upload_seconds"],
-    )
-    return IngestResult(version, key, True, manifest)
 
 
 class _ContainerReader:

@@ -11,7 +11,7 @@ Every other module asks a layout for a key; none builds one itself (a test greps
         config.json                         the run id and its configuration (claims the prefix)
         splits.csv, splits_summary.json                        stage split
         preprocessed/<split>/part-NNNNN.parquet, stats.json    stage preprocess
-        model/model.keras, history.json, training_config.json  stage train
+        model/model.keras, history.json, training_config.json, ood.npz  stage train
         model/checkpoints/<phase>.{weights.h5,json}            (resumption state, not committed)
         predictions/{val,test}.csv                             stage train
         calibration.json                                       stage calibrate
@@ -173,6 +173,7 @@ class RunLayout:
     model = _artifact("model", "model.keras")  # train
     history = _artifact("model", "history.json")
     training_config = _artifact("model", "training_config.json")
+    ood = _artifact("model", "ood.npz")  # the out-of-distribution detector (melanoma.ood)
     calibration = _artifact("calibration.json")  # calibrate
     metrics = _artifact("evaluation", "metrics.json")  # evaluate
     robustness = _artifact("evaluation", "robustness.json")  # robustness

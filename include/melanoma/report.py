@@ -121,6 +121,11 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
     }
 {_gradcam_section(run)}
 {
+        sections.ood_section(
+            history.get("summary", {}), [m for m, _ in _external_sets(run, external_names)]
+        )
+    }
+{
         sections.external_section(
             _external_sets(run, external_names), metrics, _test_formats(splits, dataset)
         )

@@ -425,6 +425,31 @@ def shift_order(name: str) -> int:
     return names.index(name) if name in names else len(names)
 
 
+def ood_section(summary: dict, external_sets: list[dict]) -> str:
+    """The out-of-distribution detector: its threshold, and the share it flags on test and
+    on each external set (a run trained before it: not shown)."""
+    ood = summary.get("ood")
+    if not ood:
+        return ""
+    rows = [["test split", _share(ood.get("test_flagged_share"))]]
+    rows += [
+        [f"external: {m['external_set']}", _share(m.get("ood_flagged_share"))]
+        for m in external_sets
+    ]
+    return f"""<h2>Images not of the model's kind</h2>
+<p>Each image's Mahalanobis distance from its pooled features to the nearest class of the
+training images (class means and a shared Ledoit-Wolf covariance; Lee et al., NeurIPS
+2018). Above {ood["threshold"]:.4g} an image is flagged as out of distribution: 95% of
+validation images pass by construction. <code>melanoma-predict</code> and external
+validation write each image's <code>ood_distance</code> and <code>in_distribution</code>;
+a flagged image's probability means little.</p>
+{html_table(["Images", "Flagged out of distribution"], rows)}"""
+
+
+def _share(value: float | None) -> str:
+    return "not measured" if value is None else f"{100 * value:.1f}%"
+
+
 def robustness_section(robustness: dict | None) -> str:
     """The model under acquisition shift (``evaluation/robustness.json``), or why it is absent."""
     if robustness is None:

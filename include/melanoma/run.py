@@ -3,15 +3,19 @@
 Every stage has one shape, ``stage(run, config) -> commit key``, and writes through
 :meth:`Run.stage`::
 
-    with run.stage("calibrate") as stage:        # removes the stage's old commit record
+    with run.stage("calibrate") as stage:
         stage.put_json("calibration", run.layout.calibration, record)
     # leaving the block commits: commits/calibrate.json lists each artifact's key, size, sha256
 
-A stage that raises commits nothing, and a retried stage first removes the previous
-attempt's record, so a commit record never describes a mix of attempts. Readers go
-through the record (:meth:`Run.read_bytes` and the typed readers) and every read is
-checked against it: an object changed after its commit raises ``ArtifactCorruptError``
-naming the key.
+A stage that raises commits nothing, and a new attempt never destroys the last good
+commit: an artifact of the committed attempt that the new one replaces or removes is
+first moved aside (``<key>.previous``, a rename); if the attempt fails, the moved
+objects are put back and the previous record still describes them; if it succeeds, the
+new record replaces the old one in one write and the moved objects go. An attempt
+killed half-way is repaired by the next one (:meth:`Run.stage` restores what the record
+still describes). Readers go through the record (:meth:`Run.read_bytes` and the typed
+readers) and every read is checked against it: an object changed after its commit
+raises ``ArtifactCorruptError`` naming the key.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from melanoma import RESEARCH_NOTICE
 from melanoma.images import PreprocessConfig
 from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
+    ArtifactCorruptError,
     ArtifactIncompleteError,
     ObjectStore,
     object_record,
@@ -79,18 +84,50 @@ class RunConfig:
         }
 
 
-class StageWriter:
-    """Collects what a stage writes; :meth:`Run.stage` commits it when the stage succeeds."""
+# The suffix of a committed object moved aside while a new attempt of its stage runs.
+PREVIOUS = ".previous"
 
-    def __init__(self, run: Run, name: str):
+
+class StageWriter:
+    """Collects what a stage writes; :meth:`Run.stage` commits it when the stage succeeds.
+
+    ``committed``: key -> sha256 of the objects the stage's last good commit lists; each
+    is moved aside before this attempt first overwrites or removes it (``moved``)."""
+
+    def __init__(self, run: Run, name: str, committed: dict[str, str] | None = None):
         self.run, self.name = run, name
         self.artifacts: dict[str, dict[str, Any]] = {}
         self.data: dict[str, Any] = {}
+        self.committed = committed or {}
+        self.moved: list[str] = []
+
+    def _keep_committed(self, key: str) -> None:
+        if key in self.committed and key not in self.moved:
+            with suppress(FileNotFoundError):
+                self.run.store.move(key, key + PREVIOUS)
+                self.moved.append(key)
 
     def put_bytes(self, name: str, key: str, data: bytes, **meta: Any) -> str:
+        self._keep_committed(key)
         self.run.store.put_bytes(key, data)
         self.artifacts[name] = {**object_record(key, data), **meta}
         return key
+
+    def remove(self, key: str) -> None:
+        """Remove an object this attempt no longer writes (a stale figure, say); one the
+        last commit lists comes back if the attempt fails."""
+        self._keep_committed(key)
+        self.run.store.delete(key)
+
+    def put_back(self) -> None:
+        """The attempt failed: every moved object back under its key."""
+        for key in reversed(self.moved):
+            self.run.store.move(key + PREVIOUS, key)
+
+    def discard_moved(self) -> None:
+        """The attempt committed: the moved objects are no longer described by any record."""
+        for key in self.moved:
+            self.run.store.delete(key + PREVIOUS)
 
     def put_json(self, name: str, key: str, payload: Any) -> str:
         return self.put_bytes(name, key, json.dumps(payload, indent=2, sort_keys=True).encode())
@@ -149,11 +186,16 @@ class Run:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[StageWriter]:
-        """Write a stage's artifacts; commit them (record last) if the block succeeds."""
+        """Write a stage's artifacts; commit them (record last) if the block succeeds. The
+        last good commit stays readable and intact until the new record replaces it."""
         commit_key = self.layout.commit(name)
-        self.store.delete(commit_key)  # a retry must not leave the last attempt's record
-        writer = StageWriter(self, name)
-        yield writer
+        committed = self._repair_commit(commit_key)
+        writer = StageWriter(self, name, committed)
+        try:
+            yield writer
+        except BaseException:
+            writer.put_back()
+            raise
         self.store.put_json(
             commit_key,
             {
@@ -165,6 +207,29 @@ class Run:
                 "notice": RESEARCH_NOTICE,
             },
         )
+        writer.discard_moved()
+
+    def _repair_commit(self, commit_key: str) -> dict[str, str]:
+        """key -> sha256 of what the stage's record lists, after putting back the objects
+        an attempt killed half-way had moved aside (those the record still describes);
+        moved-aside objects no record describes are removed."""
+        try:
+            record = self.store.get_json(commit_key)
+        except (FileNotFoundError, ArtifactCorruptError):
+            return {}
+        committed = {e["key"]: e["sha256"] for e in record.get("artifacts", {}).values()}
+        moved_aside = {
+            o.key for o in self.store.list(self.layout.prefix + "/") if o.key.endswith(PREVIOUS)
+        }
+        for key, sha256 in committed.items():
+            moved = key + PREVIOUS
+            if moved not in moved_aside:
+                continue
+            if sha256_hex(self.store.get_bytes(moved)) == sha256:
+                self.store.move(moved, key)
+            else:
+                self.store.delete(moved)
+        return committed
 
     # --- reading -------------------------------------------------------------------
 

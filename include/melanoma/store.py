@@ -21,6 +21,7 @@ object changed after its commit is an error that names it, never silently used.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
@@ -104,6 +105,20 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove an object; absent objects are not an error."""
+
+    def move(self, source: str, target: str) -> None:
+        """Give ``source``'s object the key ``target`` (replacing any object there); the
+        stores override it with a rename that needs no new space (file) or a server-side
+        copy (S3). FileNotFoundError if ``source`` is absent."""
+        self.put_bytes(target, self.get_bytes(source))
+        self.delete(source)
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """Hold the store's lock on ``key`` for the block: another process asking for it
+        waits. Only the file store has one (an flock beside its objects); on S3 the block
+        runs unlocked, so a check made inside it only narrows a race to the block's length."""
+        yield
 
     def exists(self, key: str) -> bool:
         try:
@@ -192,7 +207,9 @@ class FileStore(ObjectStore):
         if not base.is_dir():
             return
         found = []
-        for dirpath, _dirs, files in os.walk(base):
+        for dirpath, dirs, files in os.walk(base):
+            if Path(dirpath) == self.root and ".locks" in dirs:
+                dirs.remove(".locks")  # the store's locks, not objects
             for name in files:
                 if name.startswith(".") and name.endswith(".part"):
                     continue  # an in-flight atomic write
@@ -204,6 +221,23 @@ class FileStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        locks = self.root / ".locks"  # hidden: no listing of the store shows it
+        locks.mkdir(exist_ok=True)
+        name = hashlib.sha256(_check_key(key).encode()).hexdigest()[:32]
+        with open(locks / f"{name}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def move(self, source: str, target: str) -> None:
+        path = self._path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(source), path)  # a rename: atomic, and needs no new space
 
 
 def _env_number(name: str, default: float) -> float:
@@ -369,6 +403,21 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         with self._reaching(key):
             self.client.remove_object(self.bucket, self._name(key))
+
+    def move(self, source: str, target: str) -> None:
+        from minio.commonconfig import CopySource
+        from minio.error import S3Error
+
+        try:
+            with self._reaching(source):
+                self.client.copy_object(
+                    self.bucket, self._name(target), CopySource(self.bucket, self._name(source))
+                )
+        except S3Error as e:
+            if e.code == "NoSuchKey":
+                raise self._missing(source) from e
+            raise
+        self.delete(source)
 
 
 class _ClosingResponse(io.RawIOBase):

@@ -206,6 +206,16 @@ def test_a_zip_member_that_leaves_the_folder_is_refused(tmp_path):
         ("header only", "image_id,melanoma\n", "a header but no label rows"),
         ("bad column", "image_id,label\nISIC_1,1\n", "match no known format"),
         ("bad value", "image_id,melanoma\nISIC_1,yes\n", "melanoma must be 0 or 1 (line(s) 2"),
+        (
+            "dx and melanoma columns that disagree",
+            "image_id,dx,melanoma\nISIC_1,nv,0\nISIC_2,nv,1\nISIC_3,mel,0\n",
+            "the dx and melanoma columns disagree (or melanoma is not 0/1) (line(s) 3, 4; 2 in all)",
+        ),
+        (
+            "the same image labelled twice, differently",
+            "image_id,dx\nISIC_1,nv\nISIC_1,mel\n",
+            "duplicate image id (line(s) 3",
+        ),
     ],
 )
 def test_a_bad_labels_file_is_one_error_naming_it(case, text, message, tmp_path):
@@ -330,3 +340,20 @@ def test_refused_s3_credentials_are_one_error_naming_the_key_id_not_the_secret(
         message = str(error.value)
         assert refusing_s3_endpoint in message and "'wrong-key-id'" in message, (name, message)
         assert "wrong-secret" not in message and "S3_SECRET_KEY" in message
+
+
+def test_reingesting_puts_back_stored_images_deleted_or_cut_short(mini_archive, file_store, caplog):
+    first = ingest(find_layout(mini_archive.root), file_store, "test")
+    images = sorted(k for k in first.manifest["files"] if k.startswith("images/"))
+    version = first.dataset_version
+    deleted, cut = (file_store.root / DATASETS / version / rel for rel in images[:2])
+    deleted.unlink()
+    cut.write_bytes(cut.read_bytes()[:100])
+
+    with caplog.at_level(logging.WARNING, logger="melanoma.ingest"):
+        again = ingest(find_layout(mini_archive.root), file_store, "test")
+
+    assert not again.created and again.dataset_version == version
+    assert "2 object(s) were missing or cut short" in caplog.text
+    for rel in images[:2]:  # back, as the manifest recorded them
+        assert read_dataset_file(file_store, again.manifest, rel)

@@ -1,5 +1,6 @@
 """The run's commit protocol: records written last, reads checked, retries never mixed."""
 
+import errno
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from melanoma.migrate import legacy_runs, migrate_run
 from melanoma.pipeline import write_split
 from melanoma.run import Run, RunConfig, RunOwnershipError
 from melanoma.sources import find_layout
-from melanoma.store import ArtifactCorruptError, ArtifactIncompleteError
+from melanoma.store import ArtifactCorruptError, ArtifactIncompleteError, FileStore
 from tests.conftest import REPO_ROOT
 from tests.scored_run import write_scored_run
 
@@ -76,7 +77,12 @@ evaluate_run(Run(store, RunLayout(sys.argv[2])), EvaluationConfig(bootstrap_repl
 """
 
 
-def test_a_stage_killed_mid_write_then_retried_commits_one_whole_attempt(file_store):
+def _read_every_artifact(run: Run, stage: str) -> None:
+    for name in run.commit_record(stage)["artifacts"]:
+        run.read_bytes(stage, name)  # checked against the record: raises on any mix
+
+
+def test_a_stage_killed_mid_write_keeps_its_last_commit_and_the_retry_repairs_it(file_store):
     run = write_scored_run(file_store, "r")
     calibrate_run(run, CONFIG)
     evaluate_run(run, CONFIG)  # the first attempt, committed (bootstrap seed 42)
@@ -86,16 +92,49 @@ def test_a_stage_killed_mid_write_then_retried_commits_one_whole_attempt(file_st
         capture_output=True,
     )
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
-    # Two figures of the second attempt replaced the first's: no record may describe that mix.
-    assert not run.committed("evaluate")
-    with pytest.raises(ArtifactIncompleteError):
-        run.read_json("evaluate", "metrics")
+    # The first attempt's record stands; the objects the killed one replaced were moved
+    # aside, and no read takes the new ones for the old (each is checked on read).
+    assert run.commit_record("evaluate")["artifacts"]
+    assert any(o.key.endswith(".previous") for o in file_store.list(run.layout.prefix + "/"))
 
     evaluate_run(run, EvaluationConfig(bootstrap_replicates=100, seed=7))  # Airflow's retry
-    record = run.commit_record("evaluate")
-    for name in record["artifacts"]:
-        run.read_bytes("evaluate", name)  # every listed object is the one committed
+    _read_every_artifact(run, "evaluate")
     assert run.read_json("evaluate", "metrics")["bootstrap"]["seed"] == 7
+    assert not any(o.key.endswith(".previous") for o in file_store.list(run.layout.prefix + "/"))
+
+
+class FullDisk(FileStore):
+    """A file store whose disk fills after ``room`` more writes: the next raises ENOSPC."""
+
+    room = 10**9
+
+    def put_stream(self, key, stream, size=-1):
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device", key)
+        self.room -= 1
+        super().put_stream(key, stream, size)
+
+
+@pytest.mark.parametrize("room", [0, 1, 3])
+def test_a_rerun_that_fills_the_disk_leaves_the_last_commit_readable_and_intact(tmp_path, room):
+    store = FullDisk(tmp_path / "store")
+    run = write_scored_run(store, "r")
+    calibrate_run(run, CONFIG)
+    evaluate_run(run, CONFIG)
+    before = {
+        entry["key"]: store.get_bytes(entry["key"])
+        for entry in run.commit_record("evaluate")["artifacts"].values()
+    }
+    record = store.get_bytes(run.layout.commit("evaluate"))
+
+    store.room = room
+    with pytest.raises(OSError, match="No space left"):
+        evaluate_run(run, EvaluationConfig(bootstrap_replicates=100, seed=7))
+
+    assert store.get_bytes(run.layout.commit("evaluate")) == record
+    assert {key: store.get_bytes(key) for key in before} == before
+    _read_every_artifact(run, "evaluate")
+    assert run.read_json("evaluate", "metrics")["bootstrap"]["seed"] == 42
 
 
 def _dataset(mini_archive, file_store) -> str:
