@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import zipfile
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -87,3 +91,20 @@ IMAGE_CASES = [
     ("1x1 PNG", lambda d: png(np.full((1, 1, 3), 128, np.uint8)), "1x1 pixels: too small"),
     ("all-black PNG", lambda d: png(np.zeros((150, 200, 3), np.uint8)), "uniform image"),
 ]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def replace_members(zip_path: Path, remove: set[str], add: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(zip_path) as src:
+        members = {i.filename: src.read(i) for i in src.infolist() if i.filename not in remove}
+    members.update(add)
+    with zipfile.ZipFile(zip_path, "w") as out:
+        for name, content in members.items():
+            out.writestr(name, content)

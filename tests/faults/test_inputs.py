@@ -38,25 +38,15 @@ from melanoma.store import (
     open_store,
 )
 from tests.conftest import free_port
-from tests.faults.cases import IMAGE_CASES, corrupt_mid_stream, jpeg, share_of_pixels_off
+from tests.faults.cases import (
+    IMAGE_CASES,
+    corrupt_mid_stream,
+    jpeg,
+    replace_members,
+    share_of_pixels_off,
+    tree_digest,
+)
 from tests.http_server import FileServer
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def replace_members(zip_path: Path, remove: set[str], add: dict[str, bytes]) -> None:
-    with zipfile.ZipFile(zip_path) as src:
-        members = {i.filename: src.read(i) for i in src.infolist() if i.filename not in remove}
-    members.update(add)
-    with zipfile.ZipFile(zip_path, "w") as out:
-        for name, content in members.items():
-            out.writestr(name, content)
 
 
 def test_the_corrupt_jpeg_case_is_what_the_matrix_found():

@@ -21,7 +21,7 @@ from melanoma.external import extract_images
 from melanoma.ingest import ingest, read_dataset_file
 from melanoma.limits import ArchiveLimits, ImageLimits, compressed_sha256
 from melanoma.sources import find_layout
-from tests.faults.test_inputs import replace_members, tree_digest
+from tests.faults.cases import replace_members, tree_digest
 
 
 def zip_of_zeros(path: Path, member: str, gib: float, mode: str = "w") -> None:
