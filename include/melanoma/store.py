@@ -27,11 +27,15 @@ import io
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlparse
@@ -116,8 +120,8 @@ class ObjectStore(ABC):
     @contextmanager
     def exclusive(self, key: str) -> Iterator[None]:
         """Hold the store's lock on ``key`` for the block: another process asking for it
-        waits. Only the file store has one (an flock beside its objects); on S3 the block
-        runs unlocked, so a check made inside it only narrows a race to the block's length."""
+        waits. The file store takes an flock beside its objects; S3 a lease object written
+        with a conditional PUT. A store without locks runs the block unlocked."""
         yield
 
     def exists(self, key: str) -> bool:
@@ -208,8 +212,8 @@ class FileStore(ObjectStore):
             return
         found = []
         for dirpath, dirs, files in os.walk(base):
-            if Path(dirpath) == self.root and ".locks" in dirs:
-                dirs.remove(".locks")  # the store's locks, not objects
+            if Path(dirpath) == self.root and LOCKS in dirs:
+                dirs.remove(LOCKS)  # the store's locks, not objects
             for name in files:
                 if name.startswith(".") and name.endswith(".part"):
                     continue  # an in-flight atomic write
@@ -224,7 +228,7 @@ class FileStore(ObjectStore):
 
     @contextmanager
     def exclusive(self, key: str) -> Iterator[None]:
-        locks = self.root / ".locks"  # hidden: no listing of the store shows it
+        locks = self.root / LOCKS  # hidden: no listing of the store shows it
         locks.mkdir(exist_ok=True)
         name = hashlib.sha256(_check_key(key).encode()).hexdigest()[:32]
         with open(locks / f"{name}.lock", "a+b") as lock:
@@ -238,6 +242,9 @@ class FileStore(ObjectStore):
         path = self._path(target)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._path(source), path)  # a rename: atomic, and needs no new space
+
+
+LOCKS = ".locks"  # each backend keeps its locks here, hidden from listings
 
 
 def _env_number(name: str, default: float) -> float:
@@ -295,6 +302,7 @@ class S3Store(ObjectStore):
             ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
         )
         self.access_key_id = access_key or os.environ.get("S3_ACCESS_KEY")
+        self._http = http
         self.client = Minio(
             endpoint.netloc,
             access_key=self.access_key_id,
@@ -398,11 +406,77 @@ class S3Store(ObjectStore):
         full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
         with self._reaching(prefix):
             for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True):
-                yield ObjectInfo(self._key(obj.object_name), int(obj.size or 0))
+                key = self._key(obj.object_name)
+                if not key.startswith(f"{LOCKS}/"):  # the store's locks, not objects
+                    yield ObjectInfo(key, int(obj.size or 0))
 
     def delete(self, key: str) -> None:
         with self._reaching(key):
             self.client.remove_object(self.bucket, self._name(key))
+
+    def _put_if(self, key: str, data: bytes, condition: dict[str, str]) -> bool:
+        """PUT ``data`` only if ``condition`` holds (``If-None-Match: *``: no object yet;
+        ``If-Match: <etag>``: still that object); False when S3 answers that it does not.
+        The minio client cannot send these headers, so a presigned URL carries the PUT."""
+        import urllib3
+
+        url = self.client.presigned_put_object(self.bucket, self._name(key), timedelta(minutes=5))
+        with self._reaching(key):
+            response = self._http.request(
+                "PUT", url, body=data, headers=condition, retries=False, preload_content=True
+            )
+        if response.status in (200, 201):
+            return True
+        if response.status in (409, 412):  # taken, or a concurrent conditional write
+            return False
+        if response.status == 403:
+            raise StoreAccessDeniedError(
+                f"S3 endpoint {self.endpoint} refused access to {self.url}/{key} with access "
+                f"key {self.access_key_id!r}; check S3_ACCESS_KEY and S3_SECRET_KEY"
+            )
+        raise urllib3.exceptions.HTTPError(
+            f"conditional PUT of {self.url}/{key} answered {response.status}: "
+            f"{response.data[:200]!r}"
+        )
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[None]:
+        """A lease: the object ``.locks/<sha>`` is created with ``If-None-Match: *``, which
+        one writer wins (S3 since 2024, MinIO since 2024-08). A holder that died leaves it
+        behind; after S3_LOCK_LEASE_S (default 900 s) a waiter takes it over with
+        ``If-Match`` on its ETag, so again only one does."""
+        lock = f"{LOCKS}/{hashlib.sha256(_check_key(key).encode()).hexdigest()[:32]}"
+        lease = timedelta(seconds=_env_number("S3_LOCK_LEASE_S", 900))
+        token = uuid.uuid4().hex
+        body = json.dumps(
+            {"key": key, "holder": f"{socket.gethostname()}:{os.getpid()}", "token": token}
+        ).encode()
+        from minio.error import S3Error
+
+        wait = 0.05
+        while not self._put_if(lock, body, {"If-None-Match": "*"}):
+            try:
+                with self._reaching(lock):
+                    held = self.client.stat_object(self.bucket, self._name(lock))
+            except S3Error as e:
+                if e.code in ("NoSuchKey", "ResourceNotFound"):
+                    continue  # released meanwhile: try again at once
+                raise
+            modified = held.last_modified or datetime.now(UTC)
+            if datetime.now(UTC) - modified > lease and self._put_if(
+                lock, body, {"If-Match": str(held.etag)}
+            ):
+                break
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+        try:
+            yield
+        finally:
+            try:  # release only our own lease: one taken over is the new holder's
+                if token.encode() in self.get_bytes(lock):
+                    self.delete(lock)
+            except FileNotFoundError:
+                pass
 
     def move(self, source: str, target: str) -> None:
         from minio.commonconfig import CopySource

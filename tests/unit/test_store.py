@@ -1,13 +1,17 @@
 import pytest
 
 from melanoma.store import FileStore, S3Store, open_store
-from tests.store_contract import check_store_contract
+from tests.store_contract import check_exclusive_across_processes, check_store_contract
 
 
 def test_file_store_contract(file_store, tmp_path):
     check_store_contract(file_store, tmp_path)
     leftovers = [p for p in file_store.root.rglob("*") if p.name.endswith(".part")]
     assert leftovers == [], "failed writes must not leave temporary files"
+
+
+def test_file_store_lock_loses_no_update_between_processes(file_store):
+    check_exclusive_across_processes(file_store)
 
 
 def test_open_store_by_url(tmp_path, monkeypatch):
