@@ -363,6 +363,7 @@ def run_preprocessing(
         return process_shard(open_store(store_url), shard, config, seed, training_long_side)
 
     with run.stage("preprocess") as stage:
+        stage.will_write(shard.key for shard in shards)
         results = map_shards(process, shards)
         stats = summarize(
             results,

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +112,12 @@ class StageWriter:
         self.run.store.put_bytes(key, data)
         self.artifacts[name] = {**object_record(key, data), **meta}
         return key
+
+    def will_write(self, keys: Iterable[str]) -> None:
+        """Objects that others (Spark's executors) will write under ``keys``: the ones the
+        last commit lists are moved aside now, and come back if the attempt fails."""
+        for key in keys:
+            self._keep_committed(key)
 
     def remove(self, key: str) -> None:
         """Remove an object this attempt no longer writes (a stale figure, say); one the

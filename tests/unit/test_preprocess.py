@@ -150,3 +150,33 @@ def test_preprocessing_brings_larger_images_to_the_training_resolution_as_predic
     expected = preprocess_image(data, config, (120, 90), train_long_side=60)
     assert shrunk[task.image_id] == expected.tobytes()
     assert shrunk[task.image_id] != rows(None)[task.image_id]
+
+
+def test_a_failed_rerun_of_preprocessing_keeps_the_committed_shards_readable(preprocessed_run):
+    """The executors write shards under the committed shards' keys; an attempt that dies
+    after some of them were written leaves the last commit whole, byte for byte."""
+    from melanoma.preprocess import run_preprocessing
+    from melanoma.run import PREVIOUS
+    from tests.trained_runs import copy_run
+
+    run = copy_run(preprocessed_run, "t-preprocess-rerun")
+    record = run.commit_record("preprocess")
+    before = {split: read_shards(run, split) for split in ("train", "val", "test")}
+
+    def dies_after_one_shard(process, shards):
+        process(shards[0])  # written under a committed key, with another seed's bytes
+        raise RuntimeError("executor lost")
+
+    with pytest.raises(RuntimeError, match="executor lost"):
+        run_preprocessing(
+            run,
+            PreprocessConfig(size=32),
+            augment_copies=2,
+            seed=7,
+            parallelism=1,
+            map_shards=dies_after_one_shard,
+        )
+    assert run.commit_record("preprocess") == record
+    for split, rows in before.items():  # every shard verified against its recorded sha256
+        pd.testing.assert_frame_equal(read_shards(run, split), rows)
+    assert not [o.key for o in run.store.list(run.layout.prefix + "/") if o.key.endswith(PREVIOUS)]
