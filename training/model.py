@@ -373,6 +373,14 @@ def unfreeze_last_blocks(model: keras.Model, backbone_name: str, blocks: int) ->
     return [b for b in order if b in chosen]
 
 
+def with_features(model: keras.Model) -> keras.Model:
+    """``model`` with a second output, its pooled backbone features (the head's input),
+    sharing every weight: one pass gives the score and what the out-of-distribution
+    detector measures."""
+    features = model.get_layer(features_layer(model)).output
+    return keras.Model(model.input, [model.output, features], name=f"{model.name}_with_features")
+
+
 def predict_scores(
     model: keras.Model,
     images: np.ndarray,
@@ -386,12 +394,40 @@ def predict_scores(
     so thresholds chosen on validation apply unchanged. ``metadata``: the images' vectors
     for a model that fuses it (None: scored without metadata).
     """
+    return _score_views(model, images, batch_size, tta_views, metadata)[0]
+
+
+def predict_scores_and_features(
+    scoring: keras.Model,
+    images: np.ndarray,
+    batch_size: int = 64,
+    tta_views: int = 1,
+    metadata: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For a :func:`with_features` model: :func:`predict_scores`, and the pooled features
+    of the images as given (the first view), from the same forward pass."""
+    return _score_views(scoring, images, batch_size, tta_views, metadata)
+
+
+def _score_views(
+    model: keras.Model,
+    images: np.ndarray,
+    batch_size: int,
+    tta_views: int,
+    metadata: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores averaged over the views, and the first view's features when ``model`` has
+    them as a second output (else an empty array)."""
     if len(images) == 0:
-        return np.zeros(0)
-    scores = [
-        model.predict(model_inputs(model, view, metadata), batch_size=batch_size, verbose=0)
-        .reshape(-1)
-        .astype(float)
-        for view in dihedral_views(images, tta_views)
-    ]
-    return np.mean(scores, axis=0)
+        return np.zeros(0), np.zeros((0, 0), np.float32)
+    scores, features = [], np.zeros((len(images), 0), np.float32)
+    for index, view in enumerate(dihedral_views(images, tta_views)):
+        outputs = model.predict(
+            model_inputs(model, view, metadata), batch_size=batch_size, verbose=0
+        )
+        if isinstance(outputs, list | tuple):
+            outputs, pooled = outputs
+            if index == 0:
+                features = np.asarray(pooled)
+        scores.append(np.asarray(outputs).reshape(-1).astype(float))
+    return np.mean(scores, axis=0), features

@@ -38,7 +38,12 @@ from melanoma.limits import ImageLimits
 from melanoma.promotion import benchmark_inputs
 from melanoma.run import Run
 from training.gradcam import grad_cam, model_view_box
-from training.model import feature_extractor, predict_scores, takes_metadata
+from training.model import (
+    predict_scores,
+    predict_scores_and_features,
+    takes_metadata,
+    with_features,
+)
 from training.run_model import RunScorer, load_model, tta_views
 
 # Called with the number of inputs handled so far, after each batch.
@@ -117,7 +122,8 @@ def score_images(
     ``batch_size`` files are decoded and scored at a time; ``progress`` hears after each.
     """
     names, failures, batches, probabilities, distances = [], [], [], [], []
-    extractor = feature_extractor(scorer.model) if scorer.ood else None
+    # With a detector, one pass gives the score and the features it measures.
+    scoring = with_features(scorer.model) if scorer.ood else scorer.model
     for start in range(0, len(paths), batch_size):
         inputs = []
         for path in paths[start : start + batch_size]:
@@ -129,11 +135,11 @@ def score_images(
                 failures.append({"image": name, "reason": str(error)})
         if inputs:
             batches.append(np.stack(inputs))
-            probabilities.append(
-                predict_scores(scorer.model, batches[-1], batch_size, scorer.tta_views)
+            scores, features = predict_scores_and_features(
+                scoring, batches[-1], batch_size, scorer.tta_views
             )
-            if extractor is not None:
-                features = extractor.predict(batches[-1], batch_size=batch_size, verbose=0)
+            probabilities.append(scores)
+            if scorer.ood is not None:
                 distances.append(scorer.ood.distances(features))
         if progress:
             progress(min(start + batch_size, len(paths)))

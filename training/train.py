@@ -51,9 +51,11 @@ from training.model import (
     head_model,
     positive_classes,
     predict_scores,
+    predict_scores_and_features,
     split_at_trainable,
     training_view,
     unfreeze_last_blocks,
+    with_features,
 )
 
 log = logging.getLogger(__name__)
@@ -776,23 +778,24 @@ def write_training_outputs(
 ) -> str:
     """Predictions on val and test, the model, its history and configuration; commit them."""
     layout, summary = run.layout, fitted["summary"]
-    extractor = feature_extractor(model)
-    detector = fit_ood_detector(run, extractor, data.metadata)
+    detector = fit_ood_detector(run, feature_extractor(model), data.metadata)
+    scoring = with_features(model)
     with run.stage("train") as stage:
         for split in ("val", "test"):
             images, rows = (
                 (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
             )
-            distances = detector.distances(extractor.predict(images, batch_size=64, verbose=0))
+            metadata = data.metadata_of(rows)
+            probability, features = predict_scores_and_features(
+                scoring, images, 64, config.tta_views, metadata
+            )
+            distances = detector.distances(features)
             if split == "val":
                 detector = detector.with_threshold(distances, VALIDATION_PASS_SHARE)
             summary.setdefault("ood", {"threshold": round(detector.threshold, 4)})[
                 f"{split}_flagged_share"
             ] = round(float(np.mean(~detector.in_distribution(distances))), 4)
-            metadata = data.metadata_of(rows)
-            frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(
-                probability=predict_scores(model, images, 64, config.tta_views, metadata)
-            )
+            frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probability)
             if metadata is not None:
                 frame["metadata"] = np.where(metadata[:, 0] > 0, "used", "absent")
             stage.put_bytes(

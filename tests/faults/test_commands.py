@@ -277,8 +277,13 @@ def test_external_ids_two_files_share_are_not_scored_and_both_paths_listed(
     shutil.copy(folder / f"{ids[0]}.jpg", folder / "nested" / f"{ids[0]}.jpg")  # a/x beside x
     shutil.copy(folder / f"{ids[1]}.jpg", folder / f"{ids[1]}.png")  # x.jpg beside x.png
     (folder / f".{ids[2]}.jpg").write_bytes(b"hidden")
+    # A labelled TIFF whose header claims 14000x14000 pixels: that image alone is lost.
+    (folder / "ISIC_9999999.tif").write_bytes(tiff_claiming(14000, 14000))
+    labels.loc["ISIC_9999999"] = 0
     labels_path = tmp_path / "set.csv"
-    labels.rename(columns={"label": "melanoma"}).reset_index().to_csv(labels_path, index=False)
+    labels.rename(columns={"label": "melanoma"}).rename_axis("image_id").reset_index().to_csv(
+        labels_path, index=False
+    )
 
     run = evaluated_run
     validate_external(
@@ -296,6 +301,8 @@ def test_external_ids_two_files_share_are_not_scored_and_both_paths_listed(
     assert reasons[f".{ids[2]}"] == (
         f"hidden file (its name starts with '.'), skipped: .{ids[2]}.jpg"
     )
+    assert reasons["ISIC_9999999"].startswith("unreadable: ")
+    assert "refused before decoding" in reasons["ISIC_9999999"]
     scored = run.read_csv("external/ambiguous", "predictions")
     assert set(scored["image_id"]) == set(ids[2:])
 

@@ -7,7 +7,10 @@ from training.model import (
     build_model,
     feature_extractor,
     head_model,
+    predict_scores,
+    predict_scores_and_features,
     unfreeze_last_blocks,
+    with_features,
 )
 
 
@@ -55,6 +58,22 @@ def test_unfreezing_keeps_batch_norm_frozen():
         and not model.get_layer("Conv_1_bn").trainable
     )
     assert not model.get_layer("block_15_project").trainable
+
+
+@pytest.mark.parametrize("tta_views", [1, 4])
+def test_one_pass_gives_the_scores_and_the_features_that_two_passes_give(tta_views):
+    """Scoring with the out-of-distribution detector runs the backbone once, not twice."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    model = build_model("tiny_cnn", 32, seed=1, multiscale=True)
+    scores, features = predict_scores_and_features(
+        with_features(model), images, 8, tta_views=tta_views
+    )
+    np.testing.assert_allclose(scores, predict_scores(model, images, 8, tta_views), atol=1e-6)
+    np.testing.assert_allclose(
+        features, feature_extractor(model).predict(images, verbose=0), atol=1e-5
+    )
+    assert scores.shape == (20,) and features.shape == (20, 16 + 32 + 64)
 
 
 @pytest.mark.parametrize("multiscale", [False, True])
