@@ -35,8 +35,9 @@ leakage-free, lesion-grouped split, every artifact in the object store
 
 Each stage writes its artifacts, then `commits/<stage>.json` (each artifact's key, size
 and sha256) last, and returns that key; every later read is checked against it. The
-logic lives in `include/melanoma/` and `training/`; the params map to each stage's
-config in `melanoma.params`.
+logic lives in `include/melanoma/` and `training/`. Each param, and the stage config
+fields it sets, is declared once in `melanoma.settings`; `melanoma.params` makes each
+stage's config from the params.
 
 **Retraining.** The DAG runs on `MELANOMA_SCHEDULE` (default `@weekly`, `none` to turn the
 clock off) and whenever a new HAM10000 version lands: the `ham10000_new_version` DAG checks
@@ -64,18 +65,8 @@ from airflow.sdk import (
     task,
 )
 
-from melanoma.backbones import BACKBONE_NAMES
-from melanoma.config import (
-    CAM_METHODS,
-    HEADS,
-    IMBALANCE_STRATEGIES,
-    OPERATING_POINTS,
-    PROBABILITY_CALIBRATIONS,
-    SCHEDULES,
-    PipelineConfig,
-)
-from melanoma.ham10000 import LABEL_TASKS, SOURCES
-from melanoma.images import INTERPOLATIONS
+from melanoma.config import PipelineConfig
+from melanoma.settings import param_schemas
 
 if TYPE_CHECKING:  # the tasks import these lazily: parsing the DAG stays cheap
     from melanoma.params import StageConfigs
@@ -131,308 +122,16 @@ def _run(params: dict[str, Any] | None, run_id: str | None):
     return Run.for_run_id(open_store(_stages(params).pipeline.store_url), str(run_id))
 
 
-def _param(
-    default: Any,
-    title: str,
-    section: str,
-    description_md: str | None = None,
-    *,
-    optional: bool = False,
-    **schema: Any,
-) -> Param:
-    """A trigger-form field in ``section``: its JSON-schema type follows from the default
-    (a string when the default is None) unless given. ``optional`` fields take ``null`` too, so the form never marks them
-    required (Airflow's form requires every field whose type excludes ``null``)."""
-    kinds = {bool: "boolean", int: "integer", float: "number", str: "string"}
-    kind = schema.pop("type", None) or kinds.get(type(default), "string")
-    schema["type"] = ["null", kind] if optional else kind
-    if optional and "enum" in schema:
-        schema["enum"] = [None, *schema["enum"]]
-    if description_md:
-        schema["description_md"] = description_md
-    return Param(default, title=title, section=section, **schema)
-
-
 # A failed task (the store down, a lost Spark worker) is retried twice, this long after.
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("MELANOMA_RETRY_DELAY_S", 60)))
 
-# The trigger form's sections, in the order the form shows them.
-SECTION_DATA, SECTION_PREPROCESSING = "Data", "Preprocessing"
-SECTION_MODEL, SECTION_TRAINING = "Model", "Training"
-SECTION_EVALUATION, SECTION_EXPLANATION = "Evaluation", "Explanation"
-SECTION_PROMOTION, SECTION_EXTERNAL = "Promotion", "External validation"
-SECTIONS = (
-    SECTION_DATA,
-    SECTION_PREPROCESSING,
-    SECTION_MODEL,
-    SECTION_TRAINING,
-    SECTION_EVALUATION,
-    SECTION_EXPLANATION,
-    SECTION_PROMOTION,
-    SECTION_EXTERNAL,
-)
-
-# The trigger form. Each stage's typed config is made from these in one place:
-# melanoma.params.from_params. Defaults are the same on every machine: nothing here reads
-# the parsing machine's environment. An optional field left empty (None) means "the
-# environment of the worker that runs the task, then the code's default".
+# The trigger form, grouped in sections, made from melanoma.settings: each setting (its
+# default, bounds, title and the stage config fields it sets) is declared there once.
+# Defaults are the same on every machine: nothing here reads the parsing machine's
+# environment. An optional field left empty (None) means "the environment of the worker
+# that runs the task, then the code's default".
 PARAMS: dict[str, Param] = {
-    "source": _param(
-        None,
-        "HAM10000 source",
-        SECTION_DATA,
-        "Where to get HAM10000: `dataverse`, `dataverse:<url>`, an http(s) mirror URL, or "
-        "a folder on the workers. **Empty:** the workers' `HAM10000_SOURCE`, else Dataverse.",
-        optional=True,
-    ),
-    "min_image_share": _param(
-        0.9,
-        "Least share of metadata rows with an image",
-        SECTION_DATA,
-        "Ingest fails below it: an archive with empty or cut-short image zips is refused.",
-        minimum=0,
-        maximum=1,
-    ),
-    "label_task": _param("mel_vs_rest", "Label task", SECTION_DATA, enum=sorted(LABEL_TASKS)),
-    "split_seed": _param(42, "Split seed", SECTION_DATA, minimum=0),
-    "holdout_source": _param(
-        None,
-        "Held-out source (unseen clinic)",
-        SECTION_DATA,
-        "**Empty:** the usual split of all sources. Otherwise a source of HAM10000's "
-        "`dataset` column: train and validate without it, test on it alone. Such a run is an "
-        "estimate, never promoted.",
-        optional=True,
-        examples=list(SOURCES),
-    ),
-    "image_size": _param(
-        224, "Model input size (pixels)", SECTION_PREPROCESSING, minimum=32, maximum=1024
-    ),
-    "interpolation": _param(
-        "area", "Resize interpolation", SECTION_PREPROCESSING, enum=sorted(INTERPOLATIONS)
-    ),
-    "hair_removal": _param(False, "Hair removal (black-hat + inpainting)", SECTION_PREPROCESSING),
-    "lesion_crop": _param(False, "Lesion-centred crop", SECTION_PREPROCESSING),
-    "color_constancy": _param(
-        False,
-        "Colour constancy (Shades of Gray, p = 6)",
-        SECTION_PREPROCESSING,
-        "Applied the same way in preprocessing and in `melanoma-predict`.",
-    ),
-    "augment_copies": _param(
-        2,
-        "Augmented copies per minority-class training image",
-        SECTION_PREPROCESSING,
-        minimum=0,
-        maximum=20,
-    ),
-    "backbone": _param(
-        None,
-        "Backbone",
-        SECTION_MODEL,
-        "**Empty:** the workers' `MELANOMA_BACKBONE`, else `resnet50`.",
-        optional=True,
-        enum=list(BACKBONE_NAMES),
-    ),
-    "pretrained_weights": _param(
-        None,
-        "Pretrained weights",
-        SECTION_MODEL,
-        "`keras` (download), `none`, a file path on the workers or an https URL. "
-        "**Empty:** the workers' `MELANOMA_PRETRAINED_WEIGHTS`, else `keras`.",
-        optional=True,
-    ),
-    "head": _param(
-        "binary",
-        "Classifier head",
-        SECTION_MODEL,
-        "`binary`: one sigmoid for the label task. `multiclass`: a softmax over the seven "
-        "diagnoses, scored as the sum of the task's positive classes.",
-        enum=list(HEADS),
-    ),
-    "multiscale_features": _param(
-        False,
-        "Multiscale features",
-        SECTION_MODEL,
-        "The pooled maps of earlier backbone layers join the last layer's (finer texture).",
-    ),
-    "metadata_fusion": _param(
-        False,
-        "Metadata fusion (age, sex, body site)",
-        SECTION_MODEL,
-        "Joined to the image features. Images without metadata (predict, external sets) "
-        "still score, and their predictions say so.",
-    ),
-    "metadata_dropout": _param(
-        0.3,
-        "Metadata dropout",
-        SECTION_MODEL,
-        "The chance a training image's metadata is hidden, so that the model also learns "
-        "without it.",
-        minimum=0,
-        exclusiveMaximum=1,
-    ),
-    "phase1_epochs": _param(10, "Epochs, phase 1 (frozen backbone)", SECTION_TRAINING, minimum=0),
-    "phase2_epochs": _param(
-        20,
-        "Epochs, phase 2 (fine-tuning)",
-        SECTION_TRAINING,
-        "These defaults are sized for a GPU. On a CPU, the README's configuration is "
-        "40 phase-1 epochs, 0 phase-2 epochs and multiscale features.",
-        minimum=0,
-    ),
-    "unfreeze_blocks": _param(
-        3, "Backbone blocks unfrozen in phase 2", SECTION_TRAINING, minimum=0
-    ),
-    "phase2_learning_rate": _param(
-        1e-5, "Learning rate, phase 2", SECTION_TRAINING, exclusiveMinimum=0
-    ),
-    "phase2_schedule": _param(
-        "constant", "Learning-rate schedule, phase 2", SECTION_TRAINING, enum=list(SCHEDULES)
-    ),
-    "phase2_cached_views": _param(
-        0,
-        "Phase 2 on a cached trunk: views per image",
-        SECTION_TRAINING,
-        "Runs the frozen part of the backbone once per image and per each of this many "
-        "flips and rotations, and fine-tunes the unfrozen blocks on that cache: far less "
-        "compute per epoch, at the cost of online augmentation's zoom and colour changes. "
-        "0: the whole model on online-augmented images.",
-        enum=[0, 1, 2, 4, 8],
-    ),
-    "acquisition_views": _param(
-        0,
-        "Acquisition-shift copies per training image",
-        SECTION_TRAINING,
-        "Each copy shows the image under one random shift of the robustness yardstick "
-        "(resolution, JPEG, blur, noise, colour cast, exposure, contrast, gamma, "
-        "vignetting). On a CPU, phase 1 extracts their features too: each copy costs "
-        "one more pass of the backbone over the training split. 0: off.",
-        minimum=0,
-        maximum=8,
-    ),
-    "batch_size": _param(32, "Batch size", SECTION_TRAINING, minimum=1),
-    "early_stopping_patience": _param(
-        10, "Early-stopping patience (epochs)", SECTION_TRAINING, minimum=1
-    ),
-    "imbalance": _param(
-        "class_weight",
-        "Class-imbalance strategy",
-        SECTION_TRAINING,
-        "`oversample` uses preprocessing's augmented copies; the others ignore them.",
-        enum=list(IMBALANCE_STRATEGIES),
-    ),
-    "class_weight": _param(
-        "balanced", "Class weights", SECTION_TRAINING, "`balanced`, or `w0,w1` such as `0.5,28.5`."
-    ),
-    "label_smoothing": _param(
-        0.0, "Label smoothing", SECTION_TRAINING, minimum=0, exclusiveMaximum=0.5
-    ),
-    "tta_views": _param(
-        1,
-        "Test-time augmentation views",
-        SECTION_EVALUATION,
-        "Flips and 90-degree rotations, averaged at validation, test, external sets and predict.",
-        type="integer",
-        enum=[1, 2, 4, 8],
-    ),
-    "target_sensitivity": _param(
-        0.95,
-        "Target sensitivity",
-        SECTION_EVALUATION,
-        "Its threshold is the highest one that reaches this sensitivity on **validation**.",
-        exclusiveMinimum=0,
-        maximum=1,
-    ),
-    "operating_point": _param(
-        "target_sensitivity",
-        "Operating threshold",
-        SECTION_EVALUATION,
-        "The threshold that the promotion rule, the report and `melanoma-predict` treat as "
-        "the decision.",
-        enum=list(OPERATING_POINTS),
-    ),
-    "probability_calibration": _param(
-        "platt", "Probability calibration", SECTION_EVALUATION, enum=list(PROBABILITY_CALIBRATIONS)
-    ),
-    "bootstrap_replicates": _param(
-        2000, "Bootstrap replicates (lesion resampling)", SECTION_EVALUATION, minimum=100
-    ),
-    "robustness_images": _param(
-        500,
-        "Robustness: test images",
-        SECTION_EVALUATION,
-        "A sample of the test split (whole lesions, its prevalence kept) re-rendered under "
-        "each acquisition shift: scaling, JPEG, blur, noise, colour cast, brightness, "
-        "contrast, gamma, vignetting. One AUROC per shift goes in the report. 0 turns it off.",
-        minimum=0,
-    ),
-    "robustness_strengths": _param(
-        [0.4, 0.8],
-        "Robustness: shift strengths",
-        SECTION_EVALUATION,
-        "Each shift's strengths, in (0, 1]: 0 would be the image unchanged, 1 the strongest.",
-        type="array",
-        items={"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        minItems=1,
-    ),
-    "gradcam_per_outcome": _param(
-        4,
-        "Grad-CAM: images per outcome",
-        SECTION_EXPLANATION,
-        "The most confident true and false positives and negatives are explained.",
-        minimum=0,
-    ),
-    "gradcam_random": _param(8, "Grad-CAM: random test images", SECTION_EXPLANATION, minimum=0),
-    "gradcam_method": _param(
-        "gradcam", "Grad-CAM variant", SECTION_EXPLANATION, enum=list(CAM_METHODS)
-    ),
-    "promotion_auroc_margin": _param(
-        0.01,
-        "Promotion margin",
-        SECTION_PROMOTION,
-        "Promote when AUROC on the promotion benchmark (images in no run's split) is not "
-        "below the champion's by more than this.",
-        minimum=0,
-        maximum=1,
-    ),
-    "sensitivity_floor": _param(
-        0.80,
-        "Sensitivity floor",
-        SECTION_PROMOTION,
-        "The test sensitivity at the operating threshold that a champion must reach.",
-        minimum=0,
-        maximum=1,
-    ),
-    "external_validation": _param(
-        False,
-        "External validation",
-        SECTION_EXTERNAL,
-        "Also evaluate the run's model on an external labelled set.",
-    ),
-    "external_images": _param(
-        "isic2018",
-        "External set: images",
-        SECTION_EXTERNAL,
-        "`isic2018` (the ISIC 2018 Task 3 test set, from Dataverse), or a folder or zip on "
-        "the workers.",
-    ),
-    "external_labels": _param(
-        None,
-        "External set: labels CSV",
-        SECTION_EXTERNAL,
-        "For a local set: ISIC 2018 one-hot, HAM10000 metadata (`image_id`, `dx`) or binary "
-        "(`image_id`, `melanoma`) format. **Empty** for `isic2018`.",
-        optional=True,
-    ),
-    "external_name": _param(
-        None,
-        "External set: name",
-        SECTION_EXTERNAL,
-        "Its name in the store and the report. **Empty:** `isic2018`, or the labels file's "
-        "name without `.csv`.",
-        optional=True,
-    ),
+    name: Param(default, **schema) for name, (default, schema) in param_schemas().items()
 }
 
 
@@ -468,7 +167,10 @@ def melanoma_pipeline() -> None:
     ) -> str:
         from melanoma.pipeline import write_split
 
-        return write_split(_run(params, run_id), _stages(params).pipeline, dataset["manifest_key"])
+        stages = _stages(params)
+        return write_split(
+            _run(params, run_id), stages.pipeline, dataset["manifest_key"], stages.resolved()
+        )
 
     dataset = download_dataset()
     weights = store_pretrained_weights()

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.layout import DatasetLayout
+from melanoma.params import from_params
 from melanoma.run import Run, RunConfig
 from melanoma.store import ObjectStore
 
@@ -81,7 +82,13 @@ def write_scored_run(
             "config",
             layout.config,
             RunConfig(
-                run_id, "v1", dataset.manifest, {"label_task": label_task, "seed": seed}
+                run_id,
+                "v1",
+                dataset.manifest,
+                {"label_task": label_task, "seed": seed},
+                from_params(
+                    {"label_task": label_task, "split_seed": seed, "phase2_epochs": phase2_epochs}
+                ).resolved(),
             ).to_json(),
         )
         stage.put_json(

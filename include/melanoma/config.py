@@ -11,9 +11,19 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from melanoma.ham10000 import LABEL_TASKS
+from melanoma.images import PreprocessConfig
+
+
+def check_settings(config: Any) -> None:
+    """Refuse a field outside the bounds or choices its setting declares
+    (``melanoma.settings``, which imports this module: hence the late import)."""
+    from melanoma.settings import check_config
+
+    check_config(config)
+
 
 # Environment variable for each field that the environment may set.
 ENVIRONMENT: dict[str, str] = {
@@ -52,16 +62,13 @@ class PipelineConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.label_task not in LABEL_TASKS:
-            raise ValueError(f"label_task {self.label_task!r} is not one of {sorted(LABEL_TASKS)}")
         ratios = tuple(float(r) for r in self.split_ratios)
         if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
             raise ValueError(
                 f"split_ratios must be three non-negative numbers summing to 1, got {self.split_ratios}"
             )
         object.__setattr__(self, "split_ratios", ratios)
-        if not 0 <= float(self.min_image_share) <= 1:
-            raise ValueError(f"min_image_share must be in 0..1, got {self.min_image_share}")
+        check_settings(self)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> PipelineConfig:
@@ -125,32 +132,15 @@ class TrainConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if self.imbalance not in IMBALANCE_STRATEGIES:
-            raise ValueError(f"imbalance {self.imbalance!r} not in {IMBALANCE_STRATEGIES}")
-        if self.head not in HEADS:
-            raise ValueError(f"head {self.head!r} not in {HEADS}")
         if self.head == "multiclass" and self.imbalance not in ("class_weight", "none"):
             raise ValueError(
                 f"the multiclass head takes imbalance class_weight or none, not {self.imbalance!r}"
             )
-        if self.tta_views not in (1, 2, 4, 8):
-            raise ValueError(f"tta_views must be 1, 2, 4 or 8, got {self.tta_views}")
-        if self.phase2_cached_views not in (0, 1, 2, 4, 8):
-            raise ValueError(
-                f"phase2_cached_views must be 0 (off), 1, 2, 4 or 8, got {self.phase2_cached_views}"
-            )
-        if not 0 <= self.acquisition_views <= 8:
-            raise ValueError(f"acquisition_views must be 0 to 8, got {self.acquisition_views}")
-        if self.phase2_schedule not in SCHEDULES:
-            raise ValueError(f"phase2_schedule {self.phase2_schedule!r} not in {SCHEDULES}")
-        if not 0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if not 0 <= self.metadata_dropout < 1:
-            raise ValueError(f"metadata_dropout must be in [0, 1), got {self.metadata_dropout}")
         if self.feature_cache not in ("auto", "on", "off"):
             raise ValueError(f"feature_cache {self.feature_cache!r} not in auto/on/off")
         if self.class_weight != "balanced":
             parse_class_weight(self.class_weight)
+        check_settings(self)
 
 
 def parse_class_weight(text: str) -> tuple[float, float]:
@@ -178,10 +168,7 @@ class ExplainConfig:
     method: str = "gradcam"  # or "gradcam++"
 
     def __post_init__(self) -> None:
-        if self.operating_point not in OPERATING_POINTS:
-            raise ValueError(f"operating_point {self.operating_point!r} not in {OPERATING_POINTS}")
-        if self.method not in CAM_METHODS:
-            raise ValueError(f"CAM method {self.method!r} not in {CAM_METHODS}")
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -195,7 +182,27 @@ class RobustnessConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.images < 0:
-            raise ValueError(f"robustness images must be 0 (off) or more, got {self.images}")
-        if not self.strengths or not all(0 < s <= 1 for s in self.strengths):
-            raise ValueError(f"robustness strengths must be in (0, 1], got {self.strengths}")
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    """The preprocessing job: the per-image ``config``, and how the job is planned."""
+
+    config: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # Augmented copies of each minority-class training image, made by the job.
+    augment_copies: int = 2
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass(frozen=True)
+class ExternalSetParams:
+    """Where the external validation task finds its set."""
+
+    cache_dir: Path
+    images: str = "isic2018"  # isic2018, or a folder or zip on the workers
+    labels: str | None = None
+    name: str | None = None

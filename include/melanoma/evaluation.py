@@ -50,7 +50,7 @@ from melanoma.calibration import (
     fit_probability_calibration,
     probability_calibrator,
 )
-from melanoma.config import PROBABILITY_CALIBRATIONS
+from melanoma.config import check_settings
 from melanoma.layout import champion_key, previous_champion_key
 from melanoma.metrics import (
     auroc_with_interval,
@@ -86,15 +86,9 @@ class EvaluationConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        if not 0 < self.target_sensitivity <= 1:
-            raise ValueError(f"target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
-        if self.probability_calibration not in PROBABILITY_CALIBRATIONS:
-            raise ValueError(
-                f"probability_calibration {self.probability_calibration!r} "
-                f"not in {PROBABILITY_CALIBRATIONS}"
-            )
-        if self.bootstrap_replicates < 100 or not 0 < self.confidence < 1:
-            raise ValueError("need at least 100 bootstrap replicates and a confidence in (0, 1)")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
+        check_settings(self)
 
 
 def json_safe(value: Any) -> Any:

@@ -129,12 +129,9 @@ class PreprocessConfig:
     color_constancy: bool = False
 
     def __post_init__(self) -> None:
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation {self.interpolation!r} is not one of {sorted(INTERPOLATIONS)}"
-            )
-        if not 16 <= self.size <= 2048:
-            raise ValueError(f"image size {self.size} outside 16..2048")
+        from melanoma.config import check_settings  # config imports this module
+
+        check_settings(self)
 
 
 def reduction_factor(source_wh: tuple[int, int] | None, target: int) -> int:

@@ -1,36 +1,31 @@
-"""The DAG's params, mapped to each stage's typed configuration in one place.
+"""The DAG's params, made into each stage's typed configuration in one place.
 
 ``from_params(params)`` is all the DAG knows about configuration: each task takes its
-stage's config from the result. Imports stay free of TensorFlow and Spark, so the
-scheduler can parse the DAG cheaply.
+stage's config from the result. Which param sets which config field is declared once, in
+``melanoma.settings``. Imports stay free of TensorFlow and Spark, so the scheduler can
+parse the DAG cheaply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melanoma.config import ExplainConfig, PipelineConfig, RobustnessConfig, TrainConfig
+from melanoma.config import (
+    ExplainConfig,
+    ExternalSetParams,
+    PipelineConfig,
+    PreprocessParams,
+    RobustnessConfig,
+    TrainConfig,
+)
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
 from melanoma.promotion import PromotionPolicy
-
-
-@dataclass(frozen=True)
-class ExternalSetParams:
-    images: str  # isic2018, or a local folder or zip
-    labels: str | None
-    name: str | None
-    cache_dir: Path
-
-
-@dataclass(frozen=True)
-class PreprocessParams:
-    config: PreprocessConfig
-    augment_copies: int
-    seed: int
+from melanoma.settings import SETTINGS, STAGE_CONFIGS
 
 
 @dataclass(frozen=True)
@@ -44,126 +39,69 @@ class StageConfigs:
     promotion: PromotionPolicy
     external: ExternalSetParams | None  # None: external validation is off
 
-
-# PipelineConfig field -> DAG param (absent or None: the environment, then the default).
-PIPELINE_PARAMS = {
-    "source": "source",
-    "label_task": "label_task",
-    "seed": "split_seed",
-    "backbone": "backbone",
-    "pretrained_weights": "pretrained_weights",
-    "min_image_share": "min_image_share",
-    "holdout_source": "holdout_source",
-}
+    def resolved(self) -> dict[str, Any]:
+        """Every stage's configuration as JSON: what ``config.json`` and the report show."""
+        return json_ready(dataclasses.asdict(self))
 
 
-# TrainConfig field -> DAG param (absent or None: the default).
-TRAIN_PARAMS = {
-    "batch_size": "batch_size",
-    "phase1_epochs": "phase1_epochs",
-    "phase2_epochs": "phase2_epochs",
-    "unfreeze_blocks": "unfreeze_blocks",
-    "phase2_learning_rate": "phase2_learning_rate",
-    "patience": "early_stopping_patience",
-    "imbalance": "imbalance",
-    "class_weight": "class_weight",
-    "head": "head",
-    "tta_views": "tta_views",
-    "phase2_schedule": "phase2_schedule",
-    "phase2_cached_views": "phase2_cached_views",
-    "acquisition_views": "acquisition_views",
-    "label_smoothing": "label_smoothing",
-    "metadata_fusion": "metadata_fusion",
-    "metadata_dropout": "metadata_dropout",
-    "multiscale_features": "multiscale_features",
-}
+def json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 # Params whose empty value means "the environment": the split task resolves them and
 # records them in the run's config.json; every task after it reads them back from there.
-RECORDED_PARAMS = ("source", "backbone", "pretrained_weights")
+RECORDED_PARAMS = tuple(s.name for s in SETTINGS if s.environment)
 
 
 def from_params(
     params: Mapping[str, Any], recorded: Mapping[str, Any] | None = None
 ) -> StageConfigs:
-    """Every stage's configuration from the DAG's params (defaults where a param is absent).
+    """Every stage's configuration from the DAG's params (defaults where a param is absent
+    or empty).
 
     ``recorded``: the configuration in the run's ``config.json``, once the split task has
     written it. A param left empty then takes the value recorded there, not the value of
     this worker's environment, so that every task of a run uses the same backbone,
     weights and source.
     """
-    p = params
+    p = dict(params)
     if recorded:
-        p = {**params, **{n: recorded[n] for n in RECORDED_PARAMS if params.get(n) is None}}
-    pipeline = PipelineConfig.from_env(
-        **{field: p.get(param) for field, param in PIPELINE_PARAMS.items()}
-    )
-    seed = pipeline.seed
-
-    def given(**fields: Any) -> dict[str, Any]:
-        return {name: value for name, value in fields.items() if value is not None}
-
+        for setting in SETTINGS:
+            field = setting.targets[0].rsplit(".", 1)[1] if setting.environment else None
+            if field and p.get(setting.name) is None and field in recorded:
+                p[setting.name] = recorded[field]
+    given: dict[str, dict[str, Any]] = {owner: {} for owner in STAGE_CONFIGS}
+    for setting in SETTINGS:
+        value = p.get(setting.name)
+        if value is None or value == "":
+            continue
+        for target in setting.targets:
+            owner, field = target.rsplit(".", 1)
+            given[owner][field] = setting.convert(value)
+    pipeline = PipelineConfig.from_env(**given["pipeline"])
+    # A setting the environment supplies reaches its other stages as the pipeline resolved it.
+    for setting in (s for s in SETTINGS if s.environment):
+        resolved = getattr(pipeline, setting.targets[0].rsplit(".", 1)[1])
+        for target in setting.targets[1:]:
+            owner, field = target.rsplit(".", 1)
+            given[owner][field] = resolved
     return StageConfigs(
         pipeline=pipeline,
         preprocess=PreprocessParams(
-            PreprocessConfig(
-                **given(
-                    size=p.get("image_size"),
-                    interpolation=p.get("interpolation"),
-                    hair_removal=p.get("hair_removal"),
-                    lesion_crop=p.get("lesion_crop"),
-                    color_constancy=p.get("color_constancy"),
-                )
-            ),
-            augment_copies=p.get("augment_copies", 2),
-            seed=seed,
+            PreprocessConfig(**given["preprocess.config"]), **given["preprocess"]
         ),
-        train=TrainConfig(
-            backbone=pipeline.backbone,
-            seed=seed,
-            **given(**{field: p.get(param) for field, param in TRAIN_PARAMS.items()}),
-        ),
-        evaluation=EvaluationConfig(
-            seed=seed,
-            **given(
-                target_sensitivity=p.get("target_sensitivity"),
-                probability_calibration=p.get("probability_calibration"),
-                bootstrap_replicates=p.get("bootstrap_replicates"),
-            ),
-        ),
-        explain=ExplainConfig(
-            seed=seed,
-            **given(
-                per_outcome=p.get("gradcam_per_outcome"),
-                random_count=p.get("gradcam_random"),
-                method=p.get("gradcam_method"),
-                operating_point=p.get("operating_point"),
-            ),
-        ),
-        robustness=RobustnessConfig(
-            seed=seed,
-            **given(
-                images=p.get("robustness_images"),
-                strengths=tuple(p["robustness_strengths"])
-                if p.get("robustness_strengths")
-                else None,
-            ),
-        ),
-        promotion=PromotionPolicy(
-            **given(
-                auroc_margin=p.get("promotion_auroc_margin"),
-                sensitivity_floor=p.get("sensitivity_floor"),
-                operating_point=p.get("operating_point"),
-            )
-        ),
-        external=ExternalSetParams(
-            p.get("external_images") or "isic2018",
-            p.get("external_labels") or None,
-            p.get("external_name") or None,
-            Path(pipeline.cache_dir),
-        )
+        train=TrainConfig(**given["train"]),
+        evaluation=EvaluationConfig(**given["evaluation"]),
+        explain=ExplainConfig(**given["explain"]),
+        robustness=RobustnessConfig(**given["robustness"]),
+        promotion=PromotionPolicy(**given["promotion"]),
+        external=ExternalSetParams(Path(pipeline.cache_dir), **given["external"])
         if p.get("external_validation")
         else None,
     )

@@ -62,8 +62,14 @@ def store_pretrained_weights(config: PipelineConfig) -> str | None:
     return record["key"] if record else None
 
 
-def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
-    """Stage split: the run's config and its lesion-grouped split; return the commit key."""
+def write_split(
+    run: Run,
+    config: PipelineConfig,
+    manifest_key: str,
+    stages: dict[str, Any] | None = None,
+) -> str:
+    """Stage split: the run's config and its lesion-grouped split; return the commit key.
+    ``stages``: every stage's resolved configuration, recorded in ``config.json``."""
     if run.run_id is None:
         raise ValueError(f"{run}: writing a split needs the run id")
     run.check_owner(run.run_id)
@@ -98,7 +104,7 @@ def write_split(run: Run, config: PipelineConfig, manifest_key: str) -> str:
         stage.put_json(
             "config",
             layout.config,
-            RunConfig(run.run_id, version, manifest_key, config.to_dict()).to_json(),
+            RunConfig(run.run_id, version, manifest_key, config.to_dict(), stages or {}).to_json(),
         )
         stage.put_json(
             "splits_summary",

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.calibration import THRESHOLD_METHODS
+from melanoma.config import check_settings
 from melanoma.images import preprocess_image
 from melanoma.ingest import read_dataset_file, stored_image_relative
 from melanoma.layout import champion_key
@@ -61,10 +61,7 @@ class PromotionPolicy:
     operating_point: str = "target_sensitivity"
 
     def __post_init__(self) -> None:
-        if self.operating_point not in THRESHOLD_METHODS:
-            raise ValueError(f"operating_point {self.operating_point!r} not in {THRESHOLD_METHODS}")
-        if not 0 <= self.auroc_margin <= 1 or not 0 <= self.sensitivity_floor <= 1:
-            raise ValueError("auroc_margin and sensitivity_floor must be in [0, 1]")
+        check_settings(self)
 
 
 def read_champion(store: ObjectStore, label_task: str) -> dict[str, Any] | None:

@@ -78,6 +78,18 @@ def _test_formats(splits: pd.DataFrame, dataset: dict) -> dict[str, int]:
     return dict(sorted(formats.items()))
 
 
+def _resolved_configuration(config: RunConfig, training: dict, calibration: dict) -> dict:
+    """``config.json``'s every-stage record; for a run made before it, what the stages
+    recorded themselves (pipeline, training, evaluation)."""
+    if config.stages:
+        return config.stages
+    return {
+        "pipeline": config.config,
+        "training": training["config"],
+        "evaluation": calibration["config"],
+    }
+
+
 def write_report(run: Run) -> str:
     """Stage report: render the run's report from its committed artifacts; return the commit key."""
     config = run.config()
@@ -131,19 +143,9 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
         )
     }
 <h2>Configuration</h2>
-<details><summary>Pipeline, training and evaluation configuration (JSON)</summary>
-<pre>{
-        escape(
-            json.dumps(
-                {
-                    "pipeline": config.config,
-                    "training": training["config"],
-                    "evaluation": calibration["config"],
-                },
-                indent=2,
-            )
-        )
-    }</pre></details>
+<details><summary>Every stage's configuration, as the run resolved it (JSON)</summary>
+<pre>{escape(json.dumps(_resolved_configuration(config, training, calibration), indent=2))}</pre>
+</details>
 <p class="notice">{escape(RESEARCH_NOTICE)}</p>
 </body></html>
 """

@@ -54,12 +54,16 @@ class RunOwnershipError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """``config.json``: which run, on which dataset version, with which configuration."""
+    """``config.json``: which run, on which dataset version, with which configuration.
+
+    ``config``: the pipeline's (``PipelineConfig``); ``stages``: every stage's configuration
+    as the DAG resolved it (``StageConfigs.resolved``; empty in runs made before it)."""
 
     run_id: str
     dataset_version: str
     manifest_key: str
     config: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label_task(self) -> str:
@@ -72,6 +76,7 @@ class RunConfig:
             payload["dataset_version"],
             payload["manifest_key"],
             payload.get("config", {}),
+            payload.get("stages", {}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -80,6 +85,7 @@ class RunConfig:
             "dataset_version": self.dataset_version,
             "manifest_key": self.manifest_key,
             "config": self.config,
+            **({"stages": self.stages} if self.stages else {}),
             "notice": RESEARCH_NOTICE,
         }
 

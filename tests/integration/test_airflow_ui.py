@@ -15,6 +15,7 @@ import requests
 
 from melanoma.embedded import DAG_ID, airflow_environment
 from melanoma.layout import RunLayout, run_key
+from melanoma.settings import SECTIONS
 from melanoma.store import FileStore
 from melanoma.synthetic import write_archive
 from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
@@ -201,7 +202,7 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         page.goto(f"{base}/dags/{DAG_ID}")
         page.get_by_role("button", name="Trigger").first.click()
         form = page.locator("[role=dialog][data-state=open]")
-        for section in dag_file.SECTIONS:
+        for section in SECTIONS:
             form.get_by_role("button", name=section, exact=True).wait_for()
         form.get_by_role("button", name="Data").click()
         form.locator("input[name=element_source]").fill(str(archive.root))

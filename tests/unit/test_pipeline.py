@@ -74,3 +74,16 @@ def test_the_promotion_benchmark_is_one_per_dataset_version(file_store, manifest
         write_split(run, PipelineConfig(seed=seed), manifest_key)
         benchmarks.append(run.promotion_benchmark())
     pd.testing.assert_frame_equal(*benchmarks)
+
+
+def test_config_json_records_every_stage_as_the_params_resolved_it(file_store, manifest_key):
+    from melanoma.params import from_params
+
+    stages = from_params({"split_seed": 0, "phase1_epochs": 40, "image_size": 96})
+    run = Run.for_run_id(file_store, "resolved")
+    write_split(run, stages.pipeline, manifest_key, stages.resolved())
+    recorded = run.config()
+    assert recorded.stages == stages.resolved()
+    assert recorded.stages["train"]["phase1_epochs"] == 40
+    assert recorded.stages["preprocess"]["config"]["size"] == 96
+    assert recorded.config["seed"] == 0 == recorded.stages["evaluation"]["seed"]

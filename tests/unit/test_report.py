@@ -66,6 +66,15 @@ def test_a_run_without_external_sets_says_none_was_used(file_store):
     assert "External validation" not in page and "External test set" not in page
 
 
+def test_the_report_shows_every_stage_configuration_the_run_recorded(file_store):
+    run = write_scored_run(file_store, "a", phase2_epochs=0)
+    page = _reported(run)
+    shown = page.split("<h2>Configuration</h2>", 1)[1].split("</pre>", 1)[0]
+    for stage in run.config().stages:
+        assert f"&quot;{stage}&quot;: " in shown
+    assert "&quot;phase2_epochs&quot;: 0" in shown
+
+
 def test_a_run_without_phase_2_shows_none_of_its_settings(file_store):
     page = _reported(write_scored_run(file_store, "a", phase2_epochs=0))
     phase2 = _model_row(page, "Phase 2 (fine-tuning)")
