@@ -288,6 +288,13 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     _setting(
+        "phase1_learning_rate",
+        "Learning rate, phase 1",
+        TRAINING,
+        "train.phase1_learning_rate",
+        exclusiveMinimum=0,
+    ),
+    _setting(
         "phase2_epochs",
         "Epochs, phase 2 (fine-tuning)",
         TRAINING,
