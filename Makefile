@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 LOCK := requirements/lock-cpu.txt
 DEV_LOCK := requirements/lock-dev.txt
 
-.PHONY: install run test test-compose env ui stop lock benchmark clean
+.PHONY: install run test test-compose docs env ui stop lock benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,14 @@ CONF ?= {}
 run: install
 	$(BIN)/melanoma-stack run --conf '$(CONF)'
 
-test: install
+test: install docs
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The documentation site (docs/, MkDocs with the Material theme) into .site/; --strict: a
+# broken link or anchor fails it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The compose stack for real, on a running Docker engine with docker-compose (see README).
 test-compose: install

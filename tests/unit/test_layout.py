@@ -67,3 +67,24 @@ def test_no_file_but_the_layout_builds_keys():
                 if KEY_FSTRING.search(line):
                     offenders.append(f"{path.relative_to(PROJECT)}:{number}: {line.strip()}")
     assert not offenders, "keys built outside melanoma.layout:\n" + "\n".join(offenders)
+
+
+def test_the_documented_store_layout_lists_every_fixed_run_artifact():
+    """docs/architecture.md's layout block is the one description of the store: every key
+    RunLayout spells for a run's fixed artifacts is in it."""
+    from pathlib import Path
+
+    from melanoma.layout import RunLayout
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
+    block = page.split("```\npretrained/", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if line.strip()]
+    layout = RunLayout("KEY")
+    fixed = {
+        getattr(layout, name).replace("runs/KEY/", "runs/<run key>/")
+        for name, value in vars(RunLayout).items()
+        if isinstance(value, property) and name != "prefix"
+    }
+    files = {key for key in fixed if "." in key.rsplit("/", 1)[-1]}
+    missing = [key for key in files if not any(line.startswith(f"{key} ") for line in lines)]
+    assert files and not missing, missing

@@ -176,3 +176,14 @@ def test_the_checker_finds_what_a_reader_would_follow(tmp_path: Path):
     assert why("https://example.org/x.md") is None
     assert why("DESIGN.md", "named document") == "no such file in the repository"
     assert why("../outside.md") in ("no such file in the repository", "outside the repository")
+
+
+def test_the_readme_stays_a_front_door():
+    """The README is what a newcomer reads first: short, with the research-use notice and
+    the way to every other page."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 250
+    assert "Research use only. Not a diagnostic device." in text
+    for page in sorted((REPO / "docs").glob("*.md")):
+        if page.name != "index.md":
+            assert f"(docs/{page.name})" in text, f"the README does not link docs/{page.name}"
