@@ -29,6 +29,7 @@ run: install
 
 test: install docs
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The documentation site (docs/, MkDocs with the Material theme) into .site/; --strict: a

@@ -14,12 +14,16 @@ from __future__ import annotations
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from melanoma.images import check_image
-from melanoma.synthetic import lesion_image
+
+# The generated images are the tests' (tests/synthetic.py): the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.synthetic import lesion_image
 
 
 def images() -> list[bytes]:

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from melanoma.ingest import build_manifest
 from melanoma.sources import find_layout
-from melanoma.synthetic import write_archive
+
+# The generated images are the tests' (tests/synthetic.py): the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.synthetic import write_archive
 
 
 def main() -> None:

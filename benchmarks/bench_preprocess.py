@@ -39,7 +39,10 @@ from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.preprocess import plan_images, plan_shards, process_shard
 from melanoma.run import Run, RunConfig
 from melanoma.store import FileStore
-from melanoma.synthetic import lesion_image
+
+# The generated images are the tests' (tests/synthetic.py): the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.synthetic import lesion_image
 
 
 def source_jpegs(sample: Path | None) -> list[bytes]:

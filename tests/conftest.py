@@ -17,7 +17,7 @@ import requests
 
 from melanoma.embedded import SparkStandalone, airflow_environment, migrate_airflow_db
 from melanoma.store import FileStore, S3Store
-from melanoma.synthetic import SyntheticArchive, write_archive
+from tests.synthetic import SyntheticArchive, write_archive
 
 # The trained-run fixtures, shared by tests/training and tests/faults (one instance a session).
 pytest_plugins = ["tests.trained_runs"]

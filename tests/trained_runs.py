@@ -13,7 +13,7 @@ from melanoma.preprocess import run_preprocessing
 from melanoma.run import Run
 from melanoma.sources import find_layout
 from melanoma.store import FileStore
-from melanoma.synthetic import write_archive
+from tests.synthetic import write_archive
 
 # A few seconds of training on the generated run: enough for the learning tests.
 FAST = {

@@ -49,7 +49,7 @@ def overlay_heatmap(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> 
     """RGB uint8: the image blended with the [0, 1] map in the JET colour map (red = high)."""
     if cam.shape != image.shape[:2]:
         raise ValueError(f"map {cam.shape} and image {image.shape[:2]} differ in size")
-    heat = cv2.applyColorMap(np.uint8(np.clip(cam, 0, 1) * 255), cv2.COLORMAP_JET)
+    heat = cv2.applyColorMap((np.clip(cam, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(image, 1 - alpha, heat, alpha, 0)
 

@@ -378,7 +378,7 @@ def decide_run_promotion(
         and champion["run_id"] != candidate["run_id"]
         and candidate["sensitivity"] >= policy.sensitivity_floor
     )
-    if needs_comparison and score is None:
+    if champion is not None and needs_comparison and score is None:
         raise ValueError(
             f"comparing with champion {champion['run_id']} needs both models scored on the "
             "promotion benchmark"
@@ -398,7 +398,7 @@ def decide_run_promotion(
                 bootstrap["seed"],
                 bootstrap["confidence"],
             )
-        if needs_comparison:
+        if champion is not None and needs_comparison:
             comparison = compare_with_champion(run, champion, benchmark, scores, score, bootstrap)
     decision = decide_promotion(candidate, champion, comparison, policy)
     with run.stage("promote") as stage:

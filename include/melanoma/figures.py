@@ -216,8 +216,10 @@ def gradcam_overlay_figure(image: Array, overlay: Array, title: str, note: str =
     height = bottom + panel_h + top
     fig = Figure(figsize=(width, height))
 
-    def rect(left: float, w_in: float, bottom_in: float, h_in: float) -> list[float]:
-        return [left / width, bottom_in / height, w_in / width, h_in / height]
+    def rect(
+        left: float, w_in: float, bottom_in: float, h_in: float
+    ) -> tuple[float, float, float, float]:
+        return (left / width, bottom_in / height, w_in / width, h_in / height)
 
     for i, (pixels, name) in enumerate(((image, "image"), (overlay, "Grad-CAM overlay"))):
         ax = fig.add_axes(rect(margin + i * (panel_w + gap), panel_w, bottom, panel_h))

@@ -99,8 +99,9 @@ def check_image(
         raise ImageDecodeError("undecodable PNG")
     if not grayscale and image.ndim == 3 and image.shape[2] in (2, 4):
         alpha = image[:, :, -1]
-        if alpha.min() < np.iinfo(image.dtype).max:
-            share = float(np.mean(alpha < np.iinfo(image.dtype).max))
+        opaque = 255 if image.dtype == np.uint8 else 65535  # 8- or 16-bit PNG
+        if alpha.min() < opaque:
+            share = float(np.mean(alpha < opaque))
             raise ImageDecodeError(
                 f"PNG with transparent pixels ({share:.0%} of the image): flatten it first"
             )

@@ -250,7 +250,11 @@ def build_manifest(
     def quarantine(check: FileCheck, reason: str) -> None:
         key = DatasetLayout.quarantine_relative(check.source.container.name, check.source.name)
         kept = bool(check.size) and check.keep_copy  # unreadable or refused: nothing to keep
-        record = {"file": check.source.origin(), "reason": reason, "key": key if kept else ""}
+        record: dict[str, Any] = {
+            "file": check.source.origin(),
+            "reason": reason,
+            "key": key if kept else "",
+        }
         if not check.keep_copy:
             record.update(sha256=check.sha256, bytes=check.size)
         quarantined.append(record)
@@ -266,7 +270,7 @@ def build_manifest(
         why: str,
     ) -> dict[str, FileCheck]:
         """The first readable file for each wanted image id; every other file quarantined."""
-        wanted, accepted = set(wanted), {}
+        wanted, accepted = set(wanted), dict[str, FileCheck]()
         for check in checks:
             image_id = pattern.match(check.source.name).group(1)  # type: ignore[union-attr]
             if check.problem:

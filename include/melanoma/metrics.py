@@ -206,7 +206,7 @@ def weighted_pair_counts(
 
 
 def within_group_auroc_replicates(
-    labels: np.ndarray, scores: np.ndarray, groups: Sequence, weights: np.ndarray
+    labels: np.ndarray, scores: np.ndarray, groups: Sequence | np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
     """AUROC over positive-negative pairs of the same group only, per replicate (nan: no pairs).
 

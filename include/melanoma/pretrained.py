@@ -31,6 +31,8 @@ def fetch_keras_weights(backbone: str, weights_dir: Path) -> Path:
     the ResNet50 file when it is built, so runs need no internet.
     """
     spec = backbone_spec(backbone)
+    if spec.keras_weights_file is None:
+        raise ValueError(f"backbone {backbone!r} has no published Keras ImageNet weights")
     name = Path(spec.keras_weights_file).name
     return download(
         RemoteFile(name, f"{KERAS_WEIGHTS_URL}/{spec.keras_weights_file}", md5=spec.keras_md5),

@@ -80,10 +80,13 @@ def png_image(png: bytes, alt: str) -> str:
 def jpeg_thumbnail(png: bytes, alt: str, width: int = 480) -> str:
     """A PNG as an inlined JPEG at most ``width`` wide (the full-size PNG stays in the store)."""
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:  # a committed figure this module drew: only a damaged store gets here
+        raise ValueError(f"{alt}: the stored PNG does not decode")
     if image.shape[1] > width:
         height = round(image.shape[0] * width / image.shape[1])
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    data = base64.b64encode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]).decode()
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])[1]
+    data = base64.b64encode(jpeg.tobytes()).decode()
     return f"<img src='data:image/jpeg;base64,{data}' alt='{escape(alt)}'>"
 
 

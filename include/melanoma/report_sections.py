@@ -512,8 +512,9 @@ def gradcam_section(summary: dict | None, index: pd.DataFrame | None, image: Fig
     rows = [row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
     rows.append(row("all explained", summary["overall"]))
     figures = []
+    explained = index if index is not None else pd.DataFrame(columns=["selected_as"])
     for selected_as in ("TP", "FP", "FN", "TN", "random"):
-        for r in index[index["selected_as"] == selected_as].itertuples():
+        for r in explained[explained["selected_as"] == selected_as].itertuples():
             figures.append(
                 f"<figure>{jpeg_thumbnail(image(r.png), r.image_id)}<figcaption>{escape(selected_as)}: "
                 f"{escape(r.image_id)} ({escape(r.dx)}), p={r.probability:.3f}, outcome {escape(r.outcome)}, "

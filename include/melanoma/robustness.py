@@ -98,7 +98,7 @@ def summarise_shifts(
     clean_auroc = auroc_with_interval(labels, clean, lesions, *args)
     shifts: dict[str, Any] = {}
     for name, by_strength in shifted.items():
-        grades = {
+        grades: dict[str, dict[str, Any]] = {
             f"{strength:g}": {
                 "auroc": auroc_with_interval(labels, scores, lesions, *args),
                 "change": paired_auroc_difference(labels, scores, clean, lesions, *args),

@@ -85,7 +85,9 @@ class Setting:
         field = {f.name: f for f in dataclasses.fields(STAGE_CONFIGS[owner])}[name]
         if field.default is not dataclasses.MISSING:
             return field.default
-        return field.default_factory()  # type: ignore[misc]
+        if field.default_factory is not dataclasses.MISSING:
+            return field.default_factory()
+        raise ValueError(f"{target} has no default: a setting's target needs one")
 
     @property
     def config_default(self) -> Any:

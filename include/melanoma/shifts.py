@@ -56,7 +56,10 @@ def jpeg_quality(image: np.ndarray, strength: float, rng: np.random.Generator) -
     quality = round(95 - 85 * strength)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1]
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    if decoded is None:  # OpenCV's own JPEG: it decodes, or the encoder is broken
+        raise RuntimeError("OpenCV could not decode the JPEG it just encoded")
+    return cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
 
 
 def blur(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:

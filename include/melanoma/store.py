@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlparse
 
 
@@ -388,7 +388,7 @@ class S3Store(ObjectStore):
             if e.code == "NoSuchKey":
                 raise self._missing(key) from e
             raise
-        return _ClosingResponse(response, self, key)
+        return cast(BinaryIO, _ClosingResponse(response, self, key))
 
     def stat(self, key: str) -> ObjectInfo:
         from minio.error import S3Error

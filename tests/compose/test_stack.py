@@ -26,9 +26,9 @@ import requests
 
 from melanoma.compose_env import new_env, parse_dotenv
 from melanoma.layout import STAGES, RunLayout
-from melanoma.synthetic import write_archive
 from tests.compose import standins
 from tests.conftest import REPO_ROOT
+from tests.synthetic import write_archive
 
 pytestmark = pytest.mark.compose
 

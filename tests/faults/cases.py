@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from melanoma.synthetic import lesion_image
+from tests.synthetic import lesion_image
 
 
 def jpeg(seed: int = 0, size: tuple[int, int] = (120, 90)) -> bytes:

@@ -89,8 +89,8 @@ def test_a_spark_worker_killed_mid_preprocess_leaves_a_complete_job(tmp_path, fi
     from melanoma.preprocess import read_shards
     from melanoma.run import Run
     from melanoma.sources import find_layout
-    from melanoma.synthetic import write_archive
     from tests.conftest import local_spark_cluster
+    from tests.synthetic import write_archive
 
     archive = write_archive(tmp_path / "ham", {"nv": 90, "mel": 30}, seed=2, size=(300, 225))
     result = ingest(find_layout(archive.root), file_store, "test")

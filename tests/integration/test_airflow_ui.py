@@ -17,10 +17,10 @@ from melanoma.embedded import DAG_ID, airflow_environment
 from melanoma.layout import RunLayout, run_key
 from melanoma.settings import SECTIONS
 from melanoma.store import FileStore
-from melanoma.synthetic import write_archive
 from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
 from tests.conftest import REPO_ROOT, free_port, local_spark_cluster
 from tests.scored_run import write_reported_run
+from tests.synthetic import write_archive
 from tests.unit.test_dag_definition import load_dag_module
 
 needs_chromium = pytest.mark.skipif(

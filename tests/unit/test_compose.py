@@ -164,3 +164,23 @@ def test_the_locked_celery_provider_loads():
 
     assert CeleryExecutor.__name__ == "CeleryExecutor"
     assert callable(celery_executor_utils.execute_workload)
+
+
+def test_the_development_override_mounts_the_checkout_into_every_service_that_runs_our_code():
+    """docker-compose.dev.yaml: every service built from this repository's images gets the
+    code it runs from the checkout, read-only, ahead of the installed copy."""
+    override = yaml.safe_load((REPO_ROOT / "docker-compose.dev.yaml").read_text())["services"]
+    ours = {
+        name
+        for name, service in COMPOSE["services"].items()
+        if str(service.get("image", "")).startswith("melanoma-")
+    }
+    assert set(override) == ours
+    for name, service in override.items():
+        mounts = {v.split(":")[0]: v for v in service["volumes"]}
+        assert {"./include", "./training"} <= set(mounts), name
+        assert all(v.endswith(":ro") for v in mounts.values()), name
+        assert all((REPO_ROOT / source).is_dir() for source in mounts), name
+        assert service["environment"]["PYTHONPATH"].split(":")[0] == "/opt/melanoma/include"
+        if name.startswith("airflow-"):
+            assert {"./dags", "./plugins", "./spark_jobs"} <= set(mounts), name

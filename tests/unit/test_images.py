@@ -15,7 +15,7 @@ from melanoma.images import (
     remove_hair,
     segment_lesion,
 )
-from melanoma.synthetic import lesion_image
+from tests.synthetic import lesion_image
 
 
 def png(image_bgr: np.ndarray) -> bytes:

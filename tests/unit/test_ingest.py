@@ -13,7 +13,7 @@ from melanoma.ham10000 import MetadataSchemaError
 from melanoma.ingest import build_manifest, ingest
 from melanoma.layout import DatasetLayout
 from melanoma.sources import fetch, find_layout
-from melanoma.synthetic import write_archive
+from tests.synthetic import write_archive
 
 
 def tree_digest(root: Path) -> dict[str, str]:

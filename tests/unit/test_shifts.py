@@ -10,7 +10,7 @@ from melanoma.shifts import (
     random_acquisition_shifts,
     shift_seed,
 )
-from melanoma.synthetic import lesion_image
+from tests.synthetic import lesion_image
 
 
 @pytest.fixture
