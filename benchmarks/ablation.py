@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from melanoma.artifacts import Metrics
 from melanoma.layout import RUNS, RunLayout
 from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
 from melanoma.run import Run
@@ -89,7 +90,7 @@ def run_dag(store_url: str, conf: dict[str, Any]) -> tuple[Run, float]:
 
 
 def measure(run: Run) -> dict[str, Any]:
-    metrics = run.read_json("evaluate", "metrics")
+    metrics = run.read_json(Metrics.stage, Metrics.artifact)
     summary = run.read_json("train", "history")["summary"]
     within = metrics.get("source_confounding", {}).get("within_source_auroc")
     return {

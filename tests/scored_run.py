@@ -199,7 +199,7 @@ def write_external_set(
     from melanoma.external import describe_differences
 
     scored = scored_split(200, seed, 2.0, "x")
-    calibration = run.read_json("calibrate", "calibration")
+    calibration = run.calibration()
     measured, pngs = measure_predictions(
         scored, calibration, EvaluationConfig(bootstrap_replicates=100), "external"
     )

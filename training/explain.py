@@ -45,9 +45,8 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
     return the stage's commit key."""
     layout = run.layout
     run_config = run.config()
-    backbone_name = run.read_json("train", "training_config")["config"]["backbone"]
-    calibration = run.read_json("calibrate", "calibration")
-    threshold = float(calibration["thresholds"][config.operating_point]["threshold"])
+    backbone_name = run.training_record().backbone
+    threshold = run.calibration().threshold(config.operating_point)
     view = run.preprocess_config()
     dataset = read_manifest(run.store, run_config.manifest_key)
 

@@ -197,8 +197,7 @@ def validate_external(
         ],
         ignore_index=True,
     )[["image_id", "reason"]]
-    calibration = run.read_json("calibrate", "calibration")
-    measured, pngs = measure_predictions(scored, calibration, config, "external")
+    measured, pngs = measure_predictions(scored, run.calibration(), config, "external")
 
     headers = [_header(files[i]) for i in scored["image_id"]]
     reference, reference_sizes = _test_split_reference(run)

@@ -19,11 +19,11 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.artifacts import Calibration
 from melanoma.cli import ProgressBar, quiet_tensorflow, run_command
 
 if TYPE_CHECKING:
@@ -261,12 +261,10 @@ def _percent(value: Any) -> str | None:
     return f"{100 * value:.3g}%"
 
 
-def operating_point_summary(
-    calibration: Mapping[str, Any], operating_point: str, label_task: str
-) -> str:
+def operating_point_summary(calibration: Calibration, operating_point: str, label_task: str) -> str:
     """One line: from which score an image is positive, and why that threshold (how
     ``calibration.json`` chose it on validation, and what it gave there)."""
-    entry = calibration["thresholds"][operating_point]
+    entry = calibration.thresholds[operating_point]
     how = THRESHOLD_RULES.get(operating_point) or entry.get("rule", "chosen on validation")
     target = _percent(entry.get("target"))
     if operating_point == "target_sensitivity" and target:
@@ -276,7 +274,7 @@ def operating_point_summary(
     sensitivity, specificity = (_percent(measured.get(k)) for k in ("sensitivity", "specificity"))
     if sensitivity and specificity:
         details.append(f"there sensitivity {sensitivity}, specificity {specificity}")
-    seen = calibration.get("validation") or {}
+    seen = calibration.validation
     if "images" in seen and "positives" in seen:
         details.append(f"{seen['images']} validation images, {seen['positives']} positive")
     return (

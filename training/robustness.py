@@ -44,7 +44,7 @@ def measure_robustness(run: Run, config: RobustnessConfig) -> str:
         name: {s: scores((name, transform), s) for s in config.strengths}
         for name, transform in ACQUISITION_SHIFTS.items()
     }
-    bootstrap = run.read_json("evaluate", "metrics")["bootstrap"]
+    bootstrap = run.metrics().bootstrap
     summary = summarise_shifts(
         sample, clean, shifted, bootstrap["replicates"], bootstrap["seed"], bootstrap["confidence"]
     )

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from melanoma.artifacts import Calibration
 from melanoma.calibration import probability_calibrator
 from melanoma.images import PreprocessConfig
 from melanoma.ood import MahalanobisDetector
@@ -48,20 +49,20 @@ class RunScorer:
     operating_point: str
     threshold: float
     calibrate: Callable[[np.ndarray], np.ndarray]
+    # The run's calibration.json: how each operating point's threshold was chosen, and
+    # what it gave on validation (see melanoma.calibration.choose_thresholds).
+    calibration: Calibration = field(hash=False)
     tta_views: int = 1  # flips/rotations averaged, as the run scored its splits
     # The long side of the run's training images: larger new images are shrunk to it first
     # (resolution parity; None for a run from before it was recorded).
     train_long_side: int | None = None
-    # The run's calibration.json: how each operating point's threshold was chosen, and
-    # what it gave on validation (see melanoma.calibration.choose_thresholds).
-    calibration: dict[str, Any] = field(default_factory=dict, hash=False)
     # Out-of-distribution detector on the pooled features (None for a run from before it).
     ood: MahalanobisDetector | None = field(default=None, hash=False)
 
 
 def tta_views(run: Run) -> int:
     """The test-time augmentation the run scored with (1 for runs from before it)."""
-    return int(run.read_json("train", "training_config")["config"].get("tta_views", 1))
+    return run.training_record().tta_views
 
 
 def find_run(store: ObjectStore, ref: str | None, label_task: str) -> Run:
@@ -88,27 +89,27 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
     ``operating_point`` defaults to the one the run's promotion decision used.
     """
     config = run.config()
-    training_config = run.read_json("train", "training_config")
-    calibration = run.read_json("calibrate", "calibration")
+    training = run.training_record()
+    calibration = run.calibration()
     if operating_point is None:
-        promotion = run.read_json("promote", "promotion") if run.committed("promote") else {}
-        operating_point = promotion.get("candidate", {}).get(
-            "operating_point", "target_sensitivity"
+        promotion = run.promotion()
+        candidate = promotion.candidate if promotion is not None else {}
+        operating_point = candidate.get("operating_point", "target_sensitivity")
+    if operating_point not in calibration.thresholds:
+        raise ValueError(
+            f"operating point {operating_point!r} not in {sorted(calibration.thresholds)}"
         )
-    thresholds = calibration["thresholds"]
-    if operating_point not in thresholds:
-        raise ValueError(f"operating point {operating_point!r} not in {sorted(thresholds)}")
     return RunScorer(
         run=run,
         run_id=config.run_id,
         label_task=config.label_task,
-        backbone=training_config["config"]["backbone"],
+        backbone=training.backbone,
         model=load_model(run),
         preprocess=run.preprocess_config(),
         operating_point=operating_point,
-        threshold=float(thresholds[operating_point]["threshold"]),
-        calibrate=probability_calibrator(calibration["probability_calibration"]),
-        tta_views=tta_views(run),
+        threshold=calibration.threshold(operating_point),
+        calibrate=probability_calibrator(calibration.probability_calibration),
+        tta_views=training.tta_views,
         train_long_side=run.train_long_side(),
         calibration=calibration,
         ood=read_ood_detector(run),

@@ -362,9 +362,9 @@ def run_summary(run: Run) -> list[str]:
     lines = [f"Run {config.run_id}: {run.layout.prefix} in {run.store.url}"]
     lines.append("  configuration: " + json.dumps(config.config, sort_keys=True))
     if run.committed("train"):
-        training = run.read_json("train", "training_config")["config"]
+        training = run.training_record().config
         lines.append("  training: " + json.dumps(training, sort_keys=True))
-    auroc = run.read_json("evaluate", "metrics")["threshold_free"]["auroc"]
+    auroc = run.metrics().auroc
     lines.append(
         f"  test AUROC {auroc['value']:.4f} ({auroc['ci_low']:.4f}-{auroc['ci_high']:.4f})"
     )
@@ -374,13 +374,13 @@ def run_summary(run: Run) -> list[str]:
             f"  mean AUROC under acquisition shift {robustness['mean_auroc']:.4f} on "
             f"{robustness['images']} test images (clean {robustness['clean_auroc']['value']:.4f})"
         )
-    if run.committed("promote"):
-        promotion = run.read_json("promote", "promotion")
-        benchmark = promotion["candidate"].get("benchmark_auroc")
+    promotion = run.promotion()
+    if promotion is not None:
+        benchmark = promotion.candidate.get("benchmark_auroc")
         if benchmark:
             lines.append(f"  promotion benchmark AUROC {benchmark['value']:.4f}")
-        verdict = "promoted" if promotion["promote"] else "not promoted"
-        lines.append(f"  {verdict}: {promotion['reasons'][-1]}")
+        verdict = "promoted" if promotion.promote else "not promoted"
+        lines.append(f"  {verdict}: {promotion.reasons[-1]}")
     if run.committed("report"):
         lines.append(f"  report: {run.store.url}/{run.layout.report}")
     return lines

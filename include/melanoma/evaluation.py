@@ -45,6 +45,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from melanoma import RESEARCH_NOTICE, figures
+from melanoma.artifacts import Calibration
 from melanoma.calibration import (
     choose_thresholds,
     fit_probability_calibration,
@@ -135,18 +136,17 @@ def calibrate_run(run: Run, config: EvaluationConfig) -> str:
     thresholds = choose_thresholds(labels, scores, config.target_sensitivity)
     for entry in thresholds.values():
         entry["validation"] = threshold_metrics(labels, scores, entry["threshold"])
-    record = {
-        "fitted_on": "val",
-        "validation": {"images": len(val), "positives": int(labels.sum())},
-        "thresholds": thresholds,
-        "probability_calibration": fit_probability_calibration(
+    record = Calibration(
+        fitted_on="val",
+        validation={"images": len(val), "positives": int(labels.sum())},
+        thresholds=thresholds,
+        probability_calibration=fit_probability_calibration(
             config.probability_calibration, labels, scores
         ),
-        "config": asdict(config),
-        "notice": RESEARCH_NOTICE,
-    }
-    with run.stage("calibrate") as stage:
-        stage.put_json("calibration", run.layout.calibration, json_safe(record))
+        config=asdict(config),
+    )
+    with run.stage(Calibration.stage) as stage:
+        stage.put_json(Calibration.artifact, run.layout.calibration, json_safe(record.to_json()))
     log.info(
         "thresholds on validation: %s",
         {k: round(v["threshold"], 4) for k, v in thresholds.items()},
@@ -155,7 +155,7 @@ def calibrate_run(run: Run, config: EvaluationConfig) -> str:
 
 
 def measure_predictions(
-    frame: pd.DataFrame, calibration: dict[str, Any], config: EvaluationConfig, split: str
+    frame: pd.DataFrame, calibration: Calibration, config: EvaluationConfig, split: str
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Metrics of ``frame`` (label, probability, lesion_id) at the thresholds chosen on
     validation, with lesion-bootstrap intervals, and their figures (name -> PNG).
@@ -166,9 +166,7 @@ def measure_predictions(
     labels, scores = frame["label"].to_numpy(), frame["probability"].to_numpy()
     if len(np.unique(labels)) < 2:
         raise ValueError(f"the {split} data hold one class only; nothing to evaluate")
-    thresholds = {"at_0.5": 0.5} | {
-        name: entry["threshold"] for name, entry in calibration["thresholds"].items()
-    }
+    thresholds = {"at_0.5": 0.5} | calibration.operating_thresholds
     intervals = bootstrap_intervals(
         labels,
         scores,
@@ -187,11 +185,11 @@ def measure_predictions(
             "confusion": point["confusion"],
             **intervals["thresholds"][name],
         }
-    calibrate = probability_calibrator(calibration["probability_calibration"])
+    calibrate = probability_calibrator(calibration.probability_calibration)
     calibrated = calibrate(scores)
     bins = config.calibration_bins
     probability = {
-        "method": calibration["probability_calibration"]["method"],
+        "method": calibration.probability_calibration["method"],
         "fitted_on": "val",
         split: {
             name: {
@@ -248,7 +246,7 @@ def measure_predictions(
 
 def evaluate_run(run: Run, config: EvaluationConfig) -> str:
     """Every test metric with lesion-bootstrap intervals, and the figures; return the commit key."""
-    calibration = run.read_json("calibrate", "calibration")
+    calibration = run.calibration()
     test = read_predictions(run, "test")
     try:
         measured, pngs = measure_predictions(test, calibration, config, "test")
@@ -304,18 +302,15 @@ def subgroup_measures(run: Run, test: pd.DataFrame, config: EvaluationConfig) ->
 
 def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
     """What the promotion rule needs to know about a run (and what champion.json records)."""
-    metrics = run.read_json("evaluate", "metrics")
-    point = metrics["operating_points"][policy.operating_point]
+    metrics = run.metrics()
+    point = metrics.operating_points[policy.operating_point]
     return {
-        "run_id": metrics["run_id"],
-        "label_task": metrics["label_task"],
-        "dataset_version": metrics["dataset_version"],
-        "test_fingerprint": metrics["test_fingerprint"],
-        "auroc": metrics["threshold_free"]["auroc"]["value"],
-        "auroc_ci": [
-            metrics["threshold_free"]["auroc"]["ci_low"],
-            metrics["threshold_free"]["auroc"]["ci_high"],
-        ],
+        "run_id": metrics.run_id,
+        "label_task": metrics.label_task,
+        "dataset_version": metrics.dataset_version,
+        "test_fingerprint": metrics.test_fingerprint,
+        "auroc": metrics.auroc["value"],
+        "auroc_ci": [metrics.auroc["ci_low"], metrics.auroc["ci_high"]],
         "operating_point": policy.operating_point,
         "threshold": point["threshold"],
         "sensitivity": point["sensitivity"]["value"],
@@ -323,7 +318,7 @@ def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
         "image_size": run.preprocess_data()["image_size"],
         "model_key": run.entry("train", "model")["key"],
         "run_prefix": run.layout.prefix,
-        "holdout_source": metrics.get("holdout_source"),
+        "holdout_source": metrics.holdout_source,
     }
 
 
@@ -370,7 +365,7 @@ def decide_run_promotion(
     """
     candidate = candidate_summary(run, policy)
     champion = read_champion(run.store, candidate["label_task"])
-    bootstrap = run.read_json("evaluate", "metrics")["bootstrap"]
+    bootstrap = run.metrics().bootstrap
     comparable = not candidate["holdout_source"]
     needs_comparison = (
         comparable
@@ -440,16 +435,18 @@ def compare_with_champion(
 
 def promote_run(run: Run) -> str:
     """Make the run the champion per its ``promotion.json``; keep the replaced record."""
-    decision = run.read_json("promote", "promotion")
-    if not decision["promote"]:
-        raise ValueError(f"{run.layout.promotion} says not to promote: {decision['reasons']}")
-    candidate = decision["candidate"]
+    decision = run.promotion()
+    if decision is None:
+        raise ValueError(f"{run.layout.prefix} has no promotion decision: nothing to promote")
+    if not decision.promote:
+        raise ValueError(f"{run.layout.promotion} says not to promote: {decision.reasons}")
+    candidate = decision.candidate
     key = champion_key(candidate["label_task"])
-    previous = decision.get("champion")
+    previous = decision.champion
     if previous:
         run.store.put_json(
             previous_champion_key(candidate["label_task"], previous["run_id"]), previous
         )
-    run.store.put_json(key, candidate | {"promotion_reasons": decision["reasons"]})
+    run.store.put_json(key, candidate | {"promotion_reasons": decision.reasons})
     log.info("run %s is the champion for %s", candidate["run_id"], candidate["label_task"])
     return key

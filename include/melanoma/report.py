@@ -16,6 +16,7 @@ import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
 from melanoma import report_sections as sections
+from melanoma.artifacts import Calibration, Metrics, PromotionDecision, TrainingRecord
 from melanoma.report_html import STYLE, escape, with_ci
 from melanoma.run import Run, RunConfig
 from melanoma.store import read_manifest
@@ -93,12 +94,17 @@ def _resolved_configuration(config: RunConfig, training: dict, calibration: dict
 def write_report(run: Run) -> str:
     """Stage report: render the run's report from its committed artifacts; return the commit key."""
     config = run.config()
-    metrics = run.read_json("evaluate", "metrics")
-    calibration = run.read_json("calibrate", "calibration")
-    training = run.read_json("train", "training_config")
+    # The report renders the artifacts' JSON as stored (each section knows its schema).
+    metrics = run.read_json(Metrics.stage, Metrics.artifact)
+    calibration = run.read_json(Calibration.stage, Calibration.artifact)
+    training = run.read_json(TrainingRecord.stage, TrainingRecord.artifact)
     history = run.read_json("train", "history")
     stats = run.read_json("preprocess", "stats")
-    promotion = run.read_json("promote", "promotion") if run.committed("promote") else None
+    promotion = (
+        run.read_json(PromotionDecision.stage, PromotionDecision.artifact)
+        if run.committed(PromotionDecision.stage)
+        else None
+    )
     # Read once: the limitations name the sets that the external section then shows.
     external_names = run.external_sets()
     dataset = read_manifest(run.store, config.manifest_key)

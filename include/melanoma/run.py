@@ -28,11 +28,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.artifacts import Calibration, JsonRecord, Metrics, PromotionDecision, TrainingRecord
 from melanoma.images import PreprocessConfig
 from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
@@ -89,6 +90,8 @@ class RunConfig:
             "notice": RESEARCH_NOTICE,
         }
 
+
+Record = TypeVar("Record", bound=JsonRecord)
 
 # The suffix of a committed object moved aside while a new attempt of its stage runs.
 PREVIOUS = ".previous"
@@ -305,6 +308,23 @@ class Run:
 
     def config(self) -> RunConfig:
         return RunConfig.from_json(self.read_json("split", "config"))
+
+    def read_record(self, kind: type[Record]) -> Record:
+        """A typed JSON artifact (``melanoma.artifacts``), read through its stage's commit."""
+        return kind.from_json(self.read_json(kind.stage, kind.artifact))
+
+    def calibration(self) -> Calibration:
+        return self.read_record(Calibration)
+
+    def training_record(self) -> TrainingRecord:
+        return self.read_record(TrainingRecord)
+
+    def metrics(self) -> Metrics:
+        return self.read_record(Metrics)
+
+    def promotion(self) -> PromotionDecision | None:
+        """The promotion decision; None when the run has none (yet, or never: a hold-out)."""
+        return self.read_record(PromotionDecision) if self.committed("promote") else None
 
     def splits(self) -> pd.DataFrame:
         return self.read_csv("split", "splits")

@@ -16,6 +16,7 @@ import PIL.Image
 import pytest
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.artifacts import Calibration
 from melanoma.cli import ProgressBar, quiet_tensorflow
 from melanoma.config import OPERATING_POINTS
 from melanoma.evaluation import EvaluationConfig, calibrate_run
@@ -78,15 +79,15 @@ def test_the_csv_starts_with_the_notice_and_reads_back_whatever_the_names(tmp_pa
 
 
 @pytest.fixture
-def calibration(file_store) -> dict:
+def calibration(file_store) -> Calibration:
     """A calibration.json as the calibrate stage writes it (validation: 300 lesions)."""
     run = write_scored_run(file_store, "a")
     calibrate_run(run, EvaluationConfig(bootstrap_replicates=100, target_sensitivity=0.9))
-    return run.read_json("calibrate", "calibration")
+    return run.calibration()
 
 
 def test_the_summary_names_the_threshold_and_how_validation_chose_it(calibration):
-    entry = calibration["thresholds"]["target_sensitivity"]
+    entry = calibration.thresholds["target_sensitivity"]
     line = operating_point_summary(calibration, "target_sensitivity", "mel_vs_rest")
     assert line.startswith(
         f"Decision: positive for mel_vs_rest when probability >= {entry['threshold']:.4g}, "
@@ -94,18 +95,20 @@ def test_the_summary_names_the_threshold_and_how_validation_chose_it(calibration
     )
     sensitivity = entry["validation"]["sensitivity"]
     assert f"there sensitivity {100 * sensitivity:.3g}%" in line
-    seen = calibration["validation"]
+    seen = calibration.validation
     assert f"{seen['images']} validation images, {seen['positives']} positive" in line
     assert len(line.splitlines()) == 1
     for point in ("youden", "max_f1"):
         line = operating_point_summary(calibration, point, "mel_vs_rest")
-        threshold = calibration["thresholds"][point]["threshold"]
+        threshold = calibration.threshold(point)
         assert f">= {threshold:.4g}" in line and f"(operating point {point};" in line
     assert "Youden's J" in operating_point_summary(calibration, "youden", "mel_vs_rest")
 
 
 def test_the_summary_of_an_older_calibration_without_measures_still_reads():
-    old = {"thresholds": {"max_f1": {"threshold": 0.02134}}}
+    old = Calibration.from_json(
+        {"thresholds": {"max_f1": {"threshold": 0.02134}}, "probability_calibration": {}}
+    )
     assert operating_point_summary(old, "max_f1", "mel_vs_nv") == (
         "Decision: positive for mel_vs_nv when probability >= 0.02134, the threshold "
         "maximising F1 on the validation split (operating point max_f1)."
