@@ -21,6 +21,7 @@ import hashlib
 import logging
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
 from melanoma.external import (
     ExternalLabelsError,
     ExternalSet,
+    ImageIndex,
     describe_differences,
     display_name,
     index_images,
@@ -111,15 +113,24 @@ def check_set_name(run: Run, name: str, identity: dict[str, Any], meanwhile: boo
         )
 
 
-def validate_external(
-    run: Run,
-    external: ExternalSet,
-    config: EvaluationConfig,
-    batch_size: int = 32,
-) -> str:
-    """Score ``external`` with the run's model and measure it; return the commit key."""
-    # The inputs are checked before the model loads: a bad file fails in a second.
-    label_task = run.config().label_task
+@dataclass(frozen=True)
+class MatchedSet:
+    """An external set's labels matched to its image files, before any model loads."""
+
+    raw_labels: pd.DataFrame  # every labelled row, as read
+    labels_format: str
+    labels: pd.DataFrame  # the rows of the run's label task
+    index: ImageIndex  # the folder's files: by id, ambiguous, skipped
+    matched: pd.DataFrame  # labelled rows with exactly one image file
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.index.by_id[i] for i in self.matched["image_id"]]
+
+
+def match_external_set(external: ExternalSet, label_task: str) -> MatchedSet:
+    """The set's labels for ``label_task`` and its files, matched by image id; one error
+    naming both when none match (checked before the model loads: a bad set fails fast)."""
     raw_labels, fmt = read_external_labels(external.labels)
     labels = labels_for_task(raw_labels, label_task, fmt)
     index = index_images(external.images)
@@ -132,88 +143,87 @@ def validate_external(
             f"({len(files)} usable files, {len(index.ambiguous)} ambiguous ids, "
             f"{len(index.skipped)} skipped files)"
         )
-    paths = [files[i] for i in matched["image_id"]]
-    identity = set_identity(external, paths)
-    check_set_name(run, external.name, identity)
-    scorer = load_run_scorer(run)
-    scores, failures, _ = score_images(scorer, paths, external.images, batch_size)
-    by_name = {display_name(files[i], external.images): i for i in matched["image_id"]}
-    scored = matched.merge(
-        scores.assign(image_id=scores["image"].map(by_name))[
-            [
-                "image_id",
-                "image",
-                "probability",
-                "calibrated_probability",
-                "metadata",
-                *(c for c in ("ood_distance", "in_distribution") if c in scores),
-            ]
-        ],
+    return MatchedSet(raw_labels, fmt, labels, index, matched)
+
+
+SCORED_COLUMNS = ("image", "probability", "calibrated_probability", "metadata")
+OOD_COLUMNS = ("ood_distance", "in_distribution")
+
+
+def scored_rows(
+    found: MatchedSet, scores: pd.DataFrame, images: Path
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The matched rows with their scores, and each scored file's name -> image id."""
+    by_name = {display_name(found.index.by_id[i], images): i for i in found.matched["image_id"]}
+    columns = [*SCORED_COLUMNS, *(c for c in OOD_COLUMNS if c in scores)]
+    scored = found.matched.merge(
+        scores.assign(image_id=scores["image"].map(by_name))[["image_id", *columns]],
         on="image_id",
     )
+    return scored, by_name
+
+
+def not_scored_reasons(
+    found: MatchedSet,
+    failures: pd.DataFrame,
+    by_name: dict[str, str],
+    images: Path,
+    label_task: str,
+) -> pd.DataFrame:
+    """image_id, reason: every labelled image or image file that was not scored, and why."""
+    index, labels, raw = found.index, found.labels, found.raw_labels
 
     def relative(paths: list[Path]) -> str:
-        return ", ".join(display_name(p, external.images) for p in paths)
+        return ", ".join(display_name(p, images) for p in paths)
 
-    known = set(files) | set(index.ambiguous)
-    not_scored = pd.concat(
+    def rows(ids: list[str], reasons: list[str] | str) -> pd.DataFrame:
+        return pd.DataFrame({"image_id": ids, "reason": reasons})
+
+    ambiguous = sorted(index.ambiguous)
+    known = set(index.by_id) | set(index.ambiguous)
+    return pd.concat(
         [
             failures.assign(
                 image_id=failures["image"].map(by_name), reason="unreadable: " + failures["reason"]
             ),
-            pd.DataFrame(
-                {
-                    "image_id": sorted(index.ambiguous),
-                    "reason": [
-                        f"ambiguous: several files have this id: {relative(index.ambiguous[i])}"
-                        for i in sorted(index.ambiguous)
-                    ],
-                }
+            rows(
+                ambiguous,
+                [
+                    f"ambiguous: several files have this id: {relative(index.ambiguous[i])}"
+                    for i in ambiguous
+                ],
             ),
-            pd.DataFrame(
-                {
-                    "image_id": [p.stem for p in index.skipped],
-                    "reason": [f"{why}: {relative([p])}" for p, why in index.skipped.items()],
-                }
+            rows(
+                [p.stem for p in index.skipped],
+                [f"{why}: {relative([p])}" for p, why in index.skipped.items()],
             ),
-            pd.DataFrame(
-                {
-                    "image_id": sorted(set(labels["image_id"]) - known),
-                    "reason": "labelled, but no image file",
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "image_id": sorted(set(files) - set(raw_labels["image_id"])),
-                    "reason": "image file without a label",
-                }
-            ),
-            pd.DataFrame(
-                {
-                    "image_id": sorted(set(raw_labels["image_id"]) - set(labels["image_id"])),
-                    "reason": f"outside label task {scorer.label_task}",
-                }
+            rows(sorted(set(labels["image_id"]) - known), "labelled, but no image file"),
+            rows(sorted(set(index.by_id) - set(raw["image_id"])), "image file without a label"),
+            rows(
+                sorted(set(raw["image_id"]) - set(labels["image_id"])),
+                f"outside label task {label_task}",
             ),
         ],
         ignore_index=True,
     )[["image_id", "reason"]]
-    measured, pngs = measure_predictions(scored, run.calibration(), config, "external")
 
-    headers = [_header(files[i]) for i in scored["image_id"]]
-    reference, reference_sizes = _test_split_reference(run)
-    differences = describe_differences(
-        scored,
-        [size for size, _ in headers],
-        Counter(f for _, f in headers),
-        reference,
-        reference_sizes,
-    )
-    layout, name = run.layout, external.name
-    # Compare and swap: under the store's lock for this name, the name must still hold
-    # nothing, or these files; the loser of two concurrent validations fails, saving nothing.
-    with run.store.exclusive(layout.commit(f"external/{name}")):
+
+def commit_external_set(
+    run: Run,
+    name: str,
+    identity: dict[str, Any],
+    scored: pd.DataFrame,
+    not_scored: pd.DataFrame,
+    pngs: dict[str, bytes],
+    metrics: dict[str, Any],
+) -> str:
+    """Write the set's predictions, reasons, figures and metrics, committed as a
+    compare-and-swap: under the store's lock for this name, the name must still hold
+    nothing or these files; the loser of two concurrent validations saves nothing."""
+    layout, stage_name = run.layout, f"external/{name}"
+    with run.store.exclusive(layout.commit(stage_name)):
         check_set_name(run, name, identity, meanwhile=True)
-        with run.stage(f"external/{name}") as stage:
+        with run.stage(stage_name) as stage:
             stage.put_bytes(
                 "predictions",
                 layout.external_file(name, "predictions.csv"),
@@ -230,31 +240,58 @@ def validate_external(
                 )
                 for figure, png in pngs.items()
             }
-            metrics = {
-                "schema_version": SCHEMA_VERSION,
-                "run_id": scorer.run_id,
-                "label_task": scorer.label_task,
-                "external_set": name,
-                "labels_format": fmt,
-                "source": identity,
-                "thresholds_chosen_on": "val",
-                # Larger images were shrunk to the training images' long side first.
-                "resolution_parity": {"train_long_side": scorer.train_long_side},
-                **measured,
-                "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
-                # The share of scored images the run's detector calls not its kind.
-                "ood_flagged_share": (
-                    round(float(1 - scored["in_distribution"].mean()), 4)
-                    if "in_distribution" in scored and len(scored)
-                    else None
-                ),
-                "differences": differences,
-                "figures": figure_keys,
-                "notice": RESEARCH_NOTICE,
-            }
             stage.put_json(
-                "metrics", layout.external_file(name, "metrics.json"), json_safe(metrics)
+                "metrics",
+                layout.external_file(name, "metrics.json"),
+                json_safe({**metrics, "figures": figure_keys, "notice": RESEARCH_NOTICE}),
             )
+    return layout.commit(stage_name)
+
+
+def validate_external(
+    run: Run,
+    external: ExternalSet,
+    config: EvaluationConfig,
+    batch_size: int = 32,
+) -> str:
+    """Score ``external`` with the run's model and measure it; return the commit key."""
+    found = match_external_set(external, run.config().label_task)
+    identity = set_identity(external, found.paths)
+    check_set_name(run, external.name, identity)
+    scorer = load_run_scorer(run)
+    scores, failures, _ = score_images(scorer, found.paths, external.images, batch_size)
+    scored, by_name = scored_rows(found, scores, external.images)
+    not_scored = not_scored_reasons(found, failures, by_name, external.images, scorer.label_task)
+    measured, pngs = measure_predictions(scored, run.calibration(), config, "external")
+    headers = [_header(found.index.by_id[i]) for i in scored["image_id"]]
+    reference, reference_sizes = _test_split_reference(run)
+    metrics = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": scorer.run_id,
+        "label_task": scorer.label_task,
+        "external_set": external.name,
+        "labels_format": found.labels_format,
+        "source": identity,
+        "thresholds_chosen_on": "val",
+        # Larger images were shrunk to the training images' long side first.
+        "resolution_parity": {"train_long_side": scorer.train_long_side},
+        **measured,
+        "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
+        # The share of scored images the run's detector calls not its kind.
+        "ood_flagged_share": (
+            round(float(1 - scored["in_distribution"].mean()), 4)
+            if "in_distribution" in scored and len(scored)
+            else None
+        ),
+        "differences": describe_differences(
+            scored,
+            [size for size, _ in headers],
+            Counter(f for _, f in headers),
+            reference,
+            reference_sizes,
+        ),
+    }
+    commit = commit_external_set(run, external.name, identity, scored, not_scored, pngs, metrics)
     auroc = measured["threshold_free"]["auroc"]
     log.info(
         "%s: AUROC %.4f (95%% CI %.4f-%.4f) on %d images; %d not scored",
@@ -265,7 +302,7 @@ def validate_external(
         len(scored),
         len(not_scored),
     )
-    return layout.commit(f"external/{name}")
+    return commit
 
 
 def main(argv: list[str] | None = None) -> int:
