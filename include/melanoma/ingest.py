@@ -213,41 +213,49 @@ def most_common_problems(problems: list[RowProblem], shown: int = 3) -> str:
     )
 
 
-def build_manifest(
-    layout: LocalLayout, source: str, workers: int = 4, min_image_share: float = 0.0
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Validate the source; return (manifest, plan) where plan maps each store key to its origin.
-
-    TooFewImagesError when no image, or fewer than ``min_image_share`` of the valid
-    metadata rows, has a readable image.
-    """
-    started = time.monotonic()
-    raw_metadata = layout.metadata.read_bytes()
+def read_metadata(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[RowProblem]]:
+    """(every row as read, the valid rows, the rejected rows' problems); one error naming
+    the file when it is not a CSV or when every row is rejected."""
     try:
-        raw = pd.read_csv(io.BytesIO(raw_metadata), dtype=str, keep_default_na=False)
+        raw = pd.read_csv(io.BytesIO(path.read_bytes()), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
-        raise MetadataSchemaError(f"{layout.metadata}: empty file (no header row)") from None
+        raise MetadataSchemaError(f"{path}: empty file (no header row)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise MetadataSchemaError(f"{layout.metadata}: cannot be parsed as CSV ({e})") from e
-    metadata, row_problems = validate_metadata(raw, str(layout.metadata))
+        raise MetadataSchemaError(f"{path}: cannot be parsed as CSV ({e})") from e
+    metadata, row_problems = validate_metadata(raw, str(path))
     if metadata.empty and row_problems:
         raise MetadataSchemaError(
-            f"{layout.metadata}: every one of its {len(raw)} rows was rejected; "
+            f"{path}: every one of its {len(raw)} rows was rejected; "
             + most_common_problems(row_problems)
         )
+    return raw, metadata, row_problems
 
-    image_checks, ignored = _scan(layout.image_parts, IMAGE_NAME, False, workers)
-    mask_checks, ignored_masks = _scan(
-        (layout.masks,) if layout.masks else (), MASK_NAME, True, workers
-    )
-    ignored += ignored_masks
 
-    plan: dict[str, SourceFile | bytes] = {}
-    files: dict[str, dict[str, Any]] = {}
-    quarantined: list[dict[str, Any]] = []
-    known_ids = set(metadata["image_id"])
+class ManifestDraft:
+    """What a dataset version will hold, gathered while the source is checked: ``plan``
+    (store key, relative to the version -> the file or bytes to store), ``files`` (key ->
+    its record in the manifest) and ``quarantined`` (each reject with its reason)."""
 
-    def quarantine(check: FileCheck, reason: str) -> None:
+    def __init__(self) -> None:
+        self.plan: dict[str, SourceFile | bytes] = {}
+        self.files: dict[str, dict[str, Any]] = {}
+        self.quarantined: list[dict[str, Any]] = []
+
+    def add_bytes(self, key: str, data: bytes) -> None:
+        self.plan[key] = data
+        self.files[key] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+    def add_file(self, key: str, check: FileCheck) -> None:
+        self.plan[key] = check.source
+        self.files[key] = {
+            "sha256": check.sha256,
+            "bytes": check.size,
+            "width": check.width,
+            "height": check.height,
+        }
+
+    def quarantine(self, check: FileCheck, reason: str) -> None:
+        """Record a reject; keep a copy of it unless it was refused unread (a bomb)."""
         key = DatasetLayout.quarantine_relative(check.source.container.name, check.source.name)
         kept = bool(check.size) and check.keep_copy  # unreadable or refused: nothing to keep
         record: dict[str, Any] = {
@@ -257,12 +265,13 @@ def build_manifest(
         }
         if not check.keep_copy:
             record.update(sha256=check.sha256, bytes=check.size)
-        quarantined.append(record)
+        self.quarantined.append(record)
         if kept:
-            plan[key] = check.source
-            files[key] = {"sha256": check.sha256, "bytes": check.size}
+            self.plan[key] = check.source
+            self.files[key] = {"sha256": check.sha256, "bytes": check.size}
 
     def accept(
+        self,
         checks: list[FileCheck],
         pattern: re.Pattern[str],
         kind: str,
@@ -274,78 +283,89 @@ def build_manifest(
         for check in checks:
             image_id = pattern.match(check.source.name).group(1)  # type: ignore[union-attr]
             if check.problem:
-                quarantine(check, check.problem)
+                self.quarantine(check, check.problem)
             elif image_id in accepted:
                 first = accepted[image_id].source.origin()
-                quarantine(check, f"duplicate {kind} of {image_id} (first in {first})")
+                self.quarantine(check, f"duplicate {kind} of {image_id} (first in {first})")
             elif image_id not in wanted:
-                quarantine(check, why)
+                self.quarantine(check, why)
             else:
                 accepted[image_id] = check
         return accepted
 
-    images = accept(
-        image_checks,
-        IMAGE_NAME,
-        "image",
-        known_ids,
-        "image has no metadata row (or its row was rejected)",
-    )
-    masks = accept(mask_checks, MASK_NAME, "mask", images, "mask has no matching image")
+    def add_dataset(
+        self,
+        kept: pd.DataFrame,
+        row_problems: list[RowProblem],
+        images: dict[str, FileCheck],
+        masks: dict[str, FileCheck],
+    ) -> None:
+        """The version's metadata (its kept rows), rejected rows, images and masks."""
+        self.add_bytes("metadata.csv", kept.to_csv(index=False, lineterminator="\n").encode())
+        if row_problems:
+            rejected = pd.DataFrame([vars(p) for p in row_problems])
+            self.add_bytes(
+                "quarantine/metadata_rejected_rows.csv",
+                rejected.to_csv(index=False, lineterminator="\n").encode(),
+            )
+        for image_id, check in sorted(images.items()):
+            self.add_file(_image_key(image_id, check), check)
+        for image_id, check in sorted(masks.items()):
+            self.add_file(DatasetLayout.mask_relative(image_id), check)
 
-    missing_images = sorted(known_ids - set(images))
-    if not images or len(images) < min_image_share * len(known_ids):
-        parts = ", ".join(str(p) for p in layout.image_parts)
-        raise TooFewImagesError(
-            f"{parts}: {len(images)} readable image(s) for {len(known_ids)} metadata rows of "
-            f"{layout.metadata} (at least {min_image_share:.0%} needed, min_image_share); "
-            f"{len(quarantined)} file(s) rejected: are the image archives empty or cut short?"
-        )
+
+def check_enough_images(
+    layout: LocalLayout, images: int, rows: int, min_image_share: float, draft: ManifestDraft
+) -> None:
+    """TooFewImagesError when no image, or fewer than ``min_image_share`` of the ``rows``
+    valid metadata rows, has a readable image: an archive cut short is no dataset."""
+    if images and images >= min_image_share * rows:
+        return
+    parts = ", ".join(str(p) for p in layout.image_parts)
+    raise TooFewImagesError(
+        f"{parts}: {images} readable image(s) for {rows} metadata rows of "
+        f"{layout.metadata} (at least {min_image_share:.0%} needed, min_image_share); "
+        f"{len(draft.quarantined)} file(s) rejected: are the image archives empty or cut short?"
+    )
+
+
+def _image_key(image_id: str, check: FileCheck) -> str:
+    ext = Path(check.source.name).suffix.lower()
+    return DatasetLayout.image_relative(image_id, ".jpg" if ext == ".jpeg" else ext)
+
+
+def build_manifest(
+    layout: LocalLayout, source: str, workers: int = 4, min_image_share: float = 0.0
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Validate the source; return (manifest, plan) where plan maps each store key to its origin.
+
+    TooFewImagesError when no image, or fewer than ``min_image_share`` of the valid
+    metadata rows, has a readable image.
+    """
+    started = time.monotonic()
+    raw, metadata, row_problems = read_metadata(layout.metadata)
+    image_checks, ignored = _scan(layout.image_parts, IMAGE_NAME, False, workers)
+    mask_checks, ignored_masks = _scan(
+        (layout.masks,) if layout.masks else (), MASK_NAME, True, workers
+    )
+    draft = ManifestDraft()
+    known_ids = set(metadata["image_id"])
+    images = draft.accept(
+        image_checks, IMAGE_NAME, "image", known_ids,
+        "image has no metadata row (or its row was rejected)",
+    )  # fmt: skip
+    masks = draft.accept(mask_checks, MASK_NAME, "mask", images, "mask has no matching image")
+    check_enough_images(layout, len(images), len(known_ids), min_image_share, draft)
     kept = metadata[metadata["image_id"].isin(images)].reset_index(drop=True)
     kept.insert(len(kept.columns), "has_mask", kept["image_id"].isin(masks).astype(int))
-    metadata_csv = kept.to_csv(index=False, lineterminator="\n").encode()
-    plan["metadata.csv"] = metadata_csv
-    files["metadata.csv"] = {
-        "sha256": hashlib.sha256(metadata_csv).hexdigest(),
-        "bytes": len(metadata_csv),
-    }
-    if row_problems:
-        rejected = (
-            pd.DataFrame([vars(p) for p in row_problems])
-            .to_csv(index=False, lineterminator="\n")
-            .encode()
-        )
-        plan["quarantine/metadata_rejected_rows.csv"] = rejected
-        files["quarantine/metadata_rejected_rows.csv"] = {
-            "sha256": hashlib.sha256(rejected).hexdigest(),
-            "bytes": len(rejected),
-        }
-
-    def image_key(image_id: str, check: FileCheck) -> str:
-        ext = Path(check.source.name).suffix.lower()
-        return DatasetLayout.image_relative(image_id, ".jpg" if ext == ".jpeg" else ext)
-
-    for kind, accepted in (("image", images), ("mask", masks)):
-        for image_id, check in sorted(accepted.items()):
-            key = (
-                image_key(image_id, check)
-                if kind == "image"
-                else DatasetLayout.mask_relative(image_id)
-            )
-            plan[key] = check.source
-            files[key] = {
-                "sha256": check.sha256,
-                "bytes": check.size,
-                "width": check.width,
-                "height": check.height,
-            }
-
-    files = dict(sorted(files.items()))
-    version = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+    draft.add_dataset(kept, row_problems, images, masks)
+    files = dict(sorted(draft.files.items()))
     by_dx = kept["dx"].value_counts()
     manifest: dict[str, Any] = {
         "dataset": "ham10000",
-        "dataset_version": version,
+        "dataset_version": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[
+            :16
+        ],
         "source": source,
         "notice": RESEARCH_NOTICE,
         "counts": {
@@ -354,22 +374,22 @@ def build_manifest(
             "lesions": int(kept["lesion_id"].nunique()),
             "masks": len(masks),
             "by_dx": {dx: int(by_dx.get(dx, 0)) for dx in DX_CODES},
-            "quarantined": len(quarantined),
+            "quarantined": len(draft.quarantined),
             "rejected_rows": len(row_problems),
         },
         "validation": {
             "rejected_rows": [vars(p) for p in row_problems],
-            "metadata_rows_without_image": missing_images,
+            "metadata_rows_without_image": sorted(known_ids - set(images)),
             "images_without_mask": sorted(set(images) - set(masks))
             if layout.masks
             else "no mask source",
-            "quarantined": sorted(quarantined, key=lambda q: q["file"]),
-            "ignored_files": sorted(f"{s.origin()}: {why}" for s, why in ignored),
+            "quarantined": sorted(draft.quarantined, key=lambda q: q["file"]),
+            "ignored_files": sorted(f"{s.origin()}: {why}" for s, why in ignored + ignored_masks),
         },
         "validation_seconds": round(time.monotonic() - started, 2),
         "files": files,
     }
-    return manifest, plan
+    return manifest, draft.plan
 
 
 def ingest(
