@@ -512,6 +512,141 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
     return write_training_outputs(run, model, config, data, fitted, weights_key)
 
 
+class PhaseFitter:
+    """The two phases of one model: phase 1 (frozen backbone), then phase 2 (the last
+    blocks fine-tuned), each resumed from its checkpoint when a retried task finds one.
+    ``history`` and ``timing`` gather what each phase did."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        run: Run,
+        config: TrainConfig,
+        data: TrainingData,
+        device: dict[str, Any],
+    ):
+        self.model, self.run, self.config, self.data = model, run, config, data
+        # What the loss sees (the model, or its 7-class softmax); it shares the model's weights.
+        self.fit_model = training_view(model)
+        self.checkpoints = StoreCheckpoints(run, self.fit_model)
+        self.history: dict[str, Any] = {"phase1": {}, "phase2": {}}
+        self.timing: dict[str, Any] = {}
+        self.compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
+
+    def validation_auroc(self) -> float:
+        data = self.data
+        scores = predict_scores(self.model, data.val_images, 64, metadata=data.val_metadata)
+        return float(roc_auc_score(data.val_labels, scores))
+
+    def fit_online(
+        self,
+        phase: str,
+        epochs: int,
+        initial_epoch: int,
+        baseline: float | None = None,
+        resumed: MonitorState | None = None,
+    ) -> int:
+        """Fit the full model on the shards with online augmentation; return the steps per epoch."""
+        config, data = self.config, self.data
+        batches, steps = train_dataset(self.run, config, config.online_augmentation, data)
+        # Monitored on the images as they are: test-time augmentation would multiply
+        # every epoch's validation cost by its views.
+        monitor = ValidationAUROC(
+            lambda: predict_scores(self.model, data.val_images, 64, metadata=data.val_metadata),
+            data.val_labels,
+            config.patience,
+            self.checkpoints.saver(phase, self.history[phase]),
+            baseline,
+            resumed,
+        )
+        self.fit_model.fit(
+            batches,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            class_weight=data.class_weight,
+            callbacks=[monitor],
+            verbose=2,
+        )
+        self.history[phase]["best_epoch"] = monitor.best_epoch
+        return steps
+
+    def phase1(self, use_cache: bool) -> None:
+        """The head on the frozen backbone: on cached pooled features, or online."""
+        history, config = self.history, self.config
+        resumed = self.checkpoints.resume("phase1")
+        if resumed and resumed[0]["complete"]:
+            history["phase1"] = resumed[0]["history"]
+            self.timing["phase1"] = {"resumed": True}
+            return
+        started = time.monotonic()
+        if use_cache:
+            self.timing["phase1"] = _phase1_cached(
+                self.model,
+                self.run,
+                config,
+                self.data,
+                self.checkpoints,
+                history["phase1"],
+                self.compile_kwargs,
+            )
+        else:
+            self.fit_model.compile(
+                optimizer=keras.optimizers.Adam(config.phase1_learning_rate),
+                **self.compile_kwargs,
+            )
+            self.fit_online("phase1", config.phase1_epochs, 0)
+            self.timing["phase1"] = {"cached_features": False}
+        self.timing["phase1"]["seconds"] = round(time.monotonic() - started, 1)
+        self.checkpoints.mark_complete(
+            "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
+        )
+
+    def phase2(self, phase1_auroc: float) -> None:
+        """The last blocks fine-tuned (batch norm frozen); it must beat phase 1 on
+        validation, or phase 1's weights stay."""
+        config, history = self.config, self.history
+        resumed = self.checkpoints.resume("phase2") if config.phase2_epochs else None
+        state, monitor = resumed or ({}, None)
+        initial_epoch = 0
+        if state:
+            history["phase2"] = state["history"]
+            initial_epoch = len(state["history"].get("loss", []))
+        if not config.phase2_epochs or state.get("complete"):
+            return
+        started = time.monotonic()
+        split = phase2_split(self.model, self.run, config)
+        cache: dict[str, Any] = {"cached_views": 0}
+        if split is None:
+            steps = self.fit_online(
+                "phase2", config.phase2_epochs, initial_epoch, phase1_auroc, monitor
+            )
+        else:
+            steps, cache = _phase2_cached(
+                split,
+                self.run,
+                config,
+                self.data,
+                self.checkpoints,
+                history["phase2"],
+                self.compile_kwargs,
+                initial_epoch,
+                phase1_auroc,
+                monitor,
+            )
+        seconds = time.monotonic() - started
+        epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
+        fit_seconds = seconds - cache.get("cache_seconds", 0.0)
+        self.timing["phase2"] = {
+            "seconds": round(seconds, 1),
+            "epochs": epochs_run,
+            "resumed_at_epoch": initial_epoch,
+            # per-epoch validation AUROC included: it is part of what an epoch costs
+            "images_per_second": round(epochs_run * steps * config.batch_size / fit_seconds, 1),
+            **cache,
+        }
+        self.checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
+
+
 def fit_phases(
     model: keras.Model,
     run: Run,
@@ -520,122 +655,22 @@ def fit_phases(
     device: dict[str, Any],
     use_cache: bool,
 ) -> dict[str, Any]:
-    """Phase 1 (frozen backbone), then phase 2 (last blocks fine-tuned), each resumed from
-    its checkpoint when a retried task finds one. Returns history, timing and summary."""
-    # What the loss sees (the model, or its 7-class softmax); it shares the model's weights.
-    fit_model = training_view(model)
-    checkpoints = StoreCheckpoints(run, fit_model)
-    history: dict[str, Any] = {"phase1": {}, "phase2": {}}
-    timing: dict[str, Any] = {}
-    compile_kwargs = {"loss": loss_for(config), "jit_compile": device["xla"]}
-
-    def fit_phase(
-        phase: str,
-        epochs: int,
-        initial_epoch: int,
-        baseline: float | None = None,
-        resumed: MonitorState | None = None,
-    ) -> int:
-        """Fit the full model on the shards with online augmentation; return the steps per epoch."""
-        batches, steps = train_dataset(run, config, config.online_augmentation, data)
-        # Monitored on the images as they are: test-time augmentation would multiply
-        # every epoch's validation cost by its views.
-        monitor = ValidationAUROC(
-            lambda: predict_scores(model, data.val_images, 64, metadata=data.val_metadata),
-            data.val_labels,
-            config.patience,
-            checkpoints.saver(phase, history[phase]),
-            baseline,
-            resumed,
-        )
-        fit_model.fit(
-            batches,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            class_weight=data.class_weight,
-            callbacks=[monitor],
-            verbose=2,
-        )
-        history[phase]["best_epoch"] = monitor.best_epoch
-        return steps
-
-    # Phase 1: backbone frozen.
-    resumed = checkpoints.resume("phase1")
-    if resumed and resumed[0]["complete"]:
-        history["phase1"] = resumed[0]["history"]
-        timing["phase1"] = {"resumed": True}
-    else:
-        started = time.monotonic()
-        if use_cache:
-            timing["phase1"] = _phase1_cached(
-                model, run, config, data, checkpoints, history["phase1"], compile_kwargs
-            )
-        else:
-            fit_model.compile(
-                optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs
-            )
-            fit_phase("phase1", config.phase1_epochs, 0)
-            timing["phase1"] = {"cached_features": False}
-        timing["phase1"]["seconds"] = round(time.monotonic() - started, 1)
-        checkpoints.mark_complete(
-            "phase1", history["phase1"], history["phase1"].get("best_epoch", -1)
-        )
-    phase1_auroc = float(
-        roc_auc_score(
-            data.val_labels, predict_scores(model, data.val_images, 64, metadata=data.val_metadata)
-        )
-    )
-
-    # Phase 2: the last blocks fine-tuned, batch norm frozen.
+    """Phase 1, then phase 2 (:class:`PhaseFitter`). Returns history, timing and summary."""
+    fitter = PhaseFitter(model, run, config, data, device)
+    fitter.phase1(use_cache)
+    phase1_auroc = fitter.validation_auroc()
     unfrozen = unfreeze_last_blocks(model, config.backbone, config.unfreeze_blocks)
-    fit_model.compile(
+    fitter.fit_model.compile(
         optimizer=phase2_optimizer(config, steps_per_epoch(config, data.train_targets)),
-        **compile_kwargs,
+        **fitter.compile_kwargs,
     )
-    resumed = checkpoints.resume("phase2") if config.phase2_epochs else None
-    state, monitor = resumed or ({}, None)
-    initial_epoch = 0
-    if state:
-        history["phase2"] = state["history"]
-        initial_epoch = len(state["history"].get("loss", []))
-    if config.phase2_epochs and not state.get("complete"):
-        started = time.monotonic()
-        split = phase2_split(model, run, config)
-        cache: dict[str, Any] = {"cached_views": 0}
-        # Phase 2 must beat phase 1 on validation, or phase 1's weights stay.
-        if split is None:
-            steps = fit_phase("phase2", config.phase2_epochs, initial_epoch, phase1_auroc, monitor)
-        else:
-            steps, cache = _phase2_cached(
-                split,
-                run,
-                config,
-                data,
-                checkpoints,
-                history["phase2"],
-                compile_kwargs,
-                initial_epoch,
-                phase1_auroc,
-                monitor,
-            )
-        seconds = time.monotonic() - started
-        epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
-        fit_seconds = seconds - cache.get("cache_seconds", 0.0)
-        timing["phase2"] = {
-            "seconds": round(seconds, 1),
-            "epochs": epochs_run,
-            "resumed_at_epoch": initial_epoch,
-            # per-epoch validation AUROC included: it is part of what an epoch costs
-            "images_per_second": round(epochs_run * steps * config.batch_size / fit_seconds, 1),
-            **cache,
-        }
-        checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
+    fitter.phase2(phase1_auroc)
     return {
-        "history": history,
+        "history": fitter.history,
         "summary": {
             "val_auroc_after_phase1": round(phase1_auroc, 4),
             "unfrozen_blocks": unfrozen,
-            "timing": timing,
+            "timing": fitter.timing,
             "device": device,
         },
         "feature_cache": use_cache,
