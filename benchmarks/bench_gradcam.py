@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from melanoma.backbones import backbone_spec
+from training.device import configure_device
 from training.gradcam import grad_cam
 from training.model import build_model
-from training.train import configure_device
 
 
 def main() -> None:

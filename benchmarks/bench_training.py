@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from melanoma.images import dihedral_views
+from training.device import configure_device
 from training.model import (
     build_model,
     feature_extractor,
@@ -39,7 +40,7 @@ from training.model import (
     split_at_trainable,
     unfreeze_last_blocks,
 )
-from training.train import configure_device, trunk_outputs
+from training.phases import trunk_outputs
 
 
 def timed_fit(model: keras.Model, x, y, epochs: int, batch_size: int, jit: bool) -> float:

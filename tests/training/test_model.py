@@ -145,7 +145,7 @@ def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, 
 
 
 def test_fine_tuning_that_never_beats_its_baseline_keeps_the_starting_weights():
-    from training.train import ValidationAUROC
+    from training.checkpoints import ValidationAUROC
 
     model = build_model("tiny_cnn", 32, seed=1)
     start = [w.copy() for w in model.get_weights()]

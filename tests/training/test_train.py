@@ -10,8 +10,9 @@ from melanoma.config import IMBALANCE_STRATEGIES, TrainConfig
 from melanoma.store import ArtifactCorruptError
 from tests.trained_runs import FAST, copy_run
 from training.data import split_arrays, split_rows
+from training.inputs import class_weights
 from training.run_model import load_model
-from training.train import class_weights, train_run
+from training.train import train_run
 
 
 @pytest.mark.parametrize("strategy", [s for s in IMBALANCE_STRATEGIES if s != "none"])
