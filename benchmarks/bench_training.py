@@ -31,6 +31,7 @@ import time
 import keras
 import numpy as np
 
+from melanoma.config import TrainConfig
 from melanoma.images import dihedral_views
 from training.device import configure_device
 from training.model import (
@@ -75,13 +76,13 @@ def main() -> None:
     y = (rng.random(args.images) < 0.15).astype("float32")
     seen = args.images * args.epochs
 
-    plain = build_model(args.backbone, 224)
+    plain = build_model(TrainConfig(backbone=args.backbone), 224)
     t_plain = timed_fit(plain, x, y, args.epochs, args.batch_size, device["xla"])
     print(
         f"(a) phase 1 plain: {seen / t_plain:.1f} images/s ({args.epochs} epochs of {args.images})"
     )
 
-    cached = build_model(args.backbone, 224)
+    cached = build_model(TrainConfig(backbone=args.backbone), 224)
     extractor = feature_extractor(cached)
     extractor.predict(x[: args.batch_size], verbose=0)
     started = time.perf_counter()

@@ -28,6 +28,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from melanoma.backbones import backbone_spec
+from melanoma.config import TrainConfig
 from melanoma.metrics import within_group_auroc_replicates
 from melanoma.run import Run
 from melanoma.store import open_store
@@ -40,7 +41,7 @@ FEATURE_SETS = ("last", "multiscale, raw", "multiscale, batch-normalised")
 def pooled_features(run: Run, backbone: str, weights: str) -> tuple[dict[str, tuple], int]:
     """Per split, (every layer's pooled features concatenated, labels, sources); and the
     last layer's width (its features are the last columns)."""
-    model = build_model(backbone, 224, weights, multiscale=True)
+    model = build_model(TrainConfig(backbone=backbone, multiscale_features=True), 224, weights)
     extractor = feature_extractor(model)
     last_width = int(model.get_layer("head_gap").output.shape[-1])
     sources = run.splits().drop_duplicates("image_id").set_index("image_id")["dataset"]

@@ -40,6 +40,7 @@ from keras.src.ops.operation_utils import get_source_inputs
 
 from melanoma import clinical
 from melanoma.backbones import BackboneSpec, backbone_spec
+from melanoma.config import TrainConfig
 from melanoma.ham10000 import DX_INDEX, label_task
 from melanoma.images import dihedral_views
 
@@ -161,19 +162,19 @@ def positive_classes(task: str) -> list[int]:
 
 
 def build_model(
-    backbone_name: str,
+    config: TrainConfig,
     image_size: int = 224,
     weights_path: str | None = None,
-    seed: int = 42,
-    head: str = "binary",
     task: str = "mel_vs_rest",
-    metadata_dropout: float | None = None,
-    multiscale: bool = False,
 ) -> keras.Model:
-    """The full model with the backbone frozen (phase 1). ``weights_path``: no-top ImageNet
-    weights file. ``head``: ``binary`` or ``multiclass`` (scored for label task ``task``).
-    ``metadata_dropout``: None for an image-only model; a rate for metadata fusion.
-    ``multiscale``: pool the backbone's ``multiscale_layers`` too."""
+    """The full model with the backbone frozen (phase 1), as ``config`` describes it: its
+    backbone, head (``binary``, or ``multiclass`` scored for label task ``task``), seed,
+    metadata fusion (dropped with ``metadata_dropout``) and multiscale features (the
+    backbone's ``multiscale_layers`` pooled too). ``weights_path``: a no-top ImageNet
+    weights file."""
+    backbone_name, seed, head = config.backbone, config.seed, config.head
+    metadata_dropout = config.metadata_dropout if config.metadata_fusion else None
+    multiscale = config.multiscale_features
     spec = backbone_spec(backbone_name)
     image = keras.Input((image_size, image_size, 3), dtype="uint8", name=IMAGE_INPUT)
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(image)

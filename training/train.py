@@ -83,16 +83,7 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
         weights_path = (
             str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
         )
-        model = build_model(
-            config.backbone,
-            image_size,
-            weights_path,
-            config.seed,
-            config.head,
-            run.config().label_task,
-            config.metadata_dropout if config.metadata_fusion else None,
-            config.multiscale_features,
-        )
+        model = build_model(config, image_size, weights_path, run.config().label_task)
     data = TrainingData.read(run, config)
     fitted = fit_phases(model, run, config, data, device, use_cache)
     return write_training_outputs(run, model, config, data, fitted, weights_key)

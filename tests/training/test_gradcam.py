@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from melanoma.cam import lesion_attention, normalize_cam, upsample_cam
+from melanoma.config import TrainConfig
 from training.gradcam import grad_cam
 from training.model import build_model, unfreeze_last_blocks
 
@@ -36,7 +37,7 @@ def box_mask(top: int, left: int) -> np.ndarray:
 def test_heatmap_peaks_on_the_decisive_pattern(method):
     keras.utils.set_random_seed(0)
     x, y, _ = pattern_images(600, seed=0)
-    model = build_model("tiny_cnn", SIZE, None, 0)
+    model = build_model(TrainConfig(backbone="tiny_cnn", seed=0), SIZE)
     unfreeze_last_blocks(model, "tiny_cnn", 3)
     model.compile(keras.optimizers.Adam(3e-3), "binary_crossentropy")
     model.fit(x, y, batch_size=32, epochs=5, verbose=0)

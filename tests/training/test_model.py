@@ -1,8 +1,11 @@
+from dataclasses import replace
+
 import keras
 import numpy as np
 import pytest
 
 from melanoma.backbones import BACKBONES
+from melanoma.config import TrainConfig
 from training.model import (
     build_model,
     feature_extractor,
@@ -13,13 +16,15 @@ from training.model import (
     with_features,
 )
 
+TINY = TrainConfig(backbone="tiny_cnn")  # the test backbone, every other field a default
+
 
 def trainable_count(model: keras.Model) -> int:
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
 def test_resnet50_default_structure_and_parameter_counts():
-    model = build_model("resnet50", 224)
+    model = build_model(TrainConfig(backbone="resnet50"), 224)
     assert model.count_params() == 24_112_513
     assert trainable_count(model) == 524_801, "only the head trains while the backbone is frozen"
     assert not any(isinstance(layer, keras.Model) for layer in model.layers), (
@@ -40,14 +45,16 @@ def test_resnet50_default_structure_and_parameter_counts():
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_each_registered_backbone_builds_with_its_declared_layers_and_blocks(name):
     # The one registry (melanoma.backbones) is all the builder, Grad-CAM and unfreezing use.
-    model = build_model(name, 32 if name == "tiny_cnn" else 96, multiscale=True)
+    model = build_model(
+        TrainConfig(backbone=name, multiscale_features=True), 32 if name == "tiny_cnn" else 96
+    )
     for layer_name in (BACKBONES[name].last_conv_layer, *BACKBONES[name].multiscale_layers):
         assert len(model.get_layer(layer_name).output.shape) == 4
     assert unfreeze_last_blocks(model, name, 1), "its block pattern matches the built layers"
 
 
 def test_unfreezing_keeps_batch_norm_frozen():
-    model = build_model("mobilenet_v2", 96)
+    model = build_model(TrainConfig(backbone="mobilenet_v2"), 96)
     before = trainable_count(model)
     blocks = unfreeze_last_blocks(model, "mobilenet_v2", 2)
     assert blocks == ["block_16", "Conv_1"]
@@ -65,7 +72,7 @@ def test_one_pass_gives_the_scores_and_the_features_that_two_passes_give(tta_vie
     """Scoring with the out-of-distribution detector runs the backbone once, not twice."""
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
-    model = build_model("tiny_cnn", 32, seed=1, multiscale=True)
+    model = build_model(TrainConfig(backbone="tiny_cnn", seed=1, multiscale_features=True), 32)
     scores, features = predict_scores_and_features(
         with_features(model), images, 8, tta_views=tta_views
     )
@@ -86,7 +93,7 @@ def test_cached_feature_phase1_equals_plain_phase1(multiscale):
     models = []
     for _ in range(2):
         keras.utils.set_random_seed(3)
-        models.append(build_model("tiny_cnn", 32, seed=3, multiscale=multiscale))
+        models.append(build_model(replace(TINY, seed=3, multiscale_features=multiscale), 32))
     plain, cached = models
     assert all(
         np.array_equal(a, b) for a, b in zip(plain.get_weights(), cached.get_weights(), strict=True)
@@ -121,7 +128,9 @@ def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, 
 
     from training.model import split_at_trainable
 
-    model = build_model(backbone, size, seed=1, multiscale=multiscale)
+    model = build_model(
+        TrainConfig(backbone=backbone, seed=1, multiscale_features=multiscale), size
+    )
     unfreeze_last_blocks(model, backbone, blocks)
     split = split_at_trainable(model)
     assert split is not None
@@ -147,7 +156,7 @@ def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, 
 def test_fine_tuning_that_never_beats_its_baseline_keeps_the_starting_weights():
     from training.checkpoints import ValidationAUROC
 
-    model = build_model("tiny_cnn", 32, seed=1)
+    model = build_model(replace(TINY, seed=1), 32)
     start = [w.copy() for w in model.get_weights()]
     labels = np.array([0, 1] * 8)
     monitor = ValidationAUROC(lambda: np.full(16, 0.5), labels, patience=5, baseline=0.9)
@@ -178,7 +187,7 @@ def test_multiclass_head_learns_three_classes_and_scores_the_task_as_their_sum(t
     from training.model import DX_ORDER, positive_classes, training_view
 
     keras.utils.set_random_seed(0)
-    model = build_model("tiny_cnn", 32, head="multiclass", task=task)
+    model = build_model(replace(TINY, head="multiclass"), 32, task=task)
     for layer in model.layers:  # the tiny backbone has no pretrained weights to keep
         layer.trainable = True
     fit = training_view(model)
@@ -200,7 +209,7 @@ def test_multiclass_model_saves_loads_and_explains(tmp_path):
     from melanoma.backbones import BACKBONES
     from training.gradcam import grad_cam
 
-    model = build_model("tiny_cnn", 32, head="multiclass")
+    model = build_model(replace(TINY, head="multiclass"), 32)
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path, compile=False)
@@ -215,7 +224,7 @@ def test_multiscale_features_join_earlier_layers_save_load_and_explain(tmp_path)
     from training.gradcam import grad_cam
     from training.model import apply_head, earlier_pooled, image_input, pool_features
 
-    model = build_model("tiny_cnn", 32, multiscale=True)
+    model = build_model(replace(TINY, multiscale_features=True), 32)
     # tiny_block1 (16 channels) and tiny_block2 (32) join tiny_block3 (64).
     assert feature_extractor(model).output.shape[-1] == 16 + 32 + 64
     assert head_model(model).input.shape[-1] == 112
@@ -256,7 +265,7 @@ def test_test_time_augmentation_leaves_a_symmetric_image_unchanged():
     from training.model import predict_scores
 
     keras.utils.set_random_seed(0)
-    model = build_model("tiny_cnn", 32)
+    model = build_model(TINY, 32)
     # Rings around the centre: the same under every flip and 90-degree rotation.
     y, x = np.mgrid[:32, :32] - 15.5
     rings = (np.hypot(x, y) * 9 % 256).astype(np.uint8)
@@ -291,8 +300,8 @@ def test_metadata_fusion_learns_from_metadata_and_scores_with_and_without_it(tmp
     from training.model import predict_scores, takes_metadata
 
     keras.utils.set_random_seed(0)
-    model = build_model("tiny_cnn", 32, metadata_dropout=0.3)
-    assert takes_metadata(model) and not takes_metadata(build_model("tiny_cnn", 32))
+    model = build_model(replace(TINY, metadata_fusion=True, metadata_dropout=0.3), 32)
+    assert takes_metadata(model) and not takes_metadata(build_model(TINY, 32))
     images, metadata, labels = _metadata_signal(800, 0)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
     model.fit({"image": images, "metadata": metadata}, labels, batch_size=32, epochs=8, verbose=0)
