@@ -180,6 +180,43 @@ def _schema():  # pyarrow imported lazily: the driver-side planning does not nee
     )
 
 
+def preprocessed_image(
+    store: ObjectStore, task: ImageTask, config: PreprocessConfig, train_long_side: int | None
+) -> np.ndarray:
+    """The task's stored image (and its mask, for a lesion crop), verified and preprocessed;
+    ImageDecodeError, cv2.error or FileNotFoundError when it cannot be."""
+    import cv2
+
+    mask = None
+    if config.lesion_crop and task.mask:
+        mask = cv2.imdecode(
+            np.frombuffer(verified_bytes(store, task.mask, DATASET_MANIFEST), np.uint8),
+            cv2.IMREAD_GRAYSCALE,
+        )
+    return preprocess_image(
+        verified_bytes(store, task.image, DATASET_MANIFEST),
+        config,
+        (task.width, task.height) if task.width else None,
+        mask,
+        train_long_side=train_long_side,
+    )
+
+
+def shard_row(task: ImageTask, copy: int, pixels: np.ndarray) -> dict[str, Any]:
+    """One row of a shard, in ``SCHEMA_FIELDS`` order: the image (copy 0) or an augmented copy."""
+    return {
+        "image_id": task.image_id,
+        "lesion_id": task.lesion_id,
+        "dx": task.dx,
+        "label": task.label,
+        "split": task.split,
+        "augmented": copy,
+        "height": pixels.shape[0],
+        "width": pixels.shape[1],
+        "image": np.ascontiguousarray(pixels).tobytes(),
+    }
+
+
 def process_shard(
     store: ObjectStore,
     shard: Shard,
@@ -219,27 +256,11 @@ def process_shard(
 
         for task in shard.tasks:
             try:
-                data = verified_bytes(store, task.image, DATASET_MANIFEST)
-                mask = None
-                if config.lesion_crop and task.mask:
-                    mask = cv2.imdecode(
-                        np.frombuffer(verified_bytes(store, task.mask, DATASET_MANIFEST), np.uint8),
-                        cv2.IMREAD_GRAYSCALE,
-                    )
-                image = preprocess_image(
-                    data,
-                    config,
-                    (task.width, task.height) if task.width else None,
-                    mask,
-                    train_long_side=train_long_side,
-                )
+                image = preprocessed_image(store, task, config, train_long_side)
             except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
+                reason = f"{type(e).__name__}: {e}"
                 rejects.append(
-                    {
-                        "image_id": task.image_id,
-                        "key": task.image["key"],
-                        "reason": f"{type(e).__name__}: {e}",
-                    }
+                    {"image_id": task.image_id, "key": task.image["key"], "reason": reason}
                 )
                 continue
             versions = [image] + [
@@ -247,17 +268,7 @@ def process_shard(
                 for k in range(1, task.copies + 1)
             ]
             for copy, pixels in enumerate(versions):
-                for name, value in (
-                    ("image_id", task.image_id),
-                    ("lesion_id", task.lesion_id),
-                    ("dx", task.dx),
-                    ("label", task.label),
-                    ("split", task.split),
-                    ("augmented", copy),
-                    ("height", pixels.shape[0]),
-                    ("width", pixels.shape[1]),
-                    ("image", np.ascontiguousarray(pixels).tobytes()),
-                ):
+                for name, value in shard_row(task, copy, pixels).items():
                     rows[name].append(value)
                 counts[f"{task.split}/{task.label}"] += 1
                 written += 1
