@@ -91,25 +91,12 @@ class RowProblem:
     reason: str
 
 
-def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[RowProblem]]:
-    """Check the metadata table; return the valid rows and one problem per rejected row.
+RowCheck = tuple[str, Callable[[pd.DataFrame], pd.Series]]
 
-    A missing required column rejects the whole file (:class:`MetadataSchemaError`).
-    Row-level problems (unknown ``dx``, malformed ``image_id``, empty ``lesion_id``, an
-    ``age`` that is not a number in ``AGE_RANGE``) reject that row only. A repeated
-    ``image_id`` whose rows agree keeps the first; rows that disagree (another ``dx`` or
-    ``lesion_id``) are all rejected, each naming the others: no row is trusted over another. ``raw`` must be read
-    with every column as string (``dtype=str``) so that nothing is coerced silently.
-    """
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        raise MetadataSchemaError(
-            f"{source}: missing required column(s) {missing}; found columns {list(raw.columns)}"
-        )
-    df = raw.copy()
-    for col in df.columns:
-        df[col] = df[col].astype("string").str.strip()
-    checks: list[tuple[str, Callable[[pd.DataFrame], pd.Series]]] = [
+
+def row_checks(columns: pd.Index) -> list[RowCheck]:
+    """(reason, the rows it rejects) for each per-row rule, in the order they are reported."""
+    checks: list[RowCheck] = [
         ("empty lesion_id", lambda d: d["lesion_id"].fillna("") == ""),
         (
             "malformed image_id (expected ISIC_ and 7 digits, no file extension)",
@@ -120,42 +107,24 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
             lambda d: ~d["dx"].isin(list(DX_CODES)),
         ),
     ]
-    if "age" in df.columns:
-        checks.append(
-            (
-                "age is not a number",
-                lambda d: (
-                    d["age"].notna()
-                    & (d["age"] != "")
-                    & pd.to_numeric(d["age"], errors="coerce").isna()
-                ),
-            )
-        )
+    if "age" in columns:
         low, high = AGE_RANGE
-        checks.append(
-            (
-                f"age outside {low} to {high}",
-                lambda d: (
-                    ~pd.to_numeric(d["age"], errors="coerce").between(low, high)
-                    & pd.to_numeric(d["age"], errors="coerce").notna()
-                ),
-            )
-        )
+
+        def age(d: pd.DataFrame) -> pd.Series:
+            return pd.to_numeric(d["age"], errors="coerce")
+
+        checks += [
+            ("age is not a number", lambda d: d["age"].notna() & (d["age"] != "") & age(d).isna()),
+            (f"age outside {low} to {high}", lambda d: ~age(d).between(low, high) & age(d).notna()),
+        ]
+    return checks
+
+
+def _conflicts(df: pd.DataFrame, bad: pd.Series) -> tuple[list[RowProblem], pd.Series]:
+    """Rows of one image_id that disagree on what it is (another dx or lesion_id): every
+    one of them, each naming the others; and the mask of those rows."""
     problems: list[RowProblem] = []
-    bad = pd.Series(False, index=df.index)
-    for reason, check in checks:
-        hit = check(df).fillna(True).astype(bool) & ~bad
-        for idx in df.index[hit]:
-            value = df.at[idx, "dx"] if reason.startswith("unknown dx") else None
-            problems.append(
-                RowProblem(
-                    int(idx) + 2,
-                    str(df.at[idx, "image_id"]),
-                    reason + (f": {value!r}" if value else ""),
-                )
-            )
-        bad |= hit
-    # Rows of one image_id that disagree on what it is: every one of them rejected.
+    hit = pd.Series(False, index=df.index)
     candidates = df[~bad]
     repeated = candidates[candidates["image_id"].duplicated(keep=False)]
     for image_id, group in repeated.groupby("image_id", sort=False):
@@ -164,24 +133,48 @@ def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, lis
         said = {int(i) + 2: f"dx={r.dx}, lesion_id={r.lesion_id}" for i, r in group.iterrows()}
         for row in said:
             others = "; ".join(f"row {r} says {v}" for r, v in said.items() if r != row)
-            problems.append(
-                RowProblem(
-                    row,
-                    str(image_id),
-                    f"conflicting rows for {image_id}: this row says {said[row]}; {others}",
-                )
-            )
-        bad |= df.index.isin(group.index)
+            reason = f"conflicting rows for {image_id}: this row says {said[row]}; {others}"
+            problems.append(RowProblem(row, str(image_id), reason))
+        hit |= df.index.isin(group.index)
+    return problems, hit
+
+
+def validate_metadata(raw: pd.DataFrame, source: str) -> tuple[pd.DataFrame, list[RowProblem]]:
+    """Check the metadata table; return the valid rows and one problem per rejected row.
+
+    A missing required column rejects the whole file (:class:`MetadataSchemaError`).
+    Row-level problems (unknown ``dx``, malformed ``image_id``, empty ``lesion_id``, an
+    ``age`` that is not a number in ``AGE_RANGE``) reject that row only. A repeated
+    ``image_id`` whose rows agree keeps the first; rows that disagree (another ``dx`` or
+    ``lesion_id``) are all rejected, each naming the others: no row is trusted over
+    another. ``raw`` must be read with every column as string (``dtype=str``) so that
+    nothing is coerced silently.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        raise MetadataSchemaError(
+            f"{source}: missing required column(s) {missing}; found columns {list(raw.columns)}"
+        )
+    df = raw.copy()
+    for col in df.columns:
+        df[col] = df[col].astype("string").str.strip()
+    problems: list[RowProblem] = []
+    bad = pd.Series(False, index=df.index)
+    for reason, check in row_checks(df.columns):
+        hit = check(df).fillna(True).astype(bool) & ~bad
+        for idx in df.index[hit]:
+            value = df.at[idx, "dx"] if reason.startswith("unknown dx") else None
+            detail = reason + (f": {value!r}" if value else "")
+            problems.append(RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), detail))
+        bad |= hit
+    conflicts, conflicting = _conflicts(df, bad)
+    problems += conflicts
+    bad |= conflicting
     dup = df["image_id"].duplicated(keep="first") & ~bad
     for idx in df.index[dup]:
         first = int(df.index[(df["image_id"] == df.at[idx, "image_id"])][0]) + 2
-        problems.append(
-            RowProblem(
-                int(idx) + 2,
-                str(df.at[idx, "image_id"]),
-                f"duplicate image_id (first at row {first})",
-            )
-        )
+        detail = f"duplicate image_id (first at row {first})"
+        problems.append(RowProblem(int(idx) + 2, str(df.at[idx, "image_id"]), detail))
     bad |= dup
     valid = df[~bad].copy()
     if "age" in valid.columns:
