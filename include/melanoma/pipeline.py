@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from melanoma import sources
 from melanoma.config import PipelineConfig
 from melanoma.ham10000 import apply_label_task
@@ -62,6 +64,44 @@ def store_pretrained_weights(config: PipelineConfig) -> str | None:
     return record["key"] if record else None
 
 
+def place_images(
+    rows: pd.DataFrame, metadata: pd.DataFrame, config: PipelineConfig
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """(the split, the promotion benchmark's rows, the excluded image ids): every row of the
+    label task in exactly one of them (SplitPlacementError otherwise)."""
+    # The promotion benchmark is the dataset version's, whatever the label task or seed:
+    # no run's split holds its lesions (melanoma.splits.promotion_benchmark_lesions).
+    in_benchmark = rows["lesion_id"].isin(promotion_benchmark_lesions(metadata))
+    benchmark, rest = rows[in_benchmark], rows[~in_benchmark]
+    if config.holdout_source:
+        split = split_holding_out_source(
+            rest, config.holdout_source, config.split_ratios, config.seed
+        )
+    else:
+        split = split_by_lesion(rest, config.split_ratios, config.seed)
+    # Images of lesions shared with a held-out source: in no split, listed with why.
+    excluded = rest.loc[~rest["image_id"].isin(split["image_id"]), "image_id"]
+    check_every_image_placed(rows["image_id"], split, benchmark, excluded)
+    return split, benchmark, excluded
+
+
+def placement_summary(benchmark: pd.DataFrame, excluded: pd.Series) -> dict[str, Any]:
+    """What ``splits_summary.json`` says of the images in no split."""
+    return {
+        # images of lesions shared with the held-out source, in no split
+        "excluded_images": len(excluded),
+        "excluded": [
+            {"image_id": i, "reason": "its lesion has images in the held-out source"}
+            for i in sorted(excluded)
+        ],
+        "promotion_benchmark": {
+            "images": len(benchmark),
+            "lesions": int(benchmark["lesion_id"].nunique()),
+            "positives": int(benchmark["label"].sum()),
+        },
+    }
+
+
 def write_split(
     run: Run,
     config: PipelineConfig,
@@ -82,19 +122,7 @@ def write_split(
             f"{run.store.url}/{manifest_key}: no image of dataset version {version} is in "
             f"label task {config.label_task}: nothing to split"
         )
-    # The promotion benchmark is the dataset version's, whatever the label task or seed:
-    # no run's split holds its lesions (melanoma.splits.promotion_benchmark_lesions).
-    in_benchmark = rows["lesion_id"].isin(promotion_benchmark_lesions(metadata))
-    benchmark, rest = rows[in_benchmark], rows[~in_benchmark]
-    if config.holdout_source:
-        split = split_holding_out_source(
-            rest, config.holdout_source, config.split_ratios, config.seed
-        )
-    else:
-        split = split_by_lesion(rest, config.split_ratios, config.seed)
-    # Images of lesions shared with a held-out source: in no split, listed with why.
-    excluded = rest.loc[~rest["image_id"].isin(split["image_id"]), "image_id"]
-    check_every_image_placed(rows["image_id"], split, benchmark, excluded)
+    split, benchmark, excluded = place_images(rows, metadata, config)
     summary = split_summary(split)
     # The metadata travel with the split, so evaluation can measure per source, sex, age, site.
     metadata_columns = [c for c in METADATA_COLUMNS if c in split.columns]
@@ -115,17 +143,7 @@ def write_split(
                 "seed": config.seed,
                 "ratios": list(config.split_ratios),
                 "holdout_source": config.holdout_source or None,
-                # images of lesions shared with the held-out source, in no split
-                "excluded_images": len(excluded),
-                "excluded": [
-                    {"image_id": i, "reason": "its lesion has images in the held-out source"}
-                    for i in sorted(excluded)
-                ],
-                "promotion_benchmark": {
-                    "images": len(benchmark),
-                    "lesions": int(benchmark["lesion_id"].nunique()),
-                    "positives": int(benchmark["label"].sum()),
-                },
+                **placement_summary(benchmark, excluded),
                 "splits": summary,
             },
         )
