@@ -154,6 +154,53 @@ def calibrate_run(run: Run, config: EvaluationConfig) -> str:
     return run.layout.commit("calibrate")
 
 
+def probability_measures(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    calibration: Calibration,
+    config: EvaluationConfig,
+    split: str,
+) -> dict[str, Any]:
+    """Brier score, ECE and reliability bins of the raw and the calibrated probabilities."""
+    calibrated = probability_calibrator(calibration.probability_calibration)(scores)
+    bins = config.calibration_bins
+    return {
+        "method": calibration.probability_calibration["method"],
+        "fitted_on": "val",
+        split: {
+            name: {
+                "brier": brier_score(labels, p),
+                "ece": expected_calibration_error(labels, p, bins),
+                "bins": reliability_bins(labels, p, bins),
+            }
+            for name, p in (("raw", scores), ("calibrated", calibrated))
+        },
+    }
+
+
+def prediction_figures(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    points: dict[str, Any],
+    intervals: dict[str, Any],
+    probability: dict[str, Any],
+    split: str,
+) -> dict[str, bytes]:
+    """ROC, PR, confusion matrices, metrics against threshold and reliability (name -> PNG)."""
+    data = "test split" if split == "test" else f"{split} set"
+    reliability = {
+        "raw": probability[split]["raw"]["bins"],
+        f"{probability['method']} (fitted on val)": probability[split]["calibrated"]["bins"],
+    }
+    return {
+        "roc": figures.roc_figure(labels, scores, points, intervals["auroc"], data),
+        "precision_recall": figures.pr_figure(labels, scores, points, intervals["auprc"], data),
+        "confusion_matrices": figures.confusion_figure(points),
+        "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, points, data),
+        "reliability": figures.reliability_figure(reliability, data),
+    }
+
+
 def measure_predictions(
     frame: pd.DataFrame, calibration: Calibration, config: EvaluationConfig, split: str
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -185,39 +232,8 @@ def measure_predictions(
             "confusion": point["confusion"],
             **intervals["thresholds"][name],
         }
-    calibrate = probability_calibrator(calibration.probability_calibration)
-    calibrated = calibrate(scores)
-    bins = config.calibration_bins
-    probability = {
-        "method": calibration.probability_calibration["method"],
-        "fitted_on": "val",
-        split: {
-            name: {
-                "brier": brier_score(labels, p),
-                "ece": expected_calibration_error(labels, p, bins),
-                "bins": reliability_bins(labels, p, bins),
-            }
-            for name, p in (("raw", scores), ("calibrated", calibrated))
-        },
-    }
-    data = "test split" if split == "test" else f"{split} set"
-    pngs = {
-        "roc": figures.roc_figure(labels, scores, plain_points, intervals["auroc"], data),
-        "precision_recall": figures.pr_figure(
-            labels, scores, plain_points, intervals["auprc"], data
-        ),
-        "confusion_matrices": figures.confusion_figure(plain_points),
-        "metrics_vs_threshold": figures.threshold_sweep_figure(labels, scores, plain_points, data),
-        "reliability": figures.reliability_figure(
-            {
-                "raw": probability[split]["raw"]["bins"],
-                f"{probability['method']} (fitted on val)": probability[split]["calibrated"][
-                    "bins"
-                ],
-            },
-            data,
-        ),
-    }
+    probability = probability_measures(labels, scores, calibration, config, split)
+    pngs = prediction_figures(labels, scores, plain_points, intervals, probability, split)
     measured = {
         "counts": {
             "images": len(frame),
