@@ -30,9 +30,10 @@ from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from melanoma import RESEARCH_NOTICE
+from melanoma.artifacts import TrainingRecord
 from melanoma.config import TrainConfig
 from melanoma.download import file_digest
 from melanoma.layout import record_of
@@ -89,6 +90,42 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
     return write_training_outputs(run, model, config, data, fitted, weights_key)
 
 
+def split_predictions(
+    scoring: keras.Model,
+    images: np.ndarray,
+    rows: pd.DataFrame,
+    metadata: np.ndarray | None,
+    tta_views: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A split's predictions (image_id, lesion_id, dx, label, probability; with metadata
+    fusion, whether each image had metadata), and its pooled features, in one pass."""
+    probability, features = predict_scores_and_features(scoring, images, 64, tta_views, metadata)
+    frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probability)
+    if metadata is not None:
+        frame["metadata"] = np.where(metadata[:, 0] > 0, "used", "absent")
+    return frame, features
+
+
+def validation_figures(
+    model: keras.Model,
+    images: np.ndarray,
+    frame: pd.DataFrame,
+    metadata: np.ndarray | None,
+    tta_views: int,
+) -> dict[str, float]:
+    """The final validation AUROC, and with metadata fusion the AUROC without metadata:
+    what images without it (predict, external sets) can expect."""
+    figures = {
+        "val_auroc_final": round(float(roc_auc_score(frame["label"], frame["probability"])), 4)
+    }
+    if metadata is not None:
+        alone = predict_scores(model, images, 64, tta_views)
+        figures["val_auroc_without_metadata"] = round(
+            float(roc_auc_score(frame["label"], alone)), 4
+        )
+    return figures
+
+
 def write_training_outputs(
     run: Run,
     model: keras.Model,
@@ -107,53 +144,36 @@ def write_training_outputs(
                 (data.val_images, data.val_rows) if split == "val" else split_arrays(run, "test")
             )
             metadata = data.metadata_of(rows)
-            probability, features = predict_scores_and_features(
-                scoring, images, 64, config.tta_views, metadata
-            )
+            frame, features = split_predictions(scoring, images, rows, metadata, config.tta_views)
             distances = detector.distances(features)
             if split == "val":
                 detector = detector.with_threshold(distances, VALIDATION_PASS_SHARE)
             summary.setdefault("ood", {"threshold": round(detector.threshold, 4)})[
                 f"{split}_flagged_share"
             ] = round(float(np.mean(~detector.in_distribution(distances))), 4)
-            frame = rows[["image_id", "lesion_id", "dx", "label"]].assign(probability=probability)
-            if metadata is not None:
-                frame["metadata"] = np.where(metadata[:, 0] > 0, "used", "absent")
             stage.put_bytes(
                 f"predictions_{split}",
                 layout.predictions(split),
                 frame.to_csv(index=False, lineterminator="\n", float_format="%.6f").encode(),
             )
             if split == "val":
-                summary["val_auroc_final"] = round(
-                    float(roc_auc_score(frame["label"], frame["probability"])), 4
-                )
-                if metadata is not None:
-                    # What images without metadata (predict, external sets) can expect.
-                    alone = predict_scores(model, images, 64, config.tta_views)
-                    summary["val_auroc_without_metadata"] = round(
-                        float(roc_auc_score(frame["label"], alone)), 4
-                    )
+                summary |= validation_figures(model, images, frame, metadata, config.tta_views)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.keras"
             model.save(path)
             stage.put_file("model", layout.model, path)
         stage.put_bytes("ood", layout.ood, detector.to_bytes())
         stage.put_json("history", layout.history, {**fitted["history"], "summary": summary})
-        stage.put_json(
-            "training_config",
-            layout.training_config,
-            {
-                "config": asdict(config),
-                "feature_cache": fitted["feature_cache"],
-                "device": summary["device"],
-                "weights_key": weights_key,
-                "train_images": len(data.train_labels),
-                "train_positives": int(data.train_labels.sum()),
-                "class_weight": data.class_weight,
-                "notice": RESEARCH_NOTICE,
-            },
+        record = TrainingRecord(
+            config=asdict(config),
+            feature_cache=fitted["feature_cache"],
+            device=summary["device"],
+            weights_key=weights_key,
+            train_images=len(data.train_labels),
+            train_positives=int(data.train_labels.sum()),
+            class_weight=data.class_weight,
         )
+        stage.put_json(TrainingRecord.artifact, layout.training_config, record.to_json())
         stage.data = {"summary": summary}
     log.info(
         "training done: val AUROC %.4f after phase 1, %.4f final",
