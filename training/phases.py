@@ -357,21 +357,14 @@ def _phase2_cached(
     }
 
 
-def _phase1_cached(
-    model: keras.Model,
-    run: Run,
-    config: TrainConfig,
-    data: TrainingData,
-    checkpoints: StoreCheckpoints,
-    history: dict[str, Any],
-    compile_kwargs: dict[str, Any],
-) -> dict[str, Any]:
-    """Phase 1 on pooled features computed once: the frozen backbone runs once per image,
-    not per epoch, and once more per each of ``acquisition_views`` shifted copies."""
-    extractor = feature_extractor(model)
+def cached_training_features(
+    extractor: keras.Model, run: Run, config: TrainConfig, data: TrainingData
+) -> tuple[Any, np.ndarray]:
+    """The head's inputs for every training example (pooled features, with metadata when
+    the model fuses it) and the targets: each image once, plus ``acquisition_views``
+    shifted copies of it."""
     # One stream read in the shards' fixed order: a rerun shifts every image the same way.
     shift_rng = np.random.default_rng(config.seed)
-    started = time.monotonic()
     examples = shard_dataset(
         run,
         "train",
@@ -388,31 +381,47 @@ def _phase1_cached(
             if data.metadata is not None:
                 metadata.append(inputs[METADATA_INPUT].numpy())
             targets.append(y.numpy())
-    train_features, train_targets = np.concatenate(features), np.concatenate(targets)
-    val_features = extractor.predict(data.val_images, batch_size=64, verbose=0)
+    x: Any = np.concatenate(features)
+    if data.metadata is not None:
+        x = {"features": x, METADATA_INPUT: np.concatenate(metadata)}
+    return x, np.concatenate(targets)
+
+
+def undersampled(x: Any, y: np.ndarray, seed: int) -> tuple[Any, np.ndarray]:
+    """Every positive and as many negatives drawn at random (seeded), in their order."""
+    rng = np.random.default_rng(seed)
+    positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    drawn = rng.choice(negatives, size=min(len(negatives), len(positives)), replace=False)
+    keep = np.sort(np.concatenate([positives, drawn]))
+    x = {k: v[keep] for k, v in x.items()} if isinstance(x, dict) else x[keep]
+    return x, y[keep]
+
+
+def _phase1_cached(
+    model: keras.Model,
+    run: Run,
+    config: TrainConfig,
+    data: TrainingData,
+    checkpoints: StoreCheckpoints,
+    history: dict[str, Any],
+    compile_kwargs: dict[str, Any],
+) -> dict[str, Any]:
+    """Phase 1 on pooled features computed once: the frozen backbone runs once per image,
+    not per epoch, and once more per each of ``acquisition_views`` shifted copies."""
+    extractor = feature_extractor(model)
+    started = time.monotonic()
+    x, train_targets = cached_training_features(extractor, run, config, data)
+    val_x: Any = extractor.predict(data.val_images, batch_size=64, verbose=0)
+    if data.metadata is not None:
+        val_x = {"features": val_x, METADATA_INPUT: data.val_metadata}
     extract_seconds = time.monotonic() - started
     head, score_head = head_model(model), head_model(model, through="head_output")
     head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
-    x: Any = train_features
-    val_x: Any = val_features
-    if data.metadata is not None:
-        x = {"features": train_features, METADATA_INPUT: np.concatenate(metadata)}
-        val_x = {"features": val_features, METADATA_INPUT: data.val_metadata}
     y = train_targets
     if config.head == "multiclass":
         y = np.eye(len(DX_ORDER), dtype="float32")[y]
     if config.imbalance == "undersample":
-        rng = np.random.default_rng(config.seed)
-        positives, negatives = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        keep = np.concatenate(
-            [
-                positives,
-                rng.choice(negatives, size=min(len(negatives), len(positives)), replace=False),
-            ]
-        )
-        keep = np.sort(keep)
-        x = {k: v[keep] for k, v in x.items()} if isinstance(x, dict) else x[keep]
-        y = y[keep]
+        x, y = undersampled(x, y, config.seed)
     monitor = ValidationAUROC(
         lambda: score_head.predict(val_x, batch_size=256, verbose=0).reshape(-1),
         data.val_labels,
