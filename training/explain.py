@@ -26,10 +26,11 @@ from melanoma.cam import (
     upsample_cam,
 )
 from melanoma.config import ExplainConfig
+from melanoma.dataset_version import COMMITTED_BY
 from melanoma.evaluation import json_safe, read_predictions
 from melanoma.explanations import select_explained, summarize_attention
 from melanoma.images import PreprocessConfig, decode_image, segment_lesion
-from melanoma.preprocess import DATASET_MANIFEST, ImageTask, plan_images
+from melanoma.preprocess import ImageTask, plan_images
 from melanoma.run import Run
 from melanoma.store import read_manifest, verified_bytes
 from training.data import metadata_for, split_arrays
@@ -46,7 +47,7 @@ def lesion_mask(run: Run, task: ImageTask, stored: np.ndarray) -> tuple[np.ndarr
     official = None
     if task.mask:
         official = cv2.imdecode(
-            np.frombuffer(verified_bytes(run.store, task.mask, DATASET_MANIFEST), np.uint8),
+            np.frombuffer(verified_bytes(run.store, task.mask, COMMITTED_BY), np.uint8),
             cv2.IMREAD_GRAYSCALE,
         )
         if official is not None and official.shape != stored.shape[:2]:
@@ -61,7 +62,7 @@ def explain_image(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The stored image beside its Grad-CAM overlay (lesion outlined), and the image's
     record: its mask source, size and attention measures."""
-    stored = decode_image(verified_bytes(run.store, task.image, DATASET_MANIFEST))
+    stored = decode_image(verified_bytes(run.store, task.image, COMMITTED_BY))
     mask, source = lesion_mask(run, task, stored)
     official = mask if source == "official" else None
     heat = normalize_cam(

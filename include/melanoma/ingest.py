@@ -31,38 +31,18 @@ from typing import Any
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.dataset_version import DatasetVersion
 from melanoma.ham10000 import DX_CODES, MetadataSchemaError, RowProblem, validate_metadata
 from melanoma.images import ImageDecodeError, ImageRefusedError, check_image
 from melanoma.layout import DatasetLayout
 from melanoma.limits import ArchiveLimits, compressed_sha256
 from melanoma.sources import LocalLayout
-from melanoma.store import ObjectStore, read_manifest, verified_bytes
+from melanoma.store import ObjectStore, read_manifest
 
 log = logging.getLogger(__name__)
 
 IMAGE_NAME = re.compile(r"^(ISIC_[0-9]{7})\.(jpe?g|png)$", re.IGNORECASE)
 MASK_NAME = re.compile(r"^(ISIC_[0-9]{7})_segmentation\.png$", re.IGNORECASE)
-
-
-def read_dataset_file(store: ObjectStore, manifest: dict[str, Any], relative: str) -> bytes:
-    """A file of a committed dataset version, checked against the size and sha256 its
-    manifest recorded (ArtifactCorruptError names the key if it changed after ingest)."""
-    recorded = manifest["files"][relative]
-    entry = {
-        "key": DatasetLayout(manifest["dataset_version"]).file(relative),
-        "size": recorded["bytes"],
-        "sha256": recorded["sha256"],
-    }
-    return verified_bytes(store, entry, "the dataset manifest")
-
-
-def stored_image_relative(manifest: dict[str, Any], image_id: str) -> str:
-    """The image's path inside its dataset version (``images/<id>.jpg`` or ``.png``)."""
-    for suffix in (".jpg", ".png"):
-        relative = DatasetLayout.image_relative(image_id, suffix)
-        if relative in manifest["files"]:
-            return relative
-    raise LookupError(f"dataset version {manifest['dataset_version']} has no image {image_id!r}")
 
 
 @dataclass(frozen=True)
@@ -409,10 +389,11 @@ def ingest(
         stored = {o.key: o.size for o in store.list(dataset.prefix + "/")}
         # The version's content is the same (its id is a hash of it); what a user deleted
         # or cut short in the store since is put back from the source.
+        recorded = DatasetVersion(manifest)
         missing = {
             rel: origin
             for rel, origin in plan.items()
-            if stored.get(dataset.file(rel)) != manifest["files"][rel]["bytes"]
+            if stored.get(dataset.file(rel)) != recorded.size_of(rel)
         }
         if missing:
             upload(store, dataset, missing, workers)

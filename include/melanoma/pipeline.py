@@ -14,8 +14,9 @@ import pandas as pd
 
 from melanoma import sources
 from melanoma.config import PipelineConfig
+from melanoma.dataset_version import DatasetVersion
 from melanoma.ham10000 import apply_label_task
-from melanoma.ingest import ingest, read_dataset_file
+from melanoma.ingest import ingest
 from melanoma.pretrained import place_pretrained_weights
 from melanoma.run import Run, RunConfig
 from melanoma.splits import (
@@ -115,7 +116,7 @@ def write_split(
     run.check_owner(run.run_id)
     manifest = read_manifest(run.store, manifest_key)
     version = manifest["dataset_version"]
-    metadata = read_table(read_dataset_file(run.store, manifest, "metadata.csv"))
+    metadata = read_table(DatasetVersion(manifest).read(run.store, "metadata.csv"))
     rows = apply_label_task(metadata, config.label_task)
     if rows.empty:
         raise ValueError(

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.dataset_version import COMMITTED_BY, DatasetVersion
 from melanoma.images import (
     ImageDecodeError,
     PreprocessConfig,
@@ -41,8 +42,6 @@ from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.run import Run
 from melanoma.splits import SPLITS
 from melanoma.store import ObjectStore, open_store, read_manifest, verified_bytes
-
-DATASET_MANIFEST = "the dataset manifest"
 
 ROW_GROUP = 128
 # At 224x224 a row is 150 KB: 1,024 rows keep a shard near 150 MB in an executor's memory.
@@ -78,27 +77,20 @@ def plan_images(
 
     Image size comes from the dataset MANIFEST (it enables the reduced decode without reading headers).
     """
-    files = manifest["files"]
-    dataset = DatasetLayout(manifest["dataset_version"])
-
-    def entry(relative: str) -> dict[str, Any] | None:
-        if relative not in files:
-            return None
-        recorded = files[relative]
-        return {
-            "key": dataset.file(relative),
-            "size": recorded.get("bytes"),
-            "sha256": recorded.get("sha256"),
-        }
+    dataset = DatasetVersion(manifest)
 
     train = splits[splits["split"] == "train"]["label"].value_counts()
     minority = int(train.idxmin()) if len(train) == 2 else None
     tasks = []
     for row in splits.sort_values("image_id").itertuples(index=False):
-        rel = DatasetLayout.image_relative(row.image_id, ".jpg")
-        if rel not in files:
-            rel = DatasetLayout.image_relative(row.image_id, ".png")
-        info = files.get(rel, {})
+        try:
+            relative = dataset.image_relative(row.image_id)
+            image = dataset.entry(relative)
+        except LookupError:  # not in the version: its read fails, naming the key
+            relative = DatasetLayout.image_relative(row.image_id, ".png")
+            image = {"key": dataset.layout.file(relative), "size": None, "sha256": None}
+        mask = dataset.mask_relative(row.image_id)
+        width, height = dataset.pixels(relative) or (0, 0)
         tasks.append(
             ImageTask(
                 image_id=row.image_id,
@@ -106,10 +98,10 @@ def plan_images(
                 dx=row.dx,
                 label=int(row.label),
                 split=row.split,
-                image=entry(rel) or {"key": dataset.file(rel), "size": None, "sha256": None},
-                mask=entry(DatasetLayout.mask_relative(row.image_id)),
-                width=int(info.get("width", 0)),
-                height=int(info.get("height", 0)),
+                image=image,
+                mask=dataset.entry(mask) if mask else None,
+                width=width,
+                height=height,
                 copies=augment_copies if row.split == "train" and int(row.label) == minority else 0,
             )
         )
@@ -190,11 +182,11 @@ def preprocessed_image(
     mask = None
     if config.lesion_crop and task.mask:
         mask = cv2.imdecode(
-            np.frombuffer(verified_bytes(store, task.mask, DATASET_MANIFEST), np.uint8),
+            np.frombuffer(verified_bytes(store, task.mask, COMMITTED_BY), np.uint8),
             cv2.IMREAD_GRAYSCALE,
         )
     return preprocess_image(
-        verified_bytes(store, task.image, DATASET_MANIFEST),
+        verified_bytes(store, task.image, COMMITTED_BY),
         config,
         (task.width, task.height) if task.width else None,
         mask,

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from melanoma.config import check_settings
+from melanoma.dataset_version import DatasetVersion
 from melanoma.images import preprocess_image
-from melanoma.ingest import read_dataset_file, stored_image_relative
 from melanoma.layout import champion_key
 from melanoma.run import Run
 from melanoma.store import ObjectStore, read_manifest
@@ -96,17 +96,15 @@ def benchmark_inputs(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.nd
     Each model is scored through its own preprocessing, so a champion trained with colour
     constancy is compared on images with colour constancy, whatever the candidate did.
     """
-    manifest = read_manifest(data_run.store, data_run.config().manifest_key)
+    dataset = DatasetVersion(read_manifest(data_run.store, data_run.config().manifest_key))
     config, long_side = model_run.preprocess_config(), model_run.train_long_side()
     inputs = np.zeros((len(rows), config.size, config.size, 3), np.uint8)
     for i, image_id in enumerate(rows["image_id"]):
-        relative = stored_image_relative(manifest, str(image_id))
-        recorded = manifest["files"][relative]
-        source_wh = (int(recorded.get("width") or 0), int(recorded.get("height") or 0))
+        relative = dataset.image_relative(str(image_id))
         inputs[i] = preprocess_image(
-            read_dataset_file(data_run.store, manifest, relative),
+            dataset.read(data_run.store, relative),
             config,
-            source_wh if all(source_wh) else None,
+            dataset.pixels(relative),
             train_long_side=long_side,
         )
     return inputs

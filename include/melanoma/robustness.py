@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from melanoma.dataset_version import DatasetVersion
 from melanoma.images import PreprocessConfig, decode_image, preprocess_image
-from melanoma.ingest import read_dataset_file, stored_image_relative
 from melanoma.metrics import auroc_with_interval, paired_auroc_difference
 from melanoma.run import Run
 from melanoma.shifts import Shift, shift_seed
@@ -46,11 +46,8 @@ def sample_by_lesion(rows: pd.DataFrame, images: int, seed: int) -> pd.DataFrame
 
 def stored_images(run: Run, image_ids: Iterable[str]) -> list[np.ndarray]:
     """The images as the run's dataset version stores them (RGB), checked against its manifest."""
-    manifest = read_manifest(run.store, run.config().manifest_key)
-    return [
-        decode_image(read_dataset_file(run.store, manifest, stored_image_relative(manifest, i)))
-        for i in image_ids
-    ]
+    dataset = DatasetVersion(read_manifest(run.store, run.config().manifest_key))
+    return [decode_image(dataset.read(run.store, dataset.image_relative(i))) for i in image_ids]
 
 
 def as_model_input(

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from melanoma.dataset_version import DatasetVersion
 from melanoma.download import RemoteFile, download
 from melanoma.external import (
     ExternalLabelsError,
@@ -27,7 +28,7 @@ from melanoma.external import (
     read_external_labels,
 )
 from melanoma.ham10000 import MetadataSchemaError
-from melanoma.ingest import TooFewImagesError, ingest, read_dataset_file
+from melanoma.ingest import TooFewImagesError, ingest
 from melanoma.layout import DATASETS
 from melanoma.sources import find_layout, mirror_files
 from melanoma.store import (
@@ -77,7 +78,7 @@ def test_ingest_quarantines_a_bad_image_with_its_reason(
     }
     quarantined = {name: q["reason"] for name, q in records.items()}
     metadata = pd.read_csv(
-        io.BytesIO(read_dataset_file(file_store, result.manifest, "metadata.csv"))
+        io.BytesIO(DatasetVersion(result.manifest).read(file_store, "metadata.csv"))
     )
     if reason is None:
         assert name not in quarantined and image_id in set(metadata["image_id"])
@@ -346,4 +347,4 @@ def test_reingesting_puts_back_stored_images_deleted_or_cut_short(mini_archive, 
     assert not again.created and again.dataset_version == version
     assert "2 object(s) were missing or cut short" in caplog.text
     for rel in images[:2]:  # back, as the manifest recorded them
-        assert read_dataset_file(file_store, again.manifest, rel)
+        assert DatasetVersion(again.manifest).read(file_store, rel)

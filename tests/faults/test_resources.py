@@ -17,8 +17,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from melanoma.dataset_version import DatasetVersion
 from melanoma.external import extract_images
-from melanoma.ingest import ingest, read_dataset_file
+from melanoma.ingest import ingest
 from melanoma.limits import ArchiveLimits, ImageLimits, compressed_sha256
 from melanoma.sources import find_layout
 from tests.faults.cases import replace_members, tree_digest
@@ -71,7 +72,7 @@ def test_ingest_records_a_zip_bomb_member_without_unpacking_it(
     assert not list(file_store.list(f"datasets/{result.dataset_version}/quarantine/"))
     # Every other image is ingested.
     metadata = pd.read_csv(
-        io.BytesIO(read_dataset_file(file_store, result.manifest, "metadata.csv"))
+        io.BytesIO(DatasetVersion(result.manifest).read(file_store, "metadata.csv"))
     )
     assert set(metadata["image_id"]) == set(mini_archive.metadata["image_id"]) - {image_id}
     assert tree_digest(mini_archive.root) == before

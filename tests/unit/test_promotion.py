@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from melanoma.config import PipelineConfig
+from melanoma.dataset_version import DatasetVersion
 from melanoma.evaluation import (
     EvaluationConfig,
     calibrate_run,
@@ -12,7 +13,7 @@ from melanoma.evaluation import (
     promote_run,
 )
 from melanoma.images import PreprocessConfig, check_image, preprocess_image
-from melanoma.ingest import ingest, stored_image_relative
+from melanoma.ingest import ingest
 from melanoma.layout import DatasetLayout, champion_key, previous_champion_key
 from melanoma.pipeline import write_split
 from melanoma.promotion import (
@@ -238,7 +239,9 @@ def test_each_model_scores_the_benchmark_through_its_own_preprocessing(mini_arch
     rows = runs["candidate"].promotion_benchmark()
     stored = [
         file_store.get_bytes(
-            DatasetLayout(manifest["dataset_version"]).file(stored_image_relative(manifest, i))
+            DatasetLayout(manifest["dataset_version"]).file(
+                DatasetVersion(manifest).image_relative(i)
+            )
         )
         for i in rows["image_id"]
     ]
