@@ -29,6 +29,7 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE
+from melanoma.artifacts import ExternalMetrics
 from melanoma.cli import USER_ERRORS, run_command
 from melanoma.download import file_digest
 from melanoma.evaluation import EvaluationConfig, json_safe, measure_predictions
@@ -99,10 +100,9 @@ CONTENT_FIELDS = ("labels_sha256", "images_sha256")
 def check_set_name(run: Run, name: str, identity: dict[str, Any], meanwhile: bool = False) -> None:
     """Refuse to replace a committed external set of this name that holds other files
     (by content; a set committed before content identity, by its paths)."""
-    stage = f"external/{name}"
-    if not run.committed(stage):
+    if not run.committed(ExternalMetrics.stage_of(name)):
         return
-    source = run.read_json(stage, "metrics")["source"]
+    source = run.external(name).source
     fields = CONTENT_FIELDS if all(f in source for f in CONTENT_FIELDS) else ("images", "labels")
     if any(source[f] != identity[f] for f in fields):
         when = "while this one ran; nothing of this one was saved" if meanwhile else ""
@@ -220,7 +220,7 @@ def commit_external_set(
     """Write the set's predictions, reasons, figures and metrics, committed as a
     compare-and-swap: under the store's lock for this name, the name must still hold
     nothing or these files; the loser of two concurrent validations saves nothing."""
-    layout, stage_name = run.layout, f"external/{name}"
+    layout, stage_name = run.layout, ExternalMetrics.stage_of(name)
     with run.store.exclusive(layout.commit(stage_name)):
         check_set_name(run, name, identity, meanwhile=True)
         with run.stage(stage_name) as stage:
@@ -344,14 +344,14 @@ def validate_external_command(args: argparse.Namespace) -> int:
     run = find_run(store, args.run, args.label_task)
     config = EvaluationConfig(bootstrap_replicates=args.bootstrap_replicates, seed=args.seed)
     validate_external(run, external, config)
-    metrics = run.read_json(f"external/{external.name}", "metrics")
+    metrics = run.external(external.name)
     key = run.layout.external_file(external.name, "metrics.json")
-    auroc = metrics["threshold_free"]["auroc"]
+    auroc = metrics.auroc
     print(RESEARCH_NOTICE, file=sys.stderr)
     print(
-        f"{external.name}: {metrics['counts']['images']} images scored with {metrics['run_id']}, "
+        f"{external.name}: {metrics.counts['images']} images scored with {metrics.run_id}, "
         f"AUROC {auroc['value']:.3f} ({auroc['ci_low']:.3f}-{auroc['ci_high']:.3f}); "
-        f"not scored: {metrics['not_scored'] or 'none'}. Saved: {store.url}/{key}",
+        f"not scored: {metrics.not_scored or 'none'}. Saved: {store.url}/{key}",
         file=sys.stderr,
     )
     if run.committed("report"):

@@ -27,7 +27,16 @@ class JsonRecord:
 
     @classmethod
     def from_json(cls, payload: dict[str, Any]) -> Self:
-        names = {f.name for f in dataclasses.fields(cls)}
+        """The record of ``payload``; ValueError naming the fields it lacks."""
+        fields = dataclasses.fields(cls)
+        required = {
+            f.name
+            for f in fields
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
+        if missing := sorted(required - set(payload)):
+            raise ValueError(f"{cls.artifact}.json of stage {cls.stage} lacks {missing}")
+        names = {f.name for f in fields}
         return cls(**{key: value for key, value in payload.items() if key in names})
 
     def to_json(self) -> dict[str, Any]:
@@ -124,3 +133,40 @@ class PromotionDecision(JsonRecord):
     champion: dict[str, Any] | None = None
     comparison: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ExternalMetrics(JsonRecord):
+    """``external/<set>/metrics.json``: the run's model on an external labelled set
+    (stage ``external/<set>``: its name is the set's, so ``stage`` is per set)."""
+
+    stage: ClassVar[str] = "external"  # the prefix: the stage is external/<set>
+    artifact: ClassVar[str] = "metrics"
+
+    # What every reader needs of a set, old or new; the rest is optional for older sets.
+    threshold_free: dict[str, Any]
+    # What identifies the set: its paths, sha256s and image count.
+    source: dict[str, Any] = dataclasses.field(default_factory=dict)
+    counts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    external_set: str | None = None
+    label_task: str | None = None
+    bootstrap: dict[str, Any] | None = None
+    operating_points: dict[str, Any] | None = None
+    probability_calibration: dict[str, Any] | None = None
+    run_id: str | None = None
+    schema_version: int | None = None
+    labels_format: str | None = None
+    thresholds_chosen_on: str | None = None
+    resolution_parity: dict[str, Any] | None = None
+    not_scored: dict[str, int] | None = None
+    ood_flagged_share: float | None = None
+    differences: dict[str, Any] | None = None
+    figures: dict[str, str] | None = None
+
+    @staticmethod
+    def stage_of(name: str) -> str:
+        return f"{ExternalMetrics.stage}/{name}"
+
+    @property
+    def auroc(self) -> dict[str, Any]:
+        return self.threshold_free["auroc"]

@@ -33,7 +33,14 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.artifacts import Calibration, JsonRecord, Metrics, PromotionDecision, TrainingRecord
+from melanoma.artifacts import (
+    Calibration,
+    ExternalMetrics,
+    JsonRecord,
+    Metrics,
+    PromotionDecision,
+    TrainingRecord,
+)
 from melanoma.images import PreprocessConfig
 from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
@@ -321,6 +328,12 @@ class Run:
 
     def metrics(self) -> Metrics:
         return self.read_record(Metrics)
+
+    def external(self, name: str) -> ExternalMetrics:
+        """An external set's metrics (``external/<name>``), read through its commit."""
+        return ExternalMetrics.from_json(
+            self.read_json(ExternalMetrics.stage_of(name), ExternalMetrics.artifact)
+        )
 
     def promotion(self) -> PromotionDecision | None:
         """The promotion decision; None when the run has none (yet, or never: a hold-out)."""

@@ -169,8 +169,7 @@ def summarize_run(
             "energy_in_lesion": gradcam["overall"]["energy_in_lesion"]["mean"],
         }
     values["external_auroc"] = tuple(
-        (name, run.read_json(f"external/{name}", "metrics")["threshold_free"]["auroc"])
-        for name in run.external_sets()
+        (name, run.external(name).auroc) for name in run.external_sets()
     )
     return RunSummary(**values)
 
