@@ -524,7 +524,6 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 # The environment of the workers and of `make run`, beyond the settings' own variables:
 # name, default and what it does (read where it is used; listed here for the docs).
