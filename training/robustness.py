@@ -21,7 +21,7 @@ from melanoma.robustness import sample_by_lesion, shifted_inputs, stored_images,
 from melanoma.run import Run
 from melanoma.shifts import ACQUISITION_SHIFTS
 from training.model import predict_scores
-from training.run_model import load_model, tta_views
+from training.run_model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def measure_robustness(run: Run, config: RobustnessConfig) -> str:
     sample = sample_by_lesion(run.predictions("test"), config.images, config.seed)
     ids = list(sample["image_id"])
     images = stored_images(run, ids)
-    model, views = load_model(run), tta_views(run)
+    model, views = load_model(run), run.training_record().tta_views
     preprocess, long_side = run.preprocess_config(), run.train_long_side()
 
     def scores(shift, strength: float) -> np.ndarray:

@@ -60,11 +60,6 @@ class RunScorer:
     ood: MahalanobisDetector | None = field(default=None, hash=False)
 
 
-def tta_views(run: Run) -> int:
-    """The test-time augmentation the run scored with (1 for runs from before it)."""
-    return run.training_record().tta_views
-
-
 def find_run(store: ObjectStore, ref: str | None, label_task: str) -> Run:
     """The run ``ref`` names (run id, run key or ``runs/<key>``), or the label task's champion.
 

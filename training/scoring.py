@@ -44,7 +44,7 @@ from training.model import (
     takes_metadata,
     with_features,
 )
-from training.run_model import RunScorer, load_model, tta_views
+from training.run_model import RunScorer, load_model
 
 # Called with the number of inputs handled so far, after each batch.
 Progress = Callable[[int], None]
@@ -66,7 +66,9 @@ def score_stored_images(
     if takes_metadata(model):
         vectors = clinical.vectors_by_image(rows) if clinical.has_columns(rows) else {}
         metadata = clinical.matrix(rows["image_id"], vectors)
-    return predict_scores(model, images, batch_size, tta_views(model_run), metadata)
+    return predict_scores(
+        model, images, batch_size, model_run.training_record().tta_views, metadata
+    )
 
 
 # What `melanoma-predict` reads; anything else in a folder is listed as not scored.
