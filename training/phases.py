@@ -66,6 +66,27 @@ def phase2_optimizer(config: TrainConfig, steps: int) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(rate)
 
 
+def fit_monitored(
+    model: keras.Model,
+    monitor: ValidationAUROC,
+    history: dict[str, Any],
+    data: TrainingData,
+    inputs: Any,
+    **fit_kwargs: Any,
+) -> None:
+    """``model.fit`` under the validation-AUROC monitor (early stopping, checkpoints),
+    class-weighted; the phase's ``history`` gets the monitor's best epoch."""
+    model.fit(inputs, class_weight=data.class_weight, callbacks=[monitor], verbose=2, **fit_kwargs)
+    history["best_epoch"] = monitor.best_epoch
+
+
+def head_targets(labels: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """What the head's loss takes: the labels, one-hot over the diagnoses for ``multiclass``."""
+    if config.head == "multiclass":
+        return np.eye(len(DX_ORDER), dtype="float32")[labels]
+    return labels
+
+
 class PhaseFitter:
     """The two phases of one model: phase 1 (frozen backbone), then phase 2 (the last
     blocks fine-tuned), each resumed from its checkpoint when a retried task finds one.
@@ -113,15 +134,15 @@ class PhaseFitter:
             baseline,
             resumed,
         )
-        self.fit_model.fit(
+        fit_monitored(
+            self.fit_model,
+            monitor,
+            self.history[phase],
+            data,
             batches,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            class_weight=data.class_weight,
-            callbacks=[monitor],
-            verbose=2,
         )
-        self.history[phase]["best_epoch"] = monitor.best_epoch
         return steps
 
     def phase1(self, use_cache: bool) -> None:
@@ -134,15 +155,7 @@ class PhaseFitter:
             return
         started = time.monotonic()
         if use_cache:
-            self.timing["phase1"] = _phase1_cached(
-                self.model,
-                self.run,
-                config,
-                self.data,
-                self.checkpoints,
-                history["phase1"],
-                self.compile_kwargs,
-            )
+            self.timing["phase1"] = self._phase1_cached()
         else:
             self.fit_model.compile(
                 optimizer=keras.optimizers.Adam(config.phase1_learning_rate),
@@ -175,18 +188,7 @@ class PhaseFitter:
                 "phase2", config.phase2_epochs, initial_epoch, phase1_auroc, monitor
             )
         else:
-            steps, cache = _phase2_cached(
-                split,
-                self.run,
-                config,
-                self.data,
-                self.checkpoints,
-                history["phase2"],
-                self.compile_kwargs,
-                initial_epoch,
-                phase1_auroc,
-                monitor,
-            )
+            steps, cache = self._phase2_cached(split, initial_epoch, phase1_auroc, monitor)
         seconds = time.monotonic() - started
         epochs_run = len(history["phase2"].get("loss", [])) - initial_epoch
         fit_seconds = seconds - cache.get("cache_seconds", 0.0)
@@ -199,6 +201,92 @@ class PhaseFitter:
             **cache,
         }
         self.checkpoints.mark_complete("phase2", history["phase2"], history["phase2"]["best_epoch"])
+
+    def _phase1_cached(self) -> dict[str, Any]:
+        """Phase 1 on pooled features computed once: the frozen backbone runs once per image,
+        not per epoch, and once more per each of ``acquisition_views`` shifted copies."""
+        model, config, data, history = self.model, self.config, self.data, self.history["phase1"]
+        extractor = feature_extractor(model)
+        started = time.monotonic()
+        x, train_targets = cached_training_features(extractor, self.run, config, data)
+        val_x: Any = extractor.predict(data.val_images, batch_size=64, verbose=0)
+        if data.metadata is not None:
+            val_x = {"features": val_x, METADATA_INPUT: data.val_metadata}
+        extract_seconds = time.monotonic() - started
+        head, score_head = head_model(model), head_model(model, through="head_output")
+        head.compile(
+            optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **self.compile_kwargs
+        )
+        y = head_targets(train_targets, config)
+        if config.imbalance == "undersample":
+            x, y = undersampled(x, y, config.seed)
+        monitor = ValidationAUROC(
+            lambda: score_head.predict(val_x, batch_size=256, verbose=0).reshape(-1),
+            data.val_labels,
+            config.patience,
+            self.checkpoints.saver("phase1", history),
+        )
+        fit_started = time.monotonic()
+        fit_monitored(
+            head,
+            monitor,
+            history,
+            data,
+            x,
+            y=y,
+            batch_size=config.batch_size,
+            epochs=config.phase1_epochs,
+            shuffle=True,
+        )
+        return {
+            "cached_features": True,
+            "acquisition_views": config.acquisition_views,
+            "feature_seconds": round(extract_seconds, 1),
+            "feature_images_per_second": round(
+                (len(train_targets) + len(data.val_labels)) / extract_seconds, 1
+            ),
+            "head_seconds": round(time.monotonic() - fit_started, 1),
+        }
+
+    def _phase2_cached(
+        self, split: TrunkSplit, initial_epoch: int, baseline: float, resumed: MonitorState | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Phase 2 on the frozen trunk's outputs, computed once per image and view (the first
+        ``phase2_cached_views`` flips and rotations) and kept as float16; returns the steps
+        per epoch and what the cache cost. The top shares the model's weights, so the model
+        ends fine-tuned; a resumed attempt keeps its weights and starts a fresh optimizer."""
+        config, data, history = self.config, self.data, self.history["phase2"]
+        started = time.monotonic()
+        cache, y = _training_trunk_cache(split, self.run, config)
+        val_cache = trunk_outputs(split, data.val_images)
+        cache_seconds = time.monotonic() - started
+        batches = CachedViewBatches(cache, y, config.batch_size, config.seed)
+        split.top.compile(optimizer=phase2_optimizer(config, len(batches)), **self.compile_kwargs)
+        monitor = ValidationAUROC(
+            lambda: split.scorer.predict(
+                val_cache if len(val_cache) > 1 else val_cache[0], batch_size=256, verbose=0
+            ).reshape(-1),
+            data.val_labels,
+            config.patience,
+            self.checkpoints.saver("phase2", history),
+            baseline,
+            resumed,
+        )
+        fit_monitored(
+            split.top,
+            monitor,
+            history,
+            data,
+            batches,
+            epochs=config.phase2_epochs,
+            initial_epoch=initial_epoch,
+        )
+        return len(batches), {
+            "cached_views": config.phase2_cached_views,
+            "cache_seconds": round(cache_seconds, 1),
+            "cache_megabytes": round(sum(part.nbytes for part in cache) / 1e6, 1),
+            "cached_images": len(y),
+        }
 
 
 def fit_phases(
@@ -289,23 +377,11 @@ def trunk_outputs(split: TrunkSplit, images: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(o, dtype=np.float16) for o in outputs]
 
 
-def _phase2_cached(
-    split: TrunkSplit,
-    run: Run,
-    config: TrainConfig,
-    data: TrainingData,
-    checkpoints: StoreCheckpoints,
-    history: dict[str, Any],
-    compile_kwargs: dict[str, Any],
-    initial_epoch: int,
-    baseline: float,
-    resumed: MonitorState | None,
-) -> tuple[int, dict[str, Any]]:
-    """Phase 2 on the frozen trunk's outputs, computed once per image and view (the first
-    ``phase2_cached_views`` flips and rotations) and kept as float16; returns the steps
-    per epoch and what the cache cost. The top shares the model's weights, so the model
-    ends fine-tuned; a resumed attempt keeps its weights and starts a fresh optimizer."""
-    started = time.monotonic()
+def _training_trunk_cache(
+    split: TrunkSplit, run: Run, config: TrainConfig
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The trunk's outputs for every training example in each of the first
+    ``phase2_cached_views`` views (per top input: views x examples x ...), and the targets."""
     views = config.phase2_cached_views
     examples = shard_dataset(
         run,
@@ -322,39 +398,7 @@ def _phase2_cached(
         np.stack([np.concatenate([batch[v][i] for batch in chunks]) for v in range(views)])
         for i in range(len(chunks[0][0]))
     ]
-    del chunks
-    val_cache = trunk_outputs(split, data.val_images)
-    y = np.concatenate(targets)
-    if config.head == "multiclass":
-        y = np.eye(len(DX_ORDER), dtype="float32")[y]
-    cache_seconds = time.monotonic() - started
-    batches = CachedViewBatches(cache, y, config.batch_size, config.seed)
-    split.top.compile(optimizer=phase2_optimizer(config, len(batches)), **compile_kwargs)
-    monitor = ValidationAUROC(
-        lambda: split.scorer.predict(
-            val_cache if len(val_cache) > 1 else val_cache[0], batch_size=256, verbose=0
-        ).reshape(-1),
-        data.val_labels,
-        config.patience,
-        checkpoints.saver("phase2", history),
-        baseline,
-        resumed,
-    )
-    split.top.fit(
-        batches,
-        epochs=config.phase2_epochs,
-        initial_epoch=initial_epoch,
-        class_weight=data.class_weight,
-        callbacks=[monitor],
-        verbose=2,
-    )
-    history["best_epoch"] = monitor.best_epoch
-    return len(batches), {
-        "cached_views": views,
-        "cache_seconds": round(cache_seconds, 1),
-        "cache_megabytes": round(sum(part.nbytes for part in cache) / 1e6, 1),
-        "cached_images": len(y),
-    }
+    return cache, head_targets(np.concatenate(targets), config)
 
 
 def cached_training_features(
@@ -395,57 +439,3 @@ def undersampled(x: Any, y: np.ndarray, seed: int) -> tuple[Any, np.ndarray]:
     keep = np.sort(np.concatenate([positives, drawn]))
     x = {k: v[keep] for k, v in x.items()} if isinstance(x, dict) else x[keep]
     return x, y[keep]
-
-
-def _phase1_cached(
-    model: keras.Model,
-    run: Run,
-    config: TrainConfig,
-    data: TrainingData,
-    checkpoints: StoreCheckpoints,
-    history: dict[str, Any],
-    compile_kwargs: dict[str, Any],
-) -> dict[str, Any]:
-    """Phase 1 on pooled features computed once: the frozen backbone runs once per image,
-    not per epoch, and once more per each of ``acquisition_views`` shifted copies."""
-    extractor = feature_extractor(model)
-    started = time.monotonic()
-    x, train_targets = cached_training_features(extractor, run, config, data)
-    val_x: Any = extractor.predict(data.val_images, batch_size=64, verbose=0)
-    if data.metadata is not None:
-        val_x = {"features": val_x, METADATA_INPUT: data.val_metadata}
-    extract_seconds = time.monotonic() - started
-    head, score_head = head_model(model), head_model(model, through="head_output")
-    head.compile(optimizer=keras.optimizers.Adam(config.phase1_learning_rate), **compile_kwargs)
-    y = train_targets
-    if config.head == "multiclass":
-        y = np.eye(len(DX_ORDER), dtype="float32")[y]
-    if config.imbalance == "undersample":
-        x, y = undersampled(x, y, config.seed)
-    monitor = ValidationAUROC(
-        lambda: score_head.predict(val_x, batch_size=256, verbose=0).reshape(-1),
-        data.val_labels,
-        config.patience,
-        checkpoints.saver("phase1", history),
-    )
-    fit_started = time.monotonic()
-    head.fit(
-        x,
-        y,
-        batch_size=config.batch_size,
-        epochs=config.phase1_epochs,
-        shuffle=True,
-        class_weight=data.class_weight,
-        callbacks=[monitor],
-        verbose=2,
-    )
-    history["best_epoch"] = monitor.best_epoch
-    return {
-        "cached_features": True,
-        "acquisition_views": config.acquisition_views,
-        "feature_seconds": round(extract_seconds, 1),
-        "feature_images_per_second": round(
-            (len(train_targets) + len(data.val_labels)) / extract_seconds, 1
-        ),
-        "head_seconds": round(time.monotonic() - fit_started, 1),
-    }

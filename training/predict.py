@@ -29,6 +29,8 @@ from melanoma.cli import ProgressBar, quiet_tensorflow, run_command
 if TYPE_CHECKING:
     import pandas as pd
 
+    from training.run_model import RunScorer
+
 # melanoma.config.OPERATING_POINTS, spelled out: melanoma.config imports pandas (through
 # melanoma.ham10000), which would double the time --help takes. A unit test keeps them equal.
 OPERATING_POINTS = ("target_sensitivity", "youden", "max_f1")
@@ -120,16 +122,10 @@ def predict(args: argparse.Namespace) -> int:
     """``melanoma-predict``: the inputs, the store and the run are checked before
     TensorFlow and the model load."""
     # Each import where it is first needed, so that a mistake is reported before the rest load.
-    from melanoma.external import display_name, image_files, skip_reason
+    from melanoma.external import display_name
     from melanoma.store import default_store_url, open_store
 
-    root = args.images if args.images.is_dir() else args.images.parent
-    files = image_files(args.images)
-    if not files:
-        raise FileNotFoundError(f"{args.images}: no files in this folder")
-    # In a folder, hidden files (.DS_Store, ._x.jpg) and Grad-CAM overlays are skipped and
-    # listed; a file named on the command line is scored whatever its name.
-    skipped = {p: why for p in files if args.images.is_dir() and (why := skip_reason(p, root))}
+    root, files, skipped = _input_files(args.images)
     paths = [p for p in files if p not in skipped]
     check_outputs(args.output, files)
     store = open_store(args.store or default_store_url(), create=False)
@@ -142,7 +138,6 @@ def predict(args: argparse.Namespace) -> int:
     with quiet_tensorflow():
         from training import scoring  # TensorFlow, Keras, OpenCV
     scorer = run_model.load_run_scorer(run, args.operating_point)
-    prefix = scorer.run.layout.prefix
     started = time.monotonic()
     with ProgressBar("scoring", len(paths), args.batch_size) as bar:
         scores, failures, batch = scoring.score_images(
@@ -165,12 +160,35 @@ def predict(args: argparse.Namespace) -> int:
             scoring.write_gradcam_overlays(
                 scorer, batch, scored, args.gradcam, scores, args.batch_size, bar.update
             )
+    speed = f"{elapsed:.1f} s ({elapsed / max(len(paths), 1):.2f} s per file)"
+    _print_outcome(scorer, scores, failures, f"{speed} -> {args.output}", failures_path)
+    return 0 if len(scores) else 1
 
+
+def _input_files(images: Path) -> tuple[Path, list[Path], dict[Path, str]]:
+    """The folder names are relative to, every file found, and those skipped with why.
+
+    In a folder, hidden files (.DS_Store, ._x.jpg) and Grad-CAM overlays are skipped and
+    listed; a file named on the command line is scored whatever its name.
+    """
+    from melanoma.external import image_files, skip_reason
+
+    root = images if images.is_dir() else images.parent
+    files = image_files(images)
+    if not files:
+        raise FileNotFoundError(f"{images}: no files in this folder")
+    skipped = {p: why for p in files if images.is_dir() and (why := skip_reason(p, root))}
+    return root, files, skipped
+
+
+def _print_outcome(
+    scorer: RunScorer, scores: pd.DataFrame, failures: pd.DataFrame, speed: str, failures_path: Path
+) -> None:
+    """What was scored, with which model and how fast; what was not, and why (on stderr)."""
     print(RESEARCH_NOTICE, file=sys.stderr)
     print(
-        f"{len(scores)} image(s) scored with {scorer.run_id} ({prefix}): "
-        f"{int(scores['decision'].sum())} positive for {scorer.label_task}. "
-        f"{elapsed:.1f} s ({elapsed / max(len(paths), 1):.2f} s per file) -> {args.output}",
+        f"{len(scores)} image(s) scored with {scorer.run_id} ({scorer.run.layout.prefix}): "
+        f"{int(scores['decision'].sum())} positive for {scorer.label_task}. {speed}",
         file=sys.stderr,
     )
     print(resolution_parity_line(scorer.train_long_side), file=sys.stderr)
@@ -188,7 +206,6 @@ def predict(args: argparse.Namespace) -> int:
         operating_point_summary(scorer.calibration, scorer.operating_point, scorer.label_task),
         file=sys.stderr,
     )
-    return 0 if len(scores) else 1
 
 
 def failures_path_of(output: Path) -> Path:

@@ -149,7 +149,18 @@ def score_images(
     batch = np.concatenate(batches) if batches else np.zeros((0, size, size, 3), np.uint8)
     # Rounded as the run's predictions CSV is, so thresholds compare like for like.
     scored = np.concatenate(probabilities).round(6) if probabilities else np.zeros(0)
-    scores = pd.DataFrame(
+    scores = _scores_frame(scorer, names, scored)
+    if scorer.ood is not None:
+        # Far from every diagnosis the run trained on: its probability means little.
+        ood_distance = np.concatenate(distances) if distances else np.zeros(0)
+        scores["ood_distance"] = ood_distance.round(4)
+        scores["in_distribution"] = scorer.ood.in_distribution(ood_distance).astype(int)
+    return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch
+
+
+def _scores_frame(scorer: RunScorer, names: list[str], scored: np.ndarray) -> pd.DataFrame:
+    """The scores CSV's columns: each image's probability, calibrated, and the decision."""
+    return pd.DataFrame(
         {
             "image": names,
             "probability": scored,
@@ -161,12 +172,6 @@ def score_images(
             "metadata": "absent" if takes_metadata(scorer.model) else "not used",
         }
     )
-    if scorer.ood is not None:
-        # Far from every diagnosis the run trained on: its probability means little.
-        ood_distance = np.concatenate(distances) if distances else np.zeros(0)
-        scores["ood_distance"] = ood_distance.round(4)
-        scores["in_distribution"] = scorer.ood.in_distribution(ood_distance).astype(int)
-    return scores, pd.DataFrame(failures, columns=["image", "reason"]), batch
 
 
 def overlay_title(scorer: RunScorer, image: str, probability: float, decision: int) -> str:

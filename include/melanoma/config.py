@@ -25,6 +25,14 @@ def check_settings(config: Any) -> None:
     check_config(config)
 
 
+class CheckedSettings:
+    """A stage configuration whose fields are checked, when it is made, against the bounds
+    and choices their settings declare; one with more checks calls check_settings after them."""
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
 # Environment variable for each field that the environment may set.
 ENVIRONMENT: dict[str, str] = {
     "store_url": "MELANOMA_STORE_URL",
@@ -38,7 +46,7 @@ ENVIRONMENT: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(CheckedSettings):
     store_url: str = "file:///tmp/melanoma-store"
     # dataverse | dataverse:<url> | http(s)://mirror/ | /local/dir (see melanoma.sources)
     source: str = "dataverse"
@@ -92,7 +100,7 @@ SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(CheckedSettings):
     backbone: str = "resnet50"
     batch_size: int = 32
     phase1_epochs: int = 10
@@ -159,7 +167,7 @@ PROBABILITY_CALIBRATIONS = ("none", "platt", "isotonic")
 
 
 @dataclass(frozen=True)
-class ExplainConfig:
+class ExplainConfig(CheckedSettings):
     per_outcome: int = 4  # most confident TP, FP, FN, TN each
     random_count: int = 8  # plus a seeded random sample of the other test images
     operating_point: str = "target_sensitivity"
@@ -167,12 +175,9 @@ class ExplainConfig:
     batch_size: int = 16
     method: str = "gradcam"  # or "gradcam++"
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class RobustnessConfig:
+class RobustnessConfig(CheckedSettings):
     """The robustness section: a sample of the test split re-rendered under each acquisition
     shift (``melanoma.shifts``) at ``strengths``; ``images`` 0 turns it off."""
 
@@ -181,12 +186,9 @@ class RobustnessConfig:
     seed: int = 42
     batch_size: int = 64
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class PreprocessParams:
+class PreprocessParams(CheckedSettings):
     """The preprocessing job: the per-image ``config``, and how the job is planned."""
 
     config: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -194,12 +196,9 @@ class PreprocessParams:
     augment_copies: int = 2
     seed: int = 42
 
-    def __post_init__(self) -> None:
-        check_settings(self)
-
 
 @dataclass(frozen=True)
-class ExternalSetParams:
+class ExternalSetParams(CheckedSettings):
     """Where the external validation task finds its set."""
 
     cache_dir: Path

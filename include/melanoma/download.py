@@ -98,23 +98,57 @@ def download(
     An existing ``dest`` that verifies is reused without any request.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists():
-        try:
-            checked = verify_file(dest, remote)
-            log.info("%s: already downloaded (%s); %s", remote.name, dest, verification(checked))
-            return dest
-        except ChecksumMismatchError as e:
-            log.warning(
-                "%s: cached copy fails verification (%s); downloading again", remote.name, e
-            )
-            dest.unlink()
+    if _verified_copy(dest, remote):
+        return dest
     part = dest.with_name(dest.name + ".part")
-    http = session or requests.Session()
+    _fetch_with_retries(
+        session or requests.Session(), remote, part, retries, backoff_s, timeout_s, progress_every_s
+    )
+    try:
+        checked = verify_file(part, remote)
+    except ChecksumMismatchError:
+        os.replace(part, dest.with_name(dest.name + ".corrupt"))
+        raise
+    os.replace(part, dest)
+    log.info(
+        "%s: downloaded (%s, %d bytes); %s",
+        remote.name,
+        dest,
+        dest.stat().st_size,
+        verification(checked),
+    )
+    return dest
+
+
+def _verified_copy(dest: Path, remote: RemoteFile) -> bool:
+    """Whether ``dest`` already holds ``remote``; a copy that fails verification is deleted."""
+    if not dest.exists():
+        return False
+    try:
+        checked = verify_file(dest, remote)
+    except ChecksumMismatchError as e:
+        log.warning("%s: cached copy fails verification (%s); downloading again", remote.name, e)
+        dest.unlink()
+        return False
+    log.info("%s: already downloaded (%s); %s", remote.name, dest, verification(checked))
+    return True
+
+
+def _fetch_with_retries(
+    http: requests.Session,
+    remote: RemoteFile,
+    part: Path,
+    retries: int,
+    backoff_s: float,
+    timeout_s: float,
+    progress_every_s: float,
+) -> None:
+    """Fetch into ``part``, resuming after each retryable failure with exponential backoff."""
     attempt = 0
     while True:
         try:
             _fetch_into(http, remote, part, timeout_s, progress_every_s)
-            break
+            return
         except _Retryable as e:
             attempt += 1
             if attempt > retries:
@@ -132,20 +166,6 @@ def download(
                 part.stat().st_size if part.exists() else 0,
             )
             time.sleep(wait)
-    try:
-        checked = verify_file(part, remote)
-    except ChecksumMismatchError:
-        os.replace(part, dest.with_name(dest.name + ".corrupt"))
-        raise
-    os.replace(part, dest)
-    log.info(
-        "%s: downloaded (%s, %d bytes); %s",
-        remote.name,
-        dest,
-        dest.stat().st_size,
-        verification(checked),
-    )
-    return dest
 
 
 class _Retryable(Exception):

@@ -119,24 +119,28 @@ class SparkStandalone:
             ],
         )
         for number, role in enumerate(self.roles[1:]):
-            self._launch(
-                role,
-                [
-                    spark_class,
-                    "org.apache.spark.deploy.worker.Worker",
-                    self.master_url,
-                    "--host",
-                    "127.0.0.1",
-                    "--cores",
-                    str(self.worker_cores),
-                    "--memory",
-                    self.worker_memory,
-                    "--webui-port",
-                    str(self.worker_webui_port if number == 0 else 0),  # 0: any free port
-                    "--work-dir",
-                    str(self.state_dir / "work"),
-                ],
-            )
+            self._launch(role, self._worker_command(spark_class, number))
+        self._wait_until_healthy(timeout_s)
+
+    def _worker_command(self, spark_class: str, number: int) -> list[str]:
+        return [
+            spark_class,
+            "org.apache.spark.deploy.worker.Worker",
+            self.master_url,
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            str(self.worker_cores),
+            "--memory",
+            self.worker_memory,
+            "--webui-port",
+            str(self.worker_webui_port if number == 0 else 0),  # 0: any free port
+            "--work-dir",
+            str(self.state_dir / "work"),
+        ]
+
+    def _wait_until_healthy(self, timeout_s: float) -> None:
+        """Until the master is ALIVE with every worker; stops everything if a role dies."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.master_status()
@@ -493,6 +497,27 @@ def default_stack(root: Path = PROJECT_ROOT) -> tuple[SparkStandalone, str]:
     return spark, store_url
 
 
+# What `melanoma-stack env` exports, for `airflow standalone` on the same stack.
+EXPORTED_VARIABLES = (
+    "AIRFLOW_HOME",
+    "AIRFLOW__CORE__DAGS_FOLDER",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+    "AIRFLOW__CORE__LOAD_EXAMPLES",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW_CONN_SPARK_DEFAULT",
+    "MELANOMA_STORE_URL",
+    "MELANOMA_CACHE_DIR",
+    "PYSPARK_PYTHON",
+    "PYSPARK_DRIVER_PYTHON",
+    "SPARK_HOME",
+    "SPARK_LOCAL_IP",
+    "AIRFLOW__API__HOST",
+    "AIRFLOW__API__PORT",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "PATH",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="melanoma-stack", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["run", "start", "stop", "status", "env"])
@@ -510,45 +535,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"melanoma-stack: {error}", file=sys.stderr)
         return 2
     if args.command == "env":
-        keys = [
-            "AIRFLOW_HOME",
-            "AIRFLOW__CORE__DAGS_FOLDER",
-            "AIRFLOW__CORE__PLUGINS_FOLDER",
-            "AIRFLOW__CORE__LOAD_EXAMPLES",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-            "AIRFLOW_CONN_SPARK_DEFAULT",
-            "MELANOMA_STORE_URL",
-            "MELANOMA_CACHE_DIR",
-            "PYSPARK_PYTHON",
-            "PYSPARK_DRIVER_PYTHON",
-            "SPARK_HOME",
-            "SPARK_LOCAL_IP",
-            "AIRFLOW__API__HOST",
-            "AIRFLOW__API__PORT",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-            "PATH",
-        ]
-        print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in keys))
+        print("\n".join(f"export {k}={shlex.quote(env[k])}" for k in EXPORTED_VARIABLES))
         return 0
     if args.command == "status":
-        status = spark.master_status()
-        print(
-            json.dumps(
-                {
-                    "spark": status
-                    and {k: status.get(k) for k in ("url", "status", "aliveworkers", "cores")},
-                    "store": store_url,
-                },
-                indent=2,
-            )
-        )
-        return 0 if spark.running() else 1
+        return print_status(spark, store_url)
     if args.command == "stop":
         spark.stop()
         return 0
     spark.start()
     if args.command == "start":
         return 0
+    return run_once(spark, env, conf, store_url)
+
+
+def print_status(spark: SparkStandalone, store_url: str) -> int:
+    """The Spark master's state and the store, as JSON; 0 when Spark is running."""
+    status = spark.master_status()
+    summary = status and {k: status.get(k) for k in ("url", "status", "aliveworkers", "cores")}
+    print(json.dumps({"spark": summary, "store": store_url}, indent=2))
+    return 0 if spark.running() else 1
+
+
+def run_once(spark: SparkStandalone, env: dict[str, str], conf: dict | None, store_url: str) -> int:
+    """Run the DAG once on the started stack, stop Spark, and say how it went and where
+    to look: the run's summary, or the end of each failed task's log."""
     try:
         migrate_airflow_db(env)
         started, begun = time.monotonic(), datetime.now(UTC)

@@ -51,7 +51,7 @@ from melanoma.calibration import (
     fit_probability_calibration,
     probability_calibrator,
 )
-from melanoma.config import check_settings
+from melanoma.config import CheckedSettings, check_settings
 from melanoma.layout import champion_key, previous_champion_key
 from melanoma.metrics import (
     auroc_with_interval,
@@ -78,7 +78,7 @@ PREDICTION_COLUMNS = ("image_id", "lesion_id", "dx", "label", "probability")
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
+class EvaluationConfig(CheckedSettings):
     target_sensitivity: float = 0.95
     probability_calibration: str = "platt"
     bootstrap_replicates: int = 2000

@@ -33,12 +33,9 @@ def pooled_loso_auroc(
         [predictions.assign(source=source) for source, predictions in held_out.items()],
         ignore_index=True,
     )
+    labels, scores, lesions, sources = (
+        pooled[c].to_numpy() for c in ("label", "probability", "lesion_id", "source")
+    )
     return auroc_with_interval(
-        pooled["label"].to_numpy(),
-        pooled["probability"].to_numpy(),
-        pooled["lesion_id"].to_numpy(),
-        replicates,
-        seed,
-        confidence,
-        groups=pooled["source"].to_numpy(),
+        labels, scores, lesions, replicates, seed, confidence, groups=sources
     )

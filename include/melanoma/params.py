@@ -14,14 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from melanoma.config import (
-    ExplainConfig,
-    ExternalSetParams,
-    PipelineConfig,
-    PreprocessParams,
-    RobustnessConfig,
-    TrainConfig,
-)
+from melanoma import config
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
 from melanoma.promotion import PromotionPolicy
@@ -30,14 +23,14 @@ from melanoma.settings import SETTINGS, STAGE_CONFIGS
 
 @dataclass(frozen=True)
 class StageConfigs:
-    pipeline: PipelineConfig
-    preprocess: PreprocessParams
-    train: TrainConfig
+    pipeline: config.PipelineConfig
+    preprocess: config.PreprocessParams
+    train: config.TrainConfig
     evaluation: EvaluationConfig
-    explain: ExplainConfig
-    robustness: RobustnessConfig
+    explain: config.ExplainConfig
+    robustness: config.RobustnessConfig
     promotion: PromotionPolicy
-    external: ExternalSetParams | None  # None: external validation is off
+    external: config.ExternalSetParams | None  # None: external validation is off
 
     def resolved(self) -> dict[str, Any]:
         """Every stage's configuration as JSON: what ``config.json`` and the report show."""
@@ -84,7 +77,7 @@ def from_params(
         for target in setting.targets:
             owner, field = target.rsplit(".", 1)
             given[owner][field] = setting.convert(value)
-    pipeline = PipelineConfig.from_env(**given["pipeline"])
+    pipeline = config.PipelineConfig.from_env(**given["pipeline"])
     # A setting the environment supplies reaches its other stages as the pipeline resolved it.
     for setting in (s for s in SETTINGS if s.environment):
         resolved = getattr(pipeline, setting.targets[0].rsplit(".", 1)[1])
@@ -93,15 +86,15 @@ def from_params(
             given[owner][field] = resolved
     return StageConfigs(
         pipeline=pipeline,
-        preprocess=PreprocessParams(
+        preprocess=config.PreprocessParams(
             PreprocessConfig(**given["preprocess.config"]), **given["preprocess"]
         ),
-        train=TrainConfig(**given["train"]),
+        train=config.TrainConfig(**given["train"]),
         evaluation=EvaluationConfig(**given["evaluation"]),
-        explain=ExplainConfig(**given["explain"]),
-        robustness=RobustnessConfig(**given["robustness"]),
+        explain=config.ExplainConfig(**given["explain"]),
+        robustness=config.RobustnessConfig(**given["robustness"]),
         promotion=PromotionPolicy(**given["promotion"]),
-        external=ExternalSetParams(Path(pipeline.cache_dir), **given["external"])
+        external=config.ExternalSetParams(Path(pipeline.cache_dir), **given["external"])
         if p.get("external_validation")
         else None,
     )

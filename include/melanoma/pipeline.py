@@ -140,10 +140,7 @@ def write_split(
             layout.splits_summary,
             {
                 "dataset_version": version,
-                "label_task": config.label_task,
-                "seed": config.seed,
-                "ratios": list(config.split_ratios),
-                "holdout_source": config.holdout_source or None,
+                **_split_rule(config),
                 **placement_summary(benchmark, excluded),
                 "splits": summary,
             },
@@ -163,11 +160,15 @@ def write_split(
             .encode(),
         )
     for name, entry in summary.items():
-        log.info(
-            "split %s: %d images, %d lesions, %d melanomas",
-            name,
-            entry["images"],
-            entry["lesions"],
-            entry["melanomas"],
-        )
+        log.info("split %s: %s", name, {k: entry[k] for k in ("images", "lesions", "melanomas")})
     return layout.commit("split")
+
+
+def _split_rule(config: PipelineConfig) -> dict[str, Any]:
+    """How the split was drawn, as ``splits_summary.json`` records it."""
+    return {
+        "label_task": config.label_task,
+        "seed": config.seed,
+        "ratios": list(config.split_ratios),
+        "holdout_source": config.holdout_source or None,
+    }

@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,7 @@ from melanoma.images import (
     preprocess_image,
 )
 from melanoma.layout import DatasetLayout, RunLayout
-from melanoma.run import Run
+from melanoma.run import Run, StageWriter
 from melanoma.splits import SPLITS
 from melanoma.store import ObjectStore, open_store, read_manifest, verified_bytes
 
@@ -225,64 +225,96 @@ def process_shard(
     """
     import cv2
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     # One OpenCV thread per Spark task: the cluster already runs one task per core.
     cv2.setNumThreads(1)
     started = time.monotonic()
-    rows: dict[str, list[Any]] = {name: [] for name in SCHEMA_FIELDS}
-    counts: Counter[str] = Counter()
-    rejects: list[dict[str, str]] = []
-    written = augmented = 0
+    tally = _ShardTally()
     # The shard is built in memory (shards are capped at MAX_SHARD_ROWS) and uploaded in one
     # atomic put; no temporary file is written and read back.
-    sink = pa.BufferOutputStream()
-    # Deterministic bytes for the same input: no statistics, fixed row groups, no timestamps.
-    with pq.ParquetWriter(sink, _schema(), compression="none", write_statistics=False) as writer:
-
-        def flush() -> None:
-            if rows["image_id"]:
-                writer.write_table(pa.table(rows, schema=_schema()))
-                for column in rows.values():
-                    column.clear()
-
-        for task in shard.tasks:
-            try:
-                image = preprocessed_image(store, task, config, train_long_side)
-            except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
-                reason = f"{type(e).__name__}: {e}"
-                rejects.append(
-                    {"image_id": task.image_id, "key": task.image["key"], "reason": reason}
-                )
-                continue
-            versions = [image] + [
-                augment(image, augment_seed(seed, task.image_id, k))
-                for k in range(1, task.copies + 1)
-            ]
-            for copy, pixels in enumerate(versions):
-                for name, value in shard_row(task, copy, pixels).items():
-                    rows[name].append(value)
-                counts[f"{task.split}/{task.label}"] += 1
-                written += 1
-                augmented += copy > 0
-                if len(rows["image_id"]) >= ROW_GROUP:
-                    flush()
-        flush()
-    data = sink.getvalue()
+    data = _parquet_bytes(_shard_rows(store, shard, config, seed, train_long_side, tally))
     sha256 = hashlib.sha256(data).hexdigest()
     store.put_stream(shard.key, pa.BufferReader(data), data.size)
     return {
         "key": shard.key,
         "split": shard.split,
-        "rows": written,
-        "augmented": augmented,
+        "rows": tally.written,
+        "augmented": tally.augmented,
         "size": data.size,
         "sha256": sha256,
-        "counts": dict(counts),
-        "rejects": rejects,
+        "counts": dict(tally.counts),
+        "rejects": tally.rejects,
         "seconds": round(time.monotonic() - started, 3),
         "source_images": len(shard.tasks),
     }
+
+
+@dataclass
+class _ShardTally:
+    """What a shard's rows were: rows and augmented copies written, per split/label, rejects."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    written: int = 0
+    augmented: int = 0
+
+
+def _shard_rows(
+    store: ObjectStore,
+    shard: Shard,
+    config: PreprocessConfig,
+    seed: int,
+    train_long_side: int | None,
+    tally: _ShardTally,
+) -> Iterator[dict[str, Any]]:
+    """Each image of the shard and its augmented copies, as rows; an image that cannot be
+    read or decoded is counted in ``tally.rejects`` with its reason, not raised."""
+    import cv2
+
+    for task in shard.tasks:
+        try:
+            image = preprocessed_image(store, task, config, train_long_side)
+        except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
+            reason = f"{type(e).__name__}: {e}"
+            tally.rejects.append(
+                {"image_id": task.image_id, "key": task.image["key"], "reason": reason}
+            )
+            continue
+        versions = [image] + [
+            augment(image, augment_seed(seed, task.image_id, k)) for k in range(1, task.copies + 1)
+        ]
+        for copy, pixels in enumerate(versions):
+            tally.counts[f"{task.split}/{task.label}"] += 1
+            tally.written += 1
+            tally.augmented += copy > 0
+            yield shard_row(task, copy, pixels)
+
+
+def _parquet_bytes(rows: Iterable[dict[str, Any]]) -> Any:
+    """The rows as one Parquet file in memory (a pyarrow Buffer), ``ROW_GROUP`` rows a group.
+
+    Deterministic bytes for the same rows: no statistics, fixed row groups, no timestamps.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA_FIELDS}
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, _schema(), compression="none", write_statistics=False) as writer:
+
+        def flush() -> None:
+            if columns["image_id"]:
+                writer.write_table(pa.table(columns, schema=_schema()))
+                for column in columns.values():
+                    column.clear()
+
+        for row in rows:
+            for name, value in row.items():
+                columns[name].append(value)
+            if len(columns["image_id"]) >= ROW_GROUP:
+                flush()
+        flush()
+    return sink.getvalue()
 
 
 def summarize(
@@ -383,15 +415,7 @@ def run_preprocessing(
             },
         )
         stage.put_json("stats", run.layout.preprocess_stats, stats)
-        for r in results:
-            stage.record(
-                f"shard/{r['split']}/{r['key'].rsplit('/', 1)[-1]}",
-                r["key"],
-                r["size"],
-                r["sha256"],
-                split=r["split"],
-                rows=r["rows"],
-            )
+        _record_shards(stage, results)
         stage.data = {
             "dataset_version": manifest["dataset_version"],
             "image_size": config.size,
@@ -399,8 +423,25 @@ def run_preprocessing(
             # New images are brought to this resolution before the model's resize.
             "train_long_side": training_long_side,
         }
-    listed = {r["key"] for r in results}
+    _delete_unlisted_shards(run, {r["key"] for r in results})
+    return stats
+
+
+def _delete_unlisted_shards(run: Run, listed: set[str]) -> None:
+    """Shards an earlier attempt with another plan left, which the commit does not list."""
     for obj in run.store.list(run.layout.preprocessed + "/"):
         if obj.key.endswith(".parquet") and obj.key not in listed:
             run.store.delete(obj.key)
-    return stats
+
+
+def _record_shards(stage: StageWriter, results: list[dict[str, Any]]) -> None:
+    """Each written shard in the commit record, by split, with its size, digest and rows."""
+    for r in results:
+        stage.record(
+            f"shard/{r['split']}/{r['key'].rsplit('/', 1)[-1]}",
+            r["key"],
+            r["size"],
+            r["sha256"],
+            split=r["split"],
+            rows=r["rows"],
+        )

@@ -58,34 +58,10 @@ def place_pretrained_weights(
     spec = backbone_spec(backbone)
     if spec.keras_weights_file is None:
         raise ValueError(f"backbone {backbone!r} has no pretrained weights; use `none`")
-    if source == "keras":
-        path = fetch_keras_weights(backbone, weights_dir)
-        verified_by = (
-            f"md5 {spec.keras_md5} published by Keras"
-            if spec.keras_md5
-            else "Keras download (no published hash)"
-        )
-    elif source.startswith(("http://", "https://")):
-        name = Path(urlparse(source).path).name
-        path = download(RemoteFile(name, source, sha256=expected_sha256), weights_dir / name)
-        verified_by = ""
-    else:
-        path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights file {path} does not exist")
-        verified_by = ""
+    path, verified_by = _fetch_weights(backbone, source, weights_dir, expected_sha256)
     sha256 = file_digest(path)
     if not verified_by:
-        if expected_sha256 and sha256 != expected_sha256.lower():
-            raise DownloadError(f"{path}: sha256 {sha256}, expected {expected_sha256}")
-        if not expected_sha256 and sha256 not in spec.known_sha256:
-            raise DownloadError(
-                f"{path}: sha256 {sha256} is not a known {backbone} ImageNet weights file; "
-                "pass its expected sha256 to use it"
-            )
-        verified_by = f"sha256 {sha256}" + (
-            " (user-supplied)" if expected_sha256 else " (known file)"
-        )
+        verified_by = _verify_sha256(path, sha256, backbone, expected_sha256)
     key = pretrained_weights_key(backbone, path.name)
     record = {
         "key": key,
@@ -103,6 +79,40 @@ def place_pretrained_weights(
     store.put_json(record_key, record)  # after the weights: the record marks them complete
     log.info("pretrained weights %s stored, verified by %s", key, verified_by)
     return record
+
+
+def _fetch_weights(
+    backbone: str, source: str, weights_dir: Path, expected_sha256: str | None
+) -> tuple[Path, str]:
+    """The weights file ``source`` names, on local disk, and how the download was verified
+    (empty when its digest has still to be checked)."""
+    if source == "keras":
+        spec = backbone_spec(backbone)
+        verified_by = (
+            f"md5 {spec.keras_md5} published by Keras"
+            if spec.keras_md5
+            else "Keras download (no published hash)"
+        )
+        return fetch_keras_weights(backbone, weights_dir), verified_by
+    if source.startswith(("http://", "https://")):
+        name = Path(urlparse(source).path).name
+        return download(RemoteFile(name, source, sha256=expected_sha256), weights_dir / name), ""
+    path = Path(urlparse(source).path if source.startswith("file://") else source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file {path} does not exist")
+    return path, ""
+
+
+def _verify_sha256(path: Path, sha256: str, backbone: str, expected_sha256: str | None) -> str:
+    """Check a file's digest against the user's, or else against the known weights files."""
+    if expected_sha256 and sha256 != expected_sha256.lower():
+        raise DownloadError(f"{path}: sha256 {sha256}, expected {expected_sha256}")
+    if not expected_sha256 and sha256 not in backbone_spec(backbone).known_sha256:
+        raise DownloadError(
+            f"{path}: sha256 {sha256} is not a known {backbone} ImageNet weights file; "
+            "pass its expected sha256 to use it"
+        )
+    return f"sha256 {sha256}" + (" (user-supplied)" if expected_sha256 else " (known file)")
 
 
 if __name__ == "__main__":  # python -m melanoma.pretrained resnet50 /opt/melanoma/weights

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from melanoma.config import check_settings
+from melanoma.config import CheckedSettings
 from melanoma.dataset_version import DatasetVersion
 from melanoma.images import preprocess_image
 from melanoma.layout import champion_key
@@ -55,13 +55,10 @@ class ChampionCorruptError(ValueError):
 
 
 @dataclass(frozen=True)
-class PromotionPolicy:
+class PromotionPolicy(CheckedSettings):
     auroc_margin: float = 0.01
     sensitivity_floor: float = 0.80
     operating_point: str = "target_sensitivity"
-
-    def __post_init__(self) -> None:
-        check_settings(self)
 
 
 def read_champion(store: ObjectStore, label_task: str) -> dict[str, Any] | None:
@@ -171,21 +168,8 @@ def decide_promotion(
             "the champion is kept"
         )
     else:
-        difference, margin = comparison["difference"], policy.auroc_margin
-        promote = difference["value"] >= -margin
-        reasons.append(
-            f"on the promotion benchmark ({comparison['images']} images, "
-            f"{comparison['positives']} positive; neither model trained or calibrated on "
-            f"them): AUROC {comparison['candidate_auroc']:.4f} vs champion "
-            f"{champion['run_id']} {comparison['champion_auroc']:.4f}, paired difference "
-            f"{difference['value']:+.4f} ({difference['ci_low']:+.4f} to "
-            f"{difference['ci_high']:+.4f}): "
-            + (
-                f"not worse by more than the margin {margin:.3f}"
-                if promote
-                else f"worse by more than the margin {margin:.3f}"
-            )
-        )
+        promote = comparison["difference"]["value"] >= -policy.auroc_margin
+        reasons.append(_comparison_reason(comparison, champion["run_id"], policy, promote))
     return {
         "promote": promote,
         "reasons": reasons,
@@ -194,3 +178,19 @@ def decide_promotion(
         "champion": champion,
         "comparison": comparison,
     }
+
+
+def _comparison_reason(
+    comparison: dict[str, Any], champion_id: str, policy: PromotionPolicy, promote: bool
+) -> str:
+    """The benchmark comparison in words: both AUROCs, the paired difference, the verdict."""
+    difference, margin = comparison["difference"], policy.auroc_margin
+    verdict = "not worse" if promote else "worse"
+    return (
+        f"on the promotion benchmark ({comparison['images']} images, "
+        f"{comparison['positives']} positive; neither model trained or calibrated on "
+        f"them): AUROC {comparison['candidate_auroc']:.4f} vs champion "
+        f"{champion_id} {comparison['champion_auroc']:.4f}, paired difference "
+        f"{difference['value']:+.4f} ({difference['ci_low']:+.4f} to "
+        f"{difference['ci_high']:+.4f}): {verdict} by more than the margin {margin:.3f}"
+    )

@@ -107,6 +107,8 @@ def write_report(run: Run) -> str:
     )
     # Read once: the limitations name the sets that the external section then shows.
     external_names = run.external_sets()
+    external_sets = _external_sets(run, external_names)
+    robustness = run.read_json("robustness", "robustness") if run.committed("robustness") else None
     dataset = read_manifest(run.store, config.manifest_key)
     splits = run.splits()
     auroc = metrics["threshold_free"]["auroc"]
@@ -132,22 +134,10 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 {sections.calibration_section(calibration)}
 {sections.metrics_section(metrics, lambda name: run.read_bytes("evaluate", f"figure/{name}"))}
 {sections.subgroups_section(metrics)}
-{
-        sections.robustness_section(
-            run.read_json("robustness", "robustness") if run.committed("robustness") else None
-        )
-    }
+{sections.robustness_section(robustness)}
 {_gradcam_section(run)}
-{
-        sections.ood_section(
-            history.get("summary", {}), [m for m, _ in _external_sets(run, external_names)]
-        )
-    }
-{
-        sections.external_section(
-            _external_sets(run, external_names), metrics, _test_formats(splits, dataset)
-        )
-    }
+{sections.ood_section(history.get("summary", {}), [m for m, _ in external_sets])}
+{sections.external_section(external_sets, metrics, _test_formats(splits, dataset))}
 <h2>Configuration</h2>
 <details><summary>Every stage's configuration, as the run resolved it (JSON)</summary>
 <pre>{escape(json.dumps(_resolved_configuration(config, training, calibration), indent=2))}</pre>

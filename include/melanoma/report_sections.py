@@ -308,75 +308,71 @@ def external_section(
 ) -> str:
     """One subsection per external set: its metrics.json and its figures; ``test_formats``:
     images per file format in the run's test split (empty: not recorded)."""
+    if not sets:
+        return ""
     reference_formats = (
         ", ".join(f"{k} {v}" for k, v in test_formats.items()) if test_formats else "not recorded"
     )
-    if not sets:
-        return ""
     parts = [
         "<h2>External validation</h2><p>The run's model on labelled sets from outside "
         "HAM10000, at the thresholds it chose on its own validation split.</p>"
     ]
-    for m, figure in sets:
-        d = m["differences"]
-        counts, free = m["counts"], m["threshold_free"]
-        test_free = test_metrics["threshold_free"]
-        parts.append(
-            f"""<h3>{escape(m["external_set"])}</h3>
+    parts += [
+        _external_set_subsection(m, figure, test_metrics, reference_formats) for m, figure in sets
+    ]
+    return "\n".join(parts)
+
+
+def _external_set_subsection(
+    m: dict, figure: Figure, test_metrics: dict, reference_formats: str
+) -> str:
+    """One external set: its counts, metrics beside the test split's, and its figures."""
+    counts, free = m["counts"], m["threshold_free"]
+    test_free = test_metrics["threshold_free"]
+    metrics_table = html_table(
+        ["", f"external ({confidence(m)} CI)", f"HAM10000 test ({confidence(test_metrics)} CI)"],
+        [
+            ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
+            ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
+        ],
+    )
+    not_scored = ", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none"
+    return f"""<h3>{escape(m["external_set"])}</h3>
 <p>{counts["images"]} images ({counts["positives"]} positive for
 <code>{escape(m["label_task"])}</code>), labels in the {escape(m["labels_format"])} format.
-Not scored: {escape(", ".join(f"{k}: {v}" for k, v in m["not_scored"].items()) or "none")}.
+Not scored: {escape(not_scored)}.
 {_resolution_parity(m)}</p>
-{
-                html_table(
-                    [
-                        "",
-                        f"external ({confidence(m)} CI)",
-                        f"HAM10000 test ({confidence(test_metrics)} CI)",
-                    ],
-                    [
-                        ["AUROC", with_ci(free["auroc"]), with_ci(test_free["auroc"])],
-                        ["AUPRC", with_ci(free["auprc"]), with_ci(test_free["auprc"])],
-                    ],
-                )
-            }
+{metrics_table}
 {operating_points_table(m)}
 <h4>How the set differs from the HAM10000 test split</h4>
-{
-                html_table(
-                    ["", "external set", "HAM10000 test split"],
-                    [
-                        [
-                            "prevalence",
-                            number(d["prevalence"]),
-                            number(d["reference_prevalence"]),
-                        ],
-                        [
-                            "diagnoses",
-                            escape(_mix(d["dx_mix"])),
-                            escape(_mix(d["reference_dx_mix"])),
-                        ],
-                        [
-                            "width, height (min&ndash;median&ndash;max px)",
-                            f"{_spread(d['width'])}, {_spread(d['height'])}",
-                            f"{_spread(d['reference_width'])}, {_spread(d['reference_height'])}",
-                        ],
-                        [
-                            "formats",
-                            escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
-                            escape(reference_formats),
-                        ],
-                    ],
-                )
-            }
+{_differences_table(m["differences"], reference_formats)}
 <div class="figures">{png_image(figure("roc"), "External ROC curve")}{
-                png_image(figure("precision_recall"), "External precision-recall curve")
-            }</div>
+        png_image(figure("precision_recall"), "External precision-recall curve")
+    }</div>
 <div class="figures wide">{
-                png_image(figure("confusion_matrices"), "External confusion matrices")
-            }</div>"""
-        )
-    return "\n".join(parts)
+        png_image(figure("confusion_matrices"), "External confusion matrices")
+    }</div>"""
+
+
+def _differences_table(d: dict, reference_formats: str) -> str:
+    """An external set beside the test split: prevalence, diagnoses, sizes, formats."""
+    return html_table(
+        ["", "external set", "HAM10000 test split"],
+        [
+            ["prevalence", number(d["prevalence"]), number(d["reference_prevalence"])],
+            ["diagnoses", escape(_mix(d["dx_mix"])), escape(_mix(d["reference_dx_mix"]))],
+            [
+                "width, height (min&ndash;median&ndash;max px)",
+                f"{_spread(d['width'])}, {_spread(d['height'])}",
+                f"{_spread(d['reference_width'])}, {_spread(d['reference_height'])}",
+            ],
+            [
+                "formats",
+                escape(", ".join(f"{k} {v}" for k, v in d["formats"].items())),
+                escape(reference_formats),
+            ],
+        ],
+    )
 
 
 def promotion_section(promotion: dict | None) -> str:
@@ -497,43 +493,34 @@ def gradcam_section(summary: dict | None, index: pd.DataFrame | None, image: Fig
     """The attention summary and a gallery of the explained images (``image(png key)``)."""
     if summary is None:
         return "<h2>Explanations (Grad-CAM)</h2><p>No Grad-CAM was computed for this run.</p>"
-
-    def row(name: str, entry: dict) -> list[str]:
-        return [
-            name,
-            str(entry["images"]),
-            str(entry["maps_without_positive_evidence"]),
-            number(entry["energy_in_lesion"]["mean"]),
-            number(entry["energy_in_lesion"]["median"]),
-            number(entry["lesion_area_fraction"]["mean"]),
-            number(entry["background_to_lesion_ratio"]["median"]),
-        ]
-
-    rows = [row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
-    rows.append(row("all explained", summary["overall"]))
-    figures = []
-    explained = index if index is not None else pd.DataFrame(columns=["selected_as"])
-    for selected_as in ("TP", "FP", "FN", "TN", "random"):
-        for r in explained[explained["selected_as"] == selected_as].itertuples():
-            figures.append(
-                f"<figure>{jpeg_thumbnail(image(r.png), r.image_id)}<figcaption>{escape(selected_as)}: "
-                f"{escape(r.image_id)} ({escape(r.dx)}), p={r.probability:.3f}, outcome {escape(r.outcome)}, "
-                + (
-                    "all-zero map, "
-                    if np.isnan(r.energy_in_lesion)
-                    else f"energy in lesion {r.energy_in_lesion:.2f} "
-                    f"(lesion {r.lesion_area_fraction:.2f} of the image), "
-                )
-                + f"{escape(r.mask_source)} mask</figcaption></figure>"
-            )
-    sources = ", ".join(f"{v} {escape(k)}" for k, v in summary["mask_sources"].items())
-    return f"""
-<h2>Explanations (Grad-CAM)</h2>
-<p>{
+    rows = [_attention_row(o, summary["by_outcome"][o]) for o in ("TP", "FP", "FN", "TN")]
+    rows.append(_attention_row("all explained", summary["overall"]))
+    attention_table = html_table(
+        [
+            "outcome",
+            "images",
+            "all-zero maps",
+            "energy in lesion (mean)",
+            "(median)",
+            "lesion area share (mean)",
+            "background/lesion ratio (median)",
+        ],
+        rows,
+    )
+    method = (
         "Grad-CAM++ (Chattopadhay et al., WACV 2018)"
         if summary["method"] == "gradcam++"
         else "Grad-CAM (Selvaraju et al., ICCV 2017)"
-    } for the melanoma score at layer
+    )
+    sources = ", ".join(f"{v} {escape(k)}" for k, v in summary["mask_sources"].items())
+    automatic = (
+        " (automatic = Otsu segmentation where HAM10000 has no official mask)"
+        if "automatic" in summary["mask_sources"]
+        else ""
+    )
+    return f"""
+<h2>Explanations (Grad-CAM)</h2>
+<p>{method} for the melanoma score at layer
 <code>{
         escape(summary["layer"])
     }</code>, on the most confident true and false positives and negatives
@@ -545,32 +532,49 @@ mask; a map spread evenly over the image would score the lesion's area share, so
 (Tschandl et al., Nature Medicine 2020); below 1, the model looks more at the lesion.
 <b>All-zero maps</b>: nothing in the image raised the melanoma score (common for confident
 negatives); they have no share and are left out of the means. Masks:
-{sources}{
-        " (automatic = Otsu segmentation where HAM10000 has no official mask)"
-        if "automatic" in summary["mask_sources"]
-        else ""
-    }.</p>
-{
-        html_table(
-            [
-                "outcome",
-                "images",
-                "all-zero maps",
-                "energy in lesion (mean)",
-                "(median)",
-                "lesion area share (mean)",
-                "background/lesion ratio (median)",
-            ],
-            rows,
-        )
-    }
+{sources}{automatic}.</p>
+{attention_table}
 <p>Energy in lesion over lesion area, all explained images: {
         number(summary["overall"]["energy_to_area"], 2)
     }
 (1 means no preference for the lesion).</p>
 <p class="ci">Each pair: the stored image with the lesion outline, and the heat map over it (red = high).</p>
-<div class="gallery">{"".join(figures)}</div>
+<div class="gallery">{"".join(_gallery_figures(index, image))}</div>
 """
+
+
+def _attention_row(name: str, entry: dict) -> list[str]:
+    """One outcome's attention figures, as a table row."""
+    return [
+        name,
+        str(entry["images"]),
+        str(entry["maps_without_positive_evidence"]),
+        number(entry["energy_in_lesion"]["mean"]),
+        number(entry["energy_in_lesion"]["median"]),
+        number(entry["lesion_area_fraction"]["mean"]),
+        number(entry["background_to_lesion_ratio"]["median"]),
+    ]
+
+
+def _gallery_figures(index: pd.DataFrame | None, image: Figure) -> list[str]:
+    """A captioned figure per explained image, by selection (TP, FP, FN, TN, random)."""
+    figures = []
+    explained = index if index is not None else pd.DataFrame(columns=["selected_as"])
+    for selected_as in ("TP", "FP", "FN", "TN", "random"):
+        for r in explained[explained["selected_as"] == selected_as].itertuples():
+            attention = (
+                "all-zero map, "
+                if np.isnan(r.energy_in_lesion)
+                else f"energy in lesion {r.energy_in_lesion:.2f} "
+                f"(lesion {r.lesion_area_fraction:.2f} of the image), "
+            )
+            figures.append(
+                f"<figure>{jpeg_thumbnail(image(r.png), r.image_id)}<figcaption>"
+                f"{escape(selected_as)}: {escape(r.image_id)} ({escape(r.dx)}), "
+                f"p={r.probability:.3f}, outcome {escape(r.outcome)}, {attention}"
+                f"{escape(r.mask_source)} mask</figcaption></figure>"
+            )
+    return figures
 
 
 def _resolution_parity(external_metrics: dict) -> str:
@@ -698,57 +702,52 @@ def subgroups_section(metrics: dict) -> str:
             "estimate for a clinic and device the model never saw.</p>"
         )
     if confounding:
-        rates = ", ".join(
-            f"{escape(k)} {v:.3f}" for k, v in sorted(confounding["train_rates"].items())
-        )
-        parts.append(
-            f"""<p>HAM10000 pools sources (clinics and devices) whose positive rates differ
-(training split: {rates}). A model can rank well overall by telling the sources apart. The
-within-source AUROC counts only positive/negative pairs from the same source; the source-only
-AUROC scores each test image by its source's training rate and nothing else.</p>
-{
-                html_table(
-                    ["", f"value ({confidence(metrics)} CI)"],
-                    [
-                        ["AUROC, all pairs", with_ci(metrics["threshold_free"]["auroc"])],
-                        [
-                            "AUROC, pairs within a source",
-                            with_ci(confounding["within_source_auroc"]),
-                        ],
-                        ["AUROC of the source alone", with_ci(confounding["source_only_auroc"])],
-                    ],
-                )
-            }"""
-        )
+        parts.append(_confounding_paragraph(metrics, confounding))
     # metrics.json's keys come back sorted as strings: put them in reading order again.
     attributes = [a for a in ATTRIBUTES if a in subgroups] + sorted(
         set(subgroups) - set(ATTRIBUTES)
     )
-    for attribute in attributes:
-        groups = subgroups[attribute]
-        rows = [
-            [
-                escape(name),
-                str(entry["images"]),
-                str(entry["lesions"]),
-                str(entry["positives"]),
-                with_ci(entry["auroc"]) if entry["auroc"] else "n/a",
-                escape(entry["note"]),
-            ]
-            for name, entry in ((n, groups[n]) for n in group_order(attribute, groups))
-        ]
-        parts.append(
-            f"<h3>By {escape(attribute)}</h3>"
-            + html_table(
-                [
-                    "group",
-                    "images",
-                    "lesions",
-                    "positives",
-                    f"AUROC ({confidence(metrics)} CI)",
-                    "note",
-                ],
-                rows,
-            )
-        )
+    parts += [_subgroup_table(metrics, a, subgroups[a]) for a in attributes]
     return "\n".join(parts)
+
+
+def _confounding_paragraph(metrics: dict, confounding: dict) -> str:
+    """AUROC over all pairs, within a source, and of the source alone."""
+    rates = ", ".join(f"{escape(k)} {v:.3f}" for k, v in sorted(confounding["train_rates"].items()))
+    table = html_table(
+        ["", f"value ({confidence(metrics)} CI)"],
+        [
+            ["AUROC, all pairs", with_ci(metrics["threshold_free"]["auroc"])],
+            ["AUROC, pairs within a source", with_ci(confounding["within_source_auroc"])],
+            ["AUROC of the source alone", with_ci(confounding["source_only_auroc"])],
+        ],
+    )
+    return f"""<p>HAM10000 pools sources (clinics and devices) whose positive rates differ
+(training split: {rates}). A model can rank well overall by telling the sources apart. The
+within-source AUROC counts only positive/negative pairs from the same source; the source-only
+AUROC scores each test image by its source's training rate and nothing else.</p>
+{table}"""
+
+
+def _subgroup_table(metrics: dict, attribute: str, groups: dict) -> str:
+    """AUROC per group of one attribute (source, sex, age band, body site)."""
+    rows = [
+        [
+            escape(name),
+            str(entry["images"]),
+            str(entry["lesions"]),
+            str(entry["positives"]),
+            with_ci(entry["auroc"]) if entry["auroc"] else "n/a",
+            escape(entry["note"]),
+        ]
+        for name, entry in ((n, groups[n]) for n in group_order(attribute, groups))
+    ]
+    header = [
+        "group",
+        "images",
+        "lesions",
+        "positives",
+        f"AUROC ({confidence(metrics)} CI)",
+        "note",
+    ]
+    return f"<h3>By {escape(attribute)}</h3>" + html_table(header, rows)
