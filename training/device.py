@@ -1,10 +1,12 @@
-"""The device TensorFlow trains on: its CPU threads, and on a GPU mixed precision and XLA.
+"""The device TensorFlow trains on: its CPU threads, its numeric precision and XLA.
 Research use only, not a diagnostic device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -20,8 +22,19 @@ def cpu_threads(environ: dict[str, str] | None = None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def configure_device() -> dict[str, Any]:
-    """Every core for TensorFlow's ops; mixed precision and XLA on a GPU, float32 on a CPU.
+def resolve_precision(precision: str, gpu: bool) -> str:
+    """The Keras dtype policy for a ``precision`` setting: ``auto`` is mixed_float16 on a
+    GPU (Micikevicius et al., "Mixed Precision Training", ICLR 2018) and float32 on a CPU,
+    where float16 has no fast kernels; an explicit policy is taken as given."""
+    if precision == "auto":
+        return "mixed_float16" if gpu else "float32"
+    return precision
+
+
+def configure_device(precision: str = "auto") -> dict[str, Any]:
+    """Every core for TensorFlow's ops; the dtype policy ``precision`` resolves to here,
+    and XLA on a GPU. Nothing global changes but the threads: training sets the policy
+    with :func:`dtype_policy` for as long as it builds and fits.
 
     The thread pools are set before TensorFlow starts its runtime: after, they are fixed.
     """
@@ -32,14 +45,27 @@ def configure_device() -> dict[str, Any]:
     except RuntimeError:  # the runtime already started (a second call in one process)
         threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
     gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
     return {
         "gpu": bool(gpus),
         "devices": [d.name for d in gpus] or ["CPU"],
-        "precision": keras.mixed_precision.global_policy().name,
+        "precision": resolve_precision(precision, bool(gpus)),
         "xla": bool(gpus),
         "cpu_threads": threads,
     }
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras' global dtype policy ``name`` inside the block, the previous one after it.
+
+    Layers and models take the policy when they are made, and ``compile`` wraps the
+    optimizer in a ``LossScaleOptimizer`` for a mixed_float16 model, so the model is
+    built, compiled and fitted inside the block. A model loaded later keeps its layers'
+    policies (they are saved with it).
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -78,11 +78,15 @@ def augment_batch_fn(seed: int, acquisition_views: int = 0):
     V/(V+1) of the images, the mix that cached phase 1's V copies give."""
     shift_rng = np.random.default_rng(seed)
     share = acquisition_views / (acquisition_views + 1)
+    # float32 whatever the training policy: tf.data runs on the CPU, which has no float16
+    # kernels for some image ops (AdjustContrastv2), even when the model trains on a GPU.
     geometric = keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed),
-            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1),
-            keras.layers.RandomZoom((-0.2, 0.0), fill_mode="reflect", seed=seed + 2),
+            keras.layers.RandomFlip("horizontal_and_vertical", seed=seed, dtype="float32"),
+            keras.layers.RandomRotation(0.5, fill_mode="reflect", seed=seed + 1, dtype="float32"),
+            keras.layers.RandomZoom(
+                (-0.2, 0.0), fill_mode="reflect", seed=seed + 2, dtype="float32"
+            ),
         ]
     )
 

@@ -428,7 +428,7 @@ def _score_views(
         )
         if isinstance(outputs, list | tuple):
             outputs, pooled = outputs
-            if index == 0:
-                features = np.asarray(pooled)
+            if index == 0:  # float32 whatever the policy: the detector's statistics need it
+                features = np.asarray(pooled, dtype=np.float32)
         scores.append(np.asarray(outputs).reshape(-1).astype(float))
     return np.mean(scores, axis=0), features

@@ -41,7 +41,7 @@ from melanoma.ood import VALIDATION_PASS_SHARE, MahalanobisDetector, fit_mahalan
 from melanoma.run import Run
 from melanoma.store import ArtifactCorruptError, ObjectStore, open_store
 from training.data import shard_dataset, split_arrays
-from training.device import configure_device
+from training.device import configure_device, dtype_policy
 from training.inputs import (
     TrainingData,
 )
@@ -74,19 +74,20 @@ def fetch_pretrained(store: ObjectStore, weights_key: str, directory: Path) -> P
 
 def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> str:
     """Stage train: both phases, then predictions, model and history; return the commit key."""
-    device = configure_device()
+    device = configure_device(config.precision)
     keras.utils.set_random_seed(config.seed)
     use_cache = config.feature_cache == "on" or (
         config.feature_cache == "auto" and not device["gpu"]
     )
     image_size = int(run.preprocess_data()["image_size"])
-    with tempfile.TemporaryDirectory() as tmp:
-        weights_path = (
-            str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
-        )
-        model = build_model(config, image_size, weights_path, run.config().label_task)
-    data = TrainingData.read(run, config)
-    fitted = fit_phases(model, run, config, data, device, use_cache)
+    with dtype_policy(device["precision"]):
+        with tempfile.TemporaryDirectory() as tmp:
+            weights_path = (
+                str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
+            )
+            model = build_model(config, image_size, weights_path, run.config().label_task)
+        data = TrainingData.read(run, config)
+        fitted = fit_phases(model, run, config, data, device, use_cache)
     return write_training_outputs(run, model, config, data, fitted, weights_key)
 
 
@@ -193,7 +194,7 @@ def fit_ood_detector(
     features, labels = [], []
     for inputs, y in examples.batch(64).prefetch(2):
         images = inputs["image"] if metadata is not None else inputs
-        features.append(extractor.predict_on_batch(images))
+        features.append(np.asarray(extractor.predict_on_batch(images), dtype=np.float32))
         labels.append(y.numpy())
     return fit_mahalanobis(np.concatenate(features), np.concatenate(labels))
 

@@ -97,6 +97,8 @@ class PipelineConfig(CheckedSettings):
 IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
 HEADS = ("binary", "multiclass")
 SCHEDULES = ("constant", "cosine")
+# Keras dtype policies training may run under; auto: mixed_float16 on a GPU, float32 on a CPU.
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class TrainConfig(CheckedSettings):
     focal_alpha: float = 0.25
     online_augmentation: bool = True
     feature_cache: str = "auto"  # auto: on for CPU, off for GPU
+    precision: str = "auto"  # one of PRECISIONS
     # binary: one sigmoid for the label task; multiclass: a softmax over HAM10000's seven
     # diagnoses, the task's score being the sum of its positive classes' probabilities.
     head: str = "binary"

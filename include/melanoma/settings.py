@@ -24,6 +24,7 @@ from melanoma.config import (
     HEADS,
     IMBALANCE_STRATEGIES,
     OPERATING_POINTS,
+    PRECISIONS,
     PROBABILITY_CALIBRATIONS,
     SCHEDULES,
     ExplainConfig,
@@ -350,6 +351,16 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=8,
     ),
     _setting("batch_size", "Batch size", TRAINING, "train.batch_size", minimum=1),
+    _setting(
+        "precision",
+        "Numeric precision",
+        TRAINING,
+        "train.precision",
+        description="`auto`: `mixed_float16` on a GPU (with loss scaling), `float32` on a CPU. "
+        "`mixed_bfloat16` runs on CPUs with bfloat16 kernels, but was slower than float32 "
+        "on the CPUs measured. The head's output is float32 under every policy.",
+        enum=list(PRECISIONS),
+    ),
     _setting(
         "early_stopping_patience",
         "Early-stopping patience (epochs)",
