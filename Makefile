@@ -58,11 +58,13 @@ stop:
 benchmark: install
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
-# Re-resolve the locks after editing requirements/base.in or dev.in.
+# Re-resolve the locks after editing requirements/base.in, dev.in or gpu.in. The GPU lock
+# (the trainer image's CUDA build of TensorFlow) follows the CPU lock's versions.
 LOCK_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
 lock:
 	$(BIN)/uv pip compile requirements/base.in $(LOCK_FLAGS) -o $(LOCK)
 	cd requirements && ../$(BIN)/uv pip compile dev.in $(LOCK_FLAGS) -o lock-dev.txt
+	cd requirements && ../$(BIN)/uv pip compile gpu.in $(LOCK_FLAGS) -o lock-gpu.txt
 
 clean: stop
 	rm -rf .airflow .stack .store .cache

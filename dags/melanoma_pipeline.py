@@ -7,6 +7,8 @@ Turns the public HAM10000 dermoscopy archive into a versioned dataset and a
 leakage-free, lesion-grouped split, every artifact in the object store
 (`MELANOMA_STORE_URL`), under `runs/<run key>/` (the run id, made safe for a key):
 
+0. `choose_profile` — the hardware profile (`cpu` or `gpu`: the defaults that fit the
+   machine), from the `profile` param or from what TensorFlow on the training worker sees;
 1. `store_pretrained_weights` — backbone ImageNet weights to `pretrained/`, verified by hash;
 2. `download_dataset` — fetch (Dataverse, mirror or local directory), validate, version
    under `datasets/ham10000/<dataset_version>/` (a no-op when that version exists);
@@ -107,12 +109,15 @@ def retraining_schedule(clock: str, asset: Asset) -> Asset | AssetOrTimeSchedule
     )
 
 
-def _stages(params: dict[str, Any] | None, run: Run | None = None) -> StageConfigs:
-    """Each stage's config; after the split, params left empty take the run's recorded values."""
+def _stages(
+    params: dict[str, Any] | None, run: Run | None = None, profile: str | None = None
+) -> StageConfigs:
+    """Each stage's config; after the split, params left empty take the run's recorded
+    values; before it, ``profile`` is what ``choose_profile`` found."""
     from melanoma.params import from_params
 
     recorded = run.config().config if run is not None and run.committed("split") else None
-    return from_params(params or {}, recorded)
+    return from_params(params or {}, recorded, profile)
 
 
 def _run(params: dict[str, Any] | None, run_id: str | None):
@@ -149,11 +154,19 @@ PARAMS: dict[str, Param] = {
 )
 def melanoma_pipeline() -> None:
     # Each task: its stage's config from the params (melanoma.params), the run, one call.
+    @task(queue="gpu")  # asks the TensorFlow of the worker that trains
+    def choose_profile(params: dict[str, Any] | None = None) -> dict[str, str]:
+        from training.device import choose_run_profile
+
+        return choose_run_profile((params or {}).get("profile"))
+
     @task
-    def store_pretrained_weights(params: dict[str, Any] | None = None) -> str | None:
+    def store_pretrained_weights(
+        profile: dict[str, str], params: dict[str, Any] | None = None
+    ) -> str | None:
         from melanoma.pipeline import store_pretrained_weights
 
-        return store_pretrained_weights(_stages(params).pipeline)
+        return store_pretrained_weights(_stages(params, profile=profile["name"]).pipeline)
 
     @task(retry_exponential_backoff=True)
     def download_dataset(params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -163,19 +176,27 @@ def melanoma_pipeline() -> None:
 
     @task
     def split_dataset(
-        dataset: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None
+        dataset: dict[str, Any],
+        profile: dict[str, str],
+        params: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> str:
         from melanoma.pipeline import write_split
 
-        stages = _stages(params)
+        stages = _stages(params, profile=profile["name"])
         return write_split(
-            _run(params, run_id), stages.pipeline, dataset["manifest_key"], stages.resolved()
+            _run(params, run_id),
+            stages.pipeline,
+            dataset["manifest_key"],
+            stages.resolved(),
+            profile,
         )
 
+    profile = choose_profile()
     dataset = download_dataset()
-    weights = store_pretrained_weights()
+    weights = store_pretrained_weights(profile)
     weights >> dataset
-    split = split_dataset(dataset)
+    split = split_dataset(dataset, profile)
 
     preprocess = SparkSubmitOperator(
         task_id="preprocess",

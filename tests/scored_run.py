@@ -89,6 +89,7 @@ def write_scored_run(
                 from_params(
                     {"label_task": label_task, "split_seed": seed, "phase2_epochs": phase2_epochs}
                 ).resolved(),
+                {"name": "gpu", "why": "the profile param is gpu"},
             ).to_json(),
         )
         stage.put_json(

@@ -5,12 +5,17 @@ Research use only, not a diagnostic device.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from melanoma.profiles import choose_profile
+
+log = logging.getLogger(__name__)
 
 
 def cpu_threads(environ: dict[str, str] | None = None) -> int:
@@ -20,6 +25,16 @@ def cpu_threads(environ: dict[str, str] | None = None) -> int:
     if env.get("MELANOMA_TF_THREADS"):
         return max(1, int(env["MELANOMA_TF_THREADS"]))
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def choose_run_profile(requested: str | None) -> dict[str, str]:
+    """The run's hardware profile and why (``melanoma.profiles``), as the ``choose_profile``
+    task returns it: for ``auto``, from the GPUs this process's TensorFlow lists."""
+    requested = requested or "auto"
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")] if requested == "auto" else []
+    name, why = choose_profile(requested, gpus)
+    log.info("hardware profile %s: %s", name, why)
+    return {"name": name, "why": why}
 
 
 def resolve_precision(precision: str, gpu: bool) -> str:

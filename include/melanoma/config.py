@@ -67,6 +67,8 @@ class PipelineConfig(CheckedSettings):
     # A source (HAM10000's `dataset` column) to test on alone, trained and validated
     # without it: the "unseen clinic" estimate. Empty: the usual split of all sources.
     holdout_source: str = ""
+    # The hardware profile (melanoma.profiles): auto until the split resolves it to cpu or gpu.
+    profile: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

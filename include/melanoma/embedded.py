@@ -364,6 +364,8 @@ def run_summary(run: Run) -> list[str]:
     run (``config.json``) and its headline figures, each from its committed artifact."""
     config = run.config()
     lines = [f"Run {config.run_id}: {run.layout.prefix} in {run.store.url}"]
+    if config.profile:
+        lines.append(f"  hardware profile {config.profile['name']}: {config.profile['why']}")
     lines.append("  configuration: " + json.dumps(config.config, sort_keys=True))
     if run.committed("train"):
         training = run.training_record().config

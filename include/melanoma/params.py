@@ -9,6 +9,7 @@ parse the DAG cheaply.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 from melanoma import config
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
+from melanoma.profiles import PROFILES
 from melanoma.promotion import PromotionPolicy
 from melanoma.settings import SETTINGS, STAGE_CONFIGS
 
@@ -47,13 +49,29 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+def resolved_profile(
+    requested: str | None, recorded: Mapping[str, Any] | None, detected: str | None
+) -> str:
+    """``cpu`` or ``gpu``: the param when it names one; for ``auto``, the run's recorded
+    profile, else the detected one, else ``gpu``, the profile the code's defaults are."""
+    if requested and requested != "auto":
+        if requested not in PROFILES:
+            raise ValueError(f"profile {requested!r} is not one of auto, {', '.join(PROFILES)}")
+        return requested
+    if recorded and recorded.get("profile") in PROFILES:
+        return str(recorded["profile"])
+    return detected or "gpu"
+
+
 # Params whose empty value means "the environment": the split task resolves them and
 # records them in the run's config.json; every task after it reads them back from there.
 RECORDED_PARAMS = tuple(s.name for s in SETTINGS if s.environment)
 
 
 def from_params(
-    params: Mapping[str, Any], recorded: Mapping[str, Any] | None = None
+    params: Mapping[str, Any],
+    recorded: Mapping[str, Any] | None = None,
+    detected_profile: str | None = None,
 ) -> StageConfigs:
     """Every stage's configuration from the DAG's params (defaults where a param is absent
     or empty).
@@ -61,7 +79,12 @@ def from_params(
     ``recorded``: the configuration in the run's ``config.json``, once the split task has
     written it. A param left empty then takes the value recorded there, not the value of
     this worker's environment, so that every task of a run uses the same backbone,
-    weights and source.
+    weights, source and profile.
+
+    ``detected_profile``: what ``profile`` ``auto`` resolves to before the split has
+    recorded it (the ``choose_profile`` task's answer). A param the profile sets, left
+    empty, takes the profile's value (``melanoma.profiles``), unless the environment
+    supplies it.
     """
     p = dict(params)
     if recorded:
@@ -69,6 +92,10 @@ def from_params(
             field = setting.targets[0].rsplit(".", 1)[1] if setting.environment else None
             if field and p.get(setting.name) is None and field in recorded:
                 p[setting.name] = recorded[field]
+    p["profile"] = profile = resolved_profile(p.get("profile"), recorded, detected_profile)
+    for setting in (s for s in SETTINGS if s.profiled and p.get(s.name) in (None, "")):
+        if not (setting.environment and os.environ.get(setting.environment)):
+            p[setting.name] = PROFILES[profile][setting.name]
     given: dict[str, dict[str, Any]] = {owner: {} for owner in STAGE_CONFIGS}
     for setting in SETTINGS:
         value = p.get(setting.name)

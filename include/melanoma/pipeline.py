@@ -108,9 +108,11 @@ def write_split(
     config: PipelineConfig,
     manifest_key: str,
     stages: dict[str, Any] | None = None,
+    profile: dict[str, str] | None = None,
 ) -> str:
     """Stage split: the run's config and its lesion-grouped split; return the commit key.
-    ``stages``: every stage's resolved configuration, recorded in ``config.json``."""
+    ``stages``: every stage's resolved configuration, and ``profile``, the hardware
+    profile's name and why it was chosen, both recorded in ``config.json``."""
     if run.run_id is None:
         raise ValueError(f"{run}: writing a split needs the run id")
     run.check_owner(run.run_id)
@@ -133,7 +135,9 @@ def write_split(
         stage.put_json(
             "config",
             layout.config,
-            RunConfig(run.run_id, version, manifest_key, config.to_dict(), stages or {}).to_json(),
+            RunConfig(
+                run.run_id, version, manifest_key, config.to_dict(), stages or {}, profile or {}
+            ).to_json(),
         )
         stage.put_json(
             "splits_summary",
@@ -145,23 +149,16 @@ def write_split(
                 "splits": summary,
             },
         )
-        stage.put_bytes(
-            "splits",
-            layout.splits,
-            split[columns].to_csv(index=False, lineterminator="\n").encode(),
-        )
-        stage.put_bytes(
-            "promotion_benchmark",
-            layout.promotion_benchmark,
-            benchmark.sort_values("image_id")[
-                ["image_id", "lesion_id", "dx", "label", *metadata_columns]
-            ]
-            .to_csv(index=False, lineterminator="\n")
-            .encode(),
-        )
+        stage.put_bytes("splits", layout.splits, _csv(split[columns]))
+        benchmark_rows = benchmark.sort_values("image_id")[columns[:4] + metadata_columns]
+        stage.put_bytes("promotion_benchmark", layout.promotion_benchmark, _csv(benchmark_rows))
     for name, entry in summary.items():
         log.info("split %s: %s", name, {k: entry[k] for k in ("images", "lesions", "melanomas")})
     return layout.commit("split")
+
+
+def _csv(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False, lineterminator="\n").encode()
 
 
 def _split_rule(config: PipelineConfig) -> dict[str, Any]:

@@ -91,6 +91,16 @@ def _resolved_configuration(config: RunConfig, training: dict, calibration: dict
     }
 
 
+def _profile_sentence(config: RunConfig) -> str:
+    """Which hardware profile's defaults the run took, and why (``melanoma.profiles``)."""
+    if not config.profile:
+        return "Hardware profile: not recorded (a run from before profiles)."
+    return (
+        f"Hardware profile <code>{escape(config.profile['name'])}</code>: "
+        f"{escape(config.profile['why'])}. A setting left empty took the profile's value."
+    )
+
+
 def write_report(run: Run) -> str:
     """Stage report: render the run's report from its committed artifacts; return the commit key."""
     config = run.config()
@@ -139,6 +149,7 @@ label task <code>{escape(metrics["label_task"])}</code> · generated {generated}
 {sections.ood_section(history.get("summary", {}), [m for m, _ in external_sets])}
 {sections.external_section(external_sets, metrics, _test_formats(splits, dataset))}
 <h2>Configuration</h2>
+<p>{_profile_sentence(config)}</p>
 <details><summary>Every stage's configuration, as the run resolved it (JSON)</summary>
 <pre>{escape(json.dumps(_resolved_configuration(config, training, calibration), indent=2))}</pre>
 </details>

@@ -65,13 +65,15 @@ class RunConfig:
     """``config.json``: which run, on which dataset version, with which configuration.
 
     ``config``: the pipeline's (``PipelineConfig``); ``stages``: every stage's configuration
-    as the DAG resolved it (``StageConfigs.resolved``; empty in runs made before it)."""
+    as the DAG resolved it (``StageConfigs.resolved``); ``profile``: the hardware profile's
+    ``name`` and ``why`` it was chosen (both empty in runs made before them)."""
 
     run_id: str
     dataset_version: str
     manifest_key: str
     config: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, str] = field(default_factory=dict)
 
     @property
     def label_task(self) -> str:
@@ -85,6 +87,7 @@ class RunConfig:
             payload["manifest_key"],
             payload.get("config", {}),
             payload.get("stages", {}),
+            payload.get("profile", {}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -94,6 +97,7 @@ class RunConfig:
             "manifest_key": self.manifest_key,
             "config": self.config,
             **({"stages": self.stages} if self.stages else {}),
+            **({"profile": self.profile} if self.profile else {}),
             "notice": RESEARCH_NOTICE,
         }
 

@@ -37,6 +37,7 @@ from melanoma.config import (
 from melanoma.evaluation import EvaluationConfig
 from melanoma.ham10000 import LABEL_TASKS, SOURCES
 from melanoma.images import INTERPOLATIONS, PreprocessConfig
+from melanoma.profiles import PROFILE_CHOICES, PROFILED, PROFILES
 from melanoma.promotion import PromotionPolicy
 
 # The stage configs a setting can target, by the path from_params builds them under.
@@ -96,10 +97,28 @@ class Setting:
         return self.target_default(self.targets[0]) if self.targets else self.default
 
     @property
+    def profiled(self) -> bool:
+        """Whether the hardware profile (``melanoma.profiles``) supplies it when left empty."""
+        return self.name in PROFILED
+
+    @property
+    def fallback(self) -> str:
+        """What an empty field means, in words (empty string: it cannot be left empty)."""
+        if self.profiled:
+            profile = ", ".join(f"`{p}`: `{_plain(PROFILES[p][self.name])}`" for p in PROFILES)
+        if self.environment and self.profiled:
+            return f"the workers' `{self.environment}`, else the profile's ({profile})"
+        if self.environment:
+            return f"the workers' `{self.environment}`, else `{_plain(self.config_default)}`"
+        if self.profiled:
+            return f"the profile's ({profile})"
+        return ""
+
+    @property
     def form_default(self) -> Any:
-        """What the form shows: empty for a setting the environment supplies, and for one
-        whose default is the empty string (off)."""
-        if self.environment or self.config_default == "":
+        """What the form shows: empty for a setting the environment or the profile
+        supplies, and for one whose default is the empty string (off)."""
+        if self.environment or self.profiled or self.config_default == "":
             return None
         value = self.config_default
         return list(value) if isinstance(value, tuple) else value
@@ -116,11 +135,8 @@ class Setting:
         if self.optional and "enum" in schema:
             schema["enum"] = [None, *schema["enum"]]
         description = self.description
-        if self.environment:
-            fallback = self.config_default
-            description = (
-                f"{description} **Empty:** the workers' `{self.environment}`, else `{fallback}`."
-            ).strip()
+        if self.fallback:
+            description = f"{description} **Empty:** {self.fallback}.".strip()
         if description:
             schema["description_md"] = description
         return schema
@@ -230,6 +246,16 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=20,
     ),
     # --- model ------------------------------------------------------------------------
+    _setting(
+        "profile",
+        "Hardware profile",
+        MODEL,
+        "pipeline.profile",
+        description="The defaults that fit the machine that trains (the table under "
+        "Profiles). `auto`: `gpu` when TensorFlow on the training worker sees a GPU, else "
+        "`cpu`. A setting given here always wins over the profile.",
+        enum=list(PROFILE_CHOICES),
+    ),
     _setting(
         "backbone",
         "Backbone",
@@ -658,12 +684,19 @@ def param_schemas() -> dict[str, tuple[Any, dict[str, Any]]]:
     }
 
 
+def _plain(value: Any) -> str:
+    """A value as JSON spells it (true, not True), for descriptions."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "empty"
     if isinstance(value, bool):
         return str(value).lower()
-    return f"`{list(value) if isinstance(value, tuple) else value}`"
+    return f"`{_plain(value)}`"
 
 
 def _bounds(setting: Setting) -> str:
@@ -715,23 +748,9 @@ def configuration_markdown() -> str:
         "",
     ]
     for section in SECTIONS:
-        lines += [
-            f"## {section}",
-            "",
-            "| setting | default | allowed | what it does | sets |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for s in (s for s in SETTINGS if s.section == section):
-            what = f"{s.title}." + (f" {s.description}" if s.description else "")
-            if s.environment:
-                what += f" Empty: `{s.environment}`, else {_cell(s.config_default)}."
-            targets = ", ".join(f"`{t}`" for t in s.targets) or "(switches the stage on)"
-            lines.append(
-                f"| `{s.name}` | {_cell(s.form_default)} | {_bounds(s)} | "
-                f"{what.replace('|', '/')} | {targets} |"
-            )
-        lines.append("")
+        lines += _section_table(section)
     lines += [
+        *_profiles_table(),
         "## Environment",
         "",
         "Read by the workers and by `make run`; under compose every Airflow service takes",
@@ -743,6 +762,44 @@ def configuration_markdown() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _section_table(section: str) -> list[str]:
+    """One form section's settings, as a Markdown table."""
+    lines = [
+        f"## {section}",
+        "",
+        "| setting | default | allowed | what it does | sets |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in (s for s in SETTINGS if s.section == section):
+        what = f"{s.title}." + (f" {s.description}" if s.description else "")
+        if s.fallback:
+            what += f" Empty: {s.fallback}."
+        targets = ", ".join(f"`{t}`" for t in s.targets) or "(switches the stage on)"
+        lines.append(
+            f"| `{s.name}` | {_cell(s.form_default)} | {_bounds(s)} | "
+            f"{what.replace('|', '/')} | {targets} |"
+        )
+    return [*lines, ""]
+
+
+def _profiles_table() -> list[str]:
+    """Each profile's value of each setting it sets, as a Markdown table."""
+    return [
+        "## Profiles",
+        "",
+        "A setting left empty in the form takes the profile's value (`melanoma.profiles`);",
+        "`make run` prints the profile it ran and why, and the report shows it.",
+        "",
+        "| setting | " + " | ".join(f"`{p}`" for p in PROFILES) + " |",
+        "| --- |" + " --- |" * len(PROFILES),
+        *(
+            f"| `{name}` | " + " | ".join(_cell(PROFILES[p][name]) for p in PROFILES) + " |"
+            for name in sorted(PROFILED)
+        ),
+        "",
+    ]
 
 
 if __name__ == "__main__":

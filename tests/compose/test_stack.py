@@ -232,7 +232,7 @@ def stack(tmp_path_factory):
         "HAM10000_SOURCE": f"http://{MIRROR_ALIAS}:8000/",
         "MELANOMA_BACKBONE": "mobilenet_v2",
         "MELANOMA_PRETRAINED_WEIGHTS": f"/opt/melanoma/weights/{WEIGHTS_FILE}",
-        "FETCH_RESNET50_WEIGHTS": "0",
+        "FETCH_IMAGENET_WEIGHTS": "0",
         "MELANOMA_PRETRAINED_SHA256": weights_sha256,
         "MELANOMA_SCHEDULE": "none",
         "SPARK_WORKER_CORES": "1",

@@ -98,6 +98,13 @@ def test_dag_ingests_splits_and_second_run_reuses_the_version(
     # Every stage committed, each record listing what it wrote (checked on each read below).
     for stage in STAGES:
         assert run.committed(stage), stage
+    # No GPU here: the cpu profile, its reason recorded; the params given won over it.
+    assert run.config().profile == {
+        "name": "cpu",
+        "why": "TensorFlow on the training worker sees no GPU",
+    }
+    assert run.config().stages["train"]["phase1_epochs"] == 2
+    assert run.config().stages["train"]["multiscale_features"] is True, "the profile's"
     assert run.external_sets() == ["part1"]
     split = run.splits()
     assert list(split.columns) == [

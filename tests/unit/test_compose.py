@@ -140,13 +140,20 @@ def test_celery_workers_serve_every_queue_the_dag_uses():
     assert "profiles" not in SERVICES["airflow-worker"]  # the stack starts without a GPU
 
 
-def test_trainer_image_matches_the_lock_and_resnet50_weights_are_baked_in():
+def test_trainer_image_installs_the_gpu_lock_and_both_profiles_weights_are_baked_in():
+    from melanoma.profiles import PROFILES
+
     dockerfile = (REPO_ROOT / "docker/airflow/Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.MULTILINE)
     assert [name for _, name in stages] == ["airflow", "trainer"] and stages[1][0] == "airflow"
-    assert f'"tensorflow[and-cuda]=={LOCK["tensorflow-cpu"]}"' in dockerfile
+    trainer = dockerfile.split("AS trainer", 1)[1]
+    assert "uv pip install --no-cache --no-deps -r /opt/melanoma/requirements/lock-gpu.txt" in (
+        trainer
+    )
+    assert "uv pip check" in trainer and "tensorflow[and-cuda]" not in trainer, "no resolving"
     weights_dir = re.search(r"^ENV MELANOMA_WEIGHTS_DIR=(\S+)$", dockerfile, re.MULTILINE)[1]
-    assert f"python -m melanoma.pretrained resnet50 {weights_dir}" in dockerfile
+    for profile in PROFILES.values():
+        assert f"python -m melanoma.pretrained {profile['backbone']} {weights_dir}" in dockerfile
     assert SERVICES["airflow-worker"]["environment"]["MELANOMA_PRETRAINED_WEIGHTS"].endswith(
         ":-keras}"
     )

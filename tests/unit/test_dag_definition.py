@@ -43,6 +43,7 @@ def test_pipeline_retrains_weekly_or_on_a_new_dataset_version(dags):
 def test_gpu_work_goes_to_the_gpu_queue_and_the_form_has_the_issue_params(dags):
     queues = {task.task_id: task.queue for task in dags.pipeline_dag.tasks}
     on_gpu = (
+        "choose_profile",  # asks the TensorFlow of the worker that trains
         "train",
         "measure_robustness",
         "explain",
@@ -64,6 +65,13 @@ def test_gpu_work_goes_to_the_gpu_queue_and_the_form_has_the_issue_params(dags):
         "source",
     ):
         assert params.get_param(name).schema.get("title"), f"{name} has no form title"
+
+
+def test_the_profile_is_chosen_before_the_weights_and_the_split(dags):
+    dag = dags.pipeline_dag
+    chosen = dag.get_task("choose_profile")
+    assert {"store_pretrained_weights", "split_dataset"} <= chosen.downstream_task_ids
+    assert dag.params.get_param("profile").value == "auto"
 
 
 def test_spark_driver_host_auto_renders_the_workers_own_address(monkeypatch):

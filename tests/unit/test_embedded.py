@@ -78,10 +78,11 @@ def test_the_run_summary_gives_the_configuration_and_headline_figures(file_store
     run = write_reported_run(file_store, "summarised")
     lines = run_summary(run)
     assert lines[0] == f"Run summarised: {run.layout.prefix} in {file_store.url}"
-    assert lines[1] == '  configuration: {"label_task": "mel_vs_rest", "seed": 0}'
+    assert lines[1] == "  hardware profile gpu: the profile param is gpu"
+    assert lines[2] == '  configuration: {"label_task": "mel_vs_rest", "seed": 0}'
     auroc = run.read_json("evaluate", "metrics")["threshold_free"]["auroc"]["value"]
-    assert lines[2].startswith('  training: {"backbone": "tiny_cnn"')
-    assert f"test AUROC {auroc:.4f}" in lines[3]
+    assert lines[3].startswith('  training: {"backbone": "tiny_cnn"')
+    assert f"test AUROC {auroc:.4f}" in lines[4]
     assert any(line.startswith("  promotion benchmark AUROC ") for line in lines)
     assert any("promoted: " in line for line in lines)
     assert lines[-1].endswith(run.layout.report)

@@ -86,3 +86,19 @@ def test_the_dev_extra_is_the_dev_lock_s_list():
         if line and not line.startswith(("#", "-"))
     }
     assert {_name(r) for r in PROJECT["optional-dependencies"]["dev"]} == pinned
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / "requirements" / lock).read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", text, re.M))
+
+
+def test_the_gpu_lock_differs_from_the_cpu_lock_only_in_tensorflow_s_build():
+    cpu, gpu = _pins("lock-cpu.txt"), _pins("lock-gpu.txt")
+    assert gpu["tensorflow"] == cpu["tensorflow-cpu"], "the same TensorFlow version"
+    assert {name: gpu[name] for name in gpu if name in cpu} == {
+        name: cpu[name] for name in gpu if name in cpu
+    }
+    extra = set(gpu) - set(cpu)
+    assert extra - {"tensorflow"} and all(n.startswith("nvidia-") for n in extra - {"tensorflow"})
+    assert not {"pytest", "ruff", "mypy"} & set(gpu), "no test tooling in the image"

@@ -79,10 +79,14 @@ def test_the_promotion_benchmark_is_one_per_dataset_version(file_store, manifest
 def test_config_json_records_every_stage_as_the_params_resolved_it(file_store, manifest_key):
     from melanoma.params import from_params
 
-    stages = from_params({"split_seed": 0, "phase1_epochs": 40, "image_size": 96})
+    stages = from_params(
+        {"split_seed": 0, "phase1_epochs": 40, "image_size": 96}, detected_profile="cpu"
+    )
     run = Run.for_run_id(file_store, "resolved")
-    write_split(run, stages.pipeline, manifest_key, stages.resolved())
+    profile = {"name": "cpu", "why": "TensorFlow on the training worker sees no GPU"}
+    write_split(run, stages.pipeline, manifest_key, stages.resolved(), profile)
     recorded = run.config()
+    assert recorded.profile == profile and recorded.config["profile"] == "cpu"
     assert recorded.stages == stages.resolved()
     assert recorded.stages["train"]["phase1_epochs"] == 40
     assert recorded.stages["preprocess"]["config"]["size"] == 96

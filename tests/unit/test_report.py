@@ -75,6 +75,12 @@ def test_the_report_shows_every_stage_configuration_the_run_recorded(file_store)
     assert "&quot;phase2_epochs&quot;: 0" in shown
 
 
+def test_the_report_says_which_hardware_profile_the_run_took_and_why(file_store):
+    page = _reported(write_scored_run(file_store, "a"))
+    shown = page.split("<h2>Configuration</h2>", 1)[1]
+    assert "Hardware profile <code>gpu</code>: the profile param is gpu." in shown
+
+
 def test_a_run_without_phase_2_shows_none_of_its_settings(file_store):
     page = _reported(write_scored_run(file_store, "a", phase2_epochs=0))
     phase2 = _model_row(page, "Phase 2 (fine-tuning)")

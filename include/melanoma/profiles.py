@@ -1,0 +1,60 @@
+"""Hardware profiles: the defaults that fit the machine that trains.
+
+A run on a 2-core CPU and a run on a GPU want different models: ResNet50 fine-tuned for
+20 epochs takes minutes on a GPU and many hours on a CPU. Each profile's defaults are in
+one table here, ``PROFILES``. The ``profile`` param picks one: ``cpu``, ``gpu``, or
+``auto``, which asks TensorFlow on the worker that trains (the ``gpu`` queue under
+compose) whether it sees a GPU. A param given explicitly always wins over the profile;
+a setting the environment supplies (``MELANOMA_BACKBONE``) wins over it too.
+
+This module is pure: which GPUs there are is passed in. Research use only, not a
+diagnostic device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PROFILE_CHOICES = ("auto", "cpu", "gpu")
+
+# Setting name -> value, per profile. The cpu profile is the configuration measured on a
+# 2-core CPU (docs/results.md): MobileNetV2's head on cached multiscale features, no
+# fine-tuning. The gpu profile is the product's default: ResNet50, fine-tuned.
+PROFILES: Mapping[str, Mapping[str, Any]] = {
+    "cpu": {
+        "backbone": "mobilenet_v2",
+        "phase1_epochs": 40,
+        "phase2_epochs": 0,
+        "multiscale_features": True,
+    },
+    "gpu": {
+        "backbone": "resnet50",
+        "phase1_epochs": 10,
+        "phase2_epochs": 20,
+        "multiscale_features": False,
+    },
+}
+
+# The settings a profile sets: the same in every profile.
+PROFILED: frozenset[str] = frozenset(PROFILES["gpu"])
+
+
+def choose_profile(requested: str, gpus: Sequence[str]) -> tuple[str, str]:
+    """The profile to run (``cpu`` or ``gpu``) and why, in words, for ``requested``
+    (the ``profile`` param) and the GPUs the training worker's TensorFlow lists."""
+    if requested not in PROFILE_CHOICES:
+        raise ValueError(f"profile {requested!r} is not one of {', '.join(PROFILE_CHOICES)}")
+    if requested != "auto":
+        return requested, f"the profile param is {requested}"
+    if gpus:
+        return (
+            "gpu",
+            f"TensorFlow on the training worker sees {len(gpus)} GPU(s): {', '.join(gpus)}",
+        )
+    return "cpu", "TensorFlow on the training worker sees no GPU"
+
+
+def profile_default(profile: str, name: str) -> Any:
+    """The profile's value for the setting ``name`` (KeyError for one it does not set)."""
+    return PROFILES[profile][name]
