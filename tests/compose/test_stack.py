@@ -34,6 +34,30 @@ pytestmark = pytest.mark.compose
 
 PROJECT = "melanomaci"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+# The gpu-queue worker's service: built from the trainer target, run here without a GPU.
+GPU_WORKER = "airflow-gpu-worker"
+# Every task that runs a model, and the profile's choice: taken by the trainer image's worker.
+GPU_TASKS = (
+    "choose_profile",
+    "train",
+    "explain",
+    "measure_robustness",
+    "decide_promotion",
+)
+
+
+def without_gpu_reservation(compose_file: Path, out: Path) -> Path:
+    """The compose file with the GPU worker's device reservation removed, nothing else:
+    this machine has no NVIDIA runtime, and docker-compose 1.29's overrides can only add
+    keys, not remove them. The trainer image then runs TensorFlow's CUDA build on the CPU."""
+    import yaml
+
+    spec = yaml.safe_load(compose_file.read_text())
+    spec["services"][GPU_WORKER].pop("deploy")
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
 WEIGHTS_DIR = REPO_ROOT / "docker" / "weights"
 SHARED_WEIGHTS = REPO_ROOT.parent / "shared/data/weights/mobilenet_v2_1.0_224_no_top.weights.h5"
 WEIGHTS_FILE = "mobilenet_v2_1.0_224_no_top.weights.h5"
@@ -61,16 +85,19 @@ def free_port() -> int:
 
 
 class Compose:
-    """docker-compose on the repository's compose file, with the test's .env and project name."""
+    """docker-compose on the repository's compose file (``compose_file``: the same without
+    the GPU reservation) with the `gpu` profile, the test's .env and project name."""
 
-    def __init__(self, env_file: Path) -> None:
+    def __init__(self, env_file: Path, compose_file: Path = COMPOSE_FILE) -> None:
         self.env_file = env_file
+        self.compose_file = compose_file
         self.env = parse_dotenv(env_file.read_text())
 
     def __call__(self, *args: str, timeout: float = 900, check: bool = True) -> str:
         command = ["docker-compose", "-p", PROJECT, "--env-file", str(self.env_file)]
+        command += ["--project-directory", str(REPO_ROOT), "--profile", "gpu"]
         done = subprocess.run(
-            [*command, "-f", str(COMPOSE_FILE), *args],
+            [*command, "-f", str(self.compose_file), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -235,6 +262,8 @@ def stack(tmp_path_factory):
         "FETCH_IMAGENET_WEIGHTS": "0",
         "MELANOMA_PRETRAINED_SHA256": weights_sha256,
         "MELANOMA_SCHEDULE": "none",
+        # With the gpu profile's worker up, the default worker leaves the gpu queue to it.
+        "AIRFLOW_WORKER_QUEUES": "default",
         "SPARK_WORKER_CORES": "1",
         "SPARK_WORKER_MEMORY": "1g",
         "AIRFLOW_PORT": str(free_port()),
@@ -247,13 +276,27 @@ def stack(tmp_path_factory):
         dotenv = re.sub(rf"^{name}=.*$", f"{name}={value}", dotenv, flags=re.MULTILINE)
     env_file = work / ".env"
     env_file.write_text(dotenv)
-    compose = Compose(env_file)
+    compose = Compose(env_file, without_gpu_reservation(COMPOSE_FILE, work / "compose.yaml"))
     compose("down", "-v", "--remove-orphans", check=False)
     try:
         started = time.monotonic()
         compose("build", timeout=3600)
         build_seconds = time.monotonic() - started
-        print(f"\ndocker-compose build: {build_seconds:.0f} s")
+        sizes = {
+            image: int(
+                subprocess.run(
+                    ["docker", "image", "inspect", "-f", "{{.Size}}", image],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            for image in ("melanoma-airflow:latest", "melanoma-trainer:latest")
+        }
+        print(
+            f"\ndocker-compose build: {build_seconds:.0f} s; image sizes: "
+            + ", ".join(f"{image} {size / 1e9:.2f} GB" for image, size in sizes.items())
+        )
         if placed:
             placed.unlink()
 
@@ -273,7 +316,7 @@ def test_placeholder_secrets_stop_the_stack_before_airflow_starts(stack):
     example.write_text(
         re.sub(r"^HAM10000_HOST_DIR=.*$", f"HAM10000_HOST_DIR={work}", text, flags=re.M)
     )
-    placeholder = Compose(example)
+    placeholder = Compose(example, stack[0].compose_file)
     out = placeholder("run", "--rm", "--no-deps", "airflow-init", check=False)
     assert "refusing to start: AIRFLOW_JWT_SECRET in .env is the placeholder" in out, out
     assert "refusing to start: AIRFLOW_FERNET_KEY" in out
@@ -305,6 +348,16 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     )
     assert re.search(r"^775 50000:0$", image_check, re.M), image_check
     assert WEIGHTS_FILE in image_check
+    # The trainer image: exactly the GPU lock (TensorFlow's CUDA build), no test tooling.
+    trainer_check = compose.exec(
+        GPU_WORKER,
+        "uv pip check && (python -c 'import pytest' 2>/dev/null && echo HAS-PYTEST || true)"
+        " && python -c 'import tensorflow as tf; print(\"cuda build:\", tf.test.is_built_with_cuda())'"
+        " 2>/dev/null && hostname",
+    )
+    assert "All installed packages are compatible" in trainer_check, trainer_check
+    assert "HAS-PYTEST" not in trainer_check and "cuda build: True" in trainer_check
+    gpu_host = trainer_check.strip().splitlines()[-1]
 
     # Trigger the pipeline through the REST API and follow it.
     api.wait_for_dag("melanoma_pipeline")
@@ -316,7 +369,13 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     restart = threading.Thread(
         target=lambda: seen.update(
             restart=compose(
-                "restart", "-t", "600", "airflow-scheduler", "airflow-worker", timeout=900
+                "restart",
+                "-t",
+                "600",
+                "airflow-scheduler",
+                "airflow-worker",
+                GPU_WORKER,
+                timeout=900,
             )
         )
     )
@@ -357,14 +416,15 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     split_commit = RunLayout.for_run_id(run_id).commit("split")
     assert finished_log.status_code == 200 and split_commit in log_text(finished_log)
 
-    # train was taken by a worker that listens on the gpu queue.
-    assert tis["train"]["queue"] == "gpu"
-    queues = compose.exec(
-        "airflow-worker",
-        "celery --app airflow.providers.celery.executors.celery_executor.app inspect "
-        "active_queues -d celery@$HOSTNAME",
-    )
-    assert "'name': 'gpu'" in queues and tis["train"]["hostname"] in queues, queues
+    # Every task that runs a model was taken by the trainer image's worker, on the gpu
+    # queue, running TensorFlow's CUDA build on this machine's CPU; the rest by the default
+    # worker. No GPU here, so the run took the cpu profile, and the log says why.
+    for task_id in GPU_TASKS:
+        assert (tis[task_id]["queue"], tis[task_id]["hostname"]) == ("gpu", gpu_host), task_id
+    assert {ti["hostname"] for t, ti in tis.items() if t not in GPU_TASKS and ti["hostname"]}
+    assert gpu_host not in {ti["hostname"] for t, ti in tis.items() if t not in GPU_TASKS}
+    profile_log = log_text(api.log("melanoma_pipeline", run_id, "choose_profile", 1))
+    assert "hardware profile cpu: TensorFlow on the training worker sees no GPU" in profile_log
 
     # preprocess ran on the containerised Spark master, with executors on both workers.
     master = json.loads(compose.exec("spark-master", "curl -fsS http://localhost:8080/json/"))

@@ -191,3 +191,13 @@ def test_the_development_override_mounts_the_checkout_into_every_service_that_ru
         assert service["environment"]["PYTHONPATH"].split(":")[0] == "/opt/melanoma/include"
         if name.startswith("airflow-"):
             assert {"./dags", "./plugins", "./spark_jobs"} <= set(mounts), name
+
+
+def test_the_compose_test_runs_the_real_file_less_only_the_gpu_reservation(tmp_path):
+    from tests.compose.test_stack import GPU_WORKER, without_gpu_reservation
+
+    real = yaml.safe_load((REPO_ROOT / "docker-compose.yaml").read_text())
+    derived = without_gpu_reservation(REPO_ROOT / "docker-compose.yaml", tmp_path / "c.yaml")
+    assert real["services"][GPU_WORKER]["deploy"]["resources"]["reservations"]["devices"]
+    del real["services"][GPU_WORKER]["deploy"]
+    assert yaml.safe_load(derived.read_text()) == real
