@@ -201,3 +201,13 @@ def test_the_compose_test_runs_the_real_file_less_only_the_gpu_reservation(tmp_p
     assert real["services"][GPU_WORKER]["deploy"]["resources"]["reservations"]["devices"]
     del real["services"][GPU_WORKER]["deploy"]
     assert yaml.safe_load(derived.read_text()) == real
+
+
+def test_both_airflow_images_take_the_same_build_arguments():
+    # The trainer's stage builds on the airflow stage: the same args, or an offline build
+    # (FETCH_IMAGENET_WEIGHTS=0) would fetch weights for the trainer and fail.
+    assert (
+        SERVICES["airflow-gpu-worker"]["build"]["args"]
+        == SERVICES["airflow-worker"]["build"]["args"]
+    )
+    assert SERVICES["airflow-gpu-worker"]["build"]["target"] == "trainer"
