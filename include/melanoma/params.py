@@ -18,7 +18,7 @@ from typing import Any
 from melanoma import config
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
-from melanoma.profiles import PROFILES
+from melanoma.profiles import PROFILES, resolved_profile
 from melanoma.promotion import PromotionPolicy
 from melanoma.settings import SETTINGS, STAGE_CONFIGS
 
@@ -47,20 +47,6 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def resolved_profile(
-    requested: str | None, recorded: Mapping[str, Any] | None, detected: str | None
-) -> str:
-    """``cpu`` or ``gpu``: the param when it names one; for ``auto``, the run's recorded
-    profile, else the detected one, else ``gpu``, the profile the code's defaults are."""
-    if requested and requested != "auto":
-        if requested not in PROFILES:
-            raise ValueError(f"profile {requested!r} is not one of auto, {', '.join(PROFILES)}")
-        return requested
-    if recorded and recorded.get("profile") in PROFILES:
-        return str(recorded["profile"])
-    return detected or "gpu"
 
 
 # Params whose empty value means "the environment": the split task resolves them and

@@ -55,6 +55,14 @@ def choose_profile(requested: str, gpus: Sequence[str]) -> tuple[str, str]:
     return "cpu", "TensorFlow on the training worker sees no GPU"
 
 
-def profile_default(profile: str, name: str) -> Any:
-    """The profile's value for the setting ``name`` (KeyError for one it does not set)."""
-    return PROFILES[profile][name]
+def resolved_profile(
+    requested: str | None, recorded: Mapping[str, Any] | None, detected: str | None
+) -> str:
+    """The run's profile, ``cpu`` or ``gpu``: the param when it names one; for ``auto``
+    (or empty), the profile the run recorded at its split, else the one ``choose_profile``
+    detected, else ``gpu``, the profile the stage configs' own defaults are."""
+    if requested and requested != "auto":
+        return choose_profile(requested, [])[0]  # refuses a name that is no profile
+    if recorded and recorded.get("profile") in PROFILES:
+        return str(recorded["profile"])
+    return detected or "gpu"
