@@ -49,11 +49,6 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-# Params whose empty value means "the environment": the split task resolves them and
-# records them in the run's config.json; every task after it reads them back from there.
-RECORDED_PARAMS = tuple(s.name for s in SETTINGS if s.environment)
-
-
 def from_params(
     params: Mapping[str, Any],
     recorded: Mapping[str, Any] | None = None,

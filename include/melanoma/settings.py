@@ -105,14 +105,13 @@ class Setting:
     def fallback(self) -> str:
         """What an empty field means, in words (empty string: it cannot be left empty)."""
         if self.profiled:
-            profile = ", ".join(f"`{p}`: `{_plain(PROFILES[p][self.name])}`" for p in PROFILES)
-        if self.environment and self.profiled:
-            return f"the workers' `{self.environment}`, else the profile's ({profile})"
+            values = ", ".join(f"`{p}`: `{_plain(PROFILES[p][self.name])}`" for p in PROFILES)
+            last = f"the profile's ({values})"
+        else:
+            last = f"`{_plain(self.config_default)}`"
         if self.environment:
-            return f"the workers' `{self.environment}`, else `{_plain(self.config_default)}`"
-        if self.profiled:
-            return f"the profile's ({profile})"
-        return ""
+            return f"the workers' `{self.environment}`, else {last}"
+        return last if self.profiled else ""
 
     @property
     def form_default(self) -> Any:
