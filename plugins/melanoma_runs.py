@@ -1,24 +1,28 @@
 """The "Melanoma runs" page in the Airflow UI (Airflow 3 plugin).
 
 A FastAPI app mounted on the API server at ``/melanoma-runs/`` renders every run in the
-object store (``MELANOMA_STORE_URL``) with its metrics and promotion decision, and
-serves the run's report, figures and Grad-CAM overlays from the store. An external view
-puts the page in the UI's navigation (``/plugin/melanoma-runs``). Every route needs an
-Airflow login, as the UI's own pages do. Research use only, not a diagnostic device.
+object store (``MELANOMA_STORE_URL``): a sortable, filterable table, trends and champion
+history (``/``), 2-4 runs side by side (``/compare?run=…``), each run's committed
+artifacts as a tree (``/runs/<key>/artifacts/``), and every committed artifact itself,
+checked against its commit record. Its one script is served from here
+(``/static/runs_page.js``). An external view puts the page in the UI's navigation
+(``/plugin/melanoma-runs``). Every route needs an Airflow login, as the UI's own pages
+do. The HTML comes from ``melanoma.runs_page``. Research use only, not a diagnostic device.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 URL_PREFIX = "/melanoma-runs"
+PAGE_LIMIT = 200  # run keys one request may name (the script polls one page's runs)
 
 
 def _store():
@@ -27,11 +31,37 @@ def _store():
     return open_store(os.environ.get("MELANOMA_STORE_URL"))
 
 
-def _page() -> str:
-    from melanoma.runs_page import list_runs, render_runs_page
+def _index(store):
+    from melanoma.runs_index import index_runs
+
+    return index_runs(store)
+
+
+def _page(params: dict[str, str]) -> str:
+    from melanoma.runs_page import PageQuery, render_runs_page
 
     store = _store()
-    return render_runs_page(list_runs(store), store.url)
+    return render_runs_page(store, _index(store), PageQuery.parse(params))
+
+
+def _states(keys: list[str]) -> dict:
+    from melanoma.runs_page import run_states
+
+    return run_states(_index(_store()), keys)
+
+
+def _compare(keys: list[str]) -> str:
+    from melanoma.runs_page import render_compare_page
+
+    store = _store()
+    return render_compare_page(store, _index(store), keys)
+
+
+def _artifacts(run_key: str) -> str:
+    from melanoma.layout import check_run_key
+    from melanoma.runs_page import render_artifact_tree
+
+    return render_artifact_tree(_store(), check_run_key(run_key))
 
 
 def _gallery(run_key: str) -> str:
@@ -55,8 +85,38 @@ app = FastAPI(
 
 # The store client is synchronous: run it off the API server's event loop.
 @app.get("/", response_class=HTMLResponse)
-async def runs_page() -> str:
-    return await asyncio.to_thread(_page)
+async def runs_page(request: Request) -> str:
+    return await asyncio.to_thread(_page, dict(request.query_params))
+
+
+@app.get("/state.json")
+async def run_states(run: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006
+    return await asyncio.to_thread(_states, run[:PAGE_LIMIT])
+
+
+@app.get("/compare", response_class=HTMLResponse)
+async def compare_runs(run: Annotated[list[str], Query()] = []) -> str:  # noqa: B006
+    try:
+        return await asyncio.to_thread(_compare, run[:PAGE_LIMIT])
+    except KeyError as error:
+        raise HTTPException(404, str(error).strip("'\"")) from error
+    except ValueError as error:
+        raise HTTPException(400, str(error)) from error
+
+
+@app.get("/static/runs_page.js")
+async def script() -> Response:
+    from melanoma.runs_page import script
+
+    return Response(script(), media_type="text/javascript; charset=utf-8")
+
+
+@app.get("/runs/{run_key}/artifacts/", response_class=HTMLResponse)
+async def artifact_tree(run_key: str) -> str:
+    try:
+        return await asyncio.to_thread(_artifacts, run_key)
+    except ValueError as error:
+        raise HTTPException(404, str(error)) from error
 
 
 @app.get("/runs/{run_key}/gradcam/", response_class=HTMLResponse)
@@ -69,6 +129,7 @@ async def gradcam_gallery(run_key: str) -> str:
 
 @app.get("/runs/{run_key}/{artifact:path}")
 async def run_artifact(run_key: str, artifact: str) -> Response:
+    from melanoma.runs_page import DOWNLOAD_TYPE
     from melanoma.store import ArtifactCorruptError
 
     try:
@@ -79,7 +140,11 @@ async def run_artifact(run_key: str, artifact: str) -> Response:
         raise HTTPException(404, str(error)) from error
     except (FileNotFoundError, KeyError) as error:
         raise HTTPException(404, f"{run_key}/{artifact} is not in the store") from error
-    return Response(content, media_type=media)
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if media == DOWNLOAD_TYPE:  # a model, shard or archive: saved, never shown
+        name = artifact.rsplit("/", 1)[-1]
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return Response(content, media_type=media, headers=headers)
 
 
 @app.get("/runs/{run_key}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,11 @@ def write_external_set(
     )
     layout = run.layout
     with run.stage(f"external/{name}") as stage:
+        stage.put_bytes(
+            "predictions",
+            layout.external_file(name, "predictions.csv"),
+            scored.to_csv(index=False).encode(),
+        )
         figures = {
             figure: stage.put_bytes(f"figure/{figure}", layout.external_figure(name, figure), png)
             for figure, png in pngs.items()
@@ -255,9 +261,10 @@ def fabricated_benchmark_scores(model_run: Run, data_run: Run, rows: pd.DataFram
 
 
 def write_reported_run(
-    store: ObjectStore, run_id: str, strength: float = 3.0, seed: int = 0
+    store: ObjectStore, run_id: str, strength: float = 3.0, seed: int = 0, **scored: Any
 ) -> Run:
-    """A fabricated run taken through the real calibrate, evaluate, promotion and report stages."""
+    """A fabricated run taken through the real calibrate, evaluate, promotion and report
+    stages (``scored``: more of ``write_scored_run``'s arguments)."""
     from melanoma.evaluation import (
         EvaluationConfig,
         calibrate_run,
@@ -268,7 +275,7 @@ def write_reported_run(
     from melanoma.promotion import PromotionPolicy
     from melanoma.report import write_report
 
-    run = write_scored_run(store, run_id, strength, seed)
+    run = write_scored_run(store, run_id, strength, seed, **scored)
     config = EvaluationConfig(bootstrap_replicates=200)
     calibrate_run(run, config)
     evaluate_run(run, config)

@@ -68,6 +68,9 @@ class StoreUnavailableError(ConnectionError):
 class ObjectInfo:
     key: str
     size: int
+    # Changes whenever the object is written: a file's mtime in ns, an S3 object's ETag
+    # ("" where unknown). Lets a reader cache what it derived from an object.
+    version: str = ""
 
 
 def _check_key(key: str) -> str:
@@ -201,7 +204,8 @@ class FileStore(ObjectStore):
         path = self._path(key)
         if not path.is_file():
             raise FileNotFoundError(f"{self.url}/{key}: no such object")
-        return ObjectInfo(key, path.stat().st_size)
+        stat = path.stat()
+        return ObjectInfo(key, stat.st_size, str(stat.st_mtime_ns))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         if prefix:
@@ -210,18 +214,23 @@ class FileStore(ObjectStore):
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return
+        # Plain strings, not pathlib: a listing of tens of thousands of objects (the runs
+        # page over 500 runs) is otherwise mostly Path arithmetic.
+        root = str(self.root)
         found = []
         for dirpath, dirs, files in os.walk(base):
-            if Path(dirpath) == self.root and LOCKS in dirs:
+            if dirpath == root and LOCKS in dirs:
                 dirs.remove(LOCKS)  # the store's locks, not objects
+            folder = os.path.relpath(dirpath, root).replace(os.sep, "/")
             for name in files:
                 if name.startswith(".") and name.endswith(".part"):
                     continue  # an in-flight atomic write
-                key = Path(dirpath, name).relative_to(self.root).as_posix()
+                key = name if folder == "." else f"{folder}/{name}"
                 if key.startswith(prefix):
-                    found.append(key)
-        for key in sorted(found):
-            yield ObjectInfo(key, (self.root / key).stat().st_size)
+                    found.append((key, os.path.join(dirpath, name)))
+        for key, path in sorted(found):
+            stat = os.stat(path)
+            yield ObjectInfo(key, stat.st_size, str(stat.st_mtime_ns))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -400,7 +409,7 @@ class S3Store(ObjectStore):
             if e.code in ("NoSuchKey", "ResourceNotFound"):
                 raise self._missing(key) from e
             raise
-        return ObjectInfo(key, int(st.size or 0))
+        return ObjectInfo(key, int(st.size or 0), str(st.etag or ""))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         full = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -408,7 +417,7 @@ class S3Store(ObjectStore):
             for obj in self.client.list_objects(self.bucket, prefix=full, recursive=True):
                 key = self._key(obj.object_name)
                 if not key.startswith(f"{LOCKS}/"):  # the store's locks, not objects
-                    yield ObjectInfo(key, int(obj.size or 0))
+                    yield ObjectInfo(key, int(obj.size or 0), str(obj.etag or ""))
 
     def delete(self, key: str) -> None:
         with self._reaching(key):

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from melanoma.layout import run_key
-from melanoma.runs_page import list_runs, render_runs_page
+from melanoma.runs_index import index_runs
+from melanoma.runs_page import render_runs_page
 from tests.scored_run import write_reported_run
 
 GOOD = "manual__2026-11-20T09:00:00+00:00"
@@ -45,11 +46,12 @@ def test_a_damaged_run_is_listed_as_damaged_with_why_and_the_others_as_ever(file
     (file_store.root / "runs" / "stray_folder").mkdir()
     (file_store.root / "runs" / "stray_folder" / "notes.txt").write_text("mine")
 
-    runs = {run.key: run for run in list_runs(file_store)}
+    index = index_runs(file_store, cache=None)
+    runs = {run.key: run for run in index.runs}
 
     assert set(runs) == {run_key(GOOD), run_key(DAMAGED)}
     assert runs[run_key(GOOD)].stage == "reported" and runs[run_key(GOOD)].damaged is None
     bad = runs[run_key(DAMAGED)]
     assert bad.stage == "damaged" and expected in bad.damaged, bad.damaged
-    page = render_runs_page(list(runs.values()), file_store.url)
-    assert "class='damaged'" in page and page.count("<tr>") >= 3
+    page = render_runs_page(file_store, index)
+    assert "class='damaged'" in page and page.count("<tr data-run=") == 2

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -19,7 +20,7 @@ from melanoma.settings import SECTIONS
 from melanoma.store import FileStore
 from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
 from tests.conftest import REPO_ROOT, free_port, local_spark_cluster
-from tests.scored_run import write_reported_run
+from tests.scored_run import write_external_set, write_reported_run
 from tests.synthetic import write_archive
 from tests.unit.test_dag_definition import load_dag_module
 
@@ -29,6 +30,9 @@ needs_chromium = pytest.mark.skipif(
 
 RUN_ID = "manual__2026-11-20T09:00:00+00:00"
 RUN_KEY = run_key(RUN_ID)
+# A weaker run, triggered with another phase2_epochs: kept out, and told apart by it.
+OTHER_ID = "manual__2026-11-21T09:00:00+00:00"
+OTHER_KEY = run_key(OTHER_ID)
 PASSWORD = "runs-page-test"
 
 
@@ -37,7 +41,8 @@ def standalone(tmp_path_factory, migrated_airflow_db):
     """`airflow standalone` on a free port, a store holding one reported run, an admin login."""
     root = tmp_path_factory.mktemp("runs_page")
     store = FileStore(root / "store")
-    write_reported_run(store, RUN_ID)
+    write_external_set(write_reported_run(store, RUN_ID), "site_a")
+    write_reported_run(store, OTHER_ID, strength=0.5, phase2_epochs=0)
     home = root / "airflow"
     home.mkdir()
     (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
@@ -109,17 +114,30 @@ def test_runs_page_needs_a_login_and_serves_the_run_and_its_report(standalone):
         f"{base}/melanoma-runs/runs/{RUN_KEY}/evaluation/figures/roc.png", headers=auth
     )
     assert roc.headers["content-type"] == "image/png" and roc.content.startswith(b"\x89PNG")
-    # models, data and anything outside the run stay private
-    for path in (
-        "model/model.keras",
-        "predictions/test.csv",
-        "commits/train.json",
-        "../../champions",
-    ):
+    # Every committed artifact downloads, checked; a model as a file to save.
+    model = requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/model/model.keras", headers=auth)
+    assert model.content == store.get_bytes(layout.model)
+    assert model.headers["content-disposition"] == 'attachment; filename="model.keras"'
+    # Commit records, and anything outside the run, stay private.
+    for path in ("commits/train.json", "../../champions", "notes.txt"):
         assert (
             requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/{path}", headers=auth).status_code
             == 404
         )
+    tree = requests.get(f"{base}/melanoma-runs/runs/{RUN_KEY}/artifacts/", headers=auth)
+    assert tree.ok and "model.keras" in tree.text
+    script = requests.get(f"{base}/melanoma-runs/static/runs_page.js", headers=auth)
+    assert script.headers["content-type"].startswith("text/javascript")
+    states = requests.get(
+        f"{base}/melanoma-runs/state.json", params={"run": [RUN_KEY]}, headers=auth
+    ).json()
+    assert states[RUN_KEY]["complete"] is True
+    one = requests.get(f"{base}/melanoma-runs/compare", params={"run": RUN_KEY}, headers=auth)
+    assert one.status_code == 400 and "tick 2 to 4 runs" in one.text
+    both = requests.get(
+        f"{base}/melanoma-runs/compare", params={"run": [RUN_KEY, OTHER_KEY]}, headers=auth
+    )
+    assert both.ok and "data-setting='train.phase2_epochs'" in both.text
     # A run's home redirects to its report, inside the page; nothing else is redirected.
     home = requests.get(
         f"{base}/melanoma-runs/runs/{RUN_KEY}", headers=auth, allow_redirects=False, timeout=30
@@ -146,20 +164,93 @@ def screenshots(tmp_path) -> Path:
     return folder
 
 
+def stored_aurocs(store: FileStore) -> dict[tuple[str, str], float]:
+    """(run key, series) -> the AUROC stored for it: test, and each external set."""
+    found = {}
+    for key in (RUN_KEY, OTHER_KEY):
+        layout = RunLayout(key)
+        found[key, "test"] = store.get_json(layout.metrics)["threshold_free"]["auroc"]["value"]
+        external = layout.external_file("site_a", "metrics.json")
+        if store.exists(external):
+            auroc = store.get_json(external)["threshold_free"]["auroc"]["value"]
+            found[key, "external site_a"] = auroc
+    return found
+
+
 @needs_chromium
-def test_airflow_ui_shows_the_runs_page_and_opens_the_report(standalone, screenshots):
-    base, _, _, _ = standalone
+def test_the_runs_page_sorts_filters_compares_and_charts_in_a_browser(standalone, screenshots):
+    base, _, store, _ = standalone
+    aurocs = stored_aurocs(store)
+    by_test = sorted((RUN_KEY, OTHER_KEY), key=lambda k: aurocs[k, "test"], reverse=True)
     with chromium_page() as page:
         sign_in_to_airflow(page, base, "admin", PASSWORD)
         page.goto(f"{base}/plugin/melanoma-runs")
         frame = page.frame_locator("iframe")
-        frame.get_by_text(RUN_KEY).first.wait_for()
+        frame.locator("table#runs").wait_for()
         assert page.locator("iframe").evaluate("frame => frame.src").endswith("/melanoma-runs/")
         text = frame.locator("body").inner_text()
         assert "Research use only" in text and "champion" in text and "promoted" in text
         page.screenshot(path=screenshots / "runs_page.png", full_page=True)
 
-        frame.locator("a[href$='report.html']").first.click()
+        def order() -> list[str]:
+            return frame.locator("table#runs tbody tr").evaluate_all(
+                "rows => rows.map(row => row.dataset.run)"
+            )
+
+        # Sort: a heading's first click sorts descending, the second ascending.
+        frame.get_by_role("link", name="Test AUROC (95% CI)").click()
+        frame.locator("th a.sorted", has_text="Test AUROC").wait_for()
+        assert order() == by_test
+        frame.get_by_role("link", name="Test AUROC (95% CI)").click()
+        frame.locator("th:has(a.sorted)", has_text="\u25b2").wait_for()
+        assert order() == by_test[::-1]
+
+        # Filter by a parameter as the table shows it.
+        frame.get_by_label("filter runs").fill("phase2_epochs=0")
+        frame.get_by_role("button", name="Filter").click()
+        frame.get_by_text("1 of 2 run(s)").wait_for()
+        assert order() == [OTHER_KEY]
+        frame.get_by_role("link", name="clear").click()
+        frame.get_by_text("2 of 2 run(s)").wait_for()
+
+        # The trend chart's points are the stored AUROCs, a higher one drawn higher.
+        points = frame.locator("circle.point").evaluate_all(
+            "cs => cs.map(c => [c.dataset.run, c.dataset.series, +c.dataset.value,"
+            " +c.getAttribute('cy')])"
+        )
+        assert {(run, series) for run, series, _, _ in points} == set(aurocs)
+        for run, series, value, _ in points:
+            assert value == pytest.approx(aurocs[run, series], abs=1e-6)
+        heights = sorted(points, key=lambda p: p[2])
+        assert [p[3] for p in heights] == sorted((p[3] for p in heights), reverse=True)
+
+        # Compare: the button waits for two ticks; the differing parameter is highlighted.
+        button = frame.get_by_role("button", name="Compare ticked runs")
+        frame.get_by_label(f"compare {RUN_ID}").check()
+        assert button.is_disabled()
+        frame.get_by_label(f"compare {OTHER_ID}").check()
+        assert button.is_enabled()
+        button.click()
+        differing = frame.locator("tr.differs[data-setting='train.phase2_epochs']")
+        differing.wait_for()
+        colour = differing.locator("td").first.evaluate(
+            "td => getComputedStyle(td).backgroundColor"
+        )
+        assert colour == "rgb(255, 243, 196)"
+        assert differing.locator("td").all_inner_texts() == ["train.phase2_epochs", "1", "0"]
+        assert frame.locator("polyline.curve").count() == 4
+        page.screenshot(path=screenshots / "runs_compare.png", full_page=True)
+
+        # The artifact tree, and a file opened through it.
+        page.goto(f"{base}/plugin/melanoma-runs")
+        frame.locator(f"tr[data-run='{RUN_KEY}'] a", has_text="artifacts").click()
+        frame.get_by_role("heading", name="Artifacts").wait_for()
+        page.screenshot(path=screenshots / "runs_artifacts.png", full_page=True)
+        frame.locator("a[href='../evaluation/metrics.json']").click()
+        frame.get_by_text('"threshold_free"').first.wait_for()
+
+        page.goto(f"{base}/plugin/melanoma-runs")
+        frame.locator(f"tr[data-run='{RUN_KEY}'] a", has_text="report").first.click()
         frame.get_by_role("heading", name="Promotion").first.wait_for()
         report = frame.locator("body").inner_text()
         assert RUN_ID in report and "Research use only" in report
@@ -223,6 +314,18 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         page.goto(f"{base}/dags/{DAG_ID}/runs/{run_id}/tasks/download_dataset")
         page.get_by_text(re.compile("objects uploaded to")).first.wait_for()
         page.screenshot(path=screenshots / "task_log.png")
+
+        # Once its split commits, the run is on the runs page, in progress, and its link
+        # opens the run in Airflow's UI.
+        assert wait_for_task(base, token, run_id, "split_dataset") == "success"
+        page.goto(f"{base}/plugin/melanoma-runs")
+        row = page.frame_locator("iframe").locator(f"tr[data-run='{run_key(run_id)}']")
+        row.locator("[data-live]", has_text="split").wait_for()
+        page.screenshot(path=screenshots / "runs_page_in_progress.png", full_page=True)
+        row.get_by_role("link", name="Airflow run").click()
+        page.wait_for_url(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
+        page.get_by_text("split_dataset").first.wait_for()
+        page.screenshot(path=screenshots / "runs_page_airflow_run.png")
 
     # Stop the run here: its later tasks would retry against a Spark that is not there.
     stopped = requests.patch(

@@ -179,3 +179,13 @@ def test_a_param_left_empty_is_resolved_by_the_split_and_read_back_after_it(monk
     monkeypatch.setenv("HAM10000_SOURCE", "/another/worker")
     later = from_params(defaults, recorded)
     assert (later.train.backbone, later.pipeline.source) == ("mobilenet_v2", "/data/ham10000")
+
+
+def test_the_runs_page_links_each_stage_to_the_task_that_commits_it(dags):
+    from melanoma.embedded import DAG_ID
+    from melanoma.layout import STAGES
+    from melanoma.runs_index import STAGE_TASKS
+
+    assert dags.pipeline_dag.dag_id == DAG_ID
+    assert set(STAGE_TASKS) == set(STAGES)
+    assert set(STAGE_TASKS.values()) <= {task.task_id for task in dags.pipeline_dag.tasks}
