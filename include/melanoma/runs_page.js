@@ -44,7 +44,24 @@
       .finally(() => setTimeout(pollLiveRuns, POLL_MS));
   }
 
+  // Inside the Airflow UI this page is an iframe sandboxed without top navigation, so a
+  // link into the UI (data-airflow) cannot leave the frame: it moves the UI's own router
+  // instead, as the UI's links do. Opened on its own, the page's links work as they are.
+  function openInAirflow(event) {
+    const link = event.target.closest("a[data-airflow]");
+    if (!link || window.top === window) return;
+    try {
+      const url = new URL(link.getAttribute("href"), window.location.href);
+      window.top.history.pushState(null, "", url.pathname + url.search);
+      window.top.dispatchEvent(new PopStateEvent("popstate"));
+      event.preventDefault();
+    } catch (error) {
+      // Not the UI's origin: leave the link to the browser.
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.addEventListener("click", openInAirflow);
     document.addEventListener("change", (event) => {
       if (event.target.matches("input[name=run]")) updateCompareButton();
     });

@@ -291,10 +291,10 @@ def _run_cell(run: RunSummary, champion: bool, ui_root: str) -> str:
     if run.gradcam_images:
         links.append(f"<a href='{run_url(run.key, 'gradcam/')}'>Grad-CAM</a>")
     links += [
-        f"<a target='_top' class='airflow' href='{escape(airflow_run_url(ui_root, run.run_id))}'>"
+        f"<a target='_top' data-airflow href='{escape(airflow_run_url(ui_root, run.run_id))}'>"
         "Airflow run</a>",
-        f"<a target='_top' href='{escape(airflow_run_url(ui_root, run.run_id, run.next_task))}'>"
-        "log</a>",
+        f"<a target='_top' data-airflow "
+        f"href='{escape(airflow_run_url(ui_root, run.run_id, run.next_task))}'>log</a>",
     ]
     about = " · ".join(
         escape(v)

@@ -9,13 +9,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import unquote
 
 import pytest
 import requests
 
 from melanoma.embedded import DAG_ID, airflow_environment
-from melanoma.layout import RunLayout, run_key
+from melanoma.layout import STAGES, RunLayout, run_key
+from melanoma.run import Run, RunConfig
 from melanoma.settings import SECTIONS
 from melanoma.store import FileStore
 from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
@@ -237,7 +238,10 @@ def test_the_runs_page_sorts_filters_compares_and_charts_in_a_browser(standalone
             "td => getComputedStyle(td).backgroundColor"
         )
         assert colour == "rgb(255, 243, 196)"
-        assert differing.locator("td").all_inner_texts() == ["train.phase2_epochs", "1", "0"]
+        compared = frame.locator("table#config th code").all_inner_texts()
+        values = differing.locator("td").all_inner_texts()
+        assert values[0] == "train.phase2_epochs"
+        assert dict(zip(compared, values[1:], strict=True)) == {RUN_ID: "1", OTHER_ID: "0"}
         assert frame.locator("polyline.curve").count() == 4
         page.screenshot(path=screenshots / "runs_compare.png", full_page=True)
 
@@ -255,6 +259,24 @@ def test_the_runs_page_sorts_filters_compares_and_charts_in_a_browser(standalone
         report = frame.locator("body").inner_text()
         assert RUN_ID in report and "Research use only" in report
         page.screenshot(path=screenshots / "runs_page_report.png", full_page=True)
+
+
+@needs_chromium
+def test_a_run_in_progress_shows_its_stages_live(standalone, screenshots):
+    base, _, store, _ = standalone
+    run = Run.for_run_id(store, "manual__2026-11-25T09:00:00+00:00")
+    with run.stage("split") as stage:
+        config = RunConfig(run.layout.key, "v1", "m", {"label_task": "mel_vs_rest"})
+        stage.put_json("config", run.layout.config, config.to_json())
+    with chromium_page() as page:
+        sign_in_to_airflow(page, base, "admin", PASSWORD)
+        page.goto(f"{base}/plugin/melanoma-runs")
+        state = page.frame_locator("iframe").locator(f"[data-live='{run.layout.key}']")
+        state.get_by_text(f"split (1 of {len(STAGES)} stages)").wait_for()
+        # The next stage commits while the page is open: the page's poll shows it.
+        with run.stage("preprocess") as stage:
+            stage.put_json("stats", run.layout.preprocess_stats, {"rejected": 0})
+        state.get_by_text(f"preprocessed (2 of {len(STAGES)} stages)").wait_for()
 
 
 def newest_run(base: str, token: str) -> dict:
@@ -322,8 +344,11 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         row = page.frame_locator("iframe").locator(f"tr[data-run='{run_key(run_id)}']")
         row.locator("[data-live]", has_text="split").wait_for()
         page.screenshot(path=screenshots / "runs_page_in_progress.png", full_page=True)
-        row.get_by_role("link", name="Airflow run").click()
-        page.wait_for_url(f"{base}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}")
+        link = row.get_by_role("link", name="Airflow run")
+        assert unquote(link.get_attribute("href")) == f"../dags/{DAG_ID}/runs/{run_id}"
+        link.click()
+        # The UI may show the run id in the address bar encoded or not.
+        page.wait_for_url(lambda url: unquote(url) == f"{base}/dags/{DAG_ID}/runs/{run_id}")
         page.get_by_text("split_dataset").first.wait_for()
         page.screenshot(path=screenshots / "runs_page_airflow_run.png")
 
