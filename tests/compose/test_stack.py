@@ -468,6 +468,8 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     assert any(k.startswith(layout.preprocessed + "/") and k.endswith(".parquet") for k in keys)
     assert any(k.startswith(layout.gradcam + "/") and k.endswith(".png") for k in keys)
 
+    check_runs_page(api, env, layout, work)
+
     # The dataset check: unpaused, it downloads a new version from a mirror into the cache
     # volume and emits the asset. The pipeline is paused first so that the asset queues no run.
     api.json("PATCH", "/dags/melanoma_pipeline", json={"is_paused": True})
@@ -530,14 +532,66 @@ def test_the_stack_runs_the_dag_end_to_end_and_survives_restarts(stack):
     assert api.log("melanoma_pipeline", run_id, "train", 1).status_code == 200
 
 
-def bucket_keys(env: dict[str, str], prefix: str) -> set[str]:
+def check_runs_page(api: Api, env: dict[str, str], layout: RunLayout, work: Path) -> None:
+    """The "Melanoma runs" page of the compose stack's API server, reading MinIO: the run
+    listed with its stored AUROC, its artifact tree, and its model downloaded byte for byte
+    as its commit record lists it; then the page in a real Chromium, where there is one."""
+    base, session = f"{api.base}/melanoma-runs", api.session
+    metrics = json.loads(bucket_object(env, layout.metrics))
+    auroc = metrics["threshold_free"]["auroc"]["value"]
+    page = session.get(f"{base}/", timeout=60)
+    assert page.ok and "Research use only" in page.text, page.text[:2000]
+    row = page.text.split(f"<tr data-run='{layout.key}'>")[1].split("</tr>")[0]
+    assert "reported" in row and f"{auroc:.3f}" in row and "&#9733; champion" in row
+    point = f"data-run='{layout.key}' data-value='{auroc:.6f}'"
+    assert point in page.text  # the trend chart's test point
+    tree = session.get(f"{base}/runs/{layout.key}/artifacts/", timeout=60)
+    assert tree.ok and "model.keras" in tree.text
+    model = session.get(f"{base}/runs/{layout.key}/model/model.keras", timeout=300)
+    record = json.loads(bucket_object(env, layout.commit("train")))["artifacts"]["model"]
+    assert hashlib.sha256(model.content).hexdigest() == record["sha256"]
+    assert model.headers["content-disposition"] == 'attachment; filename="model.keras"'
+    states = session.get(f"{base}/state.json", params={"run": layout.key}, timeout=60).json()
+    assert states[layout.key]["complete"] is True
+    one = session.get(f"{base}/compare", params={"run": layout.key}, timeout=60)
+    assert one.status_code == 400 and "tick 2 to 4 runs" in one.text
+    assert session.get(f"{base}/static/runs_page.js", timeout=60).ok
+
+    from tests.browser import chromium_binary, chromium_page, sign_in_to_airflow
+
+    if chromium_binary() is None:
+        print("runs page: no chromium here, so no browser check under compose")
+        return
+    with chromium_page() as browser:
+        sign_in_to_airflow(
+            browser, api.base, env["AIRFLOW_ADMIN_USER"], env["AIRFLOW_ADMIN_PASSWORD"]
+        )
+        browser.goto(f"{api.base}/plugin/melanoma-runs")
+        frame = browser.frame_locator("iframe")
+        frame.locator(f"tr[data-run='{layout.key}']", has_text="reported").wait_for()
+        browser.screenshot(path=work / "compose_runs_page.png", full_page=True)
+
+
+def bucket_client(env: dict[str, str]):
     from minio import Minio
 
-    client = Minio(
+    return Minio(
         f"127.0.0.1:{env['MINIO_API_PORT']}",
         access_key=env["MINIO_ROOT_USER"],
         secret_key=env["MINIO_ROOT_PASSWORD"],
         secure=False,
     )
-    objects = client.list_objects(env["MELANOMA_BUCKET"], prefix=prefix, recursive=True)
+
+
+def bucket_object(env: dict[str, str], key: str) -> bytes:
+    response = bucket_client(env).get_object(env["MELANOMA_BUCKET"], key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def bucket_keys(env: dict[str, str], prefix: str) -> set[str]:
+    objects = bucket_client(env).list_objects(env["MELANOMA_BUCKET"], prefix=prefix, recursive=True)
     return {o.object_name for o in objects}
