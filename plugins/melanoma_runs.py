@@ -13,6 +13,8 @@ do. The HTML comes from ``melanoma.runs_page``. Research use only, not a diagnos
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import os
 from typing import Annotated, Any, ClassVar
 
@@ -20,6 +22,8 @@ from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "/melanoma-runs"
 PAGE_LIMIT = 200  # run keys one request may name (the script polls one page's runs)
@@ -32,9 +36,34 @@ def _store():
 
 
 def _index(store):
+    """The store's runs, with the Airflow state of those not yet reported."""
     from melanoma.runs_index import index_runs
 
-    return index_runs(store)
+    index = index_runs(store)
+    return dataclasses.replace(index, airflow_states=_airflow_states(index.in_progress()))
+
+
+def _airflow_states(run_ids: list[str]) -> dict[str, str]:
+    """run id -> its DAG run's state, from Airflow's metadata DB (the API server's own)."""
+    if not run_ids:
+        return {}
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from melanoma.embedded import DAG_ID
+
+    try:
+        with create_session() as session:
+            found = session.execute(
+                select(DagRun.run_id, DagRun.state).where(
+                    DagRun.dag_id == DAG_ID, DagRun.run_id.in_(run_ids)
+                )
+            ).all()
+    except Exception as error:  # the page still lists the runs, from the store alone
+        log.warning("runs page: Airflow's run states are unavailable (%s)", error)
+        return {}
+    return {run_id: str(getattr(state, "value", state)) for run_id, state in found}
 
 
 def _page(params: dict[str, str]) -> str:

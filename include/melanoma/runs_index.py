@@ -84,7 +84,6 @@ class RunSummary:
     promoted: bool | None = None
     promotion_reason: str | None = None
     replaced: str | None = None  # the run id of the champion it was compared with
-    figures: tuple[str, ...] = ()
     gradcam_images: int = 0
     energy_in_lesion: float | None = None
     external_auroc: Mapping[str, Interval] = field(default_factory=dict)
@@ -107,10 +106,19 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class RunIndex:
-    """Every run, newest first, and each label task's champion (its run key)."""
+    """Every run, newest first, and each label task's champion (its run key).
+
+    ``airflow_states``: run id -> the state of its DAG run in Airflow (``running``,
+    ``failed``, …), where the caller could ask Airflow; the store alone cannot tell a run
+    in progress from one that stopped."""
 
     runs: tuple[RunSummary, ...]
     champions: Mapping[str, str]  # label task -> run key
+    airflow_states: Mapping[str, str] = field(default_factory=dict)
+
+    def in_progress(self) -> list[str]:
+        """The run ids of the runs not yet reported (and not damaged)."""
+        return [r.run_id for r in self.runs if not r.complete and not r.damaged]
 
     def is_champion(self, run: RunSummary) -> bool:
         return self.champions.get(run.label_task or "") == run.key
@@ -243,7 +251,6 @@ def _evaluation_values(metrics: Any, promotion: Any) -> dict[str, Any]:
             "operating_point": point,
             "sensitivity": rates.get("sensitivity"),
             "specificity": rates.get("specificity"),
-            "figures": tuple(sorted(metrics.get("figures") or {})),
         }
     if promotion:
         values |= {

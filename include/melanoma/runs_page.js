@@ -30,13 +30,18 @@
         live.forEach((cell) => {
           const state = states[cell.dataset.live];
           if (!state) return;
+          const progress =
+            state.stage + " (" + state.committed + " of " + state.stages + " stages)";
           if (state.complete) {
             cell.textContent = state.stage + " (reload for its metrics)";
             cell.removeAttribute("data-live");
             cell.className = "";
+          } else if (state.airflow === "failed" || state.airflow === "success") {
+            cell.textContent = "stopped at " + progress + ": Airflow run " + state.airflow;
+            cell.removeAttribute("data-live");
+            cell.className = "damaged";
           } else {
-            cell.textContent =
-              state.stage + " (" + state.committed + " of " + state.stages + " stages)";
+            cell.textContent = progress;
           }
         });
       })

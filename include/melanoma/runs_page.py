@@ -267,15 +267,19 @@ def _interval(entry: Interval | None) -> str:
     return with_ci(entry) if entry else ""
 
 
-def _state_cell(run: RunSummary) -> str:
+# Airflow's DAG run states after which no stage of the run will commit.
+STOPPED = ("failed", "success")
+
+
+def _state_cell(run: RunSummary, airflow_state: str | None) -> str:
     if run.damaged:
         return f"damaged<br><span class='damaged'>{escape(run.damaged)}</span>"
     if run.complete:
         return escape(run.stage)
-    return (
-        f"<span class='running' data-live='{escape(run.key)}'>{escape(run.stage)} "
-        f"({len(run.committed)} of {len(STAGES)} stages)</span>"
-    )
+    progress = f"{escape(run.stage)} ({len(run.committed)} of {len(STAGES)} stages)"
+    if airflow_state in STOPPED:
+        return f"<span class='damaged'>stopped at {progress}: Airflow run {airflow_state}</span>"
+    return f"<span class='running' data-live='{escape(run.key)}'>{progress}</span>"
 
 
 def run_url(key: str, path: str) -> str:
@@ -327,7 +331,7 @@ def _row(run: RunSummary, index: RunIndex, ui_root: str) -> str:
     cells = [
         _run_cell(run, index.is_champion(run), ui_root),
         run.started.strftime("%Y-%m-%d %H:%M") if run.started else "unknown",
-        _state_cell(run),
+        _state_cell(run, index.airflow_states.get(run.run_id)),
         (changed or "<span class='ci'>defaults</span>"),
         _interval(run.auroc),
         _interval(run.within_source),
@@ -506,6 +510,7 @@ def run_states(index: RunIndex, keys: Sequence[str]) -> dict[str, dict[str, Any]
             "stages": len(STAGES),
             "complete": run.complete,
             "damaged": run.damaged,
+            "airflow": index.airflow_states.get(run.run_id),
         }
     return states
 
@@ -557,6 +562,10 @@ def _compare_metrics(runs: Sequence[RunSummary]) -> str:
         ),
     ]
     rows = [[escape(name)] + [_interval(read(r)) for r in runs] for name, read in measures]
+    rows.append(
+        ["Grad-CAM energy in the lesion (mean)"]
+        + ["" if r.energy_in_lesion is None else number(r.energy_in_lesion, 2) for r in runs]
+    )
     header = ["Measure", *(f"<code>{escape(r.run_id)}</code>" for r in runs)]
     return "<h2>Metrics</h2>" + html_table(header, rows)
 

@@ -360,3 +360,12 @@ def test_the_trigger_form_starts_a_run_with_only_the_source_and_its_log_opens(
         timeout=30,
     )
     assert stopped.ok, stopped.text
+    # The store cannot tell a stopped run from a running one; the page asks Airflow.
+    page = requests.get(
+        f"{base}/melanoma-runs/",
+        params={"q": run_id},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).text
+    row = page.split(f"<tr data-run='{run_key(run_id)}'>")[1].split("</tr>")[0]
+    assert "stopped at" in row and "Airflow run failed" in row and "data-live" not in row

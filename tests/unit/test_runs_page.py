@@ -1,4 +1,5 @@
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -233,6 +234,17 @@ def test_only_paths_inside_a_run_are_artifact_keys():
             artifact_key(key, artifact)
 
 
+def test_a_run_airflow_has_stopped_is_not_shown_as_in_progress(store, index):
+    assert index.in_progress() == ["crashed_run"]
+    stopped = replace(index, airflow_states={"crashed_run": "failed"})
+    row = render_runs_table(stopped, PageQuery()).split("<tr data-run='crashed_run'>")[1]
+    assert f"stopped at split (1 of {len(STAGES)} stages): Airflow run failed" in row
+    assert "data-live" not in row.split("</tr>")[0]
+    assert run_states(stopped, ["crashed_run"])["crashed_run"]["airflow"] == "failed"
+    running = replace(index, airflow_states={"crashed_run": "running"})
+    assert "data-live='crashed_run'" in render_runs_table(running, PageQuery())
+
+
 def test_the_script_polls_runs_in_progress_for_their_state(index):
     states = run_states(index, ["crashed_run", run_key(FIRST), "no_such_run"])
     assert states["crashed_run"] == {
@@ -241,6 +253,7 @@ def test_the_script_polls_runs_in_progress_for_their_state(index):
         "stages": len(STAGES),
         "complete": False,
         "damaged": None,
+        "airflow": None,
     }
     assert states[run_key(FIRST)]["complete"] and "no_such_run" not in states
     code = script().decode()
