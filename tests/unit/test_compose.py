@@ -29,7 +29,8 @@ def test_every_build_context_and_copied_path_exists():
         dockerfile = REPO_ROOT / service["build"]["context"] / service["build"]["dockerfile"]
         assert dockerfile.is_file(), name
         for line in dockerfile.read_text().splitlines():
-            if line.startswith("COPY"):
+            # COPY --from copies from an earlier stage, not from the build context.
+            if line.startswith("COPY") and "--from=" not in line:
                 sources = [w for w in line.split()[1:-1] if not w.startswith("--")]
                 for source in sources:
                     assert (REPO_ROOT / source).exists(), (
@@ -144,12 +145,22 @@ def test_trainer_image_installs_the_gpu_lock_and_both_profiles_weights_are_baked
     from melanoma.profiles import PROFILES
 
     dockerfile = (REPO_ROOT / "docker/airflow/Dockerfile").read_text()
-    stages = re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.MULTILINE)
-    assert [name for _, name in stages] == ["airflow", "trainer"] and stages[1][0] == "airflow"
-    trainer = dockerfile.split("AS trainer", 1)[1]
-    assert "uv pip install --no-cache --no-deps -r /opt/melanoma/requirements/lock-gpu.txt" in (
-        trainer
+    stages = dict(
+        (name, base) for base, name in re.findall(r"^FROM (\S+) AS (\w+)$", dockerfile, re.M)
     )
+    assert list(stages) == ["dependencies", "airflow", "trainer"]
+    assert stages["airflow"] == stages["trainer"] == "dependencies"
+    # No project code under either image's dependency layers: a code change must not
+    # reinstall (and leave behind) the trainer's gigabytes of CUDA wheels.
+    dependencies = dockerfile.split("AS dependencies", 1)[1].split("\nFROM ", 1)[0]
+    copied = re.findall(r"^COPY .*?(\S+) /opt/\S+$", dependencies, re.M)
+    assert copied == ["requirements/lock-cpu.txt"], copied
+    trainer = dockerfile.split("AS trainer", 1)[1]
+    gpu_install = "uv pip install --no-cache --no-deps -r /opt/melanoma/requirements/lock-gpu.txt"
+    assert trainer.index(gpu_install) < trainer.index("COPY --from=airflow")
+    assert re.findall(r"^COPY (?!--from=airflow).*$", trainer, re.M) == [
+        "COPY --chown=airflow:root requirements/lock-gpu.txt /opt/melanoma/requirements/"
+    ]
     assert "uv pip check" in trainer and "tensorflow[and-cuda]" not in trainer, "no resolving"
     weights_dir = re.search(r"^ENV MELANOMA_WEIGHTS_DIR=(\S+)$", dockerfile, re.MULTILINE)[1]
     for profile in PROFILES.values():
