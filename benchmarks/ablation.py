@@ -15,7 +15,8 @@ and the held-out test predictions are pooled into one leave-one-source-out AUROC
 
 Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
 with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
-source's AUROC, and the DAG's wall time; then each lever's mean over seeds and its
+source's AUROC, the pooled LOSO AUROC, the mean test AUROC under acquisition shift (the
+robustness stage, with the clean AUROC of the same images), and the DAG's wall time; then each lever's mean over seeds and its
 difference from ``today`` (the baseline, measured in the same invocation). Choose on the
 validation and hold-out columns; the test column is reported, not tuned on.
 """
@@ -93,12 +94,15 @@ def measure(run: Run) -> dict[str, Any]:
     metrics = run.read_json(Metrics.stage, Metrics.artifact)
     summary = run.read_json("train", "history")["summary"]
     within = metrics.get("source_confounding", {}).get("within_source_auroc")
+    robustness = run.read_json("robustness", "robustness") if run.committed("robustness") else None
     return {
         "val_auroc": summary["val_auroc_final"],
         # Metadata fusion only: what images without metadata (external sets) can expect.
         "val_without_metadata": summary.get("val_auroc_without_metadata"),
         "test_auroc": metrics["threshold_free"]["auroc"],
         "within_source": within,
+        "shift_mean": robustness["mean_auroc"] if robustness else None,
+        "shift_clean": robustness["clean_auroc"]["value"] if robustness else None,
     }
 
 
@@ -111,6 +115,17 @@ def ci(entry: dict[str, float] | None) -> str:
 def without(row: dict[str, Any]) -> str:
     value = row["val_without_metadata"]
     return "" if value is None else f" ({value:.3f})"
+
+
+def shift(row: dict[str, Any]) -> str:
+    if row["shift_mean"] is None:
+        return "n/a"
+    return f"{row['shift_mean']:.3f} ({row['shift_clean']:.3f})"
+
+
+def mean_of(rows: list[dict[str, Any]], value) -> float:
+    values = [value(r) for r in rows]
+    return float(np.mean(values)) if values and None not in values else float("nan")
 
 
 def main() -> None:
@@ -128,8 +143,12 @@ def main() -> None:
     base = {**TODAY, **json.loads(args.base)}
     header = "| lever | seed | val AUROC (without metadata) | test AUROC (95% CI) | "
     header += "within-source test AUROC | "
-    header += f"{args.holdout or 'held-out source'} AUROC | LOSO AUROC | DAG wall time |"
-    lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 8]
+    header += f"{args.holdout or 'held-out source'} AUROC | LOSO AUROC | "
+    header += "mean AUROC under shift (clean) | DAG wall time |"
+    lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 9]
+    # The hold-out runs only give their held-out AUROC: the yardstick's minutes go to the
+    # lever's own run.
+    held_out_conf = {"robustness_images": 0}
     results: dict[str, list[dict[str, Any]]] = {}
     for lever in args.levers:
         for seed in args.seeds:
@@ -137,11 +156,15 @@ def main() -> None:
             run, seconds = run_dag(args.store, conf)
             row = measure(run) | {"seconds": seconds, "holdout": None, "loso": None}
             if args.holdout:
-                held, _ = run_dag(args.store, {**conf, "holdout_source": args.holdout})
+                held, _ = run_dag(
+                    args.store, {**conf, **held_out_conf, "holdout_source": args.holdout}
+                )
                 row["holdout"] = measure(held)["test_auroc"]
             if args.loso:
                 held_out = {
-                    source: run_dag(args.store, {**conf, "holdout_source": source})[0]
+                    source: run_dag(
+                        args.store, {**conf, **held_out_conf, "holdout_source": source}
+                    )[0]
                     for source in LOSO_SOURCES
                 }
                 row["loso"] = pooled_loso_auroc(
@@ -156,24 +179,26 @@ def main() -> None:
                 f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
                 f"{ci(row['test_auroc'])} | "
                 f"{ci(row['within_source'])} | {ci(row['holdout'])} | {ci(row['loso'])} | "
-                f"{seconds / 60:.1f} min |"
+                f"{shift(row)} | {seconds / 60:.1f} min |"
             )
             print(line, flush=True)
             lines.append(line)
-    lines += ["", "| lever | mean val AUROC | mean test AUROC | vs today (val / test) |"]
-    lines.append("|" + " --- |" * 4)
+    columns = {
+        "val AUROC": lambda r: r["val_auroc"],
+        "test AUROC": lambda r: r["test_auroc"]["value"],
+        "LOSO AUROC": lambda r: r["loso"]["value"] if r["loso"] else None,
+        "AUROC under shift": lambda r: r["shift_mean"],
+    }
+    lines += ["", "| lever | " + " | ".join(f"mean {c} (vs today)" for c in columns) + " |"]
+    lines.append("|" + " --- |" * (len(columns) + 1))
     means = {
-        lever: (
-            float(np.mean([r["val_auroc"] for r in rows])),
-            float(np.mean([r["test_auroc"]["value"] for r in rows])),
-        )
+        lever: {c: mean_of(rows, value) for c, value in columns.items()}
         for lever, rows in results.items()
     }
-    for lever, (val, test) in means.items():
-        base_val, base_test = means.get("today", (float("nan"), float("nan")))
-        lines.append(
-            f"| {lever} | {val:.3f} | {test:.3f} | {val - base_val:+.3f} / {test - base_test:+.3f} |"
-        )
+    today = means.get("today", dict.fromkeys(columns, float("nan")))
+    for lever, mean in means.items():
+        cells = [f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" for c in columns]
+        lines.append(f"| {lever} | " + " | ".join(cells) + " |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-len(means) - 2 :]))
     print(f"written to {args.out}")
