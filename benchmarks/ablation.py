@@ -197,7 +197,11 @@ def main() -> None:
     }
     today = means.get("today", dict.fromkeys(columns, float("nan")))
     for lever, mean in means.items():
-        cells = [f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" for c in columns]
+        # Without ``today`` in the invocation there is nothing measured to compare with.
+        cells = [
+            f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" if "today" in means else f"{mean[c]:.3f}"
+            for c in columns
+        ]
         lines.append(f"| {lever} | " + " | ".join(cells) + " |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-len(means) - 2 :]))
