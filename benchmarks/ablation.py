@@ -16,8 +16,9 @@ and the held-out test predictions are pooled into one leave-one-source-out AUROC
 Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
 with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
 source's AUROC, the pooled LOSO AUROC, the mean test AUROC under acquisition shift (the
-robustness stage, with the clean AUROC of the same images), and the DAG's wall time; then each lever's mean over seeds and its
-difference from ``today`` (the baseline, measured in the same invocation). Choose on the
+robustness stage, with the clean AUROC of the same images), and the DAG's wall time; then
+each lever's mean over seeds of val, test, LOSO and shift AUROC, and its difference from
+``today`` (the baseline, measured in the same invocation; none is shown without it). Choose on the
 validation and hold-out columns; the test column is reported, not tuned on.
 """
 
