@@ -196,11 +196,11 @@ def main() -> None:
         lever: {c: mean_of(rows, value) for c, value in columns.items()}
         for lever, rows in results.items()
     }
-    today = means.get("today", dict.fromkeys(columns, float("nan")))
+    # Without ``today`` in the invocation there is nothing measured to compare with.
+    today = means.get("today")
     for lever, mean in means.items():
-        # Without ``today`` in the invocation there is nothing measured to compare with.
         cells = [
-            f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" if "today" in means else f"{mean[c]:.3f}"
+            f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" if today else f"{mean[c]:.3f}"
             for c in columns
         ]
         lines.append(f"| {lever} | " + " | ".join(cells) + " |")
