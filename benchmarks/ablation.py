@@ -61,6 +61,15 @@ LEVERS: dict[str, dict[str, Any]] = {
     "schedule": {"phase2_schedule": "cosine", "label_smoothing": 0.1},
     "metadata": {"metadata_fusion": True},
     "multiscale": {"multiscale_features": True},
+    # Issue 27, item 5: fine-tuning a CPU can afford. The top 4 blocks fine-tuned on the
+    # frozen trunk's cached output (4 flips/rotations per image), cosine-decayed.
+    "cached_finetune": {
+        "phase2_epochs": 6,
+        "unfreeze_blocks": 4,
+        "phase2_learning_rate": 1e-4,
+        "phase2_cached_views": 4,
+        "phase2_schedule": "cosine",
+    },
     "combination": {
         "head": "multiclass",
         "tta_views": 4,
