@@ -260,6 +260,13 @@ class PhaseFitter:
         cache, y = _training_trunk_cache(split, self.run, config)
         val_cache = trunk_outputs(split, data.val_images)
         cache_seconds = time.monotonic() - started
+        log.info(
+            "phase 2 on a cached trunk: %d training images x %d views, %.0f MB, in %.0f s",
+            len(y),
+            config.phase2_cached_views,
+            sum(part.nbytes for part in cache) / 1e6,
+            cache_seconds,
+        )
         batches = CachedViewBatches(cache, y, config.batch_size, config.seed)
         split.top.compile(optimizer=phase2_optimizer(config, len(batches)), **self.compile_kwargs)
         monitor = ValidationAUROC(
@@ -361,7 +368,9 @@ class CachedViewBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        inputs = [part[self.views[rows], rows] for part in self.cache]
+        # Several top inputs (multiscale features) go as a tuple: Keras's dataset
+        # adapter takes a tuple of arrays for a multi-input model, not a list.
+        inputs = tuple(part[self.views[rows], rows] for part in self.cache)
         return (inputs if len(inputs) > 1 else inputs[0]), self.targets[rows]
 
     def on_epoch_end(self) -> None:

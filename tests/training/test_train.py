@@ -31,9 +31,16 @@ def test_model_learns_the_pattern_with_each_imbalance_strategy(preprocessed_run,
         )
 
 
-def test_phase2_on_a_cached_trunk_learns_and_records_what_the_cache_cost(preprocessed_run):
-    run = copy_run(preprocessed_run, "t-cached-phase2")
-    train_run(run, TrainConfig(**{**FAST, "phase2_epochs": 3}, phase2_cached_views=4))
+# With multiscale features the top takes several inputs: the CPU profile's model.
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_phase2_on_a_cached_trunk_learns_and_records_what_the_cache_cost(
+    preprocessed_run, multiscale
+):
+    run = copy_run(preprocessed_run, f"t-cached-phase2-{multiscale}")
+    config = TrainConfig(
+        **{**FAST, "phase2_epochs": 3}, phase2_cached_views=4, multiscale_features=multiscale
+    )
+    train_run(run, config)
     summary = run.commit_record("train")["data"]["summary"]
     assert summary["val_auroc_final"] > 0.9, summary
     phase2 = summary["timing"]["phase2"]
