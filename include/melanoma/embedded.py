@@ -301,6 +301,59 @@ def migrate_airflow_db(env: dict[str, str]) -> None:
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+# Run in the stack's environment (its Airflow DB): mark the DAG's unfinished runs, and
+# their running task instances, failed; print each run's id.
+_FAIL_INTERRUPTED_RUNS = """
+import sys
+from airflow.models.dagrun import DagRun
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState, TaskInstanceState
+active = (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED, TaskInstanceState.SCHEDULED,
+          TaskInstanceState.UP_FOR_RETRY, TaskInstanceState.RESTARTING)
+with create_session() as session:
+    runs = session.query(DagRun).filter(
+        DagRun.dag_id == sys.argv[1], DagRun.state.in_([DagRunState.RUNNING, DagRunState.QUEUED])
+    )
+    for run in runs.all():
+        for ti in run.get_task_instances(state=active, session=session):
+            ti.state = TaskInstanceState.FAILED
+        run.set_state(DagRunState.FAILED)
+        print(run.run_id)
+"""
+
+
+def fail_interrupted_runs(env: dict[str, str]) -> list[str]:
+    """Mark failed the DAG runs an interrupted ``make run`` left running, and return their
+    ids. With the stack's lock held (``stack_lock``) no other run can be alive; left as
+    running, such a run would hold the DAG's one active run (``max_active_runs=1``) and
+    the next ``dags test`` would wait on it, or finish it with a stale configuration."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FAIL_INTERRUPTED_RUNS, DAG_ID],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
+
+
+@contextlib.contextmanager
+def stack_lock(home: Path) -> Iterator[None]:
+    """Hold ``AIRFLOW_HOME/make-run.lock`` for the block: one ``make run`` per Airflow home.
+    The kernel releases it when the process dies, however it dies."""
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "make-run.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StackError(
+                f"another `make run` is using {home}; wait for it, or stop it"
+            ) from None
+        yield
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -407,33 +460,35 @@ def print_run_summary(env: dict[str, str], since: datetime, store_url: str) -> N
         print(f"(no summary of run {found[0]}: {error})")
 
 
+def airflow_cli_json(env: dict[str, str], *args: str) -> list[dict[str, str]]:
+    """The rows an ``airflow … --output json`` command prints; none if it fails."""
+    done = subprocess.run(
+        ["airflow", *args, "--output", "json"], env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        return []
+    # The JSON comes after any warnings Airflow prints while it loads.
+    lines = done.stdout.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith(("[{", "[]")):
+            try:
+                return json.loads("\n".join(lines[start:]))
+            except ValueError:
+                continue
+    return []
+
+
 def latest_run_task_states(
     env: dict[str, str], since: datetime
 ) -> tuple[str, dict[str, str]] | None:
     """The DAG's newest run id and its tasks' states, from the Airflow CLI; None when no run
     started at ``since`` or later (``dags test`` failed before it made one)."""
-
-    def cli(*args: str) -> list[dict[str, str]]:
-        done = subprocess.run(
-            ["airflow", *args, "--output", "json"], env=env, capture_output=True, text=True
-        )
-        if done.returncode:
-            return []
-        # The JSON comes after any warnings Airflow prints while it loads.
-        lines = done.stdout.splitlines()
-        for start, line in enumerate(lines):
-            if line.startswith(("[{", "[]")):
-                try:
-                    return json.loads("\n".join(lines[start:]))
-                except ValueError:
-                    continue
-        return []
-
-    runs = [r for r in cli("dags", "list-runs", DAG_ID) if _after(r.get("run_after"), since)]
+    runs = airflow_cli_json(env, "dags", "list-runs", DAG_ID)
+    runs = [r for r in runs if _after(r.get("run_after"), since)]
     if not runs:
         return None
     run_id = runs[0]["run_id"]  # newest first
-    states = cli("tasks", "states-for-dag-run", DAG_ID, run_id)
+    states = airflow_cli_json(env, "tasks", "states-for-dag-run", DAG_ID, run_id)
     return run_id, {row["task_id"]: row["state"] for row in states}
 
 
@@ -562,10 +617,13 @@ def run_once(spark: SparkStandalone, env: dict[str, str], conf: dict | None, sto
     """Run the DAG once on the started stack, stop Spark, and say how it went and where
     to look: the run's summary, or the end of each failed task's log."""
     try:
-        migrate_airflow_db(env)
-        started, begun = time.monotonic(), datetime.now(UTC)
-        code = run_dag(env, conf)
-        elapsed = time.monotonic() - started
+        with stack_lock(Path(env["AIRFLOW_HOME"])):
+            migrate_airflow_db(env)
+            for run_id in fail_interrupted_runs(env):
+                print(f"run {run_id} was left running by an interrupted make run: marked failed")
+            started, begun = time.monotonic(), datetime.now(UTC)
+            code = run_dag(env, conf)
+            elapsed = time.monotonic() - started
     except StackError as error:
         print(f"melanoma-stack: {error}", file=sys.stderr)
         return 2

@@ -2,12 +2,15 @@
 `airflow dags test --use-executor`, so that every task writes its log where the UI reads it,
 and a failed run ends with the failed task's own log."""
 
+import subprocess
 from datetime import UTC, datetime
 
 from melanoma.embedded import (
     DAG_ID,
     SparkStandalone,
+    airflow_cli_json,
     airflow_environment,
+    fail_interrupted_runs,
     latest_run_task_states,
     print_failed_task_logs,
     run_dag,
@@ -56,3 +59,34 @@ def test_a_failed_run_leaves_every_task_log_in_airflows_layout_and_prints_the_fa
     assert "store_pretrained_weights failed" not in printed
     # A later make run whose `dags test` made no run never shows this run's logs as its own.
     assert latest_run_task_states(env, datetime.now(UTC)) is None
+
+
+def test_a_run_left_running_by_an_interrupted_make_run_is_marked_failed(
+    tmp_path, migrated_airflow_db
+):
+    # A killed `make run` leaves its DAG run "running" in Airflow's DB. With
+    # max_active_runs=1 the next `dags test` would wait on it or finish it as its own.
+    env = airflow_environment(
+        REPO_ROOT,
+        SparkStandalone(tmp_path / "spark"),
+        FileStore(tmp_path / "store").url,
+        home=tmp_path / "airflow",
+        ui_port=free_port(),
+    )
+    migrated_airflow_db(env)
+
+    def airflow(*args: str) -> str:
+        return subprocess.run(
+            ["airflow", *args], env=env, check=True, capture_output=True, text=True
+        ).stdout
+
+    airflow("dags", "reserialize")
+    airflow("dags", "trigger", DAG_ID, "--run-id", "interrupted")  # queued: no scheduler runs
+
+    def states() -> dict[str, str]:
+        return {r["run_id"]: r["state"] for r in airflow_cli_json(env, "dags", "list-runs", DAG_ID)}
+
+    assert states() == {"interrupted": "queued"}
+    assert fail_interrupted_runs(env) == ["interrupted"]
+    assert states() == {"interrupted": "failed"}
+    assert fail_interrupted_runs(env) == []  # nothing else is touched on the next run

@@ -11,6 +11,7 @@ from melanoma.embedded import (
     local_url,
     main,
     readable_log_tail,
+    stack_lock,
     ui_port_from_env,
 )
 
@@ -86,3 +87,11 @@ def test_the_run_summary_gives_the_configuration_and_headline_figures(file_store
     assert any(line.startswith("  promotion benchmark AUROC ") for line in lines)
     assert any("promoted: " in line for line in lines)
     assert lines[-1].endswith(run.layout.report)
+
+
+def test_one_make_run_at_a_time_per_airflow_home(tmp_path):
+    first, second = stack_lock(tmp_path), stack_lock(tmp_path)
+    with first, pytest.raises(StackError, match="another `make run` is using"), second:
+        pass
+    with stack_lock(tmp_path):  # released when the first run ended
+        pass
