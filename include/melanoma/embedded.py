@@ -354,6 +354,10 @@ def stack_lock(home: Path) -> Iterator[None]:
         yield
 
 
+# make run's API server records its pid here; an interrupted make run leaves it behind.
+API_SERVER_PID_FILE = "make-run-api-server.pid"
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -380,6 +384,8 @@ def api_server(env: dict[str, str], timeout_s: float = 180.0) -> Iterator[str]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    pid_file = home / API_SERVER_PID_FILE
+    pid_file.write_text(str(process.pid))
     url = local_url(host, port)
     try:
         deadline = time.monotonic() + timeout_s
@@ -391,6 +397,28 @@ def api_server(env: dict[str, str], timeout_s: float = 180.0) -> Iterator[str]:
     finally:
         _terminate(process.pid, 30)
         process.wait()
+        pid_file.unlink(missing_ok=True)
+
+
+def stop_stale_api_server(home: Path) -> int | None:
+    """Stop the API server an interrupted ``make run`` left running in this Airflow home
+    (its pid file names it), and return its pid; None when there is none. Called with the
+    stack's lock held, so no live ``make run`` owns it. A pid now used by a process that
+    is not Airflow's API server is left alone."""
+    pid_file = home / API_SERVER_PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    pid_file.unlink(missing_ok=True)
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    if b"airflow" not in command or b"api" not in command:
+        return None
+    _terminate(pid, 30)
+    return pid
 
 
 def _healthy(url: str) -> bool:
@@ -618,6 +646,9 @@ def run_once(spark: SparkStandalone, env: dict[str, str], conf: dict | None, sto
     to look: the run's summary, or the end of each failed task's log."""
     try:
         with stack_lock(Path(env["AIRFLOW_HOME"])):
+            stale = stop_stale_api_server(Path(env["AIRFLOW_HOME"]))
+            if stale:
+                print(f"stopped the API server (pid {stale}) of an interrupted make run")
             migrate_airflow_db(env)
             for run_id in fail_interrupted_runs(env):
                 print(f"run {run_id} was left running by an interrupted make run: marked failed")

@@ -2,16 +2,20 @@
 readable for the end of a failed `make run`."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from melanoma.embedded import (
+    API_SERVER_PID_FILE,
     DEFAULT_UI_PORT,
     StackError,
     local_url,
     main,
     readable_log_tail,
     stack_lock,
+    stop_stale_api_server,
     ui_port_from_env,
 )
 
@@ -95,3 +99,22 @@ def test_one_make_run_at_a_time_per_airflow_home(tmp_path):
         pass
     with stack_lock(tmp_path):  # released when the first run ended
         pass
+
+
+def test_the_api_server_an_interrupted_make_run_left_is_stopped_and_nothing_else(tmp_path):
+    def process(*argv: str) -> subprocess.Popen:
+        sleeper = [sys.executable, "-c", "import time; time.sleep(60)", *argv]
+        return subprocess.Popen(sleeper, start_new_session=True)
+
+    pid_file = tmp_path / API_SERVER_PID_FILE
+    stale = process("airflow", "api_server")
+    pid_file.write_text(str(stale.pid))
+    assert stop_stale_api_server(tmp_path) == stale.pid
+    assert stale.wait(timeout=30) is not None and not pid_file.exists()
+
+    other = process("not-the-server")  # the pid now belongs to something else
+    pid_file.write_text(str(other.pid))
+    assert stop_stale_api_server(tmp_path) is None
+    assert other.poll() is None
+    other.kill()
+    assert stop_stale_api_server(tmp_path) is None  # no pid file: nothing to do
