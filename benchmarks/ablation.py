@@ -133,9 +133,16 @@ def shift(row: dict[str, Any]) -> str:
     return f"{row['shift_mean']:.3f} ({row['shift_clean']:.3f})"
 
 
-def mean_of(rows: list[dict[str, Any]], value) -> float:
+def mean_of(rows: list[dict[str, Any]], value) -> float | None:
+    """The mean over seeds; None when a run did not measure it (LOSO without --loso)."""
     values = [value(r) for r in rows]
-    return float(np.mean(values)) if values and None not in values else float("nan")
+    return float(np.mean(values)) if values and None not in values else None
+
+
+def mean_cell(mean: float | None, today: float | None) -> str:
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f} ({mean - today:+.3f})" if today is not None else f"{mean:.3f}"
 
 
 def main() -> None:
@@ -208,10 +215,7 @@ def main() -> None:
     # Without ``today`` in the invocation there is nothing measured to compare with.
     today = means.get("today")
     for lever, mean in means.items():
-        cells = [
-            f"{mean[c]:.3f} ({mean[c] - today[c]:+.3f})" if today else f"{mean[c]:.3f}"
-            for c in columns
-        ]
+        cells = [mean_cell(mean[c], today[c] if today else None) for c in columns]
         lines.append(f"| {lever} | " + " | ".join(cells) + " |")
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-len(means) - 2 :]))
