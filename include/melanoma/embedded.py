@@ -318,7 +318,7 @@ with create_session() as session:
         for ti in run.get_task_instances(state=active, session=session):
             ti.state = TaskInstanceState.FAILED
         run.set_state(DagRunState.FAILED)
-        print(run.run_id)
+        print("failed-run", run.run_id)
 """
 
 
@@ -332,9 +332,12 @@ def fail_interrupted_runs(env: dict[str, str]) -> list[str]:
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
-    return done.stdout.split()
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StackError(f"could not clear the runs an interrupted make run left: {last}")
+    # Only the lines the script prints: Airflow may print warnings of its own.
+    return [line.split()[1] for line in done.stdout.splitlines() if line.startswith("failed-run ")]
 
 
 @contextlib.contextmanager
