@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -344,8 +345,6 @@ def fail_interrupted_runs(env: dict[str, str]) -> list[str]:
 def stack_lock(home: Path) -> Iterator[None]:
     """Hold ``AIRFLOW_HOME/make-run.lock`` for the block: one ``make run`` per Airflow home.
     The kernel releases it when the process dies, however it dies."""
-    import fcntl
-
     home.mkdir(parents=True, exist_ok=True)
     with open(home / "make-run.lock", "w") as lock:
         try:
@@ -418,7 +417,8 @@ def stop_stale_api_server(home: Path) -> int | None:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    if b"airflow" not in command or b"api" not in command:
+    # Airflow's process title ("airflow api_server -- …") or its command line before that.
+    if b"airflow" not in command or not (b"api_server" in command or b"api-server" in command):
         return None
     _terminate(pid, 30)
     return pid
@@ -648,8 +648,9 @@ def run_once(spark: SparkStandalone, env: dict[str, str], conf: dict | None, sto
     """Run the DAG once on the started stack, stop Spark, and say how it went and where
     to look: the run's summary, or the end of each failed task's log."""
     try:
-        with stack_lock(Path(env["AIRFLOW_HOME"])):
-            stale = stop_stale_api_server(Path(env["AIRFLOW_HOME"]))
+        home = Path(env["AIRFLOW_HOME"])
+        with stack_lock(home):
+            stale = stop_stale_api_server(home)
             if stale:
                 print(f"stopped the API server (pid {stale}) of an interrupted make run")
             migrate_airflow_db(env)
