@@ -70,6 +70,18 @@ LEVERS: dict[str, dict[str, Any]] = {
         "phase2_cached_views": 4,
         "phase2_schedule": "cosine",
     },
+    # Issue 27, item 5: HAM10000's own 4:3 aspect and resolution (its 200x150 images as
+    # they are, not stretched to 224x224), alone and with the cached fine-tuning.
+    "own_aspect": {"image_size": 150, "image_width": 200},
+    "own_aspect_finetune": {
+        "image_size": 150,
+        "image_width": 200,
+        "phase2_epochs": 6,
+        "unfreeze_blocks": 4,
+        "phase2_learning_rate": 1e-4,
+        "phase2_cached_views": 4,
+        "phase2_schedule": "cosine",
+    },
     "combination": {
         "head": "multiclass",
         "tta_views": 4,

@@ -2,9 +2,10 @@
 with and without a cached trunk.
 
     .venv/bin/python benchmarks/bench_training.py [--backbone mobilenet_v2] [--images 512] \
-        [--epochs 3] [--unfreeze-blocks 3] [--views 4] [--precision auto] [--xla]
+        [--epochs 3] [--unfreeze-blocks 3] [--views 4] [--precision auto] [--xla] \
+        [--input 224x224]
 
-On random 224x224 uint8 images (throughput does not depend on content), with the
+On random uint8 images of ``--input`` (height x width, default 224x224) (throughput does not depend on content), with the
 same model and code paths as training: (a) phase 1 plain, the full model with a
 frozen backbone, each epoch through the backbone; (b) phase 1 cached, pooled features
 computed once, then the head trained on them, counted over the same epochs; (c)
@@ -25,6 +26,8 @@ so (a) and (c) bound it from below.
 pools are fixed once it starts): with one thread (``MELANOMA_TF_THREADS=1``, the
 baseline) and with every core (training's default), and prints the ratios.
 ``--compare-precision POLICY`` likewise runs it in float32 (the baseline) and in POLICY.
+``--compare-input HxW`` runs it at 224x224 (the baseline) and at HxW: ``150x200`` is
+training at HAM10000's own aspect and resolution (``image_size`` 150, ``image_width`` 200).
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ from training.model import (
     unfreeze_last_blocks,
 )
 from training.phases import trunk_outputs
+
+
+def input_shape(text: str) -> tuple[int, int]:
+    """``HxW`` (such as 150x200) as (height, width)."""
+    height, _, width = text.partition("x")
+    if not (height.isdigit() and width.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 150x200, got {text!r}")
+    return int(height), int(width)
 
 
 def timed_fit(model: keras.Model, x, y, epochs: int, batch_size: int, jit: bool) -> float:
@@ -78,6 +89,8 @@ def main() -> None:
     )
     parser.add_argument("--compare-threads", action="store_true")
     parser.add_argument("--compare-precision", choices=PRECISIONS[2:], metavar="POLICY")
+    parser.add_argument("--input", type=input_shape, default=(224, 224), metavar="HxW")
+    parser.add_argument("--compare-input", type=input_shape, metavar="HxW")
     args = parser.parse_args()
     if args.compare_threads:
         compare(
@@ -90,6 +103,11 @@ def main() -> None:
         variants.append((args.compare_precision, {}, ["--precision", args.compare_precision]))
         compare(variants, "--compare-precision", args.compare_precision)
         return
+    if args.compare_input:
+        shape = "x".join(map(str, args.compare_input))
+        variants = [("224x224", {}, ["--input", "224x224"]), (shape, {}, ["--input", shape])]
+        compare(variants, "--compare-input", shape)
+        return
     device = configure_device(args.precision)
     device["xla"] = device["xla"] or args.xla
     print(f"device: {device}")
@@ -100,17 +118,17 @@ def main() -> None:
 def measure(args: argparse.Namespace, device: dict) -> None:
     """(a) to (d), under the dtype policy in force."""
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (args.images, 224, 224, 3), dtype=np.uint8)
+    x = rng.integers(0, 256, (args.images, *args.input, 3), dtype=np.uint8)
     y = (rng.random(args.images) < 0.15).astype("float32")
     seen = args.images * args.epochs
 
-    plain = build_model(TrainConfig(backbone=args.backbone), 224)
+    plain = build_model(TrainConfig(backbone=args.backbone), args.input)
     t_plain = timed_fit(plain, x, y, args.epochs, args.batch_size, device["xla"])
     print(
         f"(a) phase 1 plain: {seen / t_plain:.1f} images/s ({args.epochs} epochs of {args.images})"
     )
 
-    cached = build_model(TrainConfig(backbone=args.backbone), 224)
+    cached = build_model(TrainConfig(backbone=args.backbone), args.input)
     extractor = feature_extractor(cached)
     extractor.predict(x[: args.batch_size], verbose=0)
     started = time.perf_counter()

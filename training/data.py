@@ -108,7 +108,7 @@ def shard_dataset(
     target: str = "label",
     metadata: Mapping[str, np.ndarray] | None = None,
 ) -> tf.data.Dataset:
-    """Unbatched ``(image uint8 [size, size, 3], target int32)`` examples of ``split``;
+    """Unbatched ``(image uint8 [height, width, 3], target int32)`` examples of ``split``;
     ``target`` is the task's ``label`` or the ``dx`` index (the multiclass head's). With
     ``metadata`` (image id → vector) the inputs are ``{"image": ..., "metadata": ...}``.
 
@@ -119,8 +119,8 @@ def shard_dataset(
     entries = run.shards(split)
     if not entries:
         raise ValueError(f"{run}: the preprocess commit lists no shards for split {split!r}")
-    size = int(run.preprocess_data()["image_size"])
-    image = tf.TensorSpec((size, size, 3), tf.uint8)
+    height, width = run.preprocess_config().shape
+    image = tf.TensorSpec((height, width, 3), tf.uint8)
     inputs = image if metadata is None else (image, tf.TensorSpec((clinical.WIDTH,), tf.float32))
     signature = (inputs, tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.int32))
 

@@ -163,20 +163,21 @@ def positive_classes(task: str) -> list[int]:
 
 def build_model(
     config: TrainConfig,
-    image_size: int = 224,
+    image_size: int | tuple[int, int] = 224,
     weights_path: str | None = None,
     task: str = "mel_vs_rest",
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1), as ``config`` describes it: its
     backbone, head (``binary``, or ``multiclass`` scored for label task ``task``), seed,
     metadata fusion (dropped with ``metadata_dropout``) and multiscale features (the
-    backbone's ``multiscale_layers`` pooled too). ``weights_path``: a no-top ImageNet
-    weights file."""
+    backbone's ``multiscale_layers`` pooled too). ``image_size``: the input's side, or its
+    (height, width). ``weights_path``: a no-top ImageNet weights file."""
     backbone_name, seed, head = config.backbone, config.seed, config.head
     metadata_dropout = config.metadata_dropout if config.metadata_fusion else None
     multiscale = config.multiscale_features
     spec = backbone_spec(backbone_name)
-    image = keras.Input((image_size, image_size, 3), dtype="uint8", name=IMAGE_INPUT)
+    height, width = image_size if isinstance(image_size, tuple) else (image_size, image_size)
+    image = keras.Input((height, width, 3), dtype="uint8", name=IMAGE_INPUT)
     x = BackbonePreprocess(spec.preprocessing, name="backbone_preprocess")(image)
     base = build_backbone(spec, x)
     if weights_path:
@@ -223,10 +224,6 @@ def takes_metadata(model: keras.Model) -> bool:
 
 def image_input(model: keras.Model):
     return model.input[IMAGE_INPUT] if isinstance(model.input, dict) else model.input
-
-
-def image_size(model: keras.Model) -> int:
-    return int(image_input(model).shape[1])
 
 
 def model_inputs(model: keras.Model, images: np.ndarray, metadata: np.ndarray | None = None):

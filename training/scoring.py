@@ -145,8 +145,8 @@ def score_images(
                 distances.append(scorer.ood.distances(features))
         if progress:
             progress(min(start + batch_size, len(paths)))
-    size = scorer.preprocess.size
-    batch = np.concatenate(batches) if batches else np.zeros((0, size, size, 3), np.uint8)
+    empty = np.zeros((0, *scorer.preprocess.shape, 3), np.uint8)
+    batch = np.concatenate(batches) if batches else empty
     # Rounded as the run's predictions CSV is, so thresholds compare like for like.
     scored = np.concatenate(probabilities).round(6) if probabilities else np.zeros(0)
     scores = _scores_frame(scorer, names, scored)

@@ -79,13 +79,13 @@ def train_run(run: Run, config: TrainConfig, weights_key: str | None = None) -> 
     use_cache = config.feature_cache == "on" or (
         config.feature_cache == "auto" and not device["gpu"]
     )
-    image_size = int(run.preprocess_data()["image_size"])
+    image_shape = run.preprocess_config().shape
     with dtype_policy(device["precision"]):
         with tempfile.TemporaryDirectory() as tmp:
             weights_path = (
                 str(fetch_pretrained(run.store, weights_key, Path(tmp))) if weights_key else None
             )
-            model = build_model(config, image_size, weights_path, run.config().label_task)
+            model = build_model(config, image_shape, weights_path, run.config().label_task)
         data = TrainingData.read(run, config)
         fitted = fit_phases(model, run, config, data, device, use_cache)
     return write_training_outputs(run, model, config, data, fitted, weights_key)

@@ -119,7 +119,10 @@ def _checked_size(image: np.ndarray, grayscale: bool) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    size: int = 224
+    size: int = 224  # the model input's height, and its width unless ``width`` is set
+    # The model input's width; 0: ``size`` (square). HAM10000's images are 4:3, so
+    # size 150 and width 200 train at the archive's own aspect and resolution.
+    width: int = 0
     interpolation: str = "area"
     reduced_decode: bool = True
     hair_removal: bool = False
@@ -133,6 +136,16 @@ class PreprocessConfig:
         from melanoma.config import check_settings  # config imports this module
 
         check_settings(self)
+        if 0 < self.width < 32:
+            raise ValueError(
+                f"image_width (preprocess.config.width) must be 0 (square) or at least 32, "
+                f"got {self.width}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The model input's (height, width)."""
+        return self.size, self.width or self.size
 
 
 def reduction_factor(source_wh: tuple[int, int] | None, target: int) -> int:
@@ -246,11 +259,13 @@ def crop_to_lesion(image: np.ndarray, mask: np.ndarray, margin: float = 0.25) ->
     return image[top : top + height, left : left + width]
 
 
-def resize(image: np.ndarray, size: int, interpolation: str = "area") -> np.ndarray:
-    """Resize to ``size`` x ``size`` (aspect not kept: the dermoscopy field of view is the signal)."""
-    if image.shape[:2] == (size, size):
+def resize(image: np.ndarray, shape: tuple[int, int], interpolation: str = "area") -> np.ndarray:
+    """Resize to ``shape`` (height, width); the aspect is not kept: the dermoscopy field of
+    view is the signal."""
+    if image.shape[:2] == shape:
         return image
-    return cv2.resize(image, (size, size), interpolation=INTERPOLATIONS[interpolation])
+    height, width = shape
+    return cv2.resize(image, (width, height), interpolation=INTERPOLATIONS[interpolation])
 
 
 def match_resolution(image: np.ndarray, long_side: int | None) -> np.ndarray:
@@ -274,7 +289,7 @@ def preprocess_image(
     mask: np.ndarray | None = None,
     train_long_side: int | None = None,
 ) -> np.ndarray:
-    """Bytes → RGB uint8 ``size`` x ``size``: decode (reduced when possible), resolution
+    """Bytes → RGB uint8 of ``config.shape``: decode (reduced when possible), resolution
     parity, colour constancy, hair removal, crop, resize.
 
     ``train_long_side``: the median long side of the images the run trains on; a larger
@@ -284,7 +299,7 @@ def preprocess_image(
     """
     reduced = config.reduced_decode and not config.lesion_crop
     image = match_resolution(
-        decode_image(data, config.size if reduced else None, source_wh), train_long_side
+        decode_image(data, max(config.shape) if reduced else None, source_wh), train_long_side
     )
     if config.color_constancy:
         image = shades_of_gray(image)
@@ -294,7 +309,7 @@ def preprocess_image(
         image = crop_to_lesion(
             image, mask if mask is not None else segment_lesion(image), config.crop_margin
         )
-    return resize(image, config.size, config.interpolation)
+    return resize(image, config.shape, config.interpolation)
 
 
 def augment_seed(seed: int, image_id: str, copy: int) -> int:
@@ -335,10 +350,15 @@ def dihedral_views(images: np.ndarray, views: int) -> list[np.ndarray]:
     1: the images; 2: + horizontal flip; 4: + vertical flip and 180°; 8: + 90°, 270°
     and both transposes. Dermoscopy has no up or down, so each view is as valid an image
     of the lesion as the original; test-time augmentation averages the model's scores.
-    Rotations by 90° need square images (the model's are).
+    Rotations by 90° need square images: a model with a non-square input takes 1, 2 or 4.
     """
     if views not in TTA_VIEWS:
         raise ValueError(f"test-time augmentation views must be one of {TTA_VIEWS}, got {views}")
+    if views > 4 and images.shape[1] != images.shape[2]:
+        raise ValueError(
+            f"{views} views rotate by 90°, which needs a square image, "
+            f"not {images.shape[1]}x{images.shape[2]}: use 1, 2 or 4"
+        )
     flip_h, flip_v = images[:, :, ::-1], images[:, ::-1, :]
     transposed = images.transpose(0, 2, 1, 3)
     candidates = (

@@ -34,6 +34,15 @@ class StageConfigs:
     promotion: PromotionPolicy
     external: config.ExternalSetParams | None  # None: external validation is off
 
+    def __post_init__(self) -> None:
+        height, width = self.preprocess.config.shape
+        for name in ("tta_views", "phase2_cached_views"):
+            if height != width and getattr(self.train, name) == 8:
+                raise ValueError(
+                    f"{name} 8 rotates by 90°, which needs a square model input, not "
+                    f"{height}x{width} (image_size, image_width): use 1, 2 or 4"
+                )
+
     def resolved(self) -> dict[str, Any]:
         """Every stage's configuration as JSON: what ``config.json`` and the report show."""
         return json_ready(dataclasses.asdict(self))

@@ -95,7 +95,7 @@ def benchmark_inputs(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.nd
     """
     dataset = DatasetVersion(read_manifest(data_run.store, data_run.config().manifest_key))
     config, long_side = model_run.preprocess_config(), model_run.train_long_side()
-    inputs = np.zeros((len(rows), config.size, config.size, 3), np.uint8)
+    inputs = np.zeros((len(rows), *config.shape, 3), np.uint8)
     for i, image_id in enumerate(rows["image_id"]):
         relative = dataset.image_relative(str(image_id))
         inputs[i] = preprocess_image(

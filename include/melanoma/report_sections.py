@@ -134,7 +134,11 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
             "Pretrained weights",
             escape(training.get("weights_key") or "none (random initialisation)"),
         ],
-        ["Input", f"{preprocessing['size']}&times;{preprocessing['size']} RGB, uint8"],
+        [
+            "Input",
+            f"{preprocessing['size']}&times;{preprocessing.get('width') or preprocessing['size']}"
+            " (height &times; width) RGB, uint8",
+        ],
         [
             "Preprocessing",
             escape(

@@ -212,7 +212,19 @@ SETTINGS: tuple[Setting, ...] = (
         "Model input size (pixels)",
         PREPROCESSING,
         "preprocess.config.size",
+        description="The height, and the width unless `image_width` is set.",
         minimum=32,
+        maximum=1024,
+    ),
+    _setting(
+        "image_width",
+        "Model input width (pixels)",
+        PREPROCESSING,
+        "preprocess.config.width",
+        description="**0:** `image_size` (square). HAM10000's images are 4:3: `image_size` "
+        "150 with width 200 trains at the archive's own aspect and resolution, on 0.6 of "
+        "224x224's pixels. A non-square input takes 1, 2 or 4 test-time and cached views.",
+        minimum=0,
         maximum=1024,
     ),
     _setting(

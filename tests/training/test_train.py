@@ -177,3 +177,50 @@ def test_multiclass_head_class_weights_balance_the_label_task():
         assert weights[nv] == weights[bkl] and weights[mel] == weights[positives[-1]]
     with pytest.raises(ValueError, match="class_weight or none"):
         TrainConfig(head="multiclass", imbalance="undersample")
+
+
+def test_a_model_at_the_archives_own_aspect_learns_and_scores_files_as_the_pipeline(
+    preprocessed_run, tmp_path
+):
+    """image_size 48, image_width 64: the generated archive's own 4:3 aspect and resolution,
+    as 150 x 200 is HAM10000's. Phase 2 runs on a cached trunk with 4 views (flips and
+    180°: no 90° rotation of a non-square image) and test-time augmentation too."""
+    from melanoma.evaluation import EvaluationConfig, calibrate_run
+    from melanoma.images import PreprocessConfig
+    from melanoma.layout import DatasetLayout
+    from melanoma.preprocess import run_preprocessing
+    from training.run_model import load_run_scorer
+    from training.scoring import score_images
+
+    run = copy_run(preprocessed_run, "t-own-aspect")
+    run_preprocessing(
+        run,
+        PreprocessConfig(size=48, width=64),
+        augment_copies=2,
+        seed=0,
+        parallelism=1,
+        map_shards=lambda f, shards: list(map(f, shards)),
+    )
+    images, _ = split_arrays(run, "test")
+    assert images.shape[1:] == (48, 64, 3)
+    config = TrainConfig(
+        **{**FAST, "phase2_epochs": 2}, phase2_cached_views=4, tta_views=4, multiscale_features=True
+    )
+    train_run(run, config)
+    assert run.commit_record("train")["data"]["summary"]["val_auroc_final"] > 0.9
+    model = load_model(run)
+    assert tuple(model.input.shape[1:]) == (48, 64, 3)
+    # The stored files, scored as melanoma-predict scores them, give the run's test scores.
+    calibrate_run(run, EvaluationConfig(bootstrap_replicates=100))
+    scorer = load_run_scorer(run)
+    store, test = run.store, run.predictions("test")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    prefix = DatasetLayout(run.config().dataset_version).file("images/")
+    stored = {o.key.rsplit("/", 1)[1].split(".")[0]: o.key for o in store.list(prefix)}
+    for image_id in test["image_id"]:
+        (folder / stored[image_id].rsplit("/", 1)[1]).write_bytes(store.get_bytes(stored[image_id]))
+    scores, failures, _ = score_images(scorer, sorted(folder.iterdir()), folder)
+    assert failures.empty and len(scores) == len(test)
+    both = scores.assign(image_id=scores["image"].str.split(".").str[0]).merge(test, on="image_id")
+    np.testing.assert_allclose(both["probability_x"], both["probability_y"], atol=1e-5)

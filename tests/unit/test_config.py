@@ -23,3 +23,12 @@ def test_invalid_values_are_refused():
         PipelineConfig(split_ratios=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="unknown configuration"):
         PipelineConfig.from_env({}, epochs=3)
+
+
+@pytest.mark.parametrize("views", ["tta_views", "phase2_cached_views"])
+def test_eight_views_with_a_non_square_input_are_refused_before_the_run(views):
+    from melanoma.params import from_params
+
+    with pytest.raises(ValueError, match=f"{views} 8 .* not 150x200 .*use 1, 2 or 4"):
+        from_params({"image_size": 150, "image_width": 200, views: 8})
+    assert from_params({"image_size": 150, "image_width": 200, views: 4}).train

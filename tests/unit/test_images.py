@@ -40,6 +40,28 @@ def test_output_shape_dtype_and_rgb_order():
     assert (out[..., 0] == 255).all() and (out[..., 1:] == 0).all(), "channels must be RGB"
 
 
+def test_at_the_archives_own_aspect_an_image_of_that_size_reaches_the_model_unresampled():
+    """image_size 150, image_width 200: HAM10000's 200x150 images as they are."""
+    config = PreprocessConfig(size=150, width=200)
+    assert config.shape == (150, 200) and PreprocessConfig(size=96).shape == (96, 96)
+    rgb = np.random.default_rng(2).integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    np.testing.assert_array_equal(preprocess_image(data, config), rgb)
+    # A 600x450 image is shrunk to it; a square one is stretched to the model's aspect.
+    big = cv2.resize(rgb, (600, 450), interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode(".png", cv2.cvtColor(big, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert preprocess_image(data, config, (600, 450)).shape == (150, 200, 3)
+    square = cv2.imencode(
+        ".png", np.full((90, 90, 3), 40, np.uint8) + np.eye(90, dtype=np.uint8)[..., None]
+    )[1]
+    assert preprocess_image(square.tobytes(), config).shape == (150, 200, 3)
+
+
+def test_a_width_below_the_smallest_input_is_refused():
+    with pytest.raises(ValueError, match=r"image_width.*0 \(square\) or at least 32, got 8"):
+        PreprocessConfig(size=150, width=8)
+
+
 def test_reduction_factor_never_goes_below_target():
     assert reduction_factor((600, 450), 224) == 2
     assert reduction_factor((200, 150), 224) == 1
@@ -152,6 +174,11 @@ def test_the_eight_dihedral_views_are_distinct_rearrangements():
     assert [len(dihedral_views(batch, n)) for n in (1, 2, 4)] == [1, 2, 4]
     with pytest.raises(ValueError, match="1, 2, 4, 8"):
         dihedral_views(batch, 3)
+    # A non-square batch keeps its shape in the flips and the 180° turn, and has no 90° view.
+    wide = np.arange(2 * 4 * 6 * 3).reshape(2, 4, 6, 3)
+    assert {v.shape for v in dihedral_views(wide, 4)} == {wide.shape}
+    with pytest.raises(ValueError, match="square image, not 4x6: use 1, 2 or 4"):
+        dihedral_views(wide, 8)
 
 
 def test_match_resolution_shrinks_only_larger_images_and_keeps_their_aspect():

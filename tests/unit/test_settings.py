@@ -95,6 +95,8 @@ def _other_value(setting: Setting):
     """A valid value other than the default."""
     schema = setting.schema
     default = setting.config_default
+    if setting.name == "image_width":  # 0 (square) or at least 32, which a schema cannot say
+        return 200
     if "enum" in schema:
         return next(v for v in schema["enum"] if v != default)
     if isinstance(default, bool):
