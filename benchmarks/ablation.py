@@ -15,11 +15,13 @@ and the held-out test predictions are pooled into one leave-one-source-out AUROC
 
 Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
 with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
-source's AUROC, the pooled LOSO AUROC, the mean test AUROC under acquisition shift (the
+source's AUROC (with ``--loso``, each held-out source's), the pooled LOSO AUROC, the mean test AUROC under acquisition shift (the
 robustness stage, with the clean AUROC of the same images), and the DAG's wall time; then
 each lever's mean over seeds of val, test, LOSO and shift AUROC, and its difference from
 ``today`` (the baseline, measured in the same invocation; none is shown without it). Choose on the
-validation and hold-out columns; the test column is reported, not tuned on.
+validation and hold-out columns; the test column is reported, not tuned on. The table is
+written after every run; a DAG run that fails is a row saying so, the other runs go on,
+and the ablation exits 1.
 """
 
 from __future__ import annotations
@@ -157,6 +159,70 @@ def mean_cell(mean: float | None, today: float | None) -> str:
     return f"{mean:.3f} ({mean - today:+.3f})" if today is not None else f"{mean:.3f}"
 
 
+def measure_lever(args: argparse.Namespace, conf: dict[str, Any]) -> dict[str, Any]:
+    """One lever on one seed: its DAG run, and its hold-out or LOSO runs when asked for."""
+    # The hold-out runs only give their held-out AUROC: the yardstick's minutes go to the
+    # lever's own run.
+    held_out_conf = {**conf, "robustness_images": 0}
+    run, seconds = run_dag(args.store, conf)
+    row = measure(run) | {"seconds": seconds, "holdout": None, "loso": None, "by_source": {}}
+    if args.holdout:
+        held, _ = run_dag(args.store, {**held_out_conf, "holdout_source": args.holdout})
+        row["holdout"] = measure(held)["test_auroc"]
+    if args.loso:
+        held_out = {
+            source: run_dag(args.store, {**held_out_conf, "holdout_source": source})[0]
+            for source in LOSO_SOURCES
+        }
+        row["loso"] = pooled_loso_auroc(
+            {source: held.predictions("test") for source, held in held_out.items()}
+        )
+        row["by_source"] = {
+            source: measure(held)["test_auroc"]["value"] for source, held in held_out.items()
+        }
+    return row
+
+
+def table_line(lever: str, seed: int, row: dict[str, Any]) -> str:
+    if "failed" in row:
+        return f"| {lever} | {seed} | {row['failed']} |" + " |" * 6
+    held_out = ci(row["holdout"])
+    if row["by_source"]:  # LOSO: each held-out source's AUROC
+        held_out = " / ".join(f"{s} {v:.3f}" for s, v in row["by_source"].items())
+    return (
+        f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
+        f"{ci(row['test_auroc'])} | {ci(row['within_source'])} | {held_out} | "
+        f"{ci(row['loso'])} | {shift(row)} | {row['seconds'] / 60:.1f} min |"
+    )
+
+
+# Each lever's mean over seeds, per yardstick.
+MEAN_COLUMNS = {
+    "val AUROC": lambda r: r["val_auroc"],
+    "test AUROC": lambda r: r["test_auroc"]["value"],
+    "LOSO AUROC": lambda r: r["loso"]["value"] if r["loso"] else None,
+    "AUROC under shift": lambda r: r["shift_mean"],
+}
+
+
+def means_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each lever's means over its measured seeds, and their differences from ``today``."""
+    lines = ["| lever | " + " | ".join(f"mean {c} (vs today)" for c in MEAN_COLUMNS) + " |"]
+    lines.append("|" + " --- |" * (len(MEAN_COLUMNS) + 1))
+    means = {
+        lever: {
+            c: mean_of([r for r in rows if "failed" not in r], v) for c, v in MEAN_COLUMNS.items()
+        }
+        for lever, rows in results.items()
+    }
+    # Without ``today`` in the invocation there is nothing measured to compare with.
+    today = means.get("today")
+    for lever, mean in means.items():
+        cells = [mean_cell(mean[c], today[c] if today else None) for c in MEAN_COLUMNS]
+        lines.append(f"| {lever} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
@@ -172,66 +238,28 @@ def main() -> None:
     base = {**TODAY, **json.loads(args.base)}
     header = "| lever | seed | val AUROC (without metadata) | test AUROC (95% CI) | "
     header += "within-source test AUROC | "
-    header += f"{args.holdout or 'held-out source'} AUROC | LOSO AUROC | "
+    header += f"{args.holdout or 'held-out source(s)'} AUROC | LOSO AUROC | "
     header += "mean AUROC under shift (clean) | DAG wall time |"
     lines = [f"Base: `{json.dumps(base)}`", "", header, "|" + " --- |" * 9]
-    # The hold-out runs only give their held-out AUROC: the yardstick's minutes go to the
-    # lever's own run.
-    held_out_conf = {"robustness_images": 0}
     results: dict[str, list[dict[str, Any]]] = {}
     for lever in args.levers:
         for seed in args.seeds:
-            conf = {**base, **LEVERS[lever], "split_seed": seed}
-            run, seconds = run_dag(args.store, conf)
-            row = measure(run) | {"seconds": seconds, "holdout": None, "loso": None}
-            if args.holdout:
-                held, _ = run_dag(
-                    args.store, {**conf, **held_out_conf, "holdout_source": args.holdout}
-                )
-                row["holdout"] = measure(held)["test_auroc"]
-            if args.loso:
-                held_out = {
-                    source: run_dag(
-                        args.store, {**conf, **held_out_conf, "holdout_source": source}
-                    )[0]
-                    for source in LOSO_SOURCES
-                }
-                row["loso"] = pooled_loso_auroc(
-                    {source: held.predictions("test") for source, held in held_out.items()}
-                )
-                row["loso_by_source"] = {
-                    source: measure(held)["test_auroc"] for source, held in held_out.items()
-                }
-                print(f"LOSO by source: {row['loso_by_source']}", flush=True)
+            try:
+                row = measure_lever(args, {**base, **LEVERS[lever], "split_seed": seed})
+            except subprocess.CalledProcessError as failed:
+                # The other runs still count: the table says which DAG failed.
+                row = {"failed": f"a DAG run failed (exit {failed.returncode})"}
             results.setdefault(lever, []).append(row)
-            line = (
-                f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
-                f"{ci(row['test_auroc'])} | "
-                f"{ci(row['within_source'])} | {ci(row['holdout'])} | {ci(row['loso'])} | "
-                f"{shift(row)} | {seconds / 60:.1f} min |"
-            )
-            print(line, flush=True)
-            lines.append(line)
-    columns = {
-        "val AUROC": lambda r: r["val_auroc"],
-        "test AUROC": lambda r: r["test_auroc"]["value"],
-        "LOSO AUROC": lambda r: r["loso"]["value"] if r["loso"] else None,
-        "AUROC under shift": lambda r: r["shift_mean"],
-    }
-    lines += ["", "| lever | " + " | ".join(f"mean {c} (vs today)" for c in columns) + " |"]
-    lines.append("|" + " --- |" * (len(columns) + 1))
-    means = {
-        lever: {c: mean_of(rows, value) for c, value in columns.items()}
-        for lever, rows in results.items()
-    }
-    # Without ``today`` in the invocation there is nothing measured to compare with.
-    today = means.get("today")
-    for lever, mean in means.items():
-        cells = [mean_cell(mean[c], today[c] if today else None) for c in columns]
-        lines.append(f"| {lever} | " + " | ".join(cells) + " |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-len(means) - 2 :]))
+            lines.append(table_line(lever, seed, row))
+            print(lines[-1], flush=True)
+            # Written after every run, so that an interrupted ablation keeps what it measured.
+            Path(args.out).write_text("\n".join(lines) + "\n")
+    summary = means_table(results)
+    Path(args.out).write_text("\n".join([*lines, "", *summary]) + "\n")
+    print("\n".join(summary))
     print(f"written to {args.out}")
+    if any("failed" in row for rows in results.values() for row in rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
