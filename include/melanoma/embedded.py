@@ -440,7 +440,29 @@ def run_dag(env: dict[str, str], conf: dict | None = None) -> int:
     with api_server(env) as url:
         log.info("Airflow UI while the run lasts: %s", url)
         log.info("running: %s", shlex.join(command))
-        return subprocess.run(command, env=env).returncode
+        return run_without_repeats(command, env)
+
+
+# ``dags test`` logs this once a second while a task runs (the rest wait on it), with
+# every waiting task named: hundreds of long lines a run that say nothing new.
+WAITING_WARNING = "No tasks to run. unrunnable tasks:"
+
+
+def run_without_repeats(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command``, its output (stdout and stderr) passed through, but a
+    ``WAITING_WARNING`` line only when the line before it was not one; its exit status."""
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None
+        waiting = False
+        for line in process.stdout:
+            repeat = waiting and WAITING_WARNING in line
+            waiting = WAITING_WARNING in line
+            if not repeat:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+    return process.returncode
 
 
 def run_summary(run: Run) -> list[str]:

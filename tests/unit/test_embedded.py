@@ -2,8 +2,11 @@
 readable for the end of a failed `make run`."""
 
 import json
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -104,7 +107,13 @@ def test_one_make_run_at_a_time_per_airflow_home(tmp_path):
 def test_the_api_server_an_interrupted_make_run_left_is_stopped_and_nothing_else(tmp_path):
     def process(*argv: str) -> subprocess.Popen:
         sleeper = [sys.executable, "-c", "import time; time.sleep(60)", *argv]
-        return subprocess.Popen(sleeper, start_new_session=True)
+        started = subprocess.Popen(sleeper, start_new_session=True)
+        # /proc shows the command line a moment after Popen returns (an empty one before).
+        cmdline = Path(f"/proc/{started.pid}/cmdline")
+        deadline = time.monotonic() + 30
+        while not cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return started
 
     pid_file = tmp_path / API_SERVER_PID_FILE
     stale = process("airflow", "api_server")
@@ -118,3 +127,24 @@ def test_the_api_server_an_interrupted_make_run_left_is_stopped_and_nothing_else
     assert other.poll() is None
     other.kill()
     assert stop_stale_api_server(tmp_path) is None  # no pid file: nothing to do
+
+
+def test_the_dag_runs_output_passes_through_without_the_waiting_warnings_repeats(capsys):
+    from melanoma.embedded import WAITING_WARNING, run_without_repeats
+
+    script = (
+        "import sys\n"
+        "print('task split started')\n"
+        f"for _ in range(50): print('[warning] {WAITING_WARNING} {{<TaskInstance train>}}')\n"
+        "print('task split succeeded', file=sys.stderr)\n"
+        f"print('[warning] {WAITING_WARNING} {{<TaskInstance report>}}')\n"
+        "sys.exit(3)\n"
+    )
+    assert run_without_repeats([sys.executable, "-c", script], dict(os.environ)) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "task split started",
+        f"[warning] {WAITING_WARNING} {{<TaskInstance train>}}",
+        "task split succeeded",
+        f"[warning] {WAITING_WARNING} {{<TaskInstance report>}}",
+    ]
