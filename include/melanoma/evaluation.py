@@ -332,6 +332,7 @@ def candidate_summary(run: Run, policy: PromotionPolicy) -> dict[str, Any]:
         "sensitivity": point["sensitivity"]["value"],
         "specificity": point["specificity"]["value"],
         "image_size": run.preprocess_data()["image_size"],
+        "image_shape": list(run.preprocess_config().shape),  # (height, width)
         "model_key": run.entry("train", "model")["key"],
         "run_prefix": run.layout.prefix,
         "holdout_source": metrics.holdout_source,

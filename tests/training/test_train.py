@@ -185,10 +185,16 @@ def test_a_model_at_the_archives_own_aspect_learns_and_scores_files_as_the_pipel
     """image_size 48, image_width 64: the generated archive's own 4:3 aspect and resolution,
     as 150 x 200 is HAM10000's. Phase 2 runs on a cached trunk with 4 views (flips and
     180°: no 90° rotation of a non-square image) and test-time augmentation too."""
-    from melanoma.evaluation import EvaluationConfig, calibrate_run
+    from melanoma.evaluation import (
+        EvaluationConfig,
+        calibrate_run,
+        candidate_summary,
+        evaluate_run,
+    )
     from melanoma.images import PreprocessConfig
     from melanoma.layout import DatasetLayout
     from melanoma.preprocess import run_preprocessing
+    from melanoma.promotion import PromotionPolicy
     from training.run_model import load_run_scorer
     from training.scoring import score_images
 
@@ -212,6 +218,8 @@ def test_a_model_at_the_archives_own_aspect_learns_and_scores_files_as_the_pipel
     assert tuple(model.input.shape[1:]) == (48, 64, 3)
     # The stored files, scored as melanoma-predict scores them, give the run's test scores.
     calibrate_run(run, EvaluationConfig(bootstrap_replicates=100))
+    evaluate_run(run, EvaluationConfig(bootstrap_replicates=100))
+    assert candidate_summary(run, PromotionPolicy())["image_shape"] == [48, 64]
     scorer = load_run_scorer(run)
     store, test = run.store, run.predictions("test")
     folder = tmp_path / "files"
