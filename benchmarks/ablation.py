@@ -3,7 +3,8 @@
     HAM10000_SOURCE=../shared/data/ham10000 MELANOMA_BACKBONE=mobilenet_v2 \\
     MELANOMA_PRETRAINED_WEIGHTS=../shared/data/weights/mobilenet_v2_1.0_224_no_top.weights.h5 \\
     .venv/bin/python benchmarks/ablation.py --seeds 42 7 [--levers today multiclass ...] \\
-        [--holdout rosendahl] [--loso] [--base '{"phase2_epochs": 0}'] [--out ablation.md]
+        [--holdout rosendahl] [--loso] [--held-out-only] [--base '{"phase2_epochs": 0}'] \\
+        [--out ablation.md]
 
 Each (lever, seed) is one full DAG run on the embedded stack (``melanoma-stack run``),
 one at a time, in a store of its own (``.ablation-store``: no champion of yours changes).
@@ -11,12 +12,14 @@ The seed is the DAG's ``split_seed``, which seeds the split and the training. Wi
 ``--holdout``, each also runs again with ``holdout_source`` set: the unseen-clinic AUROC.
 With ``--loso``, each also runs once per source of ``melanoma.loso.LOSO_SOURCES`` held out,
 and the held-out test predictions are pooled into one leave-one-source-out AUROC
-(same-source pairs only, lesion-bootstrap CI).
+(same-source pairs only, lesion-bootstrap CI). ``--held-out-only`` runs only those, for a
+lever whose own runs were measured before.
 
 Printed and written as a Markdown table, one row per run: validation AUROC, test AUROC
 with its lesion-bootstrap CI, the within-source test AUROC with its CI, the held-out
-source's AUROC (with ``--loso``, each held-out source's), the pooled LOSO AUROC, the mean test AUROC under acquisition shift (the
-robustness stage, with the clean AUROC of the same images), and the DAG's wall time; then
+source's AUROC (with ``--loso``, each held-out source's), the pooled LOSO AUROC, the mean
+test AUROC under acquisition shift (the robustness stage, with the clean AUROC of the same
+images), and the DAG's wall time; then
 each lever's mean over seeds of val, test, LOSO and shift AUROC, and its difference from
 ``today`` (the baseline, measured in the same invocation; none is shown without it). Choose on the
 validation and hold-out columns; the test column is reported, not tuned on. The table is
@@ -159,13 +162,21 @@ def mean_cell(mean: float | None, today: float | None) -> str:
     return f"{mean:.3f} ({mean - today:+.3f})" if today is not None else f"{mean:.3f}"
 
 
+# What a lever's own run measures (``measure``): None with ``--held-out-only``.
+NOT_RUN = ("val_auroc", "val_without_metadata", "test_auroc", "within_source", "shift_mean")
+
+
 def measure_lever(args: argparse.Namespace, conf: dict[str, Any]) -> dict[str, Any]:
     """One lever on one seed: its DAG run, and its hold-out or LOSO runs when asked for."""
     # The hold-out runs only give their held-out AUROC: the yardstick's minutes go to the
     # lever's own run.
     held_out_conf = {**conf, "robustness_images": 0}
-    run, seconds = run_dag(args.store, conf)
-    row = measure(run) | {"seconds": seconds, "holdout": None, "loso": None, "by_source": {}}
+    if args.held_out_only:  # the lever's own run was measured before
+        row: dict[str, Any] = dict.fromkeys(NOT_RUN) | {"seconds": None}
+    else:
+        run, seconds = run_dag(args.store, conf)
+        row = measure(run) | {"seconds": seconds}
+    row |= {"holdout": None, "loso": None, "by_source": {}}
     if args.holdout:
         held, _ = run_dag(args.store, {**held_out_conf, "holdout_source": args.holdout})
         row["holdout"] = measure(held)["test_auroc"]
@@ -189,17 +200,18 @@ def table_line(lever: str, seed: int, row: dict[str, Any]) -> str:
     held_out = ci(row["holdout"])
     if row["by_source"]:  # LOSO: each held-out source's AUROC
         held_out = " / ".join(f"{s} {v:.3f}" for s, v in row["by_source"].items())
+    val = "n/a" if row["val_auroc"] is None else f"{row['val_auroc']:.3f}{without(row)}"
+    seconds = "n/a" if row["seconds"] is None else f"{row['seconds'] / 60:.1f} min"
     return (
-        f"| {lever} | {seed} | {row['val_auroc']:.3f}{without(row)} | "
-        f"{ci(row['test_auroc'])} | {ci(row['within_source'])} | {held_out} | "
-        f"{ci(row['loso'])} | {shift(row)} | {row['seconds'] / 60:.1f} min |"
+        f"| {lever} | {seed} | {val} | {ci(row['test_auroc'])} | {ci(row['within_source'])} | "
+        f"{held_out} | {ci(row['loso'])} | {shift(row)} | {seconds} |"
     )
 
 
 # Each lever's mean over seeds, per yardstick.
 MEAN_COLUMNS = {
     "val AUROC": lambda r: r["val_auroc"],
-    "test AUROC": lambda r: r["test_auroc"]["value"],
+    "test AUROC": lambda r: r["test_auroc"]["value"] if r["test_auroc"] else None,
     "LOSO AUROC": lambda r: r["loso"]["value"] if r["loso"] else None,
     "AUROC under shift": lambda r: r["shift_mean"],
 }
@@ -230,6 +242,11 @@ def main() -> None:
     parser.add_argument("--holdout", default="", help="a source to hold out, e.g. rosendahl")
     parser.add_argument(
         "--loso", action="store_true", help=f"leave each of {LOSO_SOURCES} out in turn, pooled"
+    )
+    parser.add_argument(
+        "--held-out-only",
+        action="store_true",
+        help="only the --holdout or --loso runs, not the lever's own (measured before)",
     )
     parser.add_argument("--base", default="{}", help="DAG params on top of today's, as JSON")
     parser.add_argument("--store", default=(ROOT / ".ablation-store").as_uri())

@@ -63,3 +63,16 @@ def test_a_failed_dag_is_a_row_the_others_still_count_and_the_run_exits_1(tmp_pa
     assert "| own_aspect | 0.900 (+0.000) |" in table
     # The table was on disk before the last run: an interrupted ablation keeps it.
     assert "| today | 42 | 0.900 |" in written[-1]
+
+
+def test_a_held_out_only_row_gives_its_loso_figures_and_n_a_for_the_rest():
+    ablation = load_ablation()
+    row = dict.fromkeys(ablation.NOT_RUN) | {"seconds": None}
+    row |= measured(0.8, {"rosendahl": 0.7})  # only the held-out figures kept below
+    row |= dict.fromkeys(ablation.NOT_RUN) | {"seconds": None}
+    line = ablation.table_line("own_aspect", 42, row)
+    assert line == (
+        "| own_aspect | 42 | n/a | n/a | n/a | rosendahl 0.700 | 0.800 (0.780-0.820) | n/a | n/a |"
+    )
+    means = "\n".join(ablation.means_table({"own_aspect": [row]}))
+    assert "| own_aspect | n/a | n/a | 0.800 | n/a |" in means
