@@ -450,18 +450,24 @@ WAITING_WARNING = "No tasks to run. unrunnable tasks:"
 
 def run_without_repeats(command: list[str], env: dict[str, str]) -> int:
     """Run ``command``, its output (stdout and stderr) passed through, but a
-    ``WAITING_WARNING`` line only when the line before it was not one; its exit status."""
+    ``WAITING_WARNING`` line only when the line before it was not one; its exit status.
+    Interrupted (Ctrl-C), it kills the command, as ``subprocess.run`` does; the next
+    ``make run`` marks the run it leaves failed (``fail_interrupted_runs``)."""
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         assert process.stdout is not None
         waiting = False
-        for line in process.stdout:
-            repeat = waiting and WAITING_WARNING in line
-            waiting = WAITING_WARNING in line
-            if not repeat:
-                sys.stdout.write(line)
-                sys.stdout.flush()
+        try:
+            for line in process.stdout:
+                repeat = waiting and WAITING_WARNING in line
+                waiting = WAITING_WARNING in line
+                if not repeat:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+        except BaseException:
+            process.kill()
+            raise
     return process.returncode
 
 

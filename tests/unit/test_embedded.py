@@ -148,3 +148,31 @@ def test_the_dag_runs_output_passes_through_without_the_waiting_warnings_repeats
         "task split succeeded",
         f"[warning] {WAITING_WARNING} {{<TaskInstance report>}}",
     ]
+
+
+def test_an_interrupted_dag_run_is_killed_not_waited_for(monkeypatch):
+    """Ctrl-C while ``dags test`` runs: the command is killed, as subprocess.run would."""
+    from melanoma import embedded
+
+    script = "import os, time; print(os.getpid(), flush=True); time.sleep(120)"
+    pids = []
+
+    class Interrupting:
+        def write(self, line: str) -> None:
+            pids.append(int(line))
+            raise KeyboardInterrupt
+
+        def flush(self) -> None:
+            pass
+
+    killed = []
+    kill = subprocess.Popen.kill
+    monkeypatch.setattr(
+        subprocess.Popen, "kill", lambda self: (killed.append(self.pid), kill(self))
+    )
+    monkeypatch.setattr(embedded.sys, "stdout", Interrupting())
+    with pytest.raises(KeyboardInterrupt):
+        embedded.run_without_repeats([sys.executable, "-c", script], dict(os.environ))
+    assert killed == pids
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pids[0], 0)
