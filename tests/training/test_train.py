@@ -216,10 +216,10 @@ def test_a_model_at_the_archives_own_aspect_learns_and_scores_files_as_the_pipel
     assert run.commit_record("train")["data"]["summary"]["val_auroc_final"] > 0.9
     model = load_model(run)
     assert tuple(model.input.shape[1:]) == (48, 64, 3)
-    # The stored files, scored as melanoma-predict scores them, give the run's test scores.
     calibrate_run(run, EvaluationConfig(bootstrap_replicates=100))
     evaluate_run(run, EvaluationConfig(bootstrap_replicates=100))
     assert candidate_summary(run, PromotionPolicy())["image_shape"] == [48, 64]
+    # The stored files, scored as melanoma-predict scores them, give the run's test scores.
     scorer = load_run_scorer(run)
     store, test = run.store, run.predictions("test")
     folder = tmp_path / "files"
