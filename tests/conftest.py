@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -24,6 +25,14 @@ pytest_plugins = ["tests.trained_runs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MOTO_KEYS = {"S3_ACCESS_KEY": "testing", "S3_SECRET_KEY": "testing"}
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (benchmarks/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -1,22 +1,13 @@
 """The ablation's table (benchmarks/ablation.py): a failed DAG run is a row of its own, the
 other runs still count, and the table is written after every run."""
 
-import importlib.util
 import re
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
-
-
-def load_ablation():
-    path = REPO_ROOT / "benchmarks" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def measured(val: float, by_source: dict[str, float] | None = None) -> dict:
@@ -36,7 +27,7 @@ def measured(val: float, by_source: dict[str, float] | None = None) -> dict:
 
 
 def test_a_failed_dag_is_a_row_the_others_still_count_and_the_run_exits_1(tmp_path, monkeypatch):
-    ablation = load_ablation()
+    ablation = load_benchmark("ablation")
     written = []
 
     def fake_measure_lever(args, conf):
@@ -66,7 +57,7 @@ def test_a_failed_dag_is_a_row_the_others_still_count_and_the_run_exits_1(tmp_pa
 
 
 def test_a_held_out_only_row_gives_its_loso_figures_and_n_a_for_the_rest():
-    ablation = load_ablation()
+    ablation = load_benchmark("ablation")
     row = dict.fromkeys(ablation.NOT_RUN) | {"seconds": None}
     row |= measured(0.8, {"rosendahl": 0.7})  # only the held-out figures kept below
     row |= dict.fromkeys(ablation.NOT_RUN) | {"seconds": None}

@@ -1,23 +1,13 @@
 """The runs-page benchmark's generated store (benchmarks/bench_runs_page.py): copies are
 runs of their own, readable and checked like any run, and the page pages them."""
 
-import importlib.util
-
 from melanoma.runs_index import index_runs
 from melanoma.runs_page import PageQuery, read_served_artifact, render_runs_table
-from tests.conftest import REPO_ROOT
-
-
-def load_benchmark():
-    path = REPO_ROOT / "benchmarks" / "bench_runs_page.py"
-    spec = importlib.util.spec_from_file_location("bench_runs_page", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def test_generated_runs_are_distinct_runs_each_read_through_its_own_records(tmp_path):
-    bench = load_benchmark()
+    bench = load_benchmark("bench_runs_page")
     store = bench.generate_store(tmp_path / "store", 60)
     index = index_runs(store, cache=None)
     assert len(index.runs) == 60 and len({r.run_id for r in index.runs}) == 60
