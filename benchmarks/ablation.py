@@ -87,6 +87,18 @@ LEVERS: dict[str, dict[str, Any]] = {
         "phase2_cached_views": 4,
         "phase2_schedule": "cosine",
     },
+    # The same, with 2 acquisition-shift copies: phase 1's features of them, and a share
+    # 2/3 of each cached phase-2 view shown under a random acquisition shift.
+    "own_aspect_finetune_acquisition": {
+        "image_size": 150,
+        "image_width": 200,
+        "phase2_epochs": 6,
+        "unfreeze_blocks": 4,
+        "phase2_learning_rate": 1e-4,
+        "phase2_cached_views": 4,
+        "phase2_schedule": "cosine",
+        "acquisition_views": 2,
+    },
     "combination": {
         "head": "multiclass",
         "tta_views": 4,

@@ -252,12 +252,13 @@ class PhaseFitter:
         self, split: TrunkSplit, initial_epoch: int, baseline: float, resumed: MonitorState | None
     ) -> tuple[int, dict[str, Any]]:
         """Phase 2 on the frozen trunk's outputs, computed once per image and view (the first
-        ``phase2_cached_views`` flips and rotations) and kept as float16; returns the steps
+        ``phase2_cached_views`` flips and rotations, and acquisition shifts with
+        ``acquisition_views``) and kept as float16; returns the steps
         per epoch and what the cache cost. The top shares the model's weights, so the model
         ends fine-tuned; a resumed attempt keeps its weights and starts a fresh optimizer."""
         config, data, history = self.config, self.data, self.history["phase2"]
         started = time.monotonic()
-        cache, y = _training_trunk_cache(split, self.run, config)
+        cache, y = training_trunk_cache(split, self.run, config)
         val_cache = trunk_outputs(split, data.val_images)
         cache_seconds = time.monotonic() - started
         log.info(
@@ -386,12 +387,17 @@ def trunk_outputs(split: TrunkSplit, images: np.ndarray) -> list[np.ndarray]:
     return [np.asarray(o, dtype=np.float16) for o in outputs]
 
 
-def _training_trunk_cache(
+def training_trunk_cache(
     split: TrunkSplit, run: Run, config: TrainConfig
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """The trunk's outputs for every training example in each of the first
-    ``phase2_cached_views`` views (per top input: views x examples x ...), and the targets."""
+    ``phase2_cached_views`` views (per top input: views x examples x ...), and the targets.
+    With ``acquisition_views`` V, a share V/(V+1) of each view's images is first shown
+    under a random acquisition shift, the mix online augmentation gives phase 2."""
     views = config.phase2_cached_views
+    share = config.acquisition_views / (config.acquisition_views + 1)
+    # Its own seeded stream, read in the shards' fixed order: a rerun caches the same views.
+    shift_rng = np.random.default_rng([config.seed, 2])
     examples = shard_dataset(
         run,
         "train",
@@ -401,7 +407,10 @@ def _training_trunk_cache(
     chunks: list[list[list[np.ndarray]]] = []  # per batch, per view, per top input
     targets = []
     for images, y in examples.batch(64).prefetch(2):
-        chunks.append([trunk_outputs(split, v) for v in dihedral_views(images.numpy(), views)])
+        shown = dihedral_views(images.numpy(), views)
+        if share:
+            shown = [random_acquisition_shifts(view, shift_rng, share) for view in shown]
+        chunks.append([trunk_outputs(split, view) for view in shown])
         targets.append(y.numpy())
     cache = [
         np.stack([np.concatenate([batch[v][i] for batch in chunks]) for v in range(views)])

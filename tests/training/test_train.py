@@ -1,6 +1,7 @@
 """Training end to end on generated images: the model learns the visible signal, for each strategy."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,30 @@ def test_phase2_on_a_cached_trunk_learns_and_records_what_the_cache_cost(
     np.testing.assert_allclose(
         predict_scores(load_model(run), images), run.predictions("test")["probability"], atol=1e-5
     )
+
+
+def test_a_cached_phase2_with_acquisition_views_caches_shifted_views_the_same_on_a_rerun(
+    preprocessed_run,
+):
+    from training.model import build_model, split_at_trainable, unfreeze_last_blocks
+    from training.phases import training_trunk_cache
+
+    flips_only = TrainConfig(**FAST, phase2_cached_views=2)
+    model = build_model(flips_only, preprocessed_run.preprocess_config().shape)
+    unfreeze_last_blocks(model, flips_only.backbone, flips_only.unfreeze_blocks)
+    split = split_at_trainable(model)
+    plain, targets = training_trunk_cache(split, preprocessed_run, flips_only)
+    shifted_config = replace(flips_only, acquisition_views=2)
+    shifted, shifted_targets = training_trunk_cache(split, preprocessed_run, shifted_config)
+    again, _ = training_trunk_cache(split, preprocessed_run, shifted_config)
+    np.testing.assert_array_equal(shifted_targets, targets)
+    # A share 2/3 of each view's images shifted, the rest as they were, in both views.
+    for view in range(2):
+        per_image = shifted[0][view] != plain[0][view]
+        changed = per_image.reshape(len(per_image), -1).any(axis=1)
+        assert 0.4 < changed.mean() < 0.95, changed.mean()
+    for a, b in zip(shifted, again, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_outputs_predictions_and_saved_model_agree(preprocessed_run):
