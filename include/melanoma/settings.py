@@ -383,7 +383,8 @@ SETTINGS: tuple[Setting, ...] = (
         description="Each copy shows the image under one random shift of the robustness "
         "yardstick (resolution, JPEG, blur, noise, colour cast, exposure, contrast, gamma, "
         "vignetting). On a CPU, phase 1 extracts their features too: each copy costs one "
-        "more pass of the backbone over the training split. 0: off.",
+        "more pass of the backbone over the training split. Phase 2 shows a share "
+        "copies/(copies+1) of its images (or of each cached view) shifted. 0: off.",
         minimum=0,
         maximum=8,
     ),
