@@ -18,7 +18,7 @@ from typing import Any
 from melanoma import config
 from melanoma.evaluation import EvaluationConfig
 from melanoma.images import PreprocessConfig
-from melanoma.profiles import PROFILES, resolved_profile
+from melanoma.profiles import FOLLOWS, PROFILES, resolved_profile
 from melanoma.promotion import PromotionPolicy
 from melanoma.settings import SETTINGS, STAGE_CONFIGS
 
@@ -83,7 +83,10 @@ def from_params(
             if field and p.get(setting.name) is None and field in recorded:
                 p[setting.name] = recorded[field]
     p["profile"] = profile = resolved_profile(p.get("profile"), recorded, detected_profile)
-    for setting in (s for s in SETTINGS if s.profiled and p.get(s.name) in (None, "")):
+    given_names = {name for name, value in p.items() if value not in (None, "")}
+    for setting in (s for s in SETTINGS if s.profiled and s.name not in given_names):
+        if FOLLOWS.get(setting.name) in given_names:
+            continue  # the stage config's own default goes with the value given
         if not (setting.environment and os.environ.get(setting.environment)):
             p[setting.name] = PROFILES[profile][setting.name]
     given: dict[str, dict[str, Any]] = {owner: {} for owner in STAGE_CONFIGS}

@@ -37,7 +37,7 @@ from melanoma.config import (
 from melanoma.evaluation import EvaluationConfig
 from melanoma.ham10000 import LABEL_TASKS, SOURCES
 from melanoma.images import INTERPOLATIONS, PreprocessConfig
-from melanoma.profiles import PROFILE_CHOICES, PROFILED, PROFILES
+from melanoma.profiles import FOLLOWS, PROFILE_CHOICES, PROFILED, PROFILES
 from melanoma.promotion import PromotionPolicy
 
 # The stage configs a setting can target, by the path from_params builds them under.
@@ -107,6 +107,8 @@ class Setting:
         if self.profiled:
             values = ", ".join(f"`{p}`: `{_plain(PROFILES[p][self.name])}`" for p in PROFILES)
             last = f"the profile's ({values})"
+            if self.name in FOLLOWS:
+                last += f"; `{_plain(self.config_default)}` when `{FOLLOWS[self.name]}` is given"
         else:
             last = f"`{_plain(self.config_default)}`"
         if self.environment:
@@ -339,8 +341,7 @@ SETTINGS: tuple[Setting, ...] = (
         "Epochs, phase 2 (fine-tuning)",
         TRAINING,
         "train.phase2_epochs",
-        description="These defaults are sized for a GPU. On a CPU, the README's "
-        "configuration is 40 phase-1 epochs, 0 phase-2 epochs and multiscale features.",
+        description="0: no fine-tuning (phase 1's head only).",
         minimum=0,
     ),
     _setting(

@@ -30,8 +30,10 @@ def test_empty_params_take_the_detected_profile(monkeypatch):
     cpu = from_params({}, detected_profile="cpu")
     assert cpu.pipeline.profile == "cpu"
     assert (cpu.train.backbone, cpu.pipeline.backbone) == ("mobilenet_v2", "mobilenet_v2")
-    assert (cpu.train.phase1_epochs, cpu.train.phase2_epochs) == (40, 0)
+    assert (cpu.train.phase1_epochs, cpu.train.phase2_epochs) == (40, 6)
+    assert (cpu.train.phase2_cached_views, cpu.train.phase2_schedule) == (4, "cosine")
     assert cpu.train.multiscale_features is True
+    assert cpu.preprocess.config.shape == (150, 200), "HAM10000's own aspect and resolution"
     gpu = from_params({}, detected_profile="gpu")
     assert (gpu.train.backbone, gpu.train.phase1_epochs, gpu.train.phase2_epochs) == (
         "resnet50",
@@ -83,3 +85,23 @@ def test_the_form_leaves_profiled_settings_empty_and_names_each_profiles_value()
 def test_an_unknown_profile_is_refused_naming_the_choices():
     with pytest.raises(ValueError, match="profile 'big' is not one of auto, cpu, gpu"):
         from_params({"profile": "big"})
+
+
+def test_a_given_image_size_takes_a_square_input_not_the_profiles_width(monkeypatch):
+    monkeypatch.delenv("MELANOMA_BACKBONE", raising=False)
+    assert from_params({"image_size": 224}, detected_profile="cpu").preprocess.config.shape == (
+        224,
+        224,
+    )
+    both = from_params({"image_size": 96, "image_width": 128}, detected_profile="cpu")
+    assert both.preprocess.config.shape == (96, 128)
+    # The width alone keeps the profile's height.
+    width_only = from_params({"image_width": 180}, detected_profile="cpu")
+    assert width_only.preprocess.config.shape == (150, 180)
+    assert from_params({}, detected_profile="gpu").preprocess.config.shape == (224, 224)
+
+
+def test_the_gpu_profile_is_the_stage_configs_own_defaults():
+    """``resolved_profile`` falls back to gpu because the configs' defaults are its values."""
+    for setting in (s for s in SETTINGS if s.profiled):
+        assert PROFILES["gpu"][setting.name] == setting.config_default, setting.name

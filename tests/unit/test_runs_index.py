@@ -67,12 +67,9 @@ def test_changed_settings_are_those_that_differ_from_the_profile_defaults():
     cpu = from_params({}, detected_profile="cpu").resolved()
     assert changed_settings(cpu, "cpu") == {}
     # The cpu profile's values are not defaults in a gpu run.
-    assert changed_settings(cpu, "gpu") == {
-        "backbone": "mobilenet_v2",
-        "multiscale_features": True,
-        "phase1_epochs": 40,
-        "phase2_epochs": 0,
-    }
+    from melanoma.profiles import PROFILES
+
+    assert changed_settings(cpu, "gpu") == dict(PROFILES["cpu"])
     tuned = from_params(
         {"phase2_epochs": 3, "color_constancy": True, "source": "/data/ham", "split_seed": 7},
         detected_profile="cpu",
