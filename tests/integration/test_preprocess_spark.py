@@ -15,8 +15,10 @@ from melanoma.run import Run
 from melanoma.sources import find_layout
 from tests.conftest import MOTO_KEYS, REPO_ROOT
 
+PARAMS = {"image_size": 64, "augment_copies": 2, "split_seed": 5}
 
-def submit(spark, store, run_id, env_extra=None, check=True):
+
+def submit(spark, store, run_id, env_extra=None, check=True, params=PARAMS):
     env = {**spark.environment(), **(env_extra or {})}
     command = [
         str(REPO_ROOT / ".venv/bin/spark-submit")
@@ -34,7 +36,7 @@ def submit(spark, store, run_id, env_extra=None, check=True):
         "--run-id",
         run_id,
         "--params",
-        json.dumps({"image_size": 64, "augment_copies": 2, "split_seed": 5}),
+        json.dumps(params),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     if check:
@@ -42,13 +44,13 @@ def submit(spark, store, run_id, env_extra=None, check=True):
     return done
 
 
-def prepare(store, archive_root, undecodable=True):
+def prepare(store, archive_root, undecodable=True, profile="auto"):
     """Ingest the mini archive and split it as run r1; optionally replace one validation
     image, and its manifest entry, with bytes that do not decode (as if ingest had let
     them through), so that preprocessing rejects it."""
     result = ingest(find_layout(archive_root), store, "test")
     run = Run.for_run_id(store, "r1")
-    write_split(run, PipelineConfig(seed=0), result.manifest_key)
+    write_split(run, PipelineConfig(seed=0, profile=profile), result.manifest_key)
     splits = run.splits()
     broken = splits[splits["split"] == "val"]["image_id"].iloc[0]
     if undecodable:
@@ -128,3 +130,17 @@ def test_an_image_changed_after_ingest_fails_the_job_naming_it(
         done.stdout + done.stderr
     )
     assert not run.committed("preprocess")
+
+
+def test_an_empty_image_size_takes_the_profile_the_split_recorded(
+    spark_cluster, mini_archive, file_store
+):
+    """As every DAG task: a cpu run's shards are the cpu profile's 150x200, not the 224x224
+    the stage configs default to (the gpu profile's)."""
+    run, _, _ = prepare(file_store, mini_archive.root, undecodable=False, profile="cpu")
+    submit(spark_cluster, file_store, "r1", params={"augment_copies": 0})
+    assert run.preprocess_config().shape == (150, 200)
+    from training.data import shard_dataset
+
+    image, _ = next(shard_dataset(run, "val").as_numpy_iterator())
+    assert image.shape == (150, 200, 3)
