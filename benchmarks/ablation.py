@@ -22,7 +22,7 @@ test AUROC under acquisition shift (the robustness stage, with the clean AUROC o
 images), and the DAG's wall time; then
 each lever's mean over seeds of val, test, LOSO and shift AUROC, and its difference from
 ``today`` (the baseline, measured in the same invocation; none is shown without it). Choose on the
-validation and hold-out columns; the test column is reported, not tuned on. The table is
+LOSO and acquisition-shift columns together (issue 27); the test column is reported, not tuned on. The table is
 written after every run; a DAG run that fails is a row saying so, the other runs go on,
 and the ablation exits 1.
 """
@@ -48,9 +48,9 @@ from melanoma.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The CPU configuration issue 17 started from: what "today" means (the README's is now
-# phase 1 only with multiscale features, the `multiscale` lever on `{"phase2_epochs": 0}`).
-# The settings the cpu profile has set since are pinned to what they were then.
+# The CPU configuration issue 17 started from: what "today" means. The former cpu profile
+# is the `multiscale` lever on `{"phase2_epochs": 0}`, the current one `own_aspect_finetune`
+# on that base. The settings the cpu profile has set since are pinned to what they were then.
 TODAY = {
     "image_size": 224,
     "image_width": 0,
