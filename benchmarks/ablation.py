@@ -21,10 +21,10 @@ source's AUROC (with ``--loso``, each held-out source's), the pooled LOSO AUROC,
 test AUROC under acquisition shift (the robustness stage, with the clean AUROC of the same
 images), and the DAG's wall time; then
 each lever's mean over seeds of val, test, LOSO and shift AUROC, and its difference from
-``today`` (the baseline, measured in the same invocation; none is shown without it). Choose on the
-LOSO and acquisition-shift columns together (issue 27); the test column is reported, not tuned on. The table is
-written after every run; a DAG run that fails is a row saying so, the other runs go on,
-and the ablation exits 1.
+``today`` (the baseline, measured in the same invocation; none is shown without it).
+Choose on the LOSO and acquisition-shift columns together (issue 27); the test column is
+reported, not tuned on. The table is written after every run; a DAG run that fails is a row
+saying so, the other runs go on, and the ablation exits 1.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ import pytest
 
 from melanoma.layout import RunLayout, run_key
 from melanoma.params import from_params
+from melanoma.profiles import PROFILES
 from melanoma.run import Run, RunConfig
 from melanoma.runs_index import (
     SummaryCache,
@@ -67,8 +68,6 @@ def test_changed_settings_are_those_that_differ_from_the_profile_defaults():
     cpu = from_params({}, detected_profile="cpu").resolved()
     assert changed_settings(cpu, "cpu") == {}
     # The cpu profile's values are not defaults in a gpu run.
-    from melanoma.profiles import PROFILES
-
     assert changed_settings(cpu, "gpu") == dict(PROFILES["cpu"])
     tuned = from_params(
         {"phase2_epochs": 3, "color_constancy": True, "source": "/data/ham", "split_seed": 7},
