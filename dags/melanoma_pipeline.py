@@ -114,10 +114,11 @@ def _stages(
 ) -> StageConfigs:
     """Each stage's config; after the split, params left empty take the run's recorded
     values; before it, ``profile`` is what ``choose_profile`` found."""
-    from melanoma.params import from_params
+    from melanoma.params import from_params, run_stage_configs
 
-    recorded = run.config().config if run is not None and run.committed("split") else None
-    return from_params(params or {}, recorded, profile)
+    if run is not None and run.committed("split"):
+        return run_stage_configs(params or {}, run)
+    return from_params(params or {}, None, profile)
 
 
 def _run(params: dict[str, Any] | None, run_id: str | None):

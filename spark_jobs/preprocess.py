@@ -19,8 +19,7 @@ import time
 
 from pyspark.sql import SparkSession
 
-from melanoma.config import PreprocessParams
-from melanoma.params import from_params
+from melanoma.params import run_stage_configs
 from melanoma.preprocess import run_preprocessing
 from melanoma.run import Run
 from melanoma.store import open_store
@@ -44,19 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def preprocess_settings(params: dict, run: Run) -> PreprocessParams:
-    """The run's preprocessing, resolved as every DAG task resolves its stage: the params,
-    then what the split recorded (the hardware profile among it) for those left empty.
-    Without the record, an empty ``image_size`` would take the gpu profile's 224 in a
-    cpu run, and the shards would not be what ``config.json`` says."""
-    return from_params(params, run.config().config).preprocess
-
-
 def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     args = parse_args(argv)
     run = Run.for_run_id(open_store(args.store_url), args.run_id)
-    settings = preprocess_settings(json.loads(args.params), run)
+    # With what the split recorded, as every task resolves it: from the params alone, an
+    # empty image_size took the gpu profile's 224 in a cpu run.
+    settings = run_stage_configs(json.loads(args.params), run).preprocess
     config = dataclasses.replace(settings.config, reduced_decode=not args.no_reduced_decode)
     builder = SparkSession.builder.appName(f"melanoma-preprocess-{args.run_id}")
     for name in FORWARDED_ENV:

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from melanoma import config
 from melanoma.evaluation import EvaluationConfig
@@ -21,6 +21,9 @@ from melanoma.images import PreprocessConfig
 from melanoma.profiles import FOLLOWS, PROFILES, resolved_profile
 from melanoma.promotion import PromotionPolicy
 from melanoma.settings import SETTINGS, STAGE_CONFIGS
+
+if TYPE_CHECKING:
+    from melanoma.run import Run
 
 
 @dataclass(frozen=True)
@@ -118,3 +121,11 @@ def from_params(
         if p.get("external_validation")
         else None,
     )
+
+
+def run_stage_configs(params: Mapping[str, Any], run: Run) -> StageConfigs:
+    """Each stage's config for a run whose split has committed: params left empty take what
+    the split recorded (its hardware profile among them). Every task after the split, the
+    Spark job included, resolves its settings here, so that all of them agree with
+    ``config.json``."""
+    return from_params(params, run.config().config)
