@@ -27,10 +27,14 @@ CONF ?= {}
 run: install
 	$(BIN)/melanoma-stack run --conf '$(CONF)'
 
+# The suite on TEST_WORKERS processes (pytest-xdist; 0 runs it in one): its integration
+# tests spend much of their time waiting on the services they start, so two processes
+# keep a 2-core machine busier (times in docs/compose.md).
+TEST_WORKERS ?= 2
 test: install docs
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The documentation site (docs/, MkDocs with the Material theme) into .site/; --strict: a
 # broken link or anchor fails it.

@@ -96,18 +96,22 @@ def moto_server(log: Path, environ: dict[str, str] | None = None) -> Iterator[st
             env={**os.environ, **(environ or {})},
         )
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(endpoint, timeout=1)
-            break
-        except requests.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start; see {log}") from None
-            time.sleep(0.2)
-    yield endpoint
-    process.terminate()
-    process.wait(10)
+    deadline = time.monotonic() + 60
+    try:  # stopped however this ends, a failed start included
+        while True:
+            try:
+                requests.get(endpoint, timeout=5)
+                break
+            # Refused before it listens, or a timeout once it does but is still loading (on
+            # a busy machine, `make test`'s other process beside it): both mean not up yet.
+            except requests.RequestException:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start; see {log}") from None
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ def standalone(tmp_path_factory, migrated_airflow_db):
             try:
                 if requests.get(f"{base}/api/v2/monitor/health", timeout=2).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or listening but not answering yet
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"airflow standalone did not come up:\n{log.read_text()[-5000:]}")
