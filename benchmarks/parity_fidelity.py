@@ -1,0 +1,179 @@
+"""How close resolution parity brings a full-resolution image to what a run trained on.
+
+The shared mirror holds HAM10000 at 200x150 and a sample of the same images at the original
+600x450 (``HAM10000_images_fullres_sample.zip``). A run trains on the 200x150 copies; a
+user scores originals. For every image of the sample this scores, with each run given, the
+mirror's copy (what the run trained on) and the original brought to the training
+resolution in each of several ways, and prints how far each way's scores are from the
+copy's: the correlation of their logits and the mean absolute logit gap, averaged over
+the runs. No label is read, so images a run trained on count as much as any other.
+
+The ways: today's parity (``melanoma.images.match_resolution``: the decode and area
+shrink that preprocessing, predict and external validation use), the same re-encoded as
+JPEG at each ``--qualities`` (the copies were saved as JPEG, and what a JPEG keeps is
+part of what the model learnt from), and Pillow's bicubic shrink at the copies' quality
+(another resampler). The copies' JPEG quality is estimated from their quantisation tables.
+
+    .venv/bin/python benchmarks/parity_fidelity.py --store file:///tmp/seed1-store \\
+        --run <run key> --run <run key> --source ../shared/data/ham10000
+
+Research use only, not a diagnostic device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from melanoma.images import check_image, decode_image, match_resolution, preprocess_image
+from melanoma.layout import RunLayout
+from melanoma.run import Run
+from melanoma.store import open_store
+
+# libjpeg's (IJG's) luminance quantisation table at quality 50, row by row (Pillow reports
+# tables in this natural order); quality q scales it by 5000/q (q < 50) or 200 - 2q percent.
+IJG_LUMA = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+)  # fmt: skip
+
+
+def ijg_table(quality: int) -> np.ndarray:
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return np.clip(np.floor((IJG_LUMA * scale + 50) / 100), 1, 255)
+
+
+def jpeg_quality(data: bytes) -> int | None:
+    """The IJG quality (1-100) whose luminance table is nearest the JPEG's; None for an
+    image that is not a JPEG."""
+    with PIL.Image.open(io.BytesIO(data)) as image:
+        tables = getattr(image, "quantization", None)
+        if not tables:
+            return None
+        luma = np.array(tables[0], dtype=float)
+    return min(range(1, 101), key=lambda q: float(np.abs(ijg_table(q) - luma).sum()))
+
+
+def as_jpeg(image: np.ndarray, quality: int) -> bytes:
+    out = io.BytesIO()
+    PIL.Image.fromarray(image).save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def paired_images(source: Path) -> list[tuple[bytes, bytes]]:
+    """(original, the mirror's copy) for each image of the full-resolution sample."""
+    parts = [zipfile.ZipFile(source / f"HAM10000_images_part_{i}.zip") for i in (1, 2)]
+    copies = {Path(n).name: (z, n) for z in parts for n in z.namelist() if n.endswith(".jpg")}
+    sample = zipfile.ZipFile(source / "HAM10000_images_fullres_sample.zip")
+    pairs = []
+    for name in sorted(sample.namelist()):
+        if Path(name).name in copies:
+            archive, member = copies[Path(name).name]
+            pairs.append((sample.read(name), archive.read(member)))
+    return pairs
+
+
+def measure_run(scorer, pairs, qualities: list[int], copy_quality: int) -> dict[str, tuple]:
+    """Each way's (logit correlation, mean absolute logit gap, mean probability) against
+    the copies' scores, for one run's scorer (``training.run_model.RunScorer``)."""
+    from training.model import predict_scores  # TensorFlow: only once there is a run
+
+    config, side = scorer.preprocess, scorer.train_long_side
+    if side is None:
+        raise SystemExit(f"run {scorer.run_id} predates resolution parity")
+    reduced = config.reduced_decode and not config.lesion_crop
+
+    def model_input(data: bytes) -> np.ndarray:
+        return preprocess_image(data, config, check_image(data), train_long_side=side)
+
+    def shrunk(data: bytes) -> np.ndarray:  # as preprocess_image's first step does
+        decoded = decode_image(data, max(config.shape) if reduced else None, check_image(data))
+        return match_resolution(decoded, side)
+
+    def bicubic(data: bytes) -> np.ndarray:
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            scale = side / max(width, height)
+            size = (round(width * scale), round(height * scale))
+            return np.asarray(image.convert("RGB").resize(size, PIL.Image.BICUBIC))
+
+    ways: dict[str, Callable[[bytes], np.ndarray]] = {
+        f"today's parity (area shrink to {side} px)": model_input,
+        **{
+            f"+ JPEG at quality {q}": lambda d, q=q: model_input(as_jpeg(shrunk(d), q))
+            for q in qualities
+        },
+        f"Pillow bicubic + JPEG at {copy_quality}": lambda d: model_input(
+            as_jpeg(bicubic(d), copy_quality)
+        ),
+    }
+
+    def scores(inputs: list[np.ndarray]) -> np.ndarray:
+        return predict_scores(scorer.model, np.stack(inputs), 64, scorer.tta_views)
+
+    copied = scores([model_input(copy) for _, copy in pairs])
+    copy_scores = logit(copied)
+    measured = {"the mirror's copies (what the run trained on)": (1.0, 0.0, float(copied.mean()))}
+    for way, make in ways.items():
+        scored = scores([make(original) for original, _ in pairs])
+        gap = logit(scored) - copy_scores
+        correlation = float(np.corrcoef(logit(scored), copy_scores)[0, 1])
+        measured[way] = (correlation, float(np.abs(gap).mean()), float(scored.mean()))
+    return measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--run", action="append", required=True, help="a run key; repeat")
+    parser.add_argument("--source", type=Path, default=Path("../shared/data/ham10000"))
+    parser.add_argument("--qualities", type=int, nargs="+", default=[75, 95])
+    args = parser.parse_args()
+
+    from training.run_model import load_run_scorer  # TensorFlow: after the arguments
+
+    pairs = paired_images(args.source)
+    copy_quality = int(np.median([jpeg_quality(copy) for _, copy in pairs]))
+    original_quality = int(np.median([jpeg_quality(original) for original, _ in pairs]))
+    print(
+        f"{len(pairs)} images; JPEG quality (median, estimated): copies {copy_quality}, "
+        f"originals {original_quality}"
+    )
+    store = open_store(args.store, create=False)
+    rows: dict[str, list[tuple]] = {}
+    for key in args.run:
+        measured = measure_run(
+            load_run_scorer(Run(store, RunLayout(key))), pairs, args.qualities, copy_quality
+        )
+        for way, figures in measured.items():
+            rows.setdefault(way, []).append(figures)
+
+    print(
+        "\n| the originals | logit correlation with the copies' (runs) "
+        "| mean absolute logit gap (runs) | mean probability |"
+    )
+    print("| --- | --- | --- | --- |")
+    for way, figures in rows.items():
+        corr, gap, mean = np.array(figures).T
+        print(
+            f"| {way} | {corr.mean():.3f} ({corr.min():.3f} to {corr.max():.3f}) "
+            f"| {gap.mean():.3f} ({gap.min():.3f} to {gap.max():.3f}) | {mean.mean():.3f} |"
+        )
+    print("\nResearch use only, not a diagnostic device.")
+
+
+if __name__ == "__main__":
+    main()
