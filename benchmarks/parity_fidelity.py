@@ -8,7 +8,7 @@ resolution in each of several ways, and prints how far each way's scores are fro
 copy's: the correlation of their logits and the mean absolute logit gap, averaged over
 the runs. No label is read, so images a run trained on count as much as any other.
 
-The ways: today's parity (``melanoma.images.match_resolution``: the decode and area
+The ways: today's parity (``melanoma.images.at_training_resolution``: the decode and area
 shrink that preprocessing, predict and external validation use), the same re-encoded as
 JPEG at each ``--qualities`` (the copies were saved as JPEG, and what a JPEG keeps is
 part of what the model learnt from), and Pillow's bicubic shrink at the copies' quality
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from melanoma.images import check_image, decode_image, match_resolution, preprocess_image
+from melanoma.images import at_training_resolution, check_image, preprocess_image
 from melanoma.layout import RunLayout
 from melanoma.run import Run
 from melanoma.store import open_store
@@ -94,14 +94,12 @@ def measure_run(scorer, pairs, qualities: list[int], copy_quality: int) -> dict[
     config, side = scorer.preprocess, scorer.train_long_side
     if side is None:
         raise SystemExit(f"run {scorer.run_id} predates resolution parity")
-    reduced = config.reduced_decode and not config.lesion_crop
 
     def model_input(data: bytes) -> np.ndarray:
         return preprocess_image(data, config, check_image(data), train_long_side=side)
 
-    def shrunk(data: bytes) -> np.ndarray:  # as preprocess_image's first step does
-        decoded = decode_image(data, max(config.shape) if reduced else None, check_image(data))
-        return match_resolution(decoded, side)
+    def shrunk(data: bytes) -> np.ndarray:
+        return at_training_resolution(data, config, check_image(data), side)
 
     def bicubic(data: bytes) -> np.ndarray:
         with PIL.Image.open(io.BytesIO(data)) as image:

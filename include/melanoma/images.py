@@ -282,6 +282,20 @@ def match_resolution(image: np.ndarray, long_side: int | None) -> np.ndarray:
     return cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
 
 
+def at_training_resolution(
+    data: bytes,
+    config: PreprocessConfig,
+    source_wh: tuple[int, int] | None = None,
+    train_long_side: int | None = None,
+) -> np.ndarray:
+    """Bytes → RGB uint8, decoded (reduced when possible) and brought to the training
+    images' resolution (``match_resolution``): the first step of ``preprocess_image``.
+    With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep."""
+    reduced = config.reduced_decode and not config.lesion_crop
+    decoded = decode_image(data, max(config.shape) if reduced else None, source_wh)
+    return match_resolution(decoded, train_long_side)
+
+
 def preprocess_image(
     data: bytes,
     config: PreprocessConfig,
@@ -294,13 +308,10 @@ def preprocess_image(
 
     ``train_long_side``: the median long side of the images the run trains on; a larger
     image, in the dataset or new, is first shrunk to it (``match_resolution``), so that
-    preprocessing, predict and external validation treat every image alike.
-    With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep.
+    preprocessing, predict and external validation treat every image alike
+    (``at_training_resolution``).
     """
-    reduced = config.reduced_decode and not config.lesion_crop
-    image = match_resolution(
-        decode_image(data, max(config.shape) if reduced else None, source_wh), train_long_side
-    )
+    image = at_training_resolution(data, config, source_wh, train_long_side)
     if config.color_constancy:
         image = shades_of_gray(image)
     if config.hair_removal:
