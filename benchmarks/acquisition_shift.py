@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoma.cli import quiet_tensorflow
+from melanoma.images import NO_PARITY
 from melanoma.metrics import auroc_with_interval
 from melanoma.robustness import shifted_inputs, stored_images
 from melanoma.shifts import ACQUISITION_SHIFTS, SEVERITIES
@@ -66,12 +67,12 @@ def main() -> None:
         from training.model import predict_scores
         from training.run_model import load_run_scorer
     scorer = load_run_scorer(run)
-    parity = None if args.no_parity else scorer.train_long_side
+    parity = NO_PARITY if args.no_parity else scorer.parity
     test = run.predictions("test").sort_values("image_id")
     ids, labels, lesions = list(test["image_id"]), test["label"].to_numpy(), test["lesion_id"]
     images = stored_images(run, ids)
     print(f"run {run.layout.prefix}: {len(ids)} test images, {int(labels.sum())} positive")
-    print(f"resolution parity: {'off' if parity is None else f'long side {parity} px'}")
+    print(parity.describe())
 
     def auroc(shift, strength: float) -> float:
         inputs = shifted_inputs(images, ids, shift, strength, scorer.preprocess, parity, SEED)
@@ -98,7 +99,7 @@ def main() -> None:
             json.dumps(
                 {
                     "run": run.layout.prefix,
-                    "parity_long_side": parity,
+                    "resolution_parity": parity.record(),
                     "images": len(ids),
                     "clean_auroc": clean,
                     "auroc": results,

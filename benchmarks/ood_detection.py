@@ -131,7 +131,7 @@ def main() -> None:
                 cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes(),
                 scorer.preprocess,
                 image.shape[1::-1],
-                train_long_side=scorer.train_long_side,
+                parity=scorer.parity,
             )
             for image in others.values()
         ]

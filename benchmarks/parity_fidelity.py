@@ -5,14 +5,17 @@ The shared mirror holds HAM10000 at 200x150 and a sample of the same images at t
 user scores originals. For every image of the sample this scores, with each run given, the
 mirror's copy (what the run trained on) and the original brought to the training
 resolution in each of several ways, and prints how far each way's scores are from the
-copy's: the correlation of their logits and the mean absolute logit gap, averaged over
-the runs. No label is read, so images a run trained on count as much as any other.
+copy's: the correlation of their logits, the mean absolute logit gap (and its ratio to
+the long-side-only way's, the baseline), the mean probability, and the share of images
+that get the copy's decision at the run's operating threshold, averaged over the runs. No
+label is read, so images a run trained on count as much as any other.
 
-The ways: today's parity (``melanoma.images.at_training_resolution``: the decode and area
-shrink that preprocessing, predict and external validation use), the same re-encoded as
-JPEG at each ``--qualities`` (the copies were saved as JPEG, and what a JPEG keeps is
-part of what the model learnt from), and Pillow's bicubic shrink at the copies' quality
-(another resampler). The copies' JPEG quality is estimated from their quantisation tables.
+The ways: resolution parity as preprocessing, predict and external validation apply it
+(``melanoma.images.ResolutionParity``), with the long side only (the parity of runs
+before 2026-12-06), and with the long side and each ``--qualities`` (the shrunk image
+saved as JPEG at that quality; a run now records its training images' quality, which
+``melanoma.images.jpeg_quality`` estimates from their quantisation tables), and Pillow's
+bicubic shrink at the copies' quality (another resampler).
 
     .venv/bin/python benchmarks/parity_fidelity.py --store file:///tmp/seed1-store \\
         --run <run key> --run <run key> --source ../shared/data/ham10000
@@ -31,35 +34,15 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from melanoma.images import at_training_resolution, check_image, preprocess_image
+from melanoma.images import (
+    ResolutionParity,
+    check_image,
+    jpeg_quality,
+    preprocess_image,
+)
 from melanoma.layout import RunLayout
 from melanoma.run import Run
 from melanoma.store import open_store
-
-# libjpeg's (IJG's) luminance quantisation table at quality 50, row by row (Pillow reports
-# tables in this natural order); quality q scales it by 5000/q (q < 50) or 200 - 2q percent.
-IJG_LUMA = np.array(
-    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
-)  # fmt: skip
-
-
-def ijg_table(quality: int) -> np.ndarray:
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    return np.clip(np.floor((IJG_LUMA * scale + 50) / 100), 1, 255)
-
-
-def jpeg_quality(data: bytes) -> int | None:
-    """The IJG quality (1-100) whose luminance table is nearest the JPEG's; None for an
-    image that is not a JPEG."""
-    with PIL.Image.open(io.BytesIO(data)) as image:
-        tables = getattr(image, "quantization", None)
-        if not tables:
-            return None
-        luma = np.array(tables[0], dtype=float)
-    return min(range(1, 101), key=lambda q: float(np.abs(ijg_table(q) - luma).sum()))
 
 
 def as_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -87,19 +70,17 @@ def paired_images(source: Path) -> list[tuple[bytes, bytes]]:
 
 
 def measure_run(scorer, pairs, qualities: list[int], copy_quality: int) -> dict[str, tuple]:
-    """Each way's (logit correlation, mean absolute logit gap, mean probability) against
-    the copies' scores, for one run's scorer (``training.run_model.RunScorer``)."""
+    """Each way's (logit correlation, mean absolute logit gap, mean probability, share of
+    images with the copy's decision at the run's operating threshold) against the copies'
+    scores, for one run's scorer (``training.run_model.RunScorer``)."""
     from training.model import predict_scores  # TensorFlow: only once there is a run
 
-    config, side = scorer.preprocess, scorer.train_long_side
+    config, side = scorer.preprocess, scorer.parity.long_side
     if side is None:
         raise SystemExit(f"run {scorer.run_id} predates resolution parity")
 
-    def model_input(data: bytes) -> np.ndarray:
-        return preprocess_image(data, config, check_image(data), train_long_side=side)
-
-    def shrunk(data: bytes) -> np.ndarray:
-        return at_training_resolution(data, config, check_image(data), side)
+    def model_input(data: bytes, parity: ResolutionParity) -> np.ndarray:
+        return preprocess_image(data, config, check_image(data), parity=parity)
 
     def bicubic(data: bytes) -> np.ndarray:
         with PIL.Image.open(io.BytesIO(data)) as image:
@@ -109,27 +90,32 @@ def measure_run(scorer, pairs, qualities: list[int], copy_quality: int) -> dict[
             return np.asarray(image.convert("RGB").resize(size, PIL.Image.BICUBIC))
 
     ways: dict[str, Callable[[bytes], np.ndarray]] = {
-        f"today's parity (area shrink to {side} px)": model_input,
+        f"long side only (area shrink to {side} px)": lambda d: model_input(
+            d, ResolutionParity(side)
+        ),
         **{
-            f"+ JPEG at quality {q}": lambda d, q=q: model_input(as_jpeg(shrunk(d), q))
+            f"+ JPEG at quality {q}": lambda d, q=q: model_input(d, ResolutionParity(side, q))
             for q in qualities
         },
         f"Pillow bicubic + JPEG at {copy_quality}": lambda d: model_input(
-            as_jpeg(bicubic(d), copy_quality)
+            as_jpeg(bicubic(d), copy_quality), ResolutionParity(side)
         ),
     }
 
     def scores(inputs: list[np.ndarray]) -> np.ndarray:
         return predict_scores(scorer.model, np.stack(inputs), 64, scorer.tta_views)
 
-    copied = scores([model_input(copy) for _, copy in pairs])
-    copy_scores = logit(copied)
-    measured = {"the mirror's copies (what the run trained on)": (1.0, 0.0, float(copied.mean()))}
+    copied = scores([model_input(copy, scorer.parity) for _, copy in pairs])
+    copy_scores, copy_decisions = logit(copied), copied >= scorer.threshold
+    measured = {
+        "the mirror's copies (what the run trained on)": (1.0, 0.0, float(copied.mean()), 1.0)
+    }
     for way, make in ways.items():
         scored = scores([make(original) for original, _ in pairs])
         gap = logit(scored) - copy_scores
         correlation = float(np.corrcoef(logit(scored), copy_scores)[0, 1])
-        measured[way] = (correlation, float(np.abs(gap).mean()), float(scored.mean()))
+        agreement = float(np.mean((scored >= scorer.threshold) == copy_decisions))
+        measured[way] = (correlation, float(np.abs(gap).mean()), float(scored.mean()), agreement)
     return measured
 
 
@@ -161,14 +147,19 @@ def main() -> None:
 
     print(
         "\n| the originals | logit correlation with the copies' (runs) "
-        "| mean absolute logit gap (runs) | mean probability |"
+        "| mean absolute logit gap (runs) | gap / long side only's | mean probability "
+        "| the copy's decision (runs) |"
     )
-    print("| --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    # The baseline: the first way after the copies, the long side only (parity before 2026-12-06).
+    baseline = np.mean([figures[1] for figures in list(rows.values())[1]])
     for way, figures in rows.items():
-        corr, gap, mean = np.array(figures).T
+        corr, gap, mean, agree = np.array(figures).T
         print(
             f"| {way} | {corr.mean():.3f} ({corr.min():.3f} to {corr.max():.3f}) "
-            f"| {gap.mean():.3f} ({gap.min():.3f} to {gap.max():.3f}) | {mean.mean():.3f} |"
+            f"| {gap.mean():.3f} ({gap.min():.3f} to {gap.max():.3f}) "
+            f"| {gap.mean() / baseline:.2f} | {mean.mean():.3f} "
+            f"| {agree.mean():.1%} ({agree.min():.1%} to {agree.max():.1%}) |"
         )
     print("\nResearch use only, not a diagnostic device.")
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from melanoma.images import ResolutionParity
 from melanoma.layout import DatasetLayout
 from melanoma.params import from_params
 from melanoma.run import Run, RunConfig
@@ -192,8 +193,12 @@ def write_scored_run(
     return run
 
 
+# The parity a run on the shared mirror records: its 200x150 copies, saved at quality 75.
+MIRROR_PARITY = ResolutionParity(200, 75)
+
+
 def write_external_set(
-    run: Run, name: str, seed: int = 5, train_long_side: int | None = 200
+    run: Run, name: str, seed: int = 5, parity: ResolutionParity = MIRROR_PARITY
 ) -> str:
     """An external set of ``name`` committed for an evaluated ``run``, as ``training.external``
     commits one (fabricated predictions, no model): return its commit key."""
@@ -235,7 +240,7 @@ def write_external_set(
                     "labels_format": "binary",
                     "source": {"images": f"/data/{name}", "labels": f"/data/{name}.csv"},
                     "thresholds_chosen_on": "val",
-                    "resolution_parity": {"train_long_side": train_long_side},
+                    "resolution_parity": parity.record(),
                     **measured,
                     "not_scored": {},
                     "differences": differences,

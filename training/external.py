@@ -273,8 +273,8 @@ def validate_external(
         "labels_format": found.labels_format,
         "source": identity,
         "thresholds_chosen_on": "val",
-        # Larger images were shrunk to the training images' long side first.
-        "resolution_parity": {"train_long_side": scorer.train_long_side},
+        # Larger images were brought to the training images' long side and quality first.
+        "resolution_parity": scorer.parity.record(),
         **measured,
         "not_scored": not_scored["reason"].str.split(":").str[0].value_counts().to_dict(),
         # The share of scored images the run's detector calls not its kind.

@@ -191,7 +191,7 @@ def _print_outcome(
         f"{int(scores['decision'].sum())} positive for {scorer.label_task}. {speed}",
         file=sys.stderr,
     )
-    print(resolution_parity_line(scorer.train_long_side), file=sys.stderr)
+    print(scorer.parity.describe(), file=sys.stderr)
     if "in_distribution" in scores and (flagged := int((scores["in_distribution"] == 0).sum())):
         print(
             f"{flagged} image(s) are not of the model's kind (in_distribution = 0: far from "
@@ -256,19 +256,6 @@ def read_scores(path: Path) -> pd.DataFrame:
     with path.open(encoding="utf-8") as lines:
         notice_lines = next((i for i, line in enumerate(lines) if not line.startswith("#")), 0)
     return read_table(path, skiprows=notice_lines)
-
-
-def resolution_parity_line(train_long_side: int | None) -> str:
-    """What was done to images sharper than the run's training images, in one line."""
-    if train_long_side is None:
-        return (
-            "Resolution parity: not applied (the run records no resolution for its training "
-            "images); large images were resized straight to the model's input."
-        )
-    return (
-        f"Resolution parity: images with a long side over {train_long_side} px (the run's "
-        "training images) were first shrunk to it, then preprocessed as in training."
-    )
 
 
 def _percent(value: Any) -> str | None:

@@ -33,10 +33,10 @@ def measure_robustness(run: Run, config: RobustnessConfig) -> str:
     ids = list(sample["image_id"])
     images = stored_images(run, ids)
     model, views = load_model(run), run.training_record().tta_views
-    preprocess, long_side = run.preprocess_config(), run.train_long_side()
+    preprocess, parity = run.preprocess_config(), run.resolution_parity()
 
     def scores(shift, strength: float) -> np.ndarray:
-        inputs = shifted_inputs(images, ids, shift, strength, preprocess, long_side, config.seed)
+        inputs = shifted_inputs(images, ids, shift, strength, preprocess, parity, config.seed)
         return predict_scores(model, inputs, config.batch_size, views)
 
     clean = scores(None, 0.0)
@@ -59,7 +59,7 @@ def measure_robustness(run: Run, config: RobustnessConfig) -> str:
     record = {
         "run_id": run.config().run_id,
         "config": asdict(config),
-        "resolution_parity": {"train_long_side": long_side},
+        "resolution_parity": parity.record(),
         **summary,
         "seconds": seconds,
         "notice": RESEARCH_NOTICE,

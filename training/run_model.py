@@ -14,7 +14,7 @@ import numpy as np
 
 from melanoma.artifacts import Calibration
 from melanoma.calibration import probability_calibrator
-from melanoma.images import PreprocessConfig
+from melanoma.images import NO_PARITY, PreprocessConfig, ResolutionParity
 from melanoma.ood import MahalanobisDetector
 from melanoma.promotion import read_champion
 from melanoma.run import Run
@@ -53,9 +53,9 @@ class RunScorer:
     # what it gave on validation (see melanoma.calibration.choose_thresholds).
     calibration: Calibration = field(hash=False)
     tta_views: int = 1  # flips/rotations averaged, as the run scored its splits
-    # The long side of the run's training images: larger new images are shrunk to it first
-    # (resolution parity; None for a run from before it was recorded).
-    train_long_side: int | None = None
+    # The long side and JPEG quality of the run's training images: larger new images are
+    # brought to them first (resolution parity; NO_PARITY for a run from before it).
+    parity: ResolutionParity = NO_PARITY
     # Out-of-distribution detector on the pooled features (None for a run from before it).
     ood: MahalanobisDetector | None = field(default=None, hash=False)
 
@@ -105,7 +105,7 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         threshold=calibration.threshold(operating_point),
         calibrate=probability_calibrator(calibration.probability_calibration),
         tta_views=training.tta_views,
-        train_long_side=run.train_long_side(),
+        parity=run.resolution_parity(),
         calibration=calibration,
         ood=read_ood_detector(run),
     )

@@ -25,10 +25,12 @@ from melanoma.external import display_name
 from melanoma.figures import gradcam_overlay_png
 from melanoma.images import (
     JPEG_MAGIC,
+    NO_PARITY,
     PNG_MAGIC,
     ImageDecodeError,
     ImageRefusedError,
     PreprocessConfig,
+    ResolutionParity,
     check_image,
     decode_image,
     match_resolution,
@@ -76,13 +78,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def model_input(
-    path: Path, config: PreprocessConfig, train_long_side: int | None = None
+    path: Path, config: PreprocessConfig, parity: ResolutionParity = NO_PARITY
 ) -> np.ndarray:
     """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
 
     The header gives the source size, so large images take the same reduced decode as in
-    preprocessing. An image larger than the run's training images (``train_long_side``) is
-    first shrunk to their resolution (resolution parity). ImageDecodeError (or OSError)
+    preprocessing. An image larger than the run's training images is first brought to
+    their resolution and JPEG quality (resolution parity: ``parity``). ImageDecodeError (or OSError)
     names what is wrong.
     """
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -92,7 +94,7 @@ def model_input(
         raise ImageDecodeError("empty file")
     if data[:3] == JPEG_MAGIC or data[:8] == PNG_MAGIC:
         # Strictly, as at ingest: a damaged JPEG or a transparent PNG is not scored.
-        return preprocess_image(data, config, check_image(data), train_long_side=train_long_side)
+        return preprocess_image(data, config, check_image(data), parity=parity)
     try:
         with PIL.Image.open(io.BytesIO(data)) as header:  # reads the header, not the pixels
             source_wh = header.size
@@ -103,7 +105,7 @@ def model_input(
         raise ImageDecodeError(f"unreadable image: {reason}") from error
     if reason := ImageLimits.from_environment().refusal(*source_wh):
         raise ImageRefusedError(reason)
-    return preprocess_image(data, config, source_wh, train_long_side=train_long_side)
+    return preprocess_image(data, config, source_wh, parity=parity)
 
 
 def score_images(
@@ -131,7 +133,7 @@ def score_images(
         for path in paths[start : start + batch_size]:
             name = display_name(path, root)
             try:
-                inputs.append(model_input(path, scorer.preprocess, scorer.train_long_side))
+                inputs.append(model_input(path, scorer.preprocess, scorer.parity))
                 names.append(name)
             except (ImageDecodeError, cv2.error, OSError) as error:
                 failures.append({"image": name, "reason": str(error)})
@@ -210,8 +212,8 @@ def write_gradcam_overlays(
             decoded = decode_image(path.read_bytes())
             # The lesion crop's box where the model's crop was taken (after resolution
             # parity), then scaled to the image shown (long side at most 600 px).
-            seen = match_resolution(decoded, scorer.train_long_side)
-            image = match_resolution(decoded, 600)
+            seen = match_resolution(decoded, scorer.parity)
+            image = match_resolution(decoded, ResolutionParity(600))
             ratio = image.shape[0] / seen.shape[0]
             top, left, height, width = model_view_box(seen, scorer.preprocess, None)
             box = (

@@ -268,32 +268,153 @@ def resize(image: np.ndarray, shape: tuple[int, int], interpolation: str = "area
     return cv2.resize(image, (width, height), interpolation=INTERPOLATIONS[interpolation])
 
 
-def match_resolution(image: np.ndarray, long_side: int | None) -> np.ndarray:
+# libjpeg's (IJG's) luminance quantisation table at quality 50, row by row; quality q
+# scales it by 5000/q percent (q < 50) or 200 - 2q percent (q >= 50).
+_IJG_LUMA = np.array(
+    [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+     14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+     18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99],
+)  # fmt: skip
+# A DQT segment lists a table in zigzag order: entry k is the natural (row-major) index _ZIGZAG[k].
+_ZIGZAG = np.array(
+    [0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48,
+     41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23,
+     30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63],
+)  # fmt: skip
+
+
+def _ijg_luma_table(quality: int) -> np.ndarray:
+    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
+    return np.clip(np.floor((_IJG_LUMA * scale + 50) / 100), 1, 255)
+
+
+def _luma_quantisation(data: bytes) -> np.ndarray | None:
+    """The JPEG's luminance quantisation table (table 0), row-major, from its DQT
+    segments before the first scan; None when it has none or the markers are damaged."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            i += 1
+            continue
+        if marker == 0xDA:  # start of scan: every table comes before it
+            return None
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        segment = data[i + 4 : i + 2 + length]
+        j = 0
+        while marker == 0xDB and j < len(segment):
+            precision, table_id = segment[j] >> 4, segment[j] & 0x0F
+            width = 2 if precision else 1
+            values = segment[j + 1 : j + 1 + 64 * width]
+            if len(values) < 64 * width:
+                return None
+            if table_id == 0:
+                table = np.zeros(64)
+                table[_ZIGZAG] = np.frombuffer(values, ">u2" if width == 2 else np.uint8)
+                return table
+            j += 1 + 64 * width
+        i += 2 + length
+    return None
+
+
+def jpeg_quality(data: bytes) -> int | None:
+    """The IJG quality (1-100) whose luminance quantisation table is nearest the JPEG's
+    (libjpeg, libjpeg-turbo, Pillow and OpenCV all scale that table); None for an image
+    that is not a JPEG or has no readable table. Read from the header: nothing is decoded."""
+    if data[:3] != JPEG_MAGIC or (luma := _luma_quantisation(data)) is None:
+        return None
+    return min(range(1, 101), key=lambda q: float(np.abs(_ijg_luma_table(q) - luma).sum()))
+
+
+def typical_jpeg_quality(images: list[bytes]) -> int | None:
+    """The median JPEG quality of ``images`` when most of them are JPEGs; None otherwise
+    (a model that learnt mostly from lossless images has no compression to match)."""
+    qualities = [q for q in map(jpeg_quality, images) if q is not None]
+    return int(np.median(qualities)) if 2 * len(qualities) > len(images) else None
+
+
+@dataclass(frozen=True)
+class ResolutionParity:
+    """The resolution and compression of the images a run trained on, which a larger new
+    image is brought to before preprocessing (``match_resolution``).
+
+    An image sharper than the training images reaches the model unlike any it learnt from:
+    the train/test resolution discrepancy (Touvron et al., "Fixing the train-test
+    resolution discrepancy", NeurIPS 2019). Shrinking it to their long side matches their
+    sampling, and saving it as JPEG at their quality matches the detail their compression
+    left (``benchmarks/parity_fidelity.py`` measures both). None: not recorded (a run from
+    before it), not applied.
+    """
+
+    long_side: int | None = None  # the training images' median long side, in pixels
+    jpeg_quality: int | None = None  # their median JPEG quality (None: mostly lossless)
+
+    @classmethod
+    def from_record(cls, record: dict | None) -> ResolutionParity:
+        """From a run's preprocess stage data, or a ``resolution_parity`` metrics entry."""
+        record = record or {}
+        return cls(record.get("train_long_side"), record.get("train_jpeg_quality"))
+
+    def record(self) -> dict[str, int | None]:
+        return {"train_long_side": self.long_side, "train_jpeg_quality": self.jpeg_quality}
+
+    def describe(self) -> str:
+        """What was done to images sharper than the run's training images, in one line."""
+        if self.long_side is None:
+            return (
+                "Resolution parity: not applied (the run records no resolution for its "
+                "training images); larger images were resized straight to the model's input."
+            )
+        saved = (
+            f", then saved as JPEG at quality {self.jpeg_quality} (the training images' "
+            "estimated quality)"
+            if self.jpeg_quality is not None
+            else ""
+        )
+        return (
+            f"Resolution parity: images with a long side over {self.long_side} px (the run's "
+            f"training images) were first shrunk to it{saved}."
+        )
+
+
+NO_PARITY = ResolutionParity()  # nothing recorded: images reach the model's resize as they are
+
+
+def match_resolution(image: np.ndarray, parity: ResolutionParity) -> np.ndarray:
     """Shrink ``image`` (aspect kept, area interpolation) so that its long side is at most
-    ``long_side``: the resolution of the images a model was trained on. An image sharper
-    than those reaches the model unlike any it learnt from (the train/test resolution
-    discrepancy: Touvron et al., "Fixing the train-test resolution discrepancy", NeurIPS
-    2019). Never enlarges; None: unchanged."""
+    ``parity.long_side``, then, with a recorded quality, save and decode it as JPEG at
+    that quality (as OpenCV writes JPEGs: 4:2:0 chroma). Never enlarges; an image at or
+    under the long side, or with no long side recorded, is returned unchanged."""
     height, width = image.shape[:2]
-    if long_side is None or max(height, width) <= long_side:
+    if parity.long_side is None or max(height, width) <= parity.long_side:
         return image
-    scale = long_side / max(height, width)
+    scale = parity.long_side / max(height, width)
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+    image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+    if parity.jpeg_quality is None:
+        return image
+    encoded = cv2.imencode(
+        ".jpg",
+        cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+        [cv2.IMWRITE_JPEG_QUALITY, parity.jpeg_quality],
+    )[1]
+    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def at_training_resolution(
     data: bytes,
     config: PreprocessConfig,
     source_wh: tuple[int, int] | None = None,
-    train_long_side: int | None = None,
+    parity: ResolutionParity = NO_PARITY,
 ) -> np.ndarray:
     """Bytes → RGB uint8, decoded (reduced when possible) and brought to the training
-    images' resolution (``match_resolution``): the first step of ``preprocess_image``.
-    With ``lesion_crop`` the reduced decode is skipped, so the crop has full detail to keep."""
+    images' resolution and compression (``match_resolution``): the first step of
+    ``preprocess_image``. With ``lesion_crop`` the reduced decode is skipped, so the crop
+    has full detail to keep."""
     reduced = config.reduced_decode and not config.lesion_crop
     decoded = decode_image(data, max(config.shape) if reduced else None, source_wh)
-    return match_resolution(decoded, train_long_side)
+    return match_resolution(decoded, parity)
 
 
 def preprocess_image(
@@ -301,17 +422,17 @@ def preprocess_image(
     config: PreprocessConfig,
     source_wh: tuple[int, int] | None = None,
     mask: np.ndarray | None = None,
-    train_long_side: int | None = None,
+    parity: ResolutionParity = NO_PARITY,
 ) -> np.ndarray:
     """Bytes → RGB uint8 of ``config.shape``: decode (reduced when possible), resolution
     parity, colour constancy, hair removal, crop, resize.
 
-    ``train_long_side``: the median long side of the images the run trains on; a larger
-    image, in the dataset or new, is first shrunk to it (``match_resolution``), so that
+    ``parity``: the long side and JPEG quality of the images the run trains on; a larger
+    image, in the dataset or new, is first brought to them (``match_resolution``), so that
     preprocessing, predict and external validation treat every image alike
     (``at_training_resolution``).
     """
-    image = at_training_resolution(data, config, source_wh, train_long_side)
+    image = at_training_resolution(data, config, source_wh, parity)
     if config.color_constancy:
         image = shades_of_gray(image)
     if config.hair_removal:

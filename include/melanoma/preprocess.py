@@ -32,11 +32,14 @@ import pandas as pd
 from melanoma import RESEARCH_NOTICE
 from melanoma.dataset_version import COMMITTED_BY, DatasetVersion
 from melanoma.images import (
+    NO_PARITY,
     ImageDecodeError,
     PreprocessConfig,
+    ResolutionParity,
     augment,
     augment_seed,
     preprocess_image,
+    typical_jpeg_quality,
 )
 from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.run import Run, StageWriter
@@ -46,6 +49,9 @@ from melanoma.store import ObjectStore, open_store, read_manifest, verified_byte
 ROW_GROUP = 128
 # At 224x224 a row is 150 KB: 1,024 rows keep a shard near 150 MB in an executor's memory.
 MAX_SHARD_ROWS = 1024
+# Training images whose headers give the run's JPEG quality (resolution parity): enough for
+# a median, few enough for the driver to read in a second.
+JPEG_QUALITY_SAMPLE = 64
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,26 @@ def train_long_side(tasks: list[ImageTask]) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
+def training_parity(store: ObjectStore, tasks: list[ImageTask]) -> ResolutionParity:
+    """What new images are brought to (``melanoma.images.ResolutionParity``): the training
+    images' median long side, from the manifest's sizes, and their typical JPEG quality,
+    from the first ``JPEG_QUALITY_SAMPLE`` of them by image id (verified reads, as the
+    shards read them: a changed image fails the job here; a missing one is left to its
+    shard to reject)."""
+    long_side = train_long_side(tasks)
+    if long_side is None:
+        return NO_PARITY
+    sample = []
+    for task in [t for t in tasks if t.split == "train" and t.image["sha256"]]:
+        if len(sample) == JPEG_QUALITY_SAMPLE:
+            break
+        try:
+            sample.append(verified_bytes(store, task.image, COMMITTED_BY))
+        except FileNotFoundError:
+            continue
+    return ResolutionParity(long_side, typical_jpeg_quality(sample) if sample else None)
+
+
 def plan_shards(
     tasks: list[ImageTask], layout: RunLayout, parallelism: int, tasks_per_core: int = 3
 ) -> list[Shard]:
@@ -173,7 +199,7 @@ def _schema():  # pyarrow imported lazily: the driver-side planning does not nee
 
 
 def preprocessed_image(
-    store: ObjectStore, task: ImageTask, config: PreprocessConfig, train_long_side: int | None
+    store: ObjectStore, task: ImageTask, config: PreprocessConfig, parity: ResolutionParity
 ) -> np.ndarray:
     """The task's stored image (and its mask, for a lesion crop), verified and preprocessed;
     ImageDecodeError, cv2.error or FileNotFoundError when it cannot be."""
@@ -190,7 +216,7 @@ def preprocessed_image(
         config,
         (task.width, task.height) if task.width else None,
         mask,
-        train_long_side=train_long_side,
+        parity=parity,
     )
 
 
@@ -214,13 +240,13 @@ def process_shard(
     shard: Shard,
     config: PreprocessConfig,
     seed: int,
-    train_long_side: int | None = None,
+    parity: ResolutionParity = NO_PARITY,
 ) -> dict[str, Any]:
     """Preprocess one shard's images and write its Parquet file to the store (atomically).
 
-    ``train_long_side``: images larger than the training images' median long side are
-    shrunk to it first, exactly as predict and external validation treat new images
-    (resolution parity); identity where every image has the same size.
+    ``parity``: images larger than the training images' median long side are brought to
+    it (and to their JPEG quality) first, exactly as predict and external validation treat
+    new images (resolution parity); identity where every image has the same size.
     Returns the shard's statistics, including every reject with its reason.
     """
     import cv2
@@ -232,7 +258,7 @@ def process_shard(
     tally = _ShardTally()
     # The shard is built in memory (shards are capped at MAX_SHARD_ROWS) and uploaded in one
     # atomic put; no temporary file is written and read back.
-    data = _parquet_bytes(_shard_rows(store, shard, config, seed, train_long_side, tally))
+    data = _parquet_bytes(_shard_rows(store, shard, config, seed, parity, tally))
     sha256 = hashlib.sha256(data).hexdigest()
     store.put_stream(shard.key, pa.BufferReader(data), data.size)
     return {
@@ -264,7 +290,7 @@ def _shard_rows(
     shard: Shard,
     config: PreprocessConfig,
     seed: int,
-    train_long_side: int | None,
+    parity: ResolutionParity,
     tally: _ShardTally,
 ) -> Iterator[dict[str, Any]]:
     """Each image of the shard and its augmented copies, as rows; an image that cannot be
@@ -273,7 +299,7 @@ def _shard_rows(
 
     for task in shard.tasks:
         try:
-            image = preprocessed_image(store, task, config, train_long_side)
+            image = preprocessed_image(store, task, config, parity)
         except (ImageDecodeError, cv2.error, FileNotFoundError) as e:
             reason = f"{type(e).__name__}: {e}"
             tally.rejects.append(
@@ -390,12 +416,12 @@ def run_preprocessing(
     run_config = run.config()
     manifest = read_manifest(run.store, run_config.manifest_key)
     tasks = plan_images(run.splits(), manifest, augment_copies)
-    training_long_side = train_long_side(tasks)
+    parity = training_parity(run.store, tasks)
     shards = plan_shards(tasks, run.layout, parallelism, tasks_per_core)
     store_url = run.store.url
 
     def process(shard: Shard) -> dict[str, Any]:
-        return process_shard(open_store(store_url), shard, config, seed, training_long_side)
+        return process_shard(open_store(store_url), shard, config, seed, parity)
 
     with run.stage("preprocess") as stage:
         stage.will_write(shard.key for shard in shards)
@@ -409,7 +435,7 @@ def run_preprocessing(
                 "seed": seed,
                 "augment_copies_per_minority_image": augment_copies,
                 "parallelism": parallelism,
-                "train_long_side": training_long_side,
+                **parity.record(),
                 "notice": RESEARCH_NOTICE,
                 **(extra_stats or {}),
             },
@@ -420,8 +446,8 @@ def run_preprocessing(
             "dataset_version": manifest["dataset_version"],
             "image_size": config.size,
             "preprocess_config": asdict(config),
-            # New images are brought to this resolution before the model's resize.
-            "train_long_side": training_long_side,
+            # New images are brought to this resolution and quality before the model's resize.
+            **parity.record(),
         }
     _delete_unlisted_shards(run, {r["key"] for r in results})
     return stats

@@ -94,7 +94,7 @@ def benchmark_inputs(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.nd
     constancy is compared on images with colour constancy, whatever the candidate did.
     """
     dataset = DatasetVersion(read_manifest(data_run.store, data_run.config().manifest_key))
-    config, long_side = model_run.preprocess_config(), model_run.train_long_side()
+    config, parity = model_run.preprocess_config(), model_run.resolution_parity()
     inputs = np.zeros((len(rows), *config.shape, 3), np.uint8)
     for i, image_id in enumerate(rows["image_id"]):
         relative = dataset.image_relative(str(image_id))
@@ -102,7 +102,7 @@ def benchmark_inputs(model_run: Run, data_run: Run, rows: pd.DataFrame) -> np.nd
             dataset.read(data_run.store, relative),
             config,
             dataset.pixels(relative),
-            train_long_side=long_side,
+            parity=parity,
         )
     return inputs
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from melanoma.images import ResolutionParity
 from melanoma.report_html import (
     POINT_NAMES,
     confidence,
@@ -474,14 +475,21 @@ def robustness_section(robustness: dict | None) -> str:
     ]
     clean = robustness["clean_auroc"]
     ratio = robustness["ratio_to_clean"]
-    parity = robustness["resolution_parity"]["train_long_side"]
+    parity = ResolutionParity.from_record(robustness["resolution_parity"])
+    brought = (
+        f", shrunk to the training images' long side of {parity.long_side} px first"
+        if parity.long_side
+        else ""
+    )
+    if parity.long_side and parity.jpeg_quality is not None:
+        brought += f" and saved as JPEG at their quality, {parity.jpeg_quality}"
     return f"""
 <h2>Robustness to acquisition shift</h2>
 <p>{robustness["images"]} test images ({robustness["lesions"]} lesions, {robustness["positives"]}
 positive), read as stored and re-rendered as other dermoscopes, settings and files would give
 them, each shift at strengths {", ".join(strengths)} (0 is the image unchanged, 1 the
 strongest graded). Each image is then scored as <code>melanoma-predict</code> would score such
-a file{f", shrunk to the training images' long side of {parity} px first" if parity else ""}.
+a file{brought}.
 AUROC on the clean images, scored the same way: {with_ci(clean)}. Mean under shift:
 <b>{number(robustness["mean_auroc"])}</b>{
         f", {number(ratio)} of clean" if ratio is not None else ""
@@ -583,16 +591,7 @@ def _gallery_figures(index: pd.DataFrame | None, image: Figure) -> list[str]:
 
 def _resolution_parity(external_metrics: dict) -> str:
     """How the set's images were sized before the model's resize (its metrics say)."""
-    long_side = (external_metrics.get("resolution_parity") or {}).get("train_long_side")
-    if long_side is None:
-        return (
-            "Resolution parity: not applied (not recorded for this run); larger images were "
-            "resized straight to the model's input."
-        )
-    return (
-        f"Resolution parity: images with a long side over {long_side} px (the run's training "
-        "images) were first shrunk to it."
-    )
+    return ResolutionParity.from_record(external_metrics.get("resolution_parity")).describe()
 
 
 def considerations_section(

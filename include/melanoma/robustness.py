@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from melanoma.dataset_version import DatasetVersion
-from melanoma.images import PreprocessConfig, decode_image, preprocess_image
+from melanoma.images import PreprocessConfig, ResolutionParity, decode_image, preprocess_image
 from melanoma.metrics import auroc_with_interval, paired_auroc_difference
 from melanoma.run import Run
 from melanoma.shifts import Shift, shift_seed
@@ -51,13 +51,13 @@ def stored_images(run: Run, image_ids: Iterable[str]) -> list[np.ndarray]:
 
 
 def as_model_input(
-    image: np.ndarray, config: PreprocessConfig, train_long_side: int | None
+    image: np.ndarray, config: PreprocessConfig, parity: ResolutionParity
 ) -> np.ndarray:
     """A (shifted) image as a file would reach the model: lossless PNG bytes, then the
     run's preprocessing with resolution parity."""
     png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))[1].tobytes()
     source_wh = (image.shape[1], image.shape[0])
-    return preprocess_image(png, config, source_wh, train_long_side=train_long_side)
+    return preprocess_image(png, config, source_wh, parity=parity)
 
 
 def shifted_inputs(
@@ -66,7 +66,7 @@ def shifted_inputs(
     shift: tuple[str, Shift] | None,
     strength: float,
     config: PreprocessConfig,
-    train_long_side: int | None,
+    parity: ResolutionParity,
     seed: int,
 ) -> np.ndarray:
     """The model inputs of ``images`` under ``shift`` (name, function) at ``strength``;
@@ -76,7 +76,7 @@ def shifted_inputs(
         if shift is not None:
             name, transform = shift
             image = transform(image, strength, shift_seed(seed, image_id, name, strength))
-        inputs.append(as_model_input(image, config, train_long_side))
+        inputs.append(as_model_input(image, config, parity))
     return np.stack(inputs)
 
 

@@ -41,7 +41,7 @@ from melanoma.artifacts import (
     PromotionDecision,
     TrainingRecord,
 )
-from melanoma.images import PreprocessConfig
+from melanoma.images import PreprocessConfig, ResolutionParity
 from melanoma.layout import RUN_KEY, RUNS, RunLayout, check_run_key, run_key
 from melanoma.store import (
     ArtifactCorruptError,
@@ -351,17 +351,19 @@ class Run:
         return [e for e in self.entries("preprocess", "shard/") if e["split"] == split]
 
     def preprocess_data(self) -> dict[str, Any]:
-        """image_size, dataset_version, the preprocessing config and train_long_side (the
-        training images' long side, for resolution parity; absent in older runs)."""
+        """image_size, dataset_version, the preprocessing config, and train_long_side and
+        train_jpeg_quality (the training images' long side and JPEG quality, for resolution
+        parity; absent in older runs)."""
         return self.commit_record("preprocess")["data"]
 
     def preprocess_config(self) -> PreprocessConfig:
         """The preprocessing the run's images had (so that new images can have the same)."""
         return PreprocessConfig(**self.preprocess_data()["preprocess_config"])
 
-    def train_long_side(self) -> int | None:
-        """The long side of the training images (resolution parity; None in older runs)."""
-        return self.preprocess_data().get("train_long_side")
+    def resolution_parity(self) -> ResolutionParity:
+        """The training images' long side and JPEG quality, which larger new images are
+        brought to (each None in a run from before it was recorded)."""
+        return ResolutionParity.from_record(self.preprocess_data())
 
     def promotion_benchmark(self) -> pd.DataFrame:
         """The dataset version's promotion benchmark for the run's label task (in no split)."""

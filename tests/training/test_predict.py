@@ -67,7 +67,7 @@ def test_an_image_at_three_times_the_training_resolution_scores_as_at_it(
     archive's 64x48) and brings sharper images to it before the model's resize."""
     folder, _, _ = test_images
     scorer = load_run_scorer(evaluated_run)
-    assert scorer.train_long_side == 64
+    assert scorer.parity.long_side == 64
     sharp = tmp_path / "sharp"
     sharp.mkdir()
     originals = sorted(folder.glob("nested/*.png"))

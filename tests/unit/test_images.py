@@ -1,19 +1,25 @@
+import io
+
 import cv2
 import numpy as np
 import pytest
 
 from melanoma.images import (
+    NO_PARITY,
     ImageDecodeError,
     PreprocessConfig,
+    ResolutionParity,
     augment,
     augment_seed,
     crop_to_lesion,
     decode_image,
+    jpeg_quality,
     match_resolution,
     preprocess_image,
     reduction_factor,
     remove_hair,
     segment_lesion,
+    typical_jpeg_quality,
 )
 from tests.synthetic import lesion_image
 
@@ -183,10 +189,34 @@ def test_the_eight_dihedral_views_are_distinct_rearrangements():
 
 def test_match_resolution_shrinks_only_larger_images_and_keeps_their_aspect():
     image = np.zeros((450, 600, 3), np.uint8)
-    assert match_resolution(image, None) is image
-    assert match_resolution(image, 600) is image and match_resolution(image, 900) is image
-    assert match_resolution(image, 200).shape == (150, 200, 3)
-    assert match_resolution(np.zeros((560, 768, 3), np.uint8), 200).shape == (146, 200, 3)
+    assert match_resolution(image, NO_PARITY) is image
+    assert match_resolution(image, ResolutionParity(600, 75)) is image
+    assert match_resolution(image, ResolutionParity(900)) is image
+    assert match_resolution(image, ResolutionParity(200)).shape == (150, 200, 3)
+    wide = np.zeros((560, 768, 3), np.uint8)
+    assert match_resolution(wide, ResolutionParity(200, 75)).shape == (146, 200, 3)
+
+
+@pytest.mark.parametrize("quality", [5, 20, 50, 75, 90, 95, 100])
+def test_the_quality_a_jpeg_was_saved_at_is_read_back_from_its_header(quality):
+    """From OpenCV's and Pillow's encoders alike (both scale libjpeg's tables)."""
+    import PIL.Image
+
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    saved = io.BytesIO()
+    PIL.Image.fromarray(image).save(saved, "JPEG", quality=quality)
+    assert jpeg_quality(saved.getvalue()) == quality
+    assert jpeg_quality(jpeg(image, quality)) == quality
+
+
+def test_a_png_or_damaged_header_has_no_jpeg_quality_and_mostly_lossless_images_none():
+    image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert jpeg_quality(png(image)) is None
+    assert jpeg_quality(jpeg(image, 75)[:20]) is None  # cut inside the tables
+    assert jpeg_quality(b"\xff\xd8\xff\xdb\x00") is None
+    assert typical_jpeg_quality([jpeg(image, 75), jpeg(image, 75), jpeg(image, 90)]) == 75
+    assert typical_jpeg_quality([jpeg(image, 75), png(image)]) is None
+    assert typical_jpeg_quality([]) is None
 
 
 def test_an_image_at_three_times_the_training_resolution_reaches_the_model_as_at_it():
@@ -198,13 +228,32 @@ def test_an_image_at_three_times_the_training_resolution_reaches_the_model_as_at
     training_like = cv2.resize(scene, (200, 150), interpolation=cv2.INTER_AREA)
     config = PreprocessConfig(size=224)
     reference = preprocess_image(png(training_like), config).astype(float)
-    with_parity = preprocess_image(png(scene), config, (600, 450), train_long_side=200)
+    with_parity = preprocess_image(png(scene), config, (600, 450), parity=ResolutionParity(200))
     without = preprocess_image(png(scene), config, (600, 450))
     parity_error = np.abs(with_parity - reference).mean()
     assert parity_error < 1.5  # grey levels (0.98 here)
     assert np.abs(without - reference).mean() > 2 * parity_error  # 2.66 here
     # At or below the training resolution, parity changes nothing.
     assert np.array_equal(
-        preprocess_image(png(training_like), config, train_long_side=200),
+        preprocess_image(png(training_like), config, parity=ResolutionParity(200, 75)),
         reference.astype(np.uint8),
     )
+
+
+def test_parity_with_the_training_images_jpeg_quality_brings_a_sharp_capture_nearer_them():
+    """Training copies saved as JPEG lost detail that a sharp capture keeps even after the
+    shrink; saving the shrunk capture at their quality takes that detail out too."""
+    rng = np.random.default_rng(4)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (450, 600, 3)).astype(np.uint8), (5, 5), 0)
+    training_copy = jpeg(cv2.resize(scene, (200, 150), interpolation=cv2.INTER_AREA), 40)
+    assert jpeg_quality(training_copy) == 40
+    config = PreprocessConfig(size=224)
+    reference = preprocess_image(training_copy, config).astype(float)
+
+    def error(parity: ResolutionParity) -> float:
+        return float(
+            np.abs(preprocess_image(png(scene), config, None, parity=parity) - reference).mean()
+        )
+
+    resolution_only, with_quality = error(ResolutionParity(200)), error(ResolutionParity(200, 40))
+    assert with_quality < 0.05 * resolution_only  # 0.0 and 9.5 grey levels here

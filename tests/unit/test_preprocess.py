@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from melanoma.ham10000 import apply_label_task
-from melanoma.images import PreprocessConfig, preprocess_image
+from melanoma.images import NO_PARITY, PreprocessConfig, ResolutionParity, preprocess_image
 from melanoma.ingest import ingest
 from melanoma.layout import DatasetLayout, RunLayout
 from melanoma.preprocess import (
@@ -17,6 +17,7 @@ from melanoma.preprocess import (
     read_shards,
     summarize,
     train_long_side,
+    training_parity,
 )
 from melanoma.run import Run
 from melanoma.sources import find_layout
@@ -133,8 +134,8 @@ def test_preprocessing_brings_larger_images_to_the_training_resolution_as_predic
     config = PreprocessConfig(size=48)
     run = Run(file_store, OUT)
 
-    def rows(train_long_side):
-        result = process_shard(file_store, shard, config, 1, train_long_side)
+    def rows(parity: ResolutionParity):
+        result = process_shard(file_store, shard, config, 1, parity)
         with run.stage("preprocess") as stage:
             stage.record(
                 "shard/test/0", result["key"], result["size"], result["sha256"], split="test"
@@ -142,14 +143,29 @@ def test_preprocessing_brings_larger_images_to_the_training_resolution_as_predic
         return read_shards(run, "test").set_index("image_id")["image"]
 
     # The generated images are 120x90: at their own median nothing changes; with a smaller
-    # training resolution each is shrunk first, exactly as predict's path shrinks a new one.
-    assert rows(120).equals(rows(None))
-    shrunk = rows(60)
+    # training resolution each is shrunk (and saved at the training quality) first, exactly
+    # as predict's path treats a new one.
+    assert rows(ResolutionParity(120, 90)).equals(rows(NO_PARITY))
+    shrunk = rows(ResolutionParity(60, 75))
     task = shard.tasks[0]
     data = file_store.get_bytes(task.image["key"])
-    expected = preprocess_image(data, config, (120, 90), train_long_side=60)
+    expected = preprocess_image(data, config, (120, 90), parity=ResolutionParity(60, 75))
     assert shrunk[task.image_id] == expected.tobytes()
-    assert shrunk[task.image_id] != rows(None)[task.image_id]
+    assert shrunk[task.image_id] != rows(ResolutionParity(60))[task.image_id]
+    assert shrunk[task.image_id] != rows(NO_PARITY)[task.image_id]
+
+
+def test_a_run_records_its_training_images_long_side_and_jpeg_quality(ingested, file_store):
+    """From the manifest's sizes and the headers of the first training images (the
+    generated archive saves JPEGs at quality 90); a training image missing from the store
+    is left to its shard to reject."""
+    manifest, splits = ingested
+    tasks = plan_images(splits, manifest, augment_copies=0)
+    assert training_parity(file_store, tasks) == ResolutionParity(120, 90)
+    first = next(t for t in tasks if t.split == "train")
+    file_store.delete(first.image["key"])
+    assert training_parity(file_store, tasks) == ResolutionParity(120, 90)
+    assert training_parity(file_store, [t for t in tasks if t.split == "test"]) == NO_PARITY
 
 
 def test_a_failed_rerun_of_preprocessing_keeps_the_committed_shards_readable(preprocessed_run):

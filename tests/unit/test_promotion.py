@@ -12,7 +12,7 @@ from melanoma.evaluation import (
     evaluate_run,
     promote_run,
 )
-from melanoma.images import PreprocessConfig, check_image, preprocess_image
+from melanoma.images import PreprocessConfig, ResolutionParity, check_image, preprocess_image
 from melanoma.ingest import ingest
 from melanoma.layout import DatasetLayout, champion_key, previous_champion_key
 from melanoma.pipeline import write_split
@@ -223,6 +223,7 @@ def test_a_champion_that_learnt_on_the_benchmark_is_not_compared_there(file_stor
 def test_each_model_scores_the_benchmark_through_its_own_preprocessing(mini_archive, file_store):
     # A champion trained with colour constancy is scored with colour constancy, at its own
     # size and training resolution, whatever the candidate's preprocessing was.
+    parity = ResolutionParity(60, 75)  # the stored images are 120x90 JPEGs at quality 90
     manifest_key = ingest(find_layout(mini_archive.root), file_store, "test").manifest_key
     manifest = file_store.get_json(manifest_key)
     configs = {
@@ -234,7 +235,7 @@ def test_each_model_scores_the_benchmark_through_its_own_preprocessing(mini_arch
         run = Run.for_run_id(file_store, run_id)
         write_split(run, PipelineConfig(seed=0), manifest_key)
         with run.stage("preprocess") as stage:
-            stage.data = {"preprocess_config": asdict(config), "train_long_side": 60}
+            stage.data = {"preprocess_config": asdict(config), **parity.record()}
         runs[run_id] = run
     rows = runs["candidate"].promotion_benchmark()
     stored = [
@@ -249,11 +250,11 @@ def test_each_model_scores_the_benchmark_through_its_own_preprocessing(mini_arch
         inputs = benchmark_inputs(runs[run_id], runs["candidate"], rows)
         # As melanoma-predict treats a file (training.scoring.model_input).
         expected = [
-            preprocess_image(data, config, check_image(data), train_long_side=60) for data in stored
+            preprocess_image(data, config, check_image(data), parity=parity) for data in stored
         ]
         np.testing.assert_array_equal(inputs, np.stack(expected))
     without_constancy = PreprocessConfig(size=48)
     plain = np.stack(
-        [preprocess_image(d, without_constancy, check_image(d), train_long_side=60) for d in stored]
+        [preprocess_image(d, without_constancy, check_image(d), parity=parity) for d in stored]
     )
     assert not np.array_equal(benchmark_inputs(runs["champion"], runs["candidate"], rows), plain)

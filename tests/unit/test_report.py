@@ -8,6 +8,7 @@ import pandas as pd
 from melanoma import report_sections as sections
 from melanoma.evaluation import EvaluationConfig, calibrate_run, evaluate_run
 from melanoma.ham10000 import SOURCES
+from melanoma.images import NO_PARITY
 from melanoma.report import write_report
 from melanoma.run import Run
 from tests.scored_run import write_external_set, write_scored_run
@@ -39,7 +40,7 @@ def test_a_run_with_external_sets_names_them_and_never_says_none_was_used(file_s
     calibrate_run(run, CONFIG)
     evaluate_run(run, CONFIG)
     write_external_set(run, "isic2018")
-    write_external_set(run, "ph2", seed=6, train_long_side=None)  # a run from before parity
+    write_external_set(run, "ph2", seed=6, parity=NO_PARITY)  # a run from before parity
     # The dataset stored its test images as PNG (a mirror may serve them so).
     splits = run.splits()
     test_ids = splits.loc[splits["split"] == "test", "image_id"]
@@ -56,8 +57,11 @@ def test_a_run_with_external_sets_names_them_and_never_says_none_was_used(file_s
     formats = re.findall(r"<tr><td>formats</td><td>jpeg \d+</td><td>(.*?)</td></tr>", page)
     assert formats == [f"png {len(test_ids)}"] * 2
     # What was done to images sharper than the training images, set by set.
-    assert "long side over 200 px (the run's training images) were first shrunk" in page
-    assert "Resolution parity: not applied (not recorded for this run)" in page
+    assert (
+        "long side over 200 px (the run's training images) were first shrunk to it, then "
+        "saved as JPEG at quality 75" in page
+    )
+    assert "Resolution parity: not applied (the run records no resolution" in page
 
 
 def test_a_run_without_external_sets_says_none_was_used(file_store):

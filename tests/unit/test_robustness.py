@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from melanoma.images import PreprocessConfig
+from melanoma.images import NO_PARITY, PreprocessConfig, ResolutionParity
 from melanoma.report_sections import robustness_section
 from melanoma.robustness import sample_by_lesion, shifted_inputs, summarise_shifts
 from melanoma.shifts import ACQUISITION_SHIFTS
@@ -27,13 +27,15 @@ def test_shifted_inputs_at_strength_zero_are_the_clean_inputs():
     images = [rng.integers(0, 256, (90, 120, 3), dtype=np.uint8) for _ in range(3)]
     ids = ["a", "b", "c"]
     config = PreprocessConfig(size=32)
-    clean = shifted_inputs(images, ids, None, 0.0, config, None, seed=0)
-    assert clean.shape == (3, 32, 32, 3)
-    for name, shift in ACQUISITION_SHIFTS.items():
-        same = shifted_inputs(images, ids, (name, shift), 0.0, config, None, seed=0)
-        np.testing.assert_array_equal(same, clean, err_msg=name)
+    # With parity that shrinks and re-saves them too: the same steps give the same pixels.
+    for parity in (NO_PARITY, ResolutionParity(60, 75)):
+        clean = shifted_inputs(images, ids, None, 0.0, config, parity, seed=0)
+        assert clean.shape == (3, 32, 32, 3)
+        for name, shift in ACQUISITION_SHIFTS.items():
+            same = shifted_inputs(images, ids, (name, shift), 0.0, config, parity, seed=0)
+            np.testing.assert_array_equal(same, clean, err_msg=name)
     blurred = shifted_inputs(
-        images, ids, ("blur", ACQUISITION_SHIFTS["blur"]), 1.0, config, None, 0
+        images, ids, ("blur", ACQUISITION_SHIFTS["blur"]), 1.0, config, parity, 0
     )
     assert not np.array_equal(blurred, clean)
 
@@ -59,10 +61,11 @@ def test_the_summary_sees_a_shift_that_erases_the_signal():
         {
             **summary,
             "config": {"strengths": [0.4, 0.8]},
-            "resolution_parity": {"train_long_side": 200},
+            "resolution_parity": {"train_long_side": 200, "train_jpeg_quality": 75},
         }
     )
     assert "erasing" in html and "strength 0.8" in html and "long side of 200 px" in html
+    assert "saved as JPEG at their quality, 75" in html
     # Rows in the yardstick's order, whatever order the JSON kept.
     names = list(ACQUISITION_SHIFTS)
     ordered = robustness_section(
