@@ -399,7 +399,7 @@ def match_resolution(image: np.ndarray, parity: ResolutionParity) -> np.ndarray:
         cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
         [cv2.IMWRITE_JPEG_QUALITY, parity.jpeg_quality],
     )[1]
-    return cv2.cvtColor(cv2.imdecode(encoded, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return decode_image(encoded.tobytes())
 
 
 def at_training_resolution(

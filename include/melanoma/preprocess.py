@@ -130,7 +130,7 @@ def training_parity(store: ObjectStore, tasks: list[ImageTask]) -> ResolutionPar
     long_side = train_long_side(tasks)
     if long_side is None:
         return NO_PARITY
-    sample = []
+    sample: list[bytes] = []
     for task in [t for t in tasks if t.split == "train" and t.image["sha256"]]:
         if len(sample) == JPEG_QUALITY_SAMPLE:
             break
