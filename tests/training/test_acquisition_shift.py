@@ -37,7 +37,8 @@ def test_the_yardstick_scores_every_shift_and_its_clean_baseline_is_the_test_aur
     figures = json.loads(output.read_text())
     assert set(figures["auroc"]) == set(ACQUISITION_SHIFTS)
     assert all(0 <= r["1.0"] <= 1 for r in figures["auroc"].values())
-    assert figures["parity_long_side"] == 64
+    # The generated archive's 64x48 JPEGs at quality 90, as the run recorded them.
+    assert figures["resolution_parity"] == {"train_long_side": 64, "train_jpeg_quality": 90}
     # Read from the store and scored as predict scores files, the unshifted test split gives
     # the pipeline's own test AUROC.
     test = evaluated_run.predictions("test")

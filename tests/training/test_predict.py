@@ -13,6 +13,7 @@ import pytest
 
 from melanoma import RESEARCH_NOTICE
 from melanoma.evaluation import EvaluationConfig
+from melanoma.images import ResolutionParity
 from melanoma.layout import DatasetLayout, champion_key
 from melanoma.promotion import CHAMPION_FIELDS
 from training.predict import main, read_scores
@@ -63,11 +64,12 @@ def test_probabilities_equal_the_pipelines_in_every_format(evaluated_run, test_i
 def test_an_image_at_three_times_the_training_resolution_scores_as_at_it(
     evaluated_run, test_images, tmp_path
 ):
-    """Resolution parity: the run records its training images' resolution (the generated
-    archive's 64x48) and brings sharper images to it before the model's resize."""
+    """Resolution parity: the run records its training images' resolution and JPEG quality
+    (the generated archive's 64x48, saved at 90) and brings sharper images to them before
+    the model's resize."""
     folder, _, _ = test_images
     scorer = load_run_scorer(evaluated_run)
-    assert scorer.parity.long_side == 64
+    assert scorer.parity == ResolutionParity(64, 90)
     sharp = tmp_path / "sharp"
     sharp.mkdir()
     originals = sorted(folder.glob("nested/*.png"))
