@@ -11,11 +11,12 @@ that get the copy's decision at the run's operating threshold, averaged over the
 label is read, so images a run trained on count as much as any other.
 
 The ways: resolution parity as preprocessing, predict and external validation apply it
-(``melanoma.images.ResolutionParity``), with the long side only (the parity of runs
-before 2026-12-06), and with the long side and each ``--qualities`` (the shrunk image
-saved as JPEG at that quality; a run now records its training images' quality, which
-``melanoma.images.jpeg_quality`` estimates from their quantisation tables), and Pillow's
-bicubic shrink at the copies' quality (another resampler).
+(``melanoma.images.ResolutionParity``: the full decode, the area shrink), with the long
+side only (a run whose training images are not JPEGs), and with the long side and each
+``--qualities`` (the shrunk image saved as JPEG at that quality; a run records its
+training images' quality, which ``melanoma.images.jpeg_quality`` estimates from their
+quantisation tables), and Pillow's bicubic shrink at the copies' quality (another
+resampler).
 
     .venv/bin/python benchmarks/parity_fidelity.py --store file:///tmp/seed1-store \\
         --run <run key> --run <run key> --source ../shared/data/ham10000
@@ -151,7 +152,7 @@ def main() -> None:
         "| the copy's decision (runs) |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    # The baseline: the first way after the copies, the long side only (parity before 2026-12-06).
+    # The baseline: the first way after the copies, the long side only.
     baseline = np.mean([figures[1] for figures in list(rows.values())[1]])
     for way, figures in rows.items():
         corr, gap, mean, agree = np.array(figures).T

@@ -356,6 +356,11 @@ class ResolutionParity:
         record = record or {}
         return cls(record.get("train_long_side"), record.get("train_jpeg_quality"))
 
+    def shrinks(self, size: tuple[int, ...] | None) -> bool:
+        """Whether an image of ``size`` (either order of width and height) is larger than
+        the training images, so that ``match_resolution`` shrinks it."""
+        return self.long_side is not None and size is not None and max(size) > self.long_side
+
     def record(self) -> dict[str, int | None]:
         return {"train_long_side": self.long_side, "train_jpeg_quality": self.jpeg_quality}
 
@@ -387,7 +392,7 @@ def match_resolution(image: np.ndarray, parity: ResolutionParity) -> np.ndarray:
     that quality (as OpenCV writes JPEGs: 4:2:0 chroma). Never enlarges; an image at or
     under the long side, or with no long side recorded, is returned unchanged."""
     height, width = image.shape[:2]
-    if parity.long_side is None or max(height, width) <= parity.long_side:
+    if parity.long_side is None or not parity.shrinks((height, width)):
         return image
     scale = parity.long_side / max(height, width)
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -411,8 +416,9 @@ def at_training_resolution(
     """Bytes → RGB uint8, decoded (reduced when possible) and brought to the training
     images' resolution and compression (``match_resolution``): the first step of
     ``preprocess_image``. With ``lesion_crop`` the reduced decode is skipped, so the crop
-    has full detail to keep."""
-    reduced = config.reduced_decode and not config.lesion_crop
+    has full detail to keep; so it is for an image that parity shrinks, whose area shrink
+    from the full decode comes nearer the training images (``parity_fidelity.py``)."""
+    reduced = config.reduced_decode and not config.lesion_crop and not parity.shrinks(source_wh)
     decoded = decode_image(data, max(config.shape) if reduced else None, source_wh)
     return match_resolution(decoded, parity)
 
