@@ -82,10 +82,10 @@ def model_input(
 ) -> np.ndarray:
     """The file as the model saw the run's images: the same decode, hair removal, crop, resize.
 
-    The header gives the source size, so large images take the same reduced decode as in
-    preprocessing. An image larger than the run's training images is first brought to
-    their resolution and JPEG quality (resolution parity: ``parity``). ImageDecodeError (or OSError)
-    names what is wrong.
+    The header gives the source size, so an image is decoded as in preprocessing: reduced
+    when large, in full when it is larger than the run's training images, which is then
+    brought to their resolution and JPEG quality (resolution parity: ``parity``).
+    ImageDecodeError (or OSError) names what is wrong.
     """
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise ImageDecodeError(f"not an image format we read ({path.suffix or 'no suffix'})")
