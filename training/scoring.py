@@ -35,6 +35,7 @@ from melanoma.images import (
     decode_image,
     match_resolution,
     preprocess_image,
+    shrink_to_long_side,
 )
 from melanoma.limits import ImageLimits
 from melanoma.promotion import benchmark_inputs
@@ -213,7 +214,7 @@ def write_gradcam_overlays(
             # The lesion crop's box where the model's crop was taken (after resolution
             # parity), then scaled to the image shown (long side at most 600 px).
             seen = match_resolution(decoded, scorer.parity)
-            image = match_resolution(decoded, ResolutionParity(600))
+            image = shrink_to_long_side(decoded, 600)
             ratio = image.shape[0] / seen.shape[0]
             top, left, height, width = model_view_box(seen, scorer.preprocess, None)
             box = (

@@ -386,17 +386,25 @@ class ResolutionParity:
 NO_PARITY = ResolutionParity()  # nothing recorded: images reach the model's resize as they are
 
 
-def match_resolution(image: np.ndarray, parity: ResolutionParity) -> np.ndarray:
-    """Shrink ``image`` (aspect kept, area interpolation) so that its long side is at most
-    ``parity.long_side``, then, with a recorded quality, save and decode it as JPEG at
-    that quality (as OpenCV writes JPEGs: 4:2:0 chroma). Never enlarges; an image at or
-    under the long side, or with no long side recorded, is returned unchanged."""
+def shrink_to_long_side(image: np.ndarray, long_side: int) -> np.ndarray:
+    """``image`` shrunk (aspect kept, area interpolation) so that its long side is at most
+    ``long_side``; never enlarged."""
     height, width = image.shape[:2]
-    if parity.long_side is None or not parity.shrinks((height, width)):
+    if max(height, width) <= long_side:
         return image
-    scale = parity.long_side / max(height, width)
+    scale = long_side / max(height, width)
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, shape, interpolation=cv2.INTER_AREA)
+
+
+def match_resolution(image: np.ndarray, parity: ResolutionParity) -> np.ndarray:
+    """Shrink ``image`` to ``parity.long_side`` (``shrink_to_long_side``), then, with a
+    recorded quality, save and decode it as JPEG at that quality (as OpenCV writes JPEGs:
+    4:2:0 chroma). An image at or under the long side, or with no long side recorded, is
+    returned unchanged."""
+    if parity.long_side is None or not parity.shrinks(image.shape[:2]):
+        return image
+    image = shrink_to_long_side(image, parity.long_side)
     if parity.jpeg_quality is None:
         return image
     encoded = cv2.imencode(

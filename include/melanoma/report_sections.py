@@ -476,20 +476,13 @@ def robustness_section(robustness: dict | None) -> str:
     clean = robustness["clean_auroc"]
     ratio = robustness["ratio_to_clean"]
     parity = ResolutionParity.from_record(robustness["resolution_parity"])
-    brought = (
-        f", shrunk to the training images' long side of {parity.long_side} px first"
-        if parity.long_side
-        else ""
-    )
-    if parity.long_side and parity.jpeg_quality is not None:
-        brought += f" and saved as JPEG at their quality, {parity.jpeg_quality}"
     return f"""
 <h2>Robustness to acquisition shift</h2>
 <p>{robustness["images"]} test images ({robustness["lesions"]} lesions, {robustness["positives"]}
 positive), read as stored and re-rendered as other dermoscopes, settings and files would give
 them, each shift at strengths {", ".join(strengths)} (0 is the image unchanged, 1 the
 strongest graded). Each image is then scored as <code>melanoma-predict</code> would score such
-a file{brought}.
+a file. {parity.describe()}
 AUROC on the clean images, scored the same way: {with_ci(clean)}. Mean under shift:
 <b>{number(robustness["mean_auroc"])}</b>{
         f", {number(ratio)} of clean" if ratio is not None else ""

@@ -19,6 +19,7 @@ from melanoma.images import (
     reduction_factor,
     remove_hair,
     segment_lesion,
+    shrink_to_long_side,
     typical_jpeg_quality,
 )
 from tests.synthetic import lesion_image
@@ -195,6 +196,8 @@ def test_match_resolution_shrinks_only_larger_images_and_keeps_their_aspect():
     assert match_resolution(image, ResolutionParity(200)).shape == (150, 200, 3)
     wide = np.zeros((560, 768, 3), np.uint8)
     assert match_resolution(wide, ResolutionParity(200, 75)).shape == (146, 200, 3)
+    assert shrink_to_long_side(wide, 200).shape == (146, 200, 3)
+    assert shrink_to_long_side(wide, 900) is wide
 
 
 @pytest.mark.parametrize("quality", [5, 20, 50, 75, 90, 95, 100])
