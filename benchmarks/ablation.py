@@ -104,6 +104,9 @@ LEVERS: dict[str, dict[str, Any]] = {
         "phase2_schedule": "cosine",
         "acquisition_views": 2,
     },
+    # The head on mid-level features: MobileNetV2 cut at block 13 (with multiscale
+    # features, blocks 6 and 13 pooled), at HAM10000's own aspect, phase 1 only.
+    "mid_level": {"image_size": 150, "image_width": 200, "feature_depth": "mid"},
     "combination": {
         "head": "multiclass",
         "tta_views": 4,

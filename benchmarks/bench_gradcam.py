@@ -16,11 +16,10 @@ import time
 
 import numpy as np
 
-from melanoma.backbones import backbone_spec
 from melanoma.config import TrainConfig
 from training.device import configure_device
 from training.gradcam import grad_cam
-from training.model import build_model
+from training.model import build_model, pooled_layer
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
     print(f"device: {configure_device()}")
     x = np.random.default_rng(0).integers(0, 256, (args.images, 224, 224, 3), dtype=np.uint8)
     model = build_model(TrainConfig(backbone=args.backbone), 224)
-    layer = backbone_spec(args.backbone).last_conv_layer
+    layer = pooled_layer(model)
 
     model.predict(x[: args.batch_size], batch_size=args.batch_size, verbose=0)  # warm up
     started = time.perf_counter()

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 
 from melanoma import RESEARCH_NOTICE
-from melanoma.backbones import backbone_spec
 from melanoma.cam import (
     draw_mask_outline,
     lesion_attention,
@@ -35,7 +34,7 @@ from melanoma.run import Run
 from melanoma.store import read_manifest, verified_bytes
 from training.data import metadata_for, split_arrays
 from training.gradcam import grad_cam, model_view_box, png_bytes
-from training.model import takes_metadata
+from training.model import pooled_layer, takes_metadata
 from training.run_model import load_model
 
 log = logging.getLogger(__name__)
@@ -110,8 +109,8 @@ def explain_run(run: Run, config: ExplainConfig) -> str:
     images, rows = split_arrays(run, "test")
     position = {image_id: i for i, image_id in enumerate(rows["image_id"])}
     inputs = images[[position[i] for i in selected["image_id"]]]
-    layer = backbone_spec(run.training_record().backbone).last_conv_layer
     model = load_model(run)
+    layer = pooled_layer(model)
     # A model that fuses metadata is explained with the metadata it scored the test images with.
     metadata = metadata_for(run, selected["image_id"]) if takes_metadata(model) else None
     maps = grad_cam(model, inputs, layer, config.batch_size, config.method, metadata)

@@ -16,6 +16,12 @@ their scales differ by orders of magnitude, and unnormalised the wide early laye
 swamp the rest. The head's input is then that concatenation, whose width is the sum of
 the layers' channels (MobileNetV2: 192 + 576 + 320 + 1280).
 
+With ``feature_depth`` mid the backbone is cut at its ``mid_layer`` (MobileNetV2: the
+expansion of block 13): that layer's maps take the last layer's place, and with
+multiscale features only the multiscale layers before it join them. Mid-level ImageNet
+features describe texture and colour more than ImageNet's objects, and on HAM10000
+they held up better at clinics a model never saw (docs/results.md).
+
 With ``metadata_fusion`` the model takes a second input, ``metadata`` (age, sex and body
 site as ``melanoma.clinical`` encodes them): ``MetadataDropout`` → Dense 32 ReLU, joined
 to the pooled image features, layer-normalised first so that neither side drowns the
@@ -169,8 +175,8 @@ def build_model(
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1), as ``config`` describes it: its
     backbone, head (``binary``, or ``multiclass`` scored for label task ``task``), seed,
-    metadata fusion (dropped with ``metadata_dropout``) and multiscale features (the
-    backbone's ``multiscale_layers`` pooled too). ``image_size``: the input's side, or its
+    metadata fusion (dropped with ``metadata_dropout``), feature depth (where the head reads
+    the backbone) and multiscale features (earlier layers pooled too). ``image_size``: the input's side, or its
     (height, width). ``weights_path``: a no-top ImageNet weights file."""
     backbone_name, seed, head = config.backbone, config.seed, config.head
     metadata_dropout = config.metadata_dropout if config.metadata_fusion else None
@@ -184,11 +190,15 @@ def build_model(
         base.load_weights(weights_path)
     for layer in base.layers:
         layer.trainable = False
-    features = layers.GlobalAveragePooling2D(name="head_gap")(base.output)
-    if multiscale:
+    # With feature_depth "mid" the layers after the pooled one are in no path to the
+    # output, so the model (and its saved file) holds the backbone only up to there.
+    maps = base.get_layer(spec.pooled_layer(config.feature_depth)).output
+    features = layers.GlobalAveragePooling2D(name="head_gap")(maps)
+    earlier = spec.earlier_layers(config.feature_depth)
+    if multiscale and earlier:
         pooled = [
             layers.GlobalAveragePooling2D(name=f"head_gap_{name}")(base.get_layer(name).output)
-            for name in spec.multiscale_layers
+            for name in earlier
         ]
         features = layers.Concatenate(name="head_multiscale")([*pooled, features])
         features = layers.BatchNormalization(name="head_feature_norm")(features)
@@ -249,6 +259,13 @@ def features_layer(model: keras.Model) -> str:
     ``head_multiscale`` when the model pools several layers."""
     names = {layer.name for layer in model.layers}
     return "head_multiscale" if "head_multiscale" in names else "head_gap"
+
+
+def pooled_layer(model: keras.Model) -> str:
+    """The backbone layer whose maps ``head_gap`` pools (the backbone's last convolutional
+    layer, or its mid-level layer with ``feature_depth`` mid): Grad-CAM's target."""
+    pooled = model.get_layer("head_gap").input
+    return next(layer.name for layer in model.layers if layer.output is pooled)
 
 
 def pool_features(model: keras.Model, maps, earlier=()):

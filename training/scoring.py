@@ -19,7 +19,6 @@ import pandas as pd
 import PIL.Image
 
 from melanoma import RESEARCH_NOTICE, clinical
-from melanoma.backbones import backbone_spec
 from melanoma.cam import normalize_cam, overlay_heatmap, upsample_cam
 from melanoma.external import display_name
 from melanoma.figures import gradcam_overlay_png
@@ -42,6 +41,7 @@ from melanoma.promotion import benchmark_inputs
 from melanoma.run import Run
 from training.gradcam import grad_cam, model_view_box
 from training.model import (
+    pooled_layer,
     predict_scores,
     predict_scores_and_features,
     takes_metadata,
@@ -202,7 +202,7 @@ def write_gradcam_overlays(
 
     ``batch``, ``paths`` and the rows of ``scores`` are the scored images, in one order.
     """
-    layer = backbone_spec(scorer.backbone).last_conv_layer
+    layer = pooled_layer(scorer.model)
     rows = list(scores[["image", "probability", "decision"]].itertuples(index=False))
     for start in range(0, len(paths), batch_size):
         end = start + batch_size

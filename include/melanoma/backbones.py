@@ -22,11 +22,29 @@ class BackboneSpec:
     # Earlier layers whose pooled maps join the last one's with multiscale_features (finer,
     # more textural features: e.g. the last activation at each coarser resolution), in order.
     multiscale_layers: tuple[str, ...] = ()
+    # One of multiscale_layers: where feature_depth "mid" cuts the backbone. Its maps take
+    # the last layer's place, and only the multiscale layers before it join them.
+    mid_layer: str = ""
     # ImageNet no-top weights: Keras's published file (relative to its weights URL) and the
     # MD5 Keras checks; other verified files (Keras 3 .weights.h5 exports) by sha256.
     keras_weights_file: str | None = None
     keras_md5: str | None = None
     known_sha256: frozenset[str] = frozenset()
+
+    def pooled_layer(self, depth: str) -> str:
+        """The layer whose maps the head pools at feature depth ``depth`` (``last`` or
+        ``mid``): Grad-CAM's target."""
+        if depth == "last":
+            return self.last_conv_layer
+        if depth == "mid" and self.mid_layer:
+            return self.mid_layer
+        raise ValueError(f"feature_depth {depth!r} is not last or mid for backbone {self.name!r}")
+
+    def earlier_layers(self, depth: str) -> tuple[str, ...]:
+        """The multiscale layers whose pooled maps join ``pooled_layer(depth)``'s."""
+        if depth == "last":
+            return self.multiscale_layers
+        return self.multiscale_layers[: self.multiscale_layers.index(self.pooled_layer(depth))]
 
     def block_of(self, layer_name: str) -> str | None:
         """The block ``layer_name`` belongs to, or None (stem, head)."""
@@ -46,6 +64,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "conv5_block3_out",
             r"(conv\d_block\d+)_",
             multiscale_layers=("conv3_block4_out", "conv4_block6_out"),
+            mid_layer="conv4_block6_out",
             keras_weights_file="resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
             keras_md5="4d473c1dd8becc155b73f8504c6f6626",
         ),
@@ -61,6 +80,7 @@ BACKBONES: dict[str, BackboneSpec] = {
                 "block_13_expand_relu",
                 "block_16_project_BN",
             ),
+            mid_layer="block_13_expand_relu",
             keras_weights_file="mobilenet_v2/"
             "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
             # ImageNet MobileNetV2 1.0/224 without top, Keras 3 weights format (shared/data/weights).
@@ -76,6 +96,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "tiny_block3_relu",
             r"(tiny_block\d)_",
             multiscale_layers=("tiny_block1_relu", "tiny_block2_relu"),
+            mid_layer="tiny_block2_relu",
         ),
     )
 }

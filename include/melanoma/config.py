@@ -99,6 +99,8 @@ class PipelineConfig(CheckedSettings):
 IMBALANCE_STRATEGIES = ("class_weight", "oversample", "undersample", "focal", "none")
 HEADS = ("binary", "multiclass")
 SCHEDULES = ("constant", "cosine")
+# Where the head reads the backbone: its last layer, or a mid-level one (melanoma.backbones).
+FEATURE_DEPTHS = ("last", "mid")
 # Keras dtype policies training may run under; auto: mixed_float16 on a GPU, float32 on a CPU.
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
@@ -142,6 +144,9 @@ class TrainConfig(CheckedSettings):
     metadata_dropout: float = 0.3
     # The pooled maps of earlier backbone layers join the last layer's (finer texture).
     multiscale_features: bool = False
+    # last: the head pools the backbone's last layer. mid: the backbone is cut at its
+    # mid_layer (MobileNetV2: block 13), whose features held up better at unseen clinics.
+    feature_depth: str = "last"
     seed: int = 42
 
     def __post_init__(self) -> None:
