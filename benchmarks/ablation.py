@@ -107,6 +107,17 @@ LEVERS: dict[str, dict[str, Any]] = {
     # The head on mid-level features: MobileNetV2 cut at block 13 (with multiscale
     # features, blocks 6 and 13 pooled), at HAM10000's own aspect, phase 1 only.
     "mid_level": {"image_size": 150, "image_width": 200, "feature_depth": "mid"},
+    # The same, then its top 4 blocks (10 to 13) fine-tuned as `own_aspect_finetune` does.
+    "mid_level_finetune": {
+        "image_size": 150,
+        "image_width": 200,
+        "feature_depth": "mid",
+        "phase2_epochs": 6,
+        "unfreeze_blocks": 4,
+        "phase2_learning_rate": 1e-4,
+        "phase2_cached_views": 4,
+        "phase2_schedule": "cosine",
+    },
     "combination": {
         "head": "multiclass",
         "tta_views": 4,

@@ -179,9 +179,11 @@ def model_section(training: dict, history: dict, preprocessing: dict) -> str:
 
 
 def _head_and_scoring(config: dict, summary: dict) -> str:
-    """The model levers in words (a run from before them: binary head, one view, no metadata)."""
+    """The model levers in words (a run from before them: last-layer features, binary head,
+    one view, no metadata)."""
+    depth = "mid-level" if config.get("feature_depth") == "mid" else "last-layer"
     parts = [
-        "multiscale features" if config.get("multiscale_features") else "last-layer features",
+        f"{depth} features" + (", multiscale" if config.get("multiscale_features") else ""),
         f"{config.get('head', 'binary')} head",
         f"test-time views {config.get('tta_views', 1)}",
     ]

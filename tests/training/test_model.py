@@ -48,9 +48,43 @@ def test_each_registered_backbone_builds_with_its_declared_layers_and_blocks(nam
     model = build_model(
         TrainConfig(backbone=name, multiscale_features=True), 32 if name == "tiny_cnn" else 96
     )
-    for layer_name in (BACKBONES[name].last_conv_layer, *BACKBONES[name].multiscale_layers):
+    spec = BACKBONES[name]
+    for layer_name in (spec.last_conv_layer, *spec.multiscale_layers):
         assert len(model.get_layer(layer_name).output.shape) == 4
+    assert spec.mid_layer in spec.multiscale_layers, "feature_depth mid cuts at a pooled layer"
     assert unfreeze_last_blocks(model, name, 1), "its block pattern matches the built layers"
+
+
+def test_feature_depth_mid_cuts_the_backbone_there_and_explains_at_that_layer(tmp_path):
+    from training.gradcam import grad_cam
+    from training.model import pooled_layer
+
+    spec = BACKBONES["mobilenet_v2"]
+    model = build_model(
+        TrainConfig(backbone="mobilenet_v2", multiscale_features=True, feature_depth="mid"),
+        (48, 64),
+    )
+    names = [layer.name for layer in model.layers]
+    assert pooled_layer(model) == spec.mid_layer == "block_13_expand_relu"
+    # Nothing after block 13's expansion is built, so nothing later is computed or saved.
+    assert not any(n.startswith(("block_14", "block_15", "block_16", "Conv_1")) for n in names)
+    assert "out_relu" not in names and "block_13_project" not in names
+    # Block 6's expansion (192 channels) joins block 13's (576); the later multiscale
+    # layer (block 16) is not there to join.
+    assert feature_extractor(model).output.shape[-1] == 192 + 576
+    assert unfreeze_last_blocks(model, "mobilenet_v2", 2) == ["block_12", "block_13"]
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    images = np.random.default_rng(0).integers(0, 256, (4, 48, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+    # Grad-CAM at block 13's expansion: stride 16, finer than the last layer's stride 32.
+    maps = grad_cam(loaded, images, pooled_layer(loaded), 2)
+    assert maps.shape == (4, 3, 4) and np.isfinite(maps).all() and (maps >= 0).all()
+    last = build_model(TrainConfig(backbone="mobilenet_v2"), (48, 64))
+    assert pooled_layer(last) == "out_relu"
 
 
 def test_unfreezing_keeps_batch_norm_frozen():
@@ -112,15 +146,18 @@ def test_cached_feature_phase1_equals_plain_phase1(multiscale):
 
 
 @pytest.mark.parametrize(
-    ("backbone", "size", "blocks", "multiscale"),
+    ("backbone", "size", "blocks", "multiscale", "depth"),
     [
-        ("tiny_cnn", 32, 1, True),
-        ("tiny_cnn", 32, 2, False),
-        ("mobilenet_v2", 64, 4, True),  # the cut lies before a residual block
-        ("mobilenet_v2", 64, 3, False),
+        ("tiny_cnn", 32, 1, True, "last"),
+        ("tiny_cnn", 32, 2, False, "last"),
+        ("mobilenet_v2", 64, 4, True, "last"),  # the cut lies before a residual block
+        ("mobilenet_v2", 64, 3, False, "last"),
+        ("mobilenet_v2", 64, 4, True, "mid"),  # blocks 10 to 13, the model ends in 13
     ],
 )
-def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, blocks, multiscale):
+def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(
+    backbone, size, blocks, multiscale, depth
+):
     """Phase 2 on the frozen trunk's outputs: the loss and every trainable weight's gradient
     on a batch equal those of the whole model on the images (dropout off, so that both
     passes see one network)."""
@@ -129,7 +166,8 @@ def test_cached_trunk_fine_tuning_has_the_gradients_of_uncached(backbone, size, 
     from training.model import split_at_trainable
 
     model = build_model(
-        TrainConfig(backbone=backbone, seed=1, multiscale_features=multiscale), size
+        TrainConfig(backbone=backbone, seed=1, multiscale_features=multiscale, feature_depth=depth),
+        size,
     )
     unfreeze_last_blocks(model, backbone, blocks)
     split = split_at_trainable(model)

@@ -263,3 +263,14 @@ def test_the_report_shows_the_benchmark_comparison_with_its_interval():
     assert "Not promoted" in html and "champion old" in html
     assert "-0.0300" in html and "-0.0500" in html and "0.8100" in html
     assert "no run trains, validates, calibrates or tests on" in html
+
+
+def test_the_model_row_says_where_the_head_reads_the_backbone():
+    def said(config):
+        return sections._head_and_scoring(config, {}).split(";")[0]
+
+    assert said({}) == "last-layer features"  # a run from before feature_depth
+    assert said({"multiscale_features": True}) == "last-layer features, multiscale"
+    assert said({"feature_depth": "mid", "multiscale_features": True}) == (
+        "mid-level features, multiscale"
+    )
