@@ -108,9 +108,10 @@ def test_every_param_reaches_a_stage_config_through_from_params(dags):
             "metadata_fusion": True,
             "metadata_dropout": 0.5,
             "multiscale_features": True,
+            "feature_depth": "mid",
         }
     )
-    assert levers.train.multiscale_features
+    assert levers.train.multiscale_features and levers.train.feature_depth == "mid"
     assert (levers.train.metadata_fusion, levers.train.metadata_dropout) == (True, 0.5)
     assert (levers.train.head, levers.train.tta_views) == ("multiclass", 4)
     assert (levers.train.phase2_schedule, levers.train.label_smoothing) == ("cosine", 0.1)
