@@ -175,9 +175,10 @@ def build_model(
 ) -> keras.Model:
     """The full model with the backbone frozen (phase 1), as ``config`` describes it: its
     backbone, head (``binary``, or ``multiclass`` scored for label task ``task``), seed,
-    metadata fusion (dropped with ``metadata_dropout``), feature depth (where the head reads
-    the backbone) and multiscale features (earlier layers pooled too). ``image_size``: the input's side, or its
-    (height, width). ``weights_path``: a no-top ImageNet weights file."""
+    metadata fusion (dropped with ``metadata_dropout``), feature depth (where the head
+    reads the backbone) and multiscale features (earlier layers pooled too).
+    ``image_size``: the input's side, or its (height, width). ``weights_path``: a no-top
+    ImageNet weights file."""
     backbone_name, seed, head = config.backbone, config.seed, config.head
     metadata_dropout = config.metadata_dropout if config.metadata_fusion else None
     multiscale = config.multiscale_features
