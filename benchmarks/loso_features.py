@@ -138,8 +138,9 @@ def main() -> None:
             gain = f" ({value - baseline[seed]:+.3f})" if name != "last" else ""
             interval = f"{pooled['ci_low']:.3f} to {pooled['ci_high']:.3f}"
             each = " / ".join(f"{per_source[s]:.3f}" for s in LOSO_SOURCES)
+            named = name if layers == (name,) else f"{name}: {', '.join(layers)}"
             print(
-                f"| {name}: {', '.join(layers)} | {x.shape[1]} | {seed} | "
+                f"| {named} | {x.shape[1]} | {seed} | "
                 f"{value:.3f}{gain} ({interval}) | {each} |",
                 flush=True,
             )
