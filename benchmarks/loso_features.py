@@ -140,8 +140,7 @@ def main() -> None:
             each = " / ".join(f"{per_source[s]:.3f}" for s in LOSO_SOURCES)
             named = name if layers == (name,) else f"{name}: {', '.join(layers)}"
             print(
-                f"| {named} | {x.shape[1]} | {seed} | "
-                f"{value:.3f}{gain} ({interval}) | {each} |",
+                f"| {named} | {x.shape[1]} | {seed} | {value:.3f}{gain} ({interval}) | {each} |",
                 flush=True,
             )
     print(f"{time.monotonic() - started:.0f} s in all")
