@@ -70,8 +70,9 @@ def grad_cam(
     non-negative, not normalised. ``metadata``: the images' vectors for a model that
     fuses it (None: explained as scored without metadata).
 
-    ``layer_name`` must be the layer feeding the head's pooling (the backbone's last
-    convolutional layer, as ``melanoma.backbones`` declares it). The model is split
+    ``layer_name`` must be the layer feeding the head's pooling
+    (``training.model.pooled_layer``: the backbone's last convolutional layer, or its
+    mid-level layer for a model built with ``feature_depth`` mid). The model is split
     there, so the gradient is taken with respect to the feature maps themselves whatever
     is trainable.
     """

@@ -16,7 +16,7 @@ class BackboneSpec:
     # keras.applications class built without its top; None: training.model's own (tiny_cnn)
     application: str | None
     preprocessing: str  # BackbonePreprocess mode: caffe (ResNet50), tf (MobileNetV2), unit
-    last_conv_layer: str  # the layer feeding the pooling: Grad-CAM's target
+    last_conv_layer: str  # the layer the head pools (feature_depth last): Grad-CAM's target
     block_pattern: str  # regex; group 1 of a layer name is its block (for unfreezing the last N)
     final_block_layers: tuple[str, ...] = ()  # layers after the last numbered block, one block
     # Earlier layers whose pooled maps join the last one's with multiscale_features (finer,
