@@ -105,9 +105,11 @@ LEVERS: dict[str, dict[str, Any]] = {
         "acquisition_views": 2,
     },
     # The head on mid-level features: MobileNetV2 cut at block 13 (with multiscale
-    # features, blocks 6 and 13 pooled), at HAM10000's own aspect, phase 1 only.
+    # features, blocks 6 and 13 pooled), at HAM10000's own aspect; phase 1 only with the
+    # base the results' commands give (phase2_epochs 0).
     "mid_level": {"image_size": 150, "image_width": 200, "feature_depth": "mid"},
-    # The same, then its top 4 blocks (10 to 13) fine-tuned as `own_aspect_finetune` does.
+    # The same, then its top 4 blocks fine-tuned as `own_aspect_finetune` does: 10 to 12, and
+    # of block 13 only its expansion, where the cut is.
     "mid_level_finetune": {
         "image_size": 150,
         "image_width": 200,

@@ -36,7 +36,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from melanoma.backbones import backbone_spec
-from melanoma.config import TrainConfig
+from melanoma.config import FEATURE_DEPTHS, TrainConfig
 from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig, preprocess_image
 from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
@@ -61,7 +61,7 @@ def layer_features(
     """Layer name -> (images, channels) pooled maps, one forward pass per batch."""
     spec = backbone_spec(backbone)
     model = build_model(TrainConfig(backbone=backbone, multiscale_features=True), shape, weights)
-    names = [*spec.multiscale_layers, spec.last_conv_layer]
+    names = spec.all_pooled_layers()
     pooled = [model.get_layer(f"head_gap_{n}").output for n in spec.multiscale_layers]
     extractor = keras.Model(image_input(model), [*pooled, model.get_layer("head_gap").output])
     config = PreprocessConfig(size=shape[0], width=shape[1])
@@ -76,15 +76,20 @@ def layer_sets(backbone: str) -> dict[str, tuple[str, ...]]:
     """Set name -> layers: both feature depths with multiscale features, then each layer."""
     spec = backbone_spec(backbone)
     sets = {
-        depth: (*spec.earlier_layers(depth), spec.pooled_layer(depth)) for depth in ("last", "mid")
+        depth: (*spec.earlier_layers(depth), spec.layer_at_depth(depth)) for depth in FEATURE_DEPTHS
     }
-    sets.update({name: (name,) for name in (*spec.multiscale_layers, spec.last_conv_layer)})
+    sets.update({name: (name,) for name in spec.all_pooled_layers()})
     return sets
+
+
+def auroc_text(value: float | None) -> str:
+    """An AUROC to three decimals, or "n/a" where a held-out set has one class only."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def loso_auroc(
     rows: pd.DataFrame, features: np.ndarray, seed: int, c: float
-) -> tuple[dict[str, float | None], dict[str, float]]:
+) -> tuple[dict[str, float | None], dict[str, float | None]]:
     """The pooled LOSO AUROC with its interval, and each held-out source's own AUROC."""
     held_out, per_source = {}, {}
     for source in LOSO_SOURCES:
@@ -133,14 +138,18 @@ def main() -> None:
         x = np.concatenate([features[layer] for layer in layers], axis=1).astype(np.float64)
         for seed in args.seeds:
             pooled, per_source = loso_auroc(rows, x, seed, args.c)
-            value = float(pooled["value"] or 0.0)
-            baseline.setdefault(seed, value)
-            gain = f" ({value - baseline[seed]:+.3f})" if name != "last" else ""
-            interval = f"{pooled['ci_low']:.3f} to {pooled['ci_high']:.3f}"
-            each = " / ".join(f"{per_source[s]:.3f}" for s in LOSO_SOURCES)
+            value = pooled["value"]
+            if name == "last" and value is not None:
+                baseline[seed] = value
+            gain = ""
+            if name != "last" and value is not None and seed in baseline:
+                gain = f" ({value - baseline[seed]:+.3f})"
+            interval = f"{auroc_text(pooled['ci_low'])} to {auroc_text(pooled['ci_high'])}"
+            each = " / ".join(auroc_text(per_source[s]) for s in LOSO_SOURCES)
             named = name if layers == (name,) else f"{name}: {', '.join(layers)}"
             print(
-                f"| {named} | {x.shape[1]} | {seed} | {value:.3f}{gain} ({interval}) | {each} |",
+                f"| {named} | {x.shape[1]} | {seed} | {auroc_text(value)}{gain} ({interval}) "
+                f"| {each} |",
                 flush=True,
             )
     print(f"{time.monotonic() - started:.0f} s in all")

@@ -11,7 +11,7 @@ ReLU → Dropout 0.5 → then either
 
 With ``multiscale_features`` the pooled maps of earlier backbone layers (the backbone's
 ``multiscale_layers``: finer, more textural than the last layer's) are concatenated
-with the last layer's (``head_multiscale``) and batch-normalised (``head_feature_norm``):
+with the pooled layer's (``head_multiscale``) and batch-normalised (``head_feature_norm``):
 their scales differ by orders of magnitude, and unnormalised the wide early layers
 swamp the rest. The head's input is then that concatenation, whose width is the sum of
 the layers' channels (MobileNetV2: 192 + 576 + 320 + 1280).
@@ -19,8 +19,9 @@ the layers' channels (MobileNetV2: 192 + 576 + 320 + 1280).
 With ``feature_depth`` mid the backbone is cut at its ``mid_layer`` (MobileNetV2: the
 expansion of block 13): that layer's maps take the last layer's place, and with
 multiscale features only the multiscale layers before it join them. Mid-level ImageNet
-features describe texture and colour more than ImageNet's objects, and on HAM10000
-they held up better at clinics a model never saw (docs/results.md).
+features describe texture and colour more than ImageNet's objects: for a linear head
+they held up better at clinics a model never saw, for this head about as well as the
+last layer's (docs/results.md).
 
 With ``metadata_fusion`` the model takes a second input, ``metadata`` (age, sex and body
 site as ``melanoma.clinical`` encodes them): ``MetadataDropout`` → Dense 32 ReLU, joined
@@ -31,7 +32,7 @@ metadata", which training shows the model by dropping whole vectors at random.
 Either way the model's one output, ``head_output``, is the task score (float32 even under
 mixed precision), so calibration, evaluation, Grad-CAM and predict take it unchanged. The
 backbone's layers are built on our input tensor (``input_tensor=``), never wrapped as a
-nested Model, so Grad-CAM can reach its last convolutional layer by name.
+nested Model, so Grad-CAM can reach the layer the head pools by name.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def build_model(
         layer.trainable = False
     # With feature_depth "mid" the layers after the pooled one are in no path to the
     # output, so the model (and its saved file) holds the backbone only up to there.
-    maps = base.get_layer(spec.pooled_layer(config.feature_depth)).output
+    maps = base.get_layer(spec.layer_at_depth(config.feature_depth)).output
     features = layers.GlobalAveragePooling2D(name="head_gap")(maps)
     earlier = spec.earlier_layers(config.feature_depth)
     if multiscale and earlier:
@@ -270,7 +271,7 @@ def pooled_layer(model: keras.Model) -> str:
 
 
 def pool_features(model: keras.Model, maps, earlier=()):
-    """The head's input from the last layer's ``maps`` (and, for multiscale features,
+    """The head's input from the pooled layer's ``maps`` (and, for multiscale features,
     the earlier layers' pooled maps, in the model's order): Grad-CAM's path to the head."""
     x = model.get_layer("head_gap")(maps)
     if features_layer(model) == "head_multiscale":

@@ -43,7 +43,6 @@ class RunScorer:
     run: Run
     run_id: str
     label_task: str
-    backbone: str
     model: keras.Model
     preprocess: PreprocessConfig
     operating_point: str
@@ -98,7 +97,6 @@ def load_run_scorer(run: Run, operating_point: str | None = None) -> RunScorer:
         run=run,
         run_id=config.run_id,
         label_task=config.label_task,
-        backbone=training.backbone,
         model=load_model(run),
         preprocess=run.preprocess_config(),
         operating_point=operating_point,

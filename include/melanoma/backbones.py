@@ -16,7 +16,9 @@ class BackboneSpec:
     # keras.applications class built without its top; None: training.model's own (tiny_cnn)
     application: str | None
     preprocessing: str  # BackbonePreprocess mode: caffe (ResNet50), tf (MobileNetV2), unit
-    last_conv_layer: str  # the layer the head pools (feature_depth last): Grad-CAM's target
+    # The backbone's last layer: the one the head pools with feature_depth "last" (the
+    # default) and Grad-CAM's target then; layer_at_depth gives the pooled layer for a depth.
+    last_conv_layer: str
     block_pattern: str  # regex; group 1 of a layer name is its block (for unfreezing the last N)
     final_block_layers: tuple[str, ...] = ()  # layers after the last numbered block, one block
     # Earlier layers whose pooled maps join the last one's with multiscale_features (finer,
@@ -31,9 +33,17 @@ class BackboneSpec:
     keras_md5: str | None = None
     known_sha256: frozenset[str] = frozenset()
 
-    def pooled_layer(self, depth: str) -> str:
+    def __post_init__(self) -> None:
+        # earlier_layers slices multiscale_layers at mid_layer, so it must be one of them.
+        if self.mid_layer and self.mid_layer not in self.multiscale_layers:
+            raise ValueError(
+                f"backbone {self.name!r}: mid_layer {self.mid_layer!r} is not one of its "
+                f"multiscale_layers {self.multiscale_layers}"
+            )
+
+    def layer_at_depth(self, depth: str) -> str:
         """The layer whose maps the head pools at feature depth ``depth`` (``last`` or
-        ``mid``): Grad-CAM's target."""
+        ``mid``). A built model answers for itself: ``training.model.pooled_layer``."""
         if depth == "last":
             return self.last_conv_layer
         if depth == "mid" and self.mid_layer:
@@ -41,10 +51,15 @@ class BackboneSpec:
         raise ValueError(f"feature_depth {depth!r} is not last or mid for backbone {self.name!r}")
 
     def earlier_layers(self, depth: str) -> tuple[str, ...]:
-        """The multiscale layers whose pooled maps join ``pooled_layer(depth)``'s."""
+        """The multiscale layers whose pooled maps join ``layer_at_depth(depth)``'s."""
         if depth == "last":
             return self.multiscale_layers
-        return self.multiscale_layers[: self.multiscale_layers.index(self.pooled_layer(depth))]
+        return self.multiscale_layers[: self.multiscale_layers.index(self.layer_at_depth(depth))]
+
+    def all_pooled_layers(self) -> tuple[str, ...]:
+        """Every layer a head can pool, in the backbone's order: the multiscale layers, then
+        the last one."""
+        return (*self.multiscale_layers, self.last_conv_layer)
 
     def block_of(self, layer_name: str) -> str | None:
         """The block ``layer_name`` belongs to, or None (stem, head)."""

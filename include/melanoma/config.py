@@ -142,10 +142,10 @@ class TrainConfig(CheckedSettings):
     # metadata is dropped with probability metadata_dropout, so images without it score too.
     metadata_fusion: bool = False
     metadata_dropout: float = 0.3
-    # The pooled maps of earlier backbone layers join the last layer's (finer texture).
+    # The pooled maps of earlier backbone layers join the pooled layer's (finer texture).
     multiscale_features: bool = False
     # last: the head pools the backbone's last layer. mid: the backbone is cut at its
-    # mid_layer (MobileNetV2: block 13), whose features held up better at unseen clinics.
+    # mid_layer (MobileNetV2: block 13); level with the cpu profile on LOSO (docs/results.md).
     feature_depth: str = "last"
     seed: int = 42
 

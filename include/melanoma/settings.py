@@ -301,8 +301,8 @@ SETTINGS: tuple[Setting, ...] = (
         "Multiscale features",
         MODEL,
         "train.multiscale_features",
-        description="The pooled maps of earlier backbone layers join the last layer's "
-        "(finer texture).",
+        description="The pooled maps of earlier backbone layers join those of the layer the "
+        "head pools (finer texture).",
     ),
     _setting(
         "feature_depth",
@@ -310,8 +310,8 @@ SETTINGS: tuple[Setting, ...] = (
         MODEL,
         "train.feature_depth",
         description="Where the head reads the backbone. `last`: its last layer. `mid`: the "
-        "backbone is cut at a mid-level layer (MobileNetV2: block 13; ResNet50: stage 4), "
-        "whose features held up better at unseen clinics.",
+        "backbone is cut at a mid-level layer (MobileNetV2: block 13; ResNet50: stage 4): "
+        "a smaller model, level with the cpu profile at unseen clinics (docs/results.md).",
         enum=list(FEATURE_DEPTHS),
     ),
     _setting(

@@ -10,6 +10,7 @@ from training.model import (
     build_model,
     feature_extractor,
     head_model,
+    pooled_layer,
     predict_scores,
     predict_scores_and_features,
     unfreeze_last_blocks,
@@ -49,15 +50,21 @@ def test_each_registered_backbone_builds_with_its_declared_layers_and_blocks(nam
         TrainConfig(backbone=name, multiscale_features=True), 32 if name == "tiny_cnn" else 96
     )
     spec = BACKBONES[name]
-    for layer_name in (spec.last_conv_layer, *spec.multiscale_layers):
+    for layer_name in spec.all_pooled_layers():
         assert len(model.get_layer(layer_name).output.shape) == 4
-    assert spec.mid_layer in spec.multiscale_layers, "feature_depth mid cuts at a pooled layer"
     assert unfreeze_last_blocks(model, name, 1), "its block pattern matches the built layers"
+    # Cut at its mid-level layer, each backbone builds, pools there and still unfreezes.
+    cut = build_model(
+        TrainConfig(backbone=name, multiscale_features=True, feature_depth="mid"),
+        32 if name == "tiny_cnn" else 96,
+    )
+    assert pooled_layer(cut) == spec.mid_layer
+    assert spec.last_conv_layer not in {layer.name for layer in cut.layers}
+    assert unfreeze_last_blocks(cut, name, 1), "the blocks before the cut unfreeze"
 
 
 def test_feature_depth_mid_cuts_the_backbone_there_and_explains_at_that_layer(tmp_path):
     from training.gradcam import grad_cam
-    from training.model import pooled_layer
 
     spec = BACKBONES["mobilenet_v2"]
     model = build_model(

@@ -1,5 +1,6 @@
 import pytest
 
+from melanoma.backbones import BackboneSpec
 from melanoma.config import PipelineConfig
 
 
@@ -32,3 +33,11 @@ def test_eight_views_with_a_non_square_input_are_refused_before_the_run(views):
     with pytest.raises(ValueError, match=f"{views} 8 .* not 150x200 .*use 1, 2 or 4"):
         from_params({"image_size": 150, "image_width": 200, views: 8})
     assert from_params({"image_size": 150, "image_width": 200, views: 4}).train
+
+
+def test_a_backbone_whose_mid_layer_is_not_a_multiscale_layer_is_refused_at_registration():
+    # feature_depth mid keeps the multiscale layers before mid_layer: it must be one of them.
+    with pytest.raises(ValueError, match="mid_layer 'block_9' is not one of its multiscale"):
+        BackboneSpec(
+            "odd", None, "unit", "last", r"(b\d)_", multiscale_layers=("b1",), mid_layer="block_9"
+        )
