@@ -62,6 +62,19 @@ TODAY = {
     "phase2_learning_rate": 1e-4,
 }
 
+# Issue 27, item 5: fine-tuning a CPU can afford. The top 4 blocks fine-tuned on the
+# frozen trunk's cached output (4 flips/rotations per image), cosine-decayed.
+CACHED_FINETUNE: dict[str, Any] = {
+    "phase2_epochs": 6,
+    "unfreeze_blocks": 4,
+    "phase2_learning_rate": 1e-4,
+    "phase2_cached_views": 4,
+    "phase2_schedule": "cosine",
+}
+# Issue 27, item 5: HAM10000's own 4:3 aspect and resolution (its 200x150 images as they
+# are, not stretched to 224x224).
+OWN_ASPECT: dict[str, Any] = {"image_size": 150, "image_width": 200}
+
 # Each lever alone, as DAG params on top of the base.
 LEVERS: dict[str, dict[str, Any]] = {
     "today": {},
@@ -71,55 +84,19 @@ LEVERS: dict[str, dict[str, Any]] = {
     "schedule": {"phase2_schedule": "cosine", "label_smoothing": 0.1},
     "metadata": {"metadata_fusion": True},
     "multiscale": {"multiscale_features": True},
-    # Issue 27, item 5: fine-tuning a CPU can afford. The top 4 blocks fine-tuned on the
-    # frozen trunk's cached output (4 flips/rotations per image), cosine-decayed.
-    "cached_finetune": {
-        "phase2_epochs": 6,
-        "unfreeze_blocks": 4,
-        "phase2_learning_rate": 1e-4,
-        "phase2_cached_views": 4,
-        "phase2_schedule": "cosine",
-    },
-    # Issue 27, item 5: HAM10000's own 4:3 aspect and resolution (its 200x150 images as
-    # they are, not stretched to 224x224), alone and with the cached fine-tuning.
-    "own_aspect": {"image_size": 150, "image_width": 200},
-    "own_aspect_finetune": {
-        "image_size": 150,
-        "image_width": 200,
-        "phase2_epochs": 6,
-        "unfreeze_blocks": 4,
-        "phase2_learning_rate": 1e-4,
-        "phase2_cached_views": 4,
-        "phase2_schedule": "cosine",
-    },
+    "cached_finetune": CACHED_FINETUNE,
+    "own_aspect": OWN_ASPECT,
+    "own_aspect_finetune": {**OWN_ASPECT, **CACHED_FINETUNE},
     # The same, with 2 acquisition-shift copies: phase 1's features of them, and a share
     # 2/3 of each cached phase-2 view shown under a random acquisition shift.
-    "own_aspect_finetune_acquisition": {
-        "image_size": 150,
-        "image_width": 200,
-        "phase2_epochs": 6,
-        "unfreeze_blocks": 4,
-        "phase2_learning_rate": 1e-4,
-        "phase2_cached_views": 4,
-        "phase2_schedule": "cosine",
-        "acquisition_views": 2,
-    },
+    "own_aspect_finetune_acquisition": {**OWN_ASPECT, **CACHED_FINETUNE, "acquisition_views": 2},
     # The head on mid-level features: MobileNetV2 cut at block 13 (with multiscale
     # features, blocks 6 and 13 pooled), at HAM10000's own aspect; phase 1 only with the
     # base the results' commands give (phase2_epochs 0).
-    "mid_level": {"image_size": 150, "image_width": 200, "feature_depth": "mid"},
+    "mid_level": {**OWN_ASPECT, "feature_depth": "mid"},
     # The same, then its top 4 blocks fine-tuned as `own_aspect_finetune` does: 10 to 12, and
     # of block 13 only its expansion, where the cut is.
-    "mid_level_finetune": {
-        "image_size": 150,
-        "image_width": 200,
-        "feature_depth": "mid",
-        "phase2_epochs": 6,
-        "unfreeze_blocks": 4,
-        "phase2_learning_rate": 1e-4,
-        "phase2_cached_views": 4,
-        "phase2_schedule": "cosine",
-    },
+    "mid_level_finetune": {**OWN_ASPECT, "feature_depth": "mid", **CACHED_FINETUNE},
     "combination": {
         "head": "multiclass",
         "tta_views": 4,
