@@ -40,6 +40,7 @@ from melanoma.config import FEATURE_DEPTHS, TrainConfig
 from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig, preprocess_image
 from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
+from melanoma.report_html import number
 from melanoma.splits import promotion_benchmark_lesions, split_holding_out_source
 from training.model import build_model, image_input
 
@@ -80,11 +81,6 @@ def layer_sets(backbone: str) -> dict[str, tuple[str, ...]]:
     }
     sets.update({name: (name,) for name in spec.all_pooled_layers()})
     return sets
-
-
-def auroc_text(value: float | None) -> str:
-    """An AUROC to three decimals, or "n/a" where a held-out set has one class only."""
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def loso_auroc(
@@ -144,11 +140,11 @@ def main() -> None:
             gain = ""
             if name != "last" and value is not None and seed in baseline:
                 gain = f" ({value - baseline[seed]:+.3f})"
-            interval = f"{auroc_text(pooled['ci_low'])} to {auroc_text(pooled['ci_high'])}"
-            each = " / ".join(auroc_text(per_source[s]) for s in LOSO_SOURCES)
+            interval = f"{number(pooled['ci_low'])} to {number(pooled['ci_high'])}"
+            each = " / ".join(number(per_source[s]) for s in LOSO_SOURCES)
             named = name if layers == (name,) else f"{name}: {', '.join(layers)}"
             print(
-                f"| {named} | {x.shape[1]} | {seed} | {auroc_text(value)}{gain} ({interval}) "
+                f"| {named} | {x.shape[1]} | {seed} | {number(value)}{gain} ({interval}) "
                 f"| {each} |",
                 flush=True,
             )
