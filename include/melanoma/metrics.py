@@ -255,18 +255,20 @@ def paired_auroc_difference(
     replicates: int,
     seed: int,
     confidence: float,
+    groups: Sequence | None = None,
 ) -> dict[str, float]:
-    """AUROC of ``scores_a`` minus AUROC of ``scores_b`` on the same images, with a paired
-    lesion-bootstrap interval: each replicate draws one set of lesions and scores both
-    models on it, so what the two share (the images' difficulty) cancels.
+    """AUROC of ``scores_a`` minus AUROC of ``scores_b`` on the same images (each within
+    ``groups`` when given), with a paired lesion-bootstrap interval: each replicate draws
+    one set of lesions and scores both models on it, so what the two share (the images'
+    difficulty) cancels.
 
     ``{"value", "ci_low", "ci_high"}``; nan where the data hold no positive-negative pair.
     """
     y = np.asarray(labels).astype(int)
-    one_group = np.zeros(len(y), dtype=int)
+    group_of = np.zeros(len(y), dtype=int) if groups is None else np.asarray(groups)
     weights = np.vstack([np.ones(len(y)), lesion_bootstrap_weights(lesions, replicates, seed)])
     differences = within_group_auroc_replicates(
-        y, np.asarray(scores_a, dtype=float), one_group, weights
-    ) - within_group_auroc_replicates(y, np.asarray(scores_b, dtype=float), one_group, weights)
+        y, np.asarray(scores_a, dtype=float), group_of, weights
+    ) - within_group_auroc_replicates(y, np.asarray(scores_b, dtype=float), group_of, weights)
     low, high = percentile_interval(differences[1:], confidence)
     return {"value": float(differences[0]), "ci_low": low, "ci_high": high}

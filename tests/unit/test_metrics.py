@@ -16,6 +16,7 @@ from melanoma.metrics import (
     confusion_counts,
     expected_calibration_error,
     lesion_bootstrap_weights,
+    paired_auroc_difference,
     rates_from_counts,
     threshold_metrics,
 )
@@ -139,3 +140,14 @@ def test_within_group_auroc_ignores_what_separates_the_groups():
     assert pooled["value"] > 0.7
     assert abs(within["value"] - 0.5) < 0.08
     assert within["ci_low"] <= within["value"] <= within["ci_high"]
+
+
+def test_a_paired_difference_within_groups_ignores_each_groups_score_scale():
+    labels, scores, lesions = scored_lesions(200, seed=3)
+    groups = np.where(np.arange(len(labels)) % 2 == 0, "a", "b")
+    # The same ranking within each group, on another scale in group b.
+    rescaled = np.where(groups == "b", scores / 10, scores)
+    within = paired_auroc_difference(labels, rescaled, scores, lesions, 200, 0, 0.95, groups=groups)
+    assert within == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    overall = paired_auroc_difference(labels, rescaled, scores, lesions, 200, 0, 0.95)
+    assert overall["value"] < -0.05

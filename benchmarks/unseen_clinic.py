@@ -1,0 +1,157 @@
+"""What a clinic the model never saw costs, on the same images: LOSO's runs, re-read.
+
+    .venv/bin/python benchmarks/unseen_clinic.py --store file:///tmp/cost-store
+
+LOSO's AUROC (``benchmarks/ablation.py --loso``) mixes two things: how hard a clinic's
+lesions are to tell apart, and what it costs that the model never saw the clinic. A lever
+that makes a model hold up at a new clinic can only win back the second. This benchmark
+measures it. For each configuration in the store that has a run on every source and runs
+of the same configuration that each hold one source out (what ``ablation.py --loso``
+leaves), both score the full run's test images of each held-out source: the full run saw
+that clinic in training (the baseline), the hold-out run did not. The table gives each
+source's AUROC by both, the paired difference (unseen minus seen, lesion bootstrap), and
+the same pooled over the sources (same-source pairs only, ``melanoma.loso``). A second
+table pools the positives (melanomas) against each diagnosis among the negatives: which
+lesions the model that never saw the clinic ranks above its melanomas.
+
+Runs are of one configuration when their dataset version, label task, profile and every
+setting of the split, preprocessing and training stages but ``holdout_source`` agree
+(where two runs of a configuration hold the same source out, the newest counts). It
+reads stored predictions only and trains nothing; it never reads a run's test images
+beyond those predictions. Research use only, not a diagnostic device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from melanoma.layout import RunLayout
+from melanoma.loso import (
+    LOSO_SOURCES,
+    seen_and_unseen_scores,
+    unseen_source_cost,
+    unseen_source_cost_by_diagnosis,
+)
+from melanoma.run import Run
+from melanoma.runs_index import RunSummary, index_runs, setting_default
+from melanoma.settings import SETTINGS
+from melanoma.store import ObjectStore, open_store
+
+# The stages whose settings decide what a run learns from what: a run and its hold-out runs
+# agree on all of them but holdout_source.
+MODEL_STAGES = ("pipeline.", "preprocess.", "train.")
+MODEL_SETTINGS = frozenset(
+    s.name
+    for s in SETTINGS
+    if s.targets and s.targets[0].startswith(MODEL_STAGES) and s.name != "holdout_source"
+)
+
+
+def configuration(run: RunSummary) -> str:
+    """What a run and its hold-out runs share, as one comparable string."""
+    settings = {name: value for name, value in run.changed if name in MODEL_SETTINGS}
+    return json.dumps(
+        [run.dataset_version, run.label_task, run.profile, settings], sort_keys=True, default=str
+    )
+
+
+def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str, RunSummary]]]:
+    """Each configuration's full run and its hold-out runs by source (the newest of each;
+    ``runs`` newest first, as ``index_runs`` lists them), for the configurations that have
+    both; complete runs only."""
+    full: dict[str, RunSummary] = {}
+    held: dict[str, dict[str, RunSummary]] = {}
+    for run in runs:
+        if not run.complete:
+            continue
+        family = configuration(run)
+        if not run.holdout_source:
+            full.setdefault(family, run)
+        elif run.holdout_source in LOSO_SOURCES:
+            held.setdefault(family, {}).setdefault(run.holdout_source, run)
+    return [(full[family], dict(sorted(held[family].items()))) for family in full if family in held]
+
+
+def test_scores_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
+    """A run's test predictions, each image with its source (the split's ``dataset``)."""
+    stored = Run(store, RunLayout(run.key))
+    sources = stored.splits()[["image_id", "dataset"]].rename(columns={"dataset": "source"})
+    return stored.predictions("test").merge(sources, on="image_id", how="left")
+
+
+def family_scores(
+    store: ObjectStore, full: RunSummary, held_out: Mapping[str, RunSummary]
+) -> pd.DataFrame:
+    return seen_and_unseen_scores(
+        test_scores_with_sources(store, full),
+        {
+            source: Run(store, RunLayout(run.key)).predictions("test")
+            for source, run in held_out.items()
+        },
+    )
+
+
+def describe(run: RunSummary) -> str:
+    (split_seed,) = (s for s in SETTINGS if s.name == "split_seed")
+    seed = dict(run.changed).get("split_seed", setting_default(split_seed, run.profile))
+    settings = [f"{n}={v}" for n, v in run.changed if n in MODEL_SETTINGS and n != "split_seed"]
+    head = f"`{run.key[:30]}`: {run.label_task}, profile {run.profile}, split seed {seed}"
+    return head + (f", {', '.join(settings)}" if settings else "")
+
+
+def cell(entry: Mapping[str, Any]) -> str:
+    return f"{entry['value']:.3f} ({entry['ci_low']:.3f} to {entry['ci_high']:.3f})"
+
+
+def signed(entry: Mapping[str, Any]) -> str:
+    return f"{entry['value']:+.3f} ({entry['ci_low']:+.3f} to {entry['ci_high']:+.3f})"
+
+
+def rows(name: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    return [
+        f"| {name} | {key} | {r['images']} ({r['positives']}) | {cell(r['seen'])} | "
+        f"{cell(r['unseen'])} | {signed(r['difference'])} |"
+        for key, r in results.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--store", required=True, help="the object store the runs are in")
+    parser.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
+    args = parser.parse_args()
+    store = open_store(args.store, create=False)
+    families = loso_families(index_runs(store, cache=None).runs)
+    if not families:
+        raise SystemExit(
+            f"{args.store}: no configuration has both a run on every source and runs holding "
+            "sources out (benchmarks/ablation.py --loso makes them)"
+        )
+    by_source = [
+        "| configuration | held-out source | images (positives) | AUROC, the clinic "
+        "seen in training | AUROC, never seen | unseen minus seen (95 % CI) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    by_dx = [line.replace("held-out source", "positives against") for line in by_source]
+    for number, (full, held_out) in enumerate(families, 1):
+        print(f"{number}. {describe(full)}; held out: {', '.join(held_out)}")
+        try:
+            scores = family_scores(store, full, held_out)
+        except ValueError as error:  # runs of one configuration that did not split alike
+            raise SystemExit(f"{full.key}: {error}") from None
+        by_source += rows(str(number), unseen_source_cost(scores, args.replicates))
+        by_dx += rows(str(number), unseen_source_cost_by_diagnosis(scores, args.replicates))
+    print("\nOn the full run's test images of each held-out source:\n")
+    print("\n".join(by_source))
+    print("\nPooled over the held-out sources, the positives against each diagnosis:\n")
+    print("\n".join(by_dx))
+    print("\nResearch use only, not a diagnostic device.")
+
+
+if __name__ == "__main__":
+    main()
