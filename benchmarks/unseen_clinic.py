@@ -14,9 +14,12 @@ the same pooled over the sources (same-source pairs only, ``melanoma.loso``). A 
 table pools the positives (melanomas) against each diagnosis among the negatives: which
 lesions the model that never saw the clinic ranks above its melanomas.
 
-Runs are of one configuration when their dataset version, label task, profile and every
-setting of the split, preprocessing and training stages but ``holdout_source`` agree
-(where two runs of a configuration hold the same source out, the newest counts). It
+Runs are of one configuration when their dataset version and every resolved setting of
+the split, preprocessing and training stages agree, but ``holdout_source`` and where
+things are (where two runs of a configuration hold the same source out, the newest
+counts). The paired difference is what holding the clinic out cost: its look, and with it
+a share of the images to learn from. Its interval is the test images' sampling, not the
+spread of retraining; the configurations measured on two split seeds give that. It
 reads stored predictions only and trains nothing; it never reads a run's test images
 beyond those predictions. Research use only, not a diagnostic device.
 """
@@ -28,6 +31,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from melanoma.layout import RunLayout
@@ -38,26 +42,23 @@ from melanoma.loso import (
     unseen_source_cost_by_diagnosis,
 )
 from melanoma.run import Run
-from melanoma.runs_index import RunSummary, index_runs, setting_default
-from melanoma.settings import SETTINGS
+from melanoma.runs_index import RunSummary, index_runs
 from melanoma.store import ObjectStore, open_store
 
-# The stages whose settings decide what a run learns from what: a run and its hold-out runs
-# agree on all of them but holdout_source.
-MODEL_STAGES = ("pipeline.", "preprocess.", "train.")
-MODEL_SETTINGS = frozenset(
-    s.name
-    for s in SETTINGS
-    if s.targets and s.targets[0].startswith(MODEL_STAGES) and s.name != "holdout_source"
-)
+# The stages whose settings decide what a run learns from what, and the settings in them
+# that say only where things are (or, holdout_source, what tells the hold-out runs apart).
+MODEL_STAGES = ("pipeline", "preprocess", "train")
+NOT_THE_MODEL = frozenset({"holdout_source", "store_url", "cache_dir", "source", "weights_dir"})
 
 
 def configuration(run: RunSummary) -> str:
-    """What a run and its hold-out runs share, as one comparable string."""
-    settings = {name: value for name, value in run.changed if name in MODEL_SETTINGS}
-    return json.dumps(
-        [run.dataset_version, run.label_task, run.profile, settings], sort_keys=True, default=str
-    )
+    """What a run and its hold-out runs share, as one comparable string: the dataset
+    version and the resolved settings of the split, preprocessing and training stages."""
+    stages = {
+        stage: {k: v for k, v in run.resolved.get(stage, {}).items() if k not in NOT_THE_MODEL}
+        for stage in MODEL_STAGES
+    }
+    return json.dumps([run.dataset_version, stages], sort_keys=True, default=str)
 
 
 def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str, RunSummary]]]:
@@ -77,7 +78,7 @@ def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str
     return [(full[family], dict(sorted(held[family].items()))) for family in full if family in held]
 
 
-def test_scores_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
+def test_predictions_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
     """A run's test predictions, each image with its source (the split's ``dataset``)."""
     stored = Run(store, RunLayout(run.key))
     sources = stored.splits()[["image_id", "dataset"]].rename(columns={"dataset": "source"})
@@ -87,8 +88,9 @@ def test_scores_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFram
 def family_scores(
     store: ObjectStore, full: RunSummary, held_out: Mapping[str, RunSummary]
 ) -> pd.DataFrame:
+    """Both runs' scores of the full run's test images of each held-out source."""
     return seen_and_unseen_scores(
-        test_scores_with_sources(store, full),
+        test_predictions_with_sources(store, full),
         {
             source: Run(store, RunLayout(run.key)).predictions("test")
             for source, run in held_out.items()
@@ -97,25 +99,29 @@ def family_scores(
 
 
 def describe(run: RunSummary) -> str:
-    (split_seed,) = (s for s in SETTINGS if s.name == "split_seed")
-    seed = dict(run.changed).get("split_seed", setting_default(split_seed, run.profile))
-    settings = [f"{n}={v}" for n, v in run.changed if n in MODEL_SETTINGS and n != "split_seed"]
-    head = f"`{run.key[:30]}`: {run.label_task}, profile {run.profile}, split seed {seed}"
-    return head + (f", {', '.join(settings)}" if settings else "")
+    """The run, its split seed, and its settings that differ from its profile's defaults."""
+    seed = run.resolved.get("pipeline", {}).get("seed")
+    settings = [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
+    head = f"`{run.key[:30]}`: {run.label_task}, {run.backbone}, profile {run.profile}"
+    return f"{head}, split seed {seed}" + (f", {', '.join(settings)}" if settings else "")
 
 
-def cell(entry: Mapping[str, Any]) -> str:
-    return f"{entry['value']:.3f} ({entry['ci_low']:.3f} to {entry['ci_high']:.3f})"
+def value(number: float | None, sign: str = "") -> str:
+    """Three decimals; n/a where there is no figure (a source with one class)."""
+    if number is None or not np.isfinite(number):
+        return "n/a"
+    return f"{number:{sign}.3f}"
 
 
-def signed(entry: Mapping[str, Any]) -> str:
-    return f"{entry['value']:+.3f} ({entry['ci_low']:+.3f} to {entry['ci_high']:+.3f})"
+def cell(entry: Mapping[str, Any], sign: str = "") -> str:
+    low, high = (value(entry[k], sign) for k in ("ci_low", "ci_high"))
+    return f"{value(entry['value'], sign)} ({low} to {high})"
 
 
 def rows(name: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [
         f"| {name} | {key} | {r['images']} ({r['positives']}) | {cell(r['seen'])} | "
-        f"{cell(r['unseen'])} | {signed(r['difference'])} |"
+        f"{cell(r['unseen'])} | {cell(r['difference'], '+')} |"
         for key, r in results.items()
     ]
 

@@ -10,8 +10,10 @@ bootstrap, as for every AUROC in this project.
 LOSO's AUROC mixes how hard a clinic's lesions are to tell apart with what it costs that
 the model never saw the clinic. ``unseen_source_cost`` separates the two: the run that
 trained on every source and the run that held one out score the same images (the first
-run's test images of that source), and the paired difference is the cost of the unseen
-clinic alone. Research use only, not a diagnostic device.
+run's test images of that source), and their paired difference is what holding the
+clinic out of training cost (its look, and with it a share of the images to learn from;
+the interval is the test images' sampling, not the spread of retraining). Research use
+only, not a diagnostic device.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from melanoma.metrics import auroc_with_interval, paired_auroc_difference
@@ -57,10 +60,13 @@ def seen_and_unseen_scores(
     out, keyed by source).
 
     Raises ValueError naming the source where its hold-out run did not score some of those
-    images: the two runs are then not of one dataset version and split seed.
+    images (the two runs are then not of one dataset version), and naming the run and the
+    image where either scores an image twice or not with a finite number.
     """
+    _check_scores(seen, "the run on every source")
     parts = []
     for source, predictions in held_out.items():
+        _check_scores(predictions, f"the run that held {source} out")
         images = seen[seen["source"] == source]
         scored = images.merge(
             predictions[["image_id", "probability"]].rename(columns={"probability": "unseen"}),
@@ -72,10 +78,21 @@ def seen_and_unseen_scores(
             raise ValueError(
                 f"{source}: the run that held it out did not score {missing} of the "
                 f"{len(images)} test images of {source} that the other run scored "
-                "(not the same dataset version and split seed)"
+                "(not the same dataset version)"
             )
         parts.append(scored.rename(columns={"probability": "seen"}))
     return pd.concat(parts, ignore_index=True)
+
+
+def _check_scores(predictions: pd.DataFrame, whose: str) -> None:
+    """One finite score per image, or ValueError naming ``whose`` and the image."""
+    repeated = predictions["image_id"][predictions["image_id"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"{whose} scored image {repeated.iloc[0]} more than once")
+    scores = pd.to_numeric(predictions["probability"], errors="coerce")
+    bad = predictions["image_id"][~np.isfinite(scores.to_numpy(dtype=float))]
+    if len(bad):
+        raise ValueError(f"{whose} has no finite score for image {bad.iloc[0]}")
 
 
 def _seen_against_unseen(
@@ -113,7 +130,9 @@ def unseen_source_cost_by_diagnosis(
 ) -> dict[str, dict[str, Any]]:
     """The same, pooled over the sources, for the positives against each diagnosis among
     the negatives in turn (``dx``): which lesions the model that never saw the clinic
-    ranks above its melanomas. ``{dx: {images, positives, seen, unseen, difference}}``."""
+    ranks above its melanomas. ``{dx: {images, positives, seen, unseen, difference}}``;
+    ``positives`` counts them all, those of a source without that diagnosis included,
+    though only same-source pairs count."""
     positives = scores[scores["label"] == 1]
     negatives = scores[scores["label"] == 0]
     return {

@@ -93,8 +93,11 @@ def test_an_unseen_source_costs_what_its_hold_out_run_loses_on_the_same_images()
     assert cost["rosendahl"]["difference"]["value"] < -0.4
     assert cost["rosendahl"]["difference"]["ci_high"] < 0
     # Pooled over same-source pairs: vienna_dias's scale (a tenth) is never compared with
-    # rosendahl's, so the model that ranks both sources perfectly pools to 1.
+    # rosendahl's. Of rosendahl's 400 pairs the 200 with a keratosis are lost; vienna_dias's
+    # 400 all hold.
     assert cost["pooled"]["seen"]["value"] == 1.0
+    assert cost["pooled"]["unseen"]["value"] == 0.75
+    assert cost["pooled"]["difference"]["value"] == -0.25
     assert cost["pooled"]["images"] == 80 and cost["pooled"]["positives"] == 40
     by_dx = unseen_source_cost_by_diagnosis(scores, replicates=200)
     assert set(by_dx) == {"bkl", "nv"}
@@ -107,3 +110,27 @@ def test_a_hold_out_run_that_did_not_score_the_other_runs_images_is_refused():
     held_out = hold_out_test(rosendahl, rosendahl["probability"].to_numpy()).iloc[3:]
     with pytest.raises(ValueError, match=r"^rosendahl: .* did not score 3 of the 40 test images"):
         seen_and_unseen_scores(rosendahl, {"rosendahl": held_out})
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("seen_twice", r"^the run on every source scored image rosendahl_0 more than once"),
+        ("held_out_twice", r"^the run that held rosendahl out scored image rosendahl_5 more"),
+        ("seen_nan", r"^the run on every source has no finite score for image rosendahl_2"),
+        ("held_out_nan", r"^the run that held rosendahl out has no finite score for image"),
+    ],
+)
+def test_an_image_scored_twice_or_without_a_finite_score_is_refused(fault, message):
+    seen = full_run_test("rosendahl")
+    held_out = hold_out_test(seen, seen["probability"].to_numpy())
+    if fault == "seen_twice":
+        seen = pd.concat([seen, seen.iloc[[0]]])
+    elif fault == "held_out_twice":
+        held_out = pd.concat([held_out, held_out.iloc[[5]]])
+    elif fault == "seen_nan":
+        seen.loc[2, "probability"] = np.nan
+    else:
+        held_out.iloc[4, held_out.columns.get_loc("probability")] = np.inf
+    with pytest.raises(ValueError, match=message):
+        seen_and_unseen_scores(seen, {"rosendahl": held_out})

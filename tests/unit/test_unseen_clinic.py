@@ -4,7 +4,22 @@ from melanoma.runs_index import RunSummary
 from tests.conftest import load_benchmark
 
 
-def summary(key: str, holdout: str = "", complete: bool = True, **changed) -> RunSummary:
+def summary(
+    key: str, holdout: str = "", complete: bool = True, store: str = "file:///a", **train
+) -> RunSummary:
+    """A run as the runs page lists it: its resolved stages as config.json records them."""
+    resolved = {
+        "pipeline": {
+            "seed": train.pop("seed", 42),
+            "label_task": "mel_vs_rest",
+            "holdout_source": holdout,
+            "store_url": store,
+            "pretrained_weights": train.pop("weights", "imagenet.h5"),
+        },
+        "preprocess": {"config": {"size": 150, "width": 200}},
+        "train": {"phase2_epochs": 6, **train},
+        "robustness": {"images": 0 if holdout else 1500},
+    }
     return RunSummary(
         key=key,
         run_id=key,
@@ -13,28 +28,30 @@ def summary(key: str, holdout: str = "", complete: bool = True, **changed) -> Ru
         committed=("split", "train", "report") if complete else ("split", "train"),
         dataset_version="v1",
         label_task="mel_vs_rest",
+        backbone="mobilenet_v2",
         profile="cpu",
-        changed=tuple(sorted(changed.items())),
+        resolved=resolved,
         holdout_source=holdout or None,
     )
 
 
-def test_a_full_run_and_its_hold_outs_are_one_configuration_whatever_their_robustness():
+def test_a_full_run_and_its_hold_outs_are_one_configuration_wherever_they_were_stored():
     bench = load_benchmark("unseen_clinic")
     runs = [  # newest first, as index_runs lists them
-        summary("newer_rosendahl", "rosendahl", robustness_images=0),
-        summary("full", phase2_epochs=0),
-        summary("rosendahl", "rosendahl", phase2_epochs=0, robustness_images=0),
-        summary("vienna", "vienna_dias", phase2_epochs=0, robustness_images=0),
-        summary("unfinished_vidir", "vidir_modern", complete=False, phase2_epochs=0),
-        summary("molemax", "vidir_molemax", phase2_epochs=0),
-        summary("other_seed", "vidir_modern", phase2_epochs=0, split_seed=7),
-        summary("no_full_run", "rosendahl", split_seed=7),
+        summary("phase2_off", "rosendahl", phase2_epochs=0),
+        summary("full"),
+        summary("rosendahl", "rosendahl", store="file:///b"),
+        summary("vienna", "vienna_dias"),
+        summary("unfinished_vidir", "vidir_modern", complete=False),
+        summary("molemax", "vidir_molemax"),
+        summary("other_seed", "vidir_modern", seed=7),
+        summary("other_weights", "vidir_modern", weights="none"),
     ]
     ((full, held_out),) = bench.loso_families(runs)
     assert full.key == "full"
-    # Another configuration (phase 2, or another split seed), a run not finished and a
-    # source too small for LOSO do not join it; robustness_images is not a model setting.
+    # Another configuration (no phase 2, another split seed, other starting weights), a
+    # run not finished and a source too small for LOSO do not join it; where a run was
+    # stored and how many images its robustness stage rendered do not set it apart.
     assert {s: r.key for s, r in held_out.items()} == {
         "rosendahl": "rosendahl",
         "vienna_dias": "vienna",
@@ -46,3 +63,13 @@ def test_of_two_hold_outs_of_one_source_the_newest_counts():
     runs = [summary("b", "rosendahl"), summary("a", "rosendahl"), summary("full")]
     ((_, held_out),) = bench.loso_families(runs)
     assert held_out["rosendahl"].key == "b"
+
+
+def test_a_source_with_one_class_prints_n_a_not_nan():
+    bench = load_benchmark("unseen_clinic")
+    assert bench.cell({"value": float("nan"), "ci_low": None, "ci_high": None}) == (
+        "n/a (n/a to n/a)"
+    )
+    assert bench.cell({"value": -0.05, "ci_low": -0.1, "ci_high": 0.0}, "+") == (
+        "-0.050 (-0.100 to +0.000)"
+    )
