@@ -31,7 +31,6 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from melanoma.layout import RunLayout
@@ -41,6 +40,7 @@ from melanoma.loso import (
     unseen_source_cost,
     unseen_source_cost_by_diagnosis,
 )
+from melanoma.report_html import number
 from melanoma.run import Run
 from melanoma.runs_index import RunSummary, index_runs
 from melanoma.store import ObjectStore, open_store
@@ -106,16 +106,10 @@ def describe(run: RunSummary) -> str:
     return f"{head}, split seed {seed}" + (f", {', '.join(settings)}" if settings else "")
 
 
-def value(number: float | None, sign: str = "") -> str:
-    """Three decimals; n/a where there is no figure (a source with one class)."""
-    if number is None or not np.isfinite(number):
-        return "n/a"
-    return f"{number:{sign}.3f}"
-
-
 def cell(entry: Mapping[str, Any], sign: str = "") -> str:
-    low, high = (value(entry[k], sign) for k in ("ci_low", "ci_high"))
-    return f"{value(entry['value'], sign)} ({low} to {high})"
+    """An AUROC (or a difference, ``sign`` "+") and its interval; n/a for a one-class source."""
+    low, high, value = (number(entry[k], sign=sign) for k in ("ci_low", "ci_high", "value"))
+    return f"{value} ({low} to {high})"
 
 
 def rows(name: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -144,14 +138,14 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     by_dx = [line.replace("held-out source", "positives against") for line in by_source]
-    for number, (full, held_out) in enumerate(families, 1):
-        print(f"{number}. {describe(full)}; held out: {', '.join(held_out)}")
+    for index, (full, held_out) in enumerate(families, 1):
+        print(f"{index}. {describe(full)}; held out: {', '.join(held_out)}")
         try:
             scores = family_scores(store, full, held_out)
         except ValueError as error:  # runs of one configuration that did not split alike
             raise SystemExit(f"{full.key}: {error}") from None
-        by_source += rows(str(number), unseen_source_cost(scores, args.replicates))
-        by_dx += rows(str(number), unseen_source_cost_by_diagnosis(scores, args.replicates))
+        by_source += rows(str(index), unseen_source_cost(scores, args.replicates))
+        by_dx += rows(str(index), unseen_source_cost_by_diagnosis(scores, args.replicates))
     print("\nOn the full run's test images of each held-out source:\n")
     print("\n".join(by_source))
     print("\nPooled over the held-out sources, the positives against each diagnosis:\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from typing import Any
 
 import cv2
@@ -50,8 +51,12 @@ def escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-def number(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def number(value: float | None, digits: int = 3, sign: str = "") -> str:
+    """``digits`` decimals (``sign`` "+": signed); n/a where there is no figure (None, or
+    nan: an AUROC over data without a positive-negative pair)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:{sign}.{digits}f}"
 
 
 def with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
