@@ -14,8 +14,8 @@ the same pooled over the sources (same-source pairs only, ``melanoma.loso``). A 
 table pools the positives (melanomas) against each diagnosis among the negatives: which
 lesions the model that never saw the clinic ranks above its melanomas.
 
-Runs are of one configuration when their dataset version and every resolved setting of
-the split, preprocessing and training stages agree, but ``holdout_source`` and where
+Runs are grouped into configurations by ``melanoma.loso_runs``: the same dataset version
+and resolved split, preprocessing and training settings, but ``holdout_source`` and where
 things are (where two runs of a configuration hold the same source out, the newest
 counts). The paired difference is what holding the clinic out cost: its look, and with it
 a share of the images to learn from. Its interval is the test images' sampling, not the
@@ -27,62 +27,20 @@ beyond those predictions. Research use only, not a diagnostic device.
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from melanoma.layout import RunLayout
 from melanoma.loso import (
-    LOSO_SOURCES,
     seen_and_unseen_scores,
     unseen_source_cost,
     unseen_source_cost_by_diagnosis,
 )
-from melanoma.report_html import number
-from melanoma.run import Run
+from melanoma.loso_runs import held_out_predictions, loso_families, test_predictions_with_sources
+from melanoma.report_html import interval
 from melanoma.runs_index import RunSummary, index_runs
 from melanoma.store import ObjectStore, open_store
-
-# The stages whose settings decide what a run learns from what, and the settings in them
-# that say only where things are (or, holdout_source, what tells the hold-out runs apart).
-MODEL_STAGES = ("pipeline", "preprocess", "train")
-NOT_THE_MODEL = frozenset({"holdout_source", "store_url", "cache_dir", "source", "weights_dir"})
-
-
-def configuration(run: RunSummary) -> str:
-    """What a run and its hold-out runs share, as one comparable string: the dataset
-    version and the resolved settings of the split, preprocessing and training stages."""
-    stages = {
-        stage: {k: v for k, v in run.resolved.get(stage, {}).items() if k not in NOT_THE_MODEL}
-        for stage in MODEL_STAGES
-    }
-    return json.dumps([run.dataset_version, stages], sort_keys=True, default=str)
-
-
-def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str, RunSummary]]]:
-    """Each configuration's full run and its hold-out runs by source (the newest of each;
-    ``runs`` newest first, as ``index_runs`` lists them), for the configurations that have
-    both; complete runs only."""
-    full: dict[str, RunSummary] = {}
-    held: dict[str, dict[str, RunSummary]] = {}
-    for run in runs:
-        if not run.complete:
-            continue
-        family = configuration(run)
-        if not run.holdout_source:
-            full.setdefault(family, run)
-        elif run.holdout_source in LOSO_SOURCES:
-            held.setdefault(family, {}).setdefault(run.holdout_source, run)
-    return [(full[family], dict(sorted(held[family].items()))) for family in full if family in held]
-
-
-def test_predictions_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
-    """A run's test predictions, each image with its source (the split's ``dataset``)."""
-    stored = Run(store, RunLayout(run.key))
-    sources = stored.splits()[["image_id", "dataset"]].rename(columns={"dataset": "source"})
-    return stored.predictions("test").merge(sources, on="image_id", how="left")
 
 
 def family_scores(
@@ -90,11 +48,7 @@ def family_scores(
 ) -> pd.DataFrame:
     """Both runs' scores of the full run's test images of each held-out source."""
     return seen_and_unseen_scores(
-        test_predictions_with_sources(store, full),
-        {
-            source: Run(store, RunLayout(run.key)).predictions("test")
-            for source, run in held_out.items()
-        },
+        test_predictions_with_sources(store, full), held_out_predictions(store, held_out)
     )
 
 
@@ -106,16 +60,10 @@ def describe(run: RunSummary) -> str:
     return f"{head}, split seed {seed}" + (f", {', '.join(settings)}" if settings else "")
 
 
-def cell(entry: Mapping[str, Any], sign: str = "") -> str:
-    """An AUROC (or a difference, ``sign`` "+") and its interval; n/a for a one-class source."""
-    low, high, value = (number(entry[k], sign=sign) for k in ("ci_low", "ci_high", "value"))
-    return f"{value} ({low} to {high})"
-
-
 def rows(name: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return [
-        f"| {name} | {key} | {r['images']} ({r['positives']}) | {cell(r['seen'])} | "
-        f"{cell(r['unseen'])} | {cell(r['difference'], '+')} |"
+        f"| {name} | {key} | {r['images']} ({r['positives']}) | {interval(r['seen'])} | "
+        f"{interval(r['unseen'])} | {interval(r['difference'], sign='+')} |"
         for key, r in results.items()
     ]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import cv2
@@ -64,6 +65,13 @@ def with_ci(entry: dict[str, float | None], digits: int = 3) -> str:
         f"{number(entry['value'], digits)} "
         f"<span class='ci'>({number(entry['ci_low'], digits)}&ndash;{number(entry['ci_high'], digits)})</span>"
     )
+
+
+def interval(entry: Mapping[str, float | None], digits: int = 3, sign: str = "") -> str:
+    """A figure and its interval as plain text, "value (low to high)", for the benchmarks'
+    Markdown tables; n/a where there is no figure."""
+    low, high, value = (number(entry[k], digits, sign) for k in ("ci_low", "ci_high", "value"))
+    return f"{value} ({low} to {high})"
 
 
 def confidence(metrics: dict) -> str:

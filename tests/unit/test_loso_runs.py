@@ -1,7 +1,7 @@
-"""benchmarks/unseen_clinic.py: which runs are one configuration's full run and hold-outs."""
+"""melanoma.loso_runs: which runs are one configuration's full run and hold-outs."""
 
+from melanoma.loso_runs import loso_families
 from melanoma.runs_index import RunSummary
-from tests.conftest import load_benchmark
 
 
 def summary(
@@ -36,7 +36,6 @@ def summary(
 
 
 def test_a_full_run_and_its_hold_outs_are_one_configuration_wherever_they_were_stored():
-    bench = load_benchmark("unseen_clinic")
     runs = [  # newest first, as index_runs lists them
         summary("phase2_off", "rosendahl", phase2_epochs=0),
         summary("full"),
@@ -47,7 +46,7 @@ def test_a_full_run_and_its_hold_outs_are_one_configuration_wherever_they_were_s
         summary("other_seed", "vidir_modern", seed=7),
         summary("other_weights", "vidir_modern", weights="none"),
     ]
-    ((full, held_out),) = bench.loso_families(runs)
+    ((full, held_out),) = loso_families(runs)
     assert full.key == "full"
     # Another configuration (no phase 2, another split seed, other starting weights), a
     # run not finished and a source too small for LOSO do not join it; where a run was
@@ -59,17 +58,6 @@ def test_a_full_run_and_its_hold_outs_are_one_configuration_wherever_they_were_s
 
 
 def test_of_two_hold_outs_of_one_source_the_newest_counts():
-    bench = load_benchmark("unseen_clinic")
     runs = [summary("b", "rosendahl"), summary("a", "rosendahl"), summary("full")]
-    ((_, held_out),) = bench.loso_families(runs)
+    ((_, held_out),) = loso_families(runs)
     assert held_out["rosendahl"].key == "b"
-
-
-def test_a_source_with_one_class_prints_n_a_not_nan():
-    bench = load_benchmark("unseen_clinic")
-    assert bench.cell({"value": float("nan"), "ci_low": None, "ci_high": None}) == (
-        "n/a (n/a to n/a)"
-    )
-    assert bench.cell({"value": -0.05, "ci_low": -0.1, "ci_high": 0.0}, "+") == (
-        "-0.050 (-0.100 to +0.000)"
-    )
