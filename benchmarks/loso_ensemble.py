@@ -11,9 +11,10 @@ dataset version and split seed as others, it averages every combination's scores
 image (the mean of the members' logits) and prints the pooled LOSO AUROC
 (``melanoma.loso``), its difference from the combination's best member on LOSO (paired,
 same-source pairs, lesion bootstrap) and the full runs' test AUROC, overall and within
-source. Configurations are grouped by ``melanoma.loso_runs``. It
-reads stored predictions only and trains nothing. The interval is the test images'
-sampling, not the spread of retraining. Research use only, not a diagnostic device.
+source. Configurations are grouped by ``melanoma.loso_runs``; one found in several stores
+counts once, and four at most are combined (the rest are listed as left out). It reads
+stored predictions only and trains nothing. The interval is the test images' sampling,
+not the spread of retraining. Research use only, not a diagnostic device.
 """
 
 from __future__ import annotations
@@ -21,31 +22,51 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
-from melanoma.loso_runs import held_out_predictions, loso_families, test_predictions_with_sources
+from melanoma.loso import LOSO_SOURCES, check_scores, pooled_loso_auroc
+from melanoma.loso_runs import (
+    changed_settings,
+    configuration,
+    held_out_predictions,
+    loso_families,
+    split_seed,
+    test_predictions_with_sources,
+)
 from melanoma.metrics import auroc_with_interval, paired_auroc_difference
 from melanoma.report_html import interval, number
 from melanoma.runs_index import RunSummary, index_runs
 from melanoma.store import ObjectStore, open_store
 
-# Stored probabilities have six decimals; a logit needs them off 0 and 1.
-PROBABILITY_FLOOR = 1e-6
+# Stored probabilities have six decimals; a logit needs them off 0 and 1 (and 0 apart
+# from the smallest stored value, 1e-6).
+PROBABILITY_FLOOR = 5e-7
 MAX_MEMBERS = 4  # 15 combinations of four configurations
 
 
-def mean_logit(members: Sequence[pd.DataFrame]) -> pd.DataFrame:
+class Member(NamedTuple):
+    """One configuration: its number in the printed list, its full run's test predictions
+    (with sources) and its hold-out runs' (by held-out source)."""
+
+    number: int
+    full: pd.DataFrame
+    held_out: dict[str, pd.DataFrame]
+
+
+def mean_logit(scored: Mapping[str, pd.DataFrame], what: str) -> pd.DataFrame:
     """The first member's predictions with ``probability`` replaced by the members' mean
-    logit (a score, not a probability) on the same images; members that scored other
-    images are refused."""
-    first = members[0]
+    logit (a score, not a probability) on the same images. ``scored`` is keyed by member
+    name; a member that scored other images, an image twice or without a finite score is
+    refused, naming the member and ``what`` it scored."""
+    (first_name, first), *_ = scored.items()
     logits = []
-    for index, member in enumerate(members):
-        if sorted(member.image_id) != sorted(first.image_id):
-            raise ValueError(f"member {index + 1} scored other images than member 1")
+    for name, member in scored.items():
+        check_scores(member, f"{name} ({what})")
+        if set(member.image_id) != set(first.image_id):
+            raise ValueError(f"{name} scored other {what} images than {first_name}")
         p = member.set_index("image_id").loc[first.image_id, "probability"].to_numpy(float)
         p = np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
         logits.append(np.log(p / (1 - p)))
@@ -53,21 +74,30 @@ def mean_logit(members: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def ensemble_figures(
-    full: Sequence[pd.DataFrame],
-    held_out: Sequence[Mapping[str, pd.DataFrame]],
-    replicates: int,
+    members: Sequence[Member], replicates: int
 ) -> dict[str, dict[str, float | None]]:
-    """One combination's LOSO AUROC, its paired difference from its best member's, and its
-    full runs' test AUROC overall and within source (members in the same order in both)."""
-    loso = {s: mean_logit([member[s] for member in held_out]) for s in LOSO_SOURCES}
+    """One combination's LOSO AUROC, its paired difference from its best member's (the
+    member with the highest LOSO AUROC of its own), and its full runs' test AUROC overall
+    and within source."""
+
+    def name(member: Member) -> str:
+        return f"configuration {member.number}"
+
+    loso = {
+        s: mean_logit({name(m): m.held_out[s] for m in members}, f"held-out {s}")
+        for s in LOSO_SOURCES
+    }
     pooled = pd.concat([frame.assign(source=s) for s, frame in loso.items()])
     # the members' own LOSO AUROCs (values only: one replicate)
-    singles = [pooled_loso_auroc(member, 1)["value"] or 0.0 for member in held_out]
-    best = held_out[int(np.argmax(singles))]
+    singles = [pooled_loso_auroc(m.held_out, 1)["value"] for m in members]
+    best = members[int(np.nanargmax(np.asarray(singles, dtype=float)))]
     best_scores = np.concatenate(  # the best member's, in the same order as ``pooled``
-        [best[s].set_index("image_id").loc[loso[s].image_id, "probability"] for s in LOSO_SOURCES]
+        [
+            best.held_out[s].set_index("image_id").loc[loso[s].image_id, "probability"]
+            for s in LOSO_SOURCES
+        ]
     )
-    test = mean_logit(full)
+    test = mean_logit({name(m): m.full for m in members}, "test")
     labels, lesions = test.label.to_numpy(), test.lesion_id.to_numpy()
     return {
         "loso": pooled_loso_auroc(loso, replicates),
@@ -88,59 +118,60 @@ def ensemble_figures(
     }
 
 
-def member_name(run: RunSummary) -> str:
-    """A configuration by its settings that differ from its profile's defaults."""
-    settings = [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
-    return f"{run.backbone}, profile {run.profile}" + (
-        f": {', '.join(settings)}" if settings else ""
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", action="append", required=True, help="a store of runs")
     parser.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
     args = parser.parse_args()
-    # (dataset version, split seed) -> members: (name, full run's and hold-outs' predictions)
-    groups: dict[tuple[str, object], list[tuple[str, pd.DataFrame, dict]]] = {}
+    # (dataset version, split seed) -> configuration -> (its full run, its store)
+    groups: dict[tuple[str, str], dict[str, tuple[RunSummary, ObjectStore, dict]]] = {}
     for url in args.store:
-        store: ObjectStore = open_store(url, create=False)
+        store = open_store(url, create=False)
         for full, held_out in loso_families(index_runs(store, cache=None).runs):
-            if set(held_out) != set(LOSO_SOURCES):
+            missing = sorted(set(LOSO_SOURCES) - set(held_out))
+            if missing:
+                print(f"skipped {full.key}: no run holding out {', '.join(missing)}")
                 continue
-            seed = full.resolved.get("pipeline", {}).get("seed")
-            member = (
-                member_name(full),
-                test_predictions_with_sources(store, full),
-                held_out_predictions(store, held_out),
-            )
-            groups.setdefault((full.dataset_version, seed), []).append(member)
-    if not any(len(members) > 1 for members in groups.values()):
+            key = (str(full.dataset_version), str(split_seed(full)))
+            # a configuration in two stores counts once: the first store's
+            groups.setdefault(key, {}).setdefault(configuration(full), (full, store, held_out))
+    if not any(len(configurations) > 1 for configurations in groups.values()):
         raise SystemExit("no two configurations share a dataset version and a split seed")
-    for (version, seed), members in sorted(groups.items(), key=str):
-        if len(members) < 2:
+    for (version, seed), configurations in sorted(groups.items()):
+        if len(configurations) < 2:
             continue
-        members = members[:MAX_MEMBERS]
+        runs = list(configurations.values())
         print(f"\nDataset version {version[:12]}, split seed {seed}:")
-        for index, (name, _, _) in enumerate(members, 1):
-            print(f"{index}. {name}")
+        for number_, (full, _, _) in enumerate(runs, 1):
+            kept = "" if number_ <= MAX_MEMBERS else f" (left out: at most {MAX_MEMBERS})"
+            settings = changed_settings(full)
+            print(
+                f"{number_}. {full.backbone}, profile {full.profile}"
+                + (f": {', '.join(settings)}" if settings else "")
+                + kept
+            )
+        try:
+            members = [
+                Member(
+                    i, test_predictions_with_sources(store, full), held_out_predictions(store, held)
+                )
+                for i, (full, store, held) in enumerate(runs[:MAX_MEMBERS], 1)
+            ]
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
         print(
             "\n| members | LOSO AUROC (95 % CI) | over the best member on LOSO | "
             "test AUROC | within-source test AUROC |\n| --- | --- | --- | --- | --- |"
         )
         for size in range(1, len(members) + 1):
-            for combo in itertools.combinations(range(len(members)), size):
+            for combo in itertools.combinations(members, size):
                 try:
-                    figures = ensemble_figures(
-                        [members[i][1] for i in combo],
-                        [members[i][2] for i in combo],
-                        args.replicates,
-                    )
+                    figures = ensemble_figures(combo, args.replicates)
                 except ValueError as error:  # members that did not split alike
                     raise SystemExit(f"split seed {seed}: {error}") from None
                 over = interval(figures["over_best_member"], sign="+") if size > 1 else "(itself)"
                 print(
-                    f"| {' + '.join(str(i + 1) for i in combo)} | {interval(figures['loso'])} | "
+                    f"| {' + '.join(str(m.number) for m in combo)} | {interval(figures['loso'])} | "
                     f"{over} | {number(figures['test']['value'])} | "
                     f"{number(figures['within_source_test']['value'])} |"
                 )

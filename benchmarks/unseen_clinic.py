@@ -37,7 +37,13 @@ from melanoma.loso import (
     unseen_source_cost,
     unseen_source_cost_by_diagnosis,
 )
-from melanoma.loso_runs import held_out_predictions, loso_families, test_predictions_with_sources
+from melanoma.loso_runs import (
+    changed_settings,
+    held_out_predictions,
+    loso_families,
+    split_seed,
+    test_predictions_with_sources,
+)
 from melanoma.report_html import interval
 from melanoma.runs_index import RunSummary, index_runs
 from melanoma.store import ObjectStore, open_store
@@ -54,10 +60,11 @@ def family_scores(
 
 def describe(run: RunSummary) -> str:
     """The run, its split seed, and its settings that differ from its profile's defaults."""
-    seed = run.resolved.get("pipeline", {}).get("seed")
-    settings = [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
+    settings = changed_settings(run)
     head = f"`{run.key[:30]}`: {run.label_task}, {run.backbone}, profile {run.profile}"
-    return f"{head}, split seed {seed}" + (f", {', '.join(settings)}" if settings else "")
+    return f"{head}, split seed {split_seed(run)}" + (
+        f", {', '.join(settings)}" if settings else ""
+    )
 
 
 def rows(name: str, results: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -63,10 +63,10 @@ def seen_and_unseen_scores(
     images (the two runs are then not of one dataset version), and naming the run and the
     image where either scores an image twice or not with a finite number.
     """
-    _check_scores(seen, "the run on every source")
+    check_scores(seen, "the run on every source")
     parts = []
     for source, predictions in held_out.items():
-        _check_scores(predictions, f"the run that held {source} out")
+        check_scores(predictions, f"the run that held {source} out")
         images = seen[seen["source"] == source]
         scored = images.merge(
             predictions[["image_id", "probability"]].rename(columns={"probability": "unseen"}),
@@ -84,7 +84,7 @@ def seen_and_unseen_scores(
     return pd.concat(parts, ignore_index=True)
 
 
-def _check_scores(predictions: pd.DataFrame, whose: str) -> None:
+def check_scores(predictions: pd.DataFrame, whose: str) -> None:
     """One finite score per image, or ValueError naming ``whose`` and the image."""
     repeated = predictions["image_id"][predictions["image_id"].duplicated()]
     if len(repeated):

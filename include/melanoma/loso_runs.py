@@ -55,11 +55,26 @@ def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str
     return [(full[family], dict(sorted(held[family].items()))) for family in full if family in held]
 
 
+def split_seed(run: RunSummary) -> object:
+    return run.resolved.get("pipeline", {}).get("seed")
+
+
+def changed_settings(run: RunSummary) -> list[str]:
+    """A run's settings that differ from its profile's defaults, as ``name=value``, but
+    the split seed and the held-out source (what tells a configuration's runs apart)."""
+    return [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
+
+
 def test_predictions_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
-    """A run's test predictions, each image with its source (the split's ``dataset``)."""
+    """A run's test predictions, each image with its source (the split's ``dataset``); a
+    scored image that its split does not hold is refused, naming the run and the image."""
     stored = Run(store, RunLayout(run.key))
     sources = stored.splits()[["image_id", "dataset"]].rename(columns={"dataset": "source"})
-    return stored.predictions("test").merge(sources, on="image_id", how="left")
+    predictions = stored.predictions("test").merge(sources, on="image_id", how="left")
+    unsplit = predictions["image_id"][predictions["source"].isna()]
+    if len(unsplit):
+        raise ValueError(f"run {run.key}: test image {unsplit.iloc[0]} is not in its split")
+    return predictions
 
 
 def held_out_predictions(

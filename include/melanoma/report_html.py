@@ -1,4 +1,5 @@
-"""HTML building blocks of the run report: style, numbers with intervals, tables, images."""
+"""HTML building blocks of the run report: style, numbers with intervals, tables, images;
+and the same numbers as plain text for the benchmarks' Markdown tables."""
 
 from __future__ import annotations
 
