@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from melanoma.artifacts import Metrics
+from melanoma.cli import run_command
 from melanoma.layout import RUNS, RunLayout
 from melanoma.loso import LOSO_SOURCES, pooled_loso_auroc
 from melanoma.run import Run
@@ -262,7 +263,13 @@ def main() -> None:
     parser.add_argument("--store", default=(ROOT / ".ablation-store").as_uri())
     parser.add_argument("--out", default=str(ROOT / "ablation.md"))  # git-ignored
     args = parser.parse_args()
-    base = {**TODAY, **json.loads(args.base)}
+    try:
+        given = json.loads(args.base)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--base is not JSON: {error}") from None
+    if not isinstance(given, dict):
+        raise ValueError("--base is not a JSON object of settings")
+    base = {**TODAY, **given}
     header = "| lever | seed | val AUROC (without metadata) | test AUROC (95% CI) | "
     header += "within-source test AUROC | "
     header += f"{args.holdout or 'held-out source(s)'} AUROC | LOSO AUROC | "
@@ -290,4 +297,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("ablation.py", main))

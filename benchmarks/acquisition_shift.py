@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from melanoma.cli import quiet_tensorflow
+from melanoma.cli import quiet_tensorflow, run_command
 from melanoma.images import NO_PARITY
 from melanoma.metrics import auroc_with_interval
 from melanoma.robustness import shifted_inputs, stored_images
@@ -112,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("acquisition_shift.py", main))

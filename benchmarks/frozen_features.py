@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import keras
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from melanoma.backbones import backbone_spec
+from melanoma.cli import run_command
 from melanoma.config import TrainConfig
 from melanoma.metrics import within_group_auroc_replicates
 from melanoma.run import Run
@@ -104,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("frozen_features.py", main))

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from melanoma.cli import run_command
 from melanoma.loso import LOSO_SOURCES, check_scores, pooled_loso_auroc
 from melanoma.loso_runs import (
     changed_settings,
@@ -179,4 +181,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("loso_ensemble.py", main))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -36,6 +37,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from melanoma.backbones import backbone_spec
+from melanoma.cli import run_command
 from melanoma.config import FEATURE_DEPTHS, TrainConfig
 from melanoma.ham10000 import apply_label_task
 from melanoma.images import PreprocessConfig, preprocess_image
@@ -152,4 +154,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("loso_features.py", main))

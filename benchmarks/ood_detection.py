@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from melanoma.cli import quiet_tensorflow
+from melanoma.cli import quiet_tensorflow, run_command
 from melanoma.images import preprocess_image
 from melanoma.ood import VALIDATION_PASS_SHARE
 from melanoma.promotion import benchmark_inputs
@@ -173,4 +174,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("ood_detection.py", main))

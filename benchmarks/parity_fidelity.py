@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
+from melanoma.cli import run_command
 from melanoma.images import (
     ResolutionParity,
     check_image,
@@ -166,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("parity_fidelity.py", main))

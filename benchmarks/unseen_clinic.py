@@ -27,11 +27,13 @@ beyond those predictions. Research use only, not a diagnostic device.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
+from melanoma.cli import run_command
 from melanoma.loso import (
     seen_and_unseen_scores,
     unseen_source_cost,
@@ -109,4 +111,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("unseen_clinic.py", main))

@@ -40,10 +40,11 @@ def debugging() -> bool:
     return os.environ.get("MELANOMA_DEBUG", "") not in ("", "0")
 
 
-def run_command(prog: str, command: Callable[[], int]) -> int:
-    """``command()``'s exit status; a user error is printed as one line, with status 2."""
+def run_command(prog: str, command: Callable[[], int | None]) -> int:
+    """``command()``'s exit status (None: 0); a user error is printed as one line, with
+    status 2."""
     try:
-        return command()
+        return command() or 0
     except USER_ERRORS as error:
         if debugging():
             raise
