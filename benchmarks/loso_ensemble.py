@@ -125,8 +125,10 @@ def main() -> None:
     parser.add_argument("--store", action="append", required=True, help="a store of runs")
     parser.add_argument("--replicates", type=int, default=2000, help="bootstrap replicates")
     args = parser.parse_args()
-    # (dataset version, split seed) -> configuration -> (its full run, its store)
-    groups: dict[tuple[str, str], dict[str, tuple[RunSummary, ObjectStore, dict]]] = {}
+    # (dataset version, split seed) -> configuration -> its full run, store and hold-outs
+    groups: dict[
+        tuple[str, str], dict[str, tuple[RunSummary, ObjectStore, dict[str, RunSummary]]]
+    ] = {}
     for url in args.store:
         store = open_store(url, create=False)
         for full, held_out in loso_families(index_runs(store, cache=None).runs):
@@ -144,23 +146,18 @@ def main() -> None:
             continue
         runs = list(configurations.values())
         print(f"\nDataset version {version[:12]}, split seed {seed}:")
-        for number_, (full, _, _) in enumerate(runs, 1):
-            kept = "" if number_ <= MAX_MEMBERS else f" (left out: at most {MAX_MEMBERS})"
+        for index, (full, _, _) in enumerate(runs, 1):
+            kept = "" if index <= MAX_MEMBERS else f" (left out: at most {MAX_MEMBERS})"
             settings = changed_settings(full)
             print(
-                f"{number_}. {full.backbone}, profile {full.profile}"
+                f"{index}. {full.backbone}, profile {full.profile}"
                 + (f": {', '.join(settings)}" if settings else "")
                 + kept
             )
-        try:
-            members = [
-                Member(
-                    i, test_predictions_with_sources(store, full), held_out_predictions(store, held)
-                )
-                for i, (full, store, held) in enumerate(runs[:MAX_MEMBERS], 1)
-            ]
-        except ValueError as error:
-            raise SystemExit(str(error)) from None
+        members = [
+            Member(i, test_predictions_with_sources(store, full), held_out_predictions(store, held))
+            for i, (full, store, held) in enumerate(runs[:MAX_MEMBERS], 1)
+        ]
         print(
             "\n| members | LOSO AUROC (95 % CI) | over the best member on LOSO | "
             "test AUROC | within-source test AUROC |\n| --- | --- | --- | --- | --- |"
