@@ -35,8 +35,8 @@ from melanoma.loso_runs import (
     configuration,
     held_out_predictions,
     loso_families,
+    sourced_test_predictions,
     split_seed,
-    test_predictions_with_sources,
 )
 from melanoma.metrics import auroc_with_interval, paired_auroc_difference
 from melanoma.report_html import interval, number
@@ -155,7 +155,7 @@ def main() -> None:
                 + kept
             )
         members = [
-            Member(i, test_predictions_with_sources(store, full), held_out_predictions(store, held))
+            Member(i, sourced_test_predictions(store, full), held_out_predictions(store, held))
             for i, (full, store, held) in enumerate(runs[:MAX_MEMBERS], 1)
         ]
         print(

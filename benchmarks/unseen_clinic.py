@@ -43,8 +43,8 @@ from melanoma.loso_runs import (
     changed_settings,
     held_out_predictions,
     loso_families,
+    sourced_test_predictions,
     split_seed,
-    test_predictions_with_sources,
 )
 from melanoma.report_html import interval
 from melanoma.runs_index import RunSummary, index_runs
@@ -56,7 +56,7 @@ def family_scores(
 ) -> pd.DataFrame:
     """Both runs' scores of the full run's test images of each held-out source."""
     return seen_and_unseen_scores(
-        test_predictions_with_sources(store, full), held_out_predictions(store, held_out)
+        sourced_test_predictions(store, full), held_out_predictions(store, held_out)
     )
 
 

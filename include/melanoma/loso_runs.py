@@ -65,11 +65,14 @@ def changed_settings(run: RunSummary) -> list[str]:
     return [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
 
 
-def test_predictions_with_sources(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
+def sourced_test_predictions(store: ObjectStore, run: RunSummary) -> pd.DataFrame:
     """A run's test predictions, each image with its source (the split's ``dataset``); a
     scored image that its split does not hold is refused, naming the run and the image."""
     stored = Run(store, RunLayout(run.key))
-    sources = stored.splits()[["image_id", "dataset"]].rename(columns={"dataset": "source"})
+    splits = stored.splits()
+    if "dataset" not in splits.columns:
+        raise ValueError(f"run {run.key}: its split records no sources (no dataset column)")
+    sources = splits[["image_id", "dataset"]].rename(columns={"dataset": "source"})
     predictions = stored.predictions("test").merge(sources, on="image_id", how="left")
     unsplit = predictions["image_id"][predictions["source"].isna()]
     if len(unsplit):

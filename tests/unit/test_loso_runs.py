@@ -1,7 +1,16 @@
-"""melanoma.loso_runs: which runs are one configuration's full run and hold-outs."""
+"""melanoma.loso_runs: which runs are one configuration's full run and hold-outs, and the
+sources of what they scored."""
 
-from melanoma.loso_runs import loso_families
-from melanoma.runs_index import RunSummary
+import re
+
+import pytest
+
+from melanoma.layout import RunLayout, run_key
+from melanoma.loso_runs import loso_families, sourced_test_predictions
+from melanoma.run import Run
+from melanoma.runs_index import RunSummary, index_runs
+from melanoma.store import FileStore
+from tests.scored_run import write_scored_run
 
 
 def summary(
@@ -61,3 +70,28 @@ def test_of_two_hold_outs_of_one_source_the_newest_counts():
     runs = [summary("b", "rosendahl"), summary("a", "rosendahl"), summary("full")]
     ((_, held_out),) = loso_families(runs)
     assert held_out["rosendahl"].key == "b"
+
+
+def stored(tmp_path, metadata: bool):
+    """A run with fabricated test predictions in a file store, and its summary."""
+    store = FileStore(tmp_path / "store")
+    run_id = "manual__2026-12-06T09:00:00+00:00"
+    write_scored_run(store, run_id, metadata=metadata, sources=["rosendahl", "vienna_dias"])
+    return store, index_runs(store, cache=None).find(run_key(run_id))
+
+
+def test_each_scored_test_image_takes_its_source_from_the_split(tmp_path):
+    store, run = stored(tmp_path, metadata=True)
+    predictions = sourced_test_predictions(store, run)
+    splits = Run(store, RunLayout(run.key)).splits().set_index("image_id")
+    assert len(predictions) == len(Run(store, RunLayout(run.key)).predictions("test"))
+    assert (predictions["source"] == splits.loc[predictions["image_id"], "dataset"].values).all()
+    assert set(predictions["source"]) == {"rosendahl", "vienna_dias"}
+
+
+def test_a_split_that_records_no_sources_is_refused_naming_the_run(tmp_path):
+    store, run = stored(tmp_path, metadata=False)  # splits.csv from before sources: a header
+    with pytest.raises(
+        ValueError, match=rf"run {re.escape(run.key)}: its split records no sources"
+    ):
+        sourced_test_predictions(store, run)
