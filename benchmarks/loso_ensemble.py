@@ -31,8 +31,8 @@ import pandas as pd
 from melanoma.cli import run_command
 from melanoma.loso import LOSO_SOURCES, check_scores, pooled_loso_auroc
 from melanoma.loso_runs import (
-    changed_settings,
     configuration,
+    configuration_settings,
     held_out_predictions,
     loso_families,
     sourced_test_predictions,
@@ -148,7 +148,7 @@ def main() -> None:
         print(f"\nDataset version {version[:12]}, split seed {seed}:")
         for index, (full, _, _) in enumerate(runs, 1):
             kept = "" if index <= MAX_MEMBERS else f" (left out: at most {MAX_MEMBERS})"
-            settings = changed_settings(full)
+            settings = configuration_settings(full)
             print(
                 f"{index}. {full.backbone}, profile {full.profile}"
                 + (f": {', '.join(settings)}" if settings else "")

@@ -40,7 +40,7 @@ from melanoma.loso import (
     unseen_source_cost_by_diagnosis,
 )
 from melanoma.loso_runs import (
-    changed_settings,
+    configuration_settings,
     held_out_predictions,
     loso_families,
     sourced_test_predictions,
@@ -62,7 +62,7 @@ def family_scores(
 
 def describe(run: RunSummary) -> str:
     """The run, its split seed, and its settings that differ from its profile's defaults."""
-    settings = changed_settings(run)
+    settings = configuration_settings(run)
     head = f"`{run.key[:30]}`: {run.label_task}, {run.backbone}, profile {run.profile}"
     return f"{head}, split seed {split_seed(run)}" + (
         f", {', '.join(settings)}" if settings else ""

@@ -56,10 +56,11 @@ def loso_families(runs: Iterable[RunSummary]) -> list[tuple[RunSummary, dict[str
 
 
 def split_seed(run: RunSummary) -> object:
+    """The split seed the run resolved (None for a run that recorded none)."""
     return run.resolved.get("pipeline", {}).get("seed")
 
 
-def changed_settings(run: RunSummary) -> list[str]:
+def configuration_settings(run: RunSummary) -> list[str]:
     """A run's settings that differ from its profile's defaults, as ``name=value``, but
     the split seed and the held-out source (what tells a configuration's runs apart)."""
     return [f"{n}={v}" for n, v in run.changed if n not in ("split_seed", "holdout_source")]
